@@ -1,0 +1,34 @@
+# Shopfleet: two commands on a fresh Debian 12 machine.
+#   make run    start the local servers (RabbitMQ with management, PostgreSQL, Redis) and say where
+#   make test   install what is missing, start the test servers, build, run every test
+SHELL := /bin/bash
+SWIFT ?= swift
+
+.PHONY: run test build down test-down status bench
+
+run:
+	@scripts/servers.sh up dev
+	@scripts/servers.sh status dev
+	@echo
+	@echo "Connection settings for this shell:  eval \"\$$(scripts/servers.sh env dev)\""
+	@echo "Stop the servers:                    scripts/servers.sh down dev"
+
+build:
+	$(SWIFT) build
+
+test:
+	@scripts/servers.sh up test
+	$(SWIFT) build --build-tests
+	@eval "$$(scripts/servers.sh env test)" && $(SWIFT) test --skip-build --no-parallel
+
+bench: build
+	@eval "$$(scripts/servers.sh env test)" && .build/debug/shopfleet bench clients
+
+status:
+	@scripts/servers.sh status dev
+
+down:
+	@scripts/servers.sh down dev
+
+test-down:
+	@scripts/servers.sh down test

@@ -1,0 +1,207 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// A thread that owns one C connection. Work reaches it as jobs; Swift's cooperative pool never runs
+/// a blocking C call.
+///
+/// The thread sleeps in `poll(2)` on an eventfd (woken when a job arrives) and, optionally, on the
+/// connection's socket: a ``Service`` installed by the owner is called after every batch of jobs and
+/// whenever the socket is readable or its timeout passed (rabbitmq-c needs this for heartbeats and
+/// incoming frames, libpq for notifications).
+///
+/// Everything the owner keeps about the C connection is touched only on this thread; owners are
+/// `@unchecked Sendable` for that reason and check it with ``preconditionOnThread()``.
+public final class ConnectionThread: @unchecked Sendable {
+    /// What the owner wants after a service call.
+    public struct ServiceRequest: Sendable {
+        /// A socket to wait on for readability, or -1.
+        public var fd: Int32
+        /// The longest sleep before the next service call, in milliseconds; -1 for no limit.
+        public var timeoutMilliseconds: Int32
+        /// Call the service again at once (it left work undone).
+        public var again: Bool
+
+        public init(fd: Int32 = -1, timeoutMilliseconds: Int32 = -1, again: Bool = false) {
+            self.fd = fd
+            self.timeoutMilliseconds = timeoutMilliseconds
+            self.again = again
+        }
+    }
+
+    /// Called on the thread with whether the socket was readable.
+    public typealias Service = (_ readable: Bool) -> ServiceRequest
+
+    private struct State {
+        var jobs: [@Sendable () -> Void] = []
+        var sleeping = false
+        var stopping = false
+        var stopped = false
+    }
+
+    public let name: String
+    private let state = Mutex(State())
+    /// The pipe a job writes to when the thread sleeps: [read end, write end].
+    private let wakeFD: Int32
+    private let wakeWriteFD: Int32
+    private var thread: pthread_t?
+    /// Only touched on the thread.
+    private var service: Service?
+    private var threadID: pthread_t?
+
+    public init(name: String) {
+        self.name = name
+        var fds: [Int32] = [-1, -1]
+        let rc0 = pipe(&fds)
+        precondition(rc0 == 0, "pipe failed: errno \(errno)")
+        for fd in fds {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
+        self.wakeFD = fds[0]
+        self.wakeWriteFD = fds[1]
+        let box = Unmanaged.passRetained(self)
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, nil, { raw in
+            let me = Unmanaged<ConnectionThread>.fromOpaque(raw!).takeRetainedValue()
+            me.runLoop()
+            return nil
+        }, box.toOpaque())
+        precondition(rc == 0, "pthread_create failed: \(rc)")
+        pthread_detach(tid)
+    }
+
+    deinit {
+        close(wakeFD)
+        close(wakeWriteFD)
+    }
+
+    /// True when called on this connection's thread.
+    public var isCurrent: Bool {
+        guard let threadID else { return false }
+        return pthread_equal(threadID, pthread_self()) != 0
+    }
+
+    public func preconditionOnThread(file: StaticString = #fileID, line: UInt = #line) {
+        precondition(isCurrent, "\(name): touched off its connection thread", file: file, line: line)
+    }
+
+    /// Installs the service hook. Call on the thread.
+    public func setService(_ service: Service?) {
+        preconditionOnThread()
+        self.service = service
+    }
+
+    /// Queues a job. Returns false when the thread has stopped (the job will not run).
+    @discardableResult
+    public func execute(_ job: @escaping @Sendable () -> Void) -> Bool {
+        let wake: Bool? = state.withLock { s in
+            if s.stopped || s.stopping { return nil }
+            s.jobs.append(job)
+            return s.sleeping
+        }
+        guard let wake else { return false }
+        if wake {
+            var one: UInt8 = 1
+            _ = write(wakeWriteFD, &one, 1)
+        }
+        return true
+    }
+
+    /// Runs `body` on the thread and returns its result.
+    public func submit<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<T, any Error>) in
+            let queued = execute {
+                continuation.resume(with: Result { try body() })
+            }
+            if !queued { continuation.resume(throwing: ConnectionThreadStopped(name: name)) }
+        }
+    }
+
+    /// Runs `body` on the thread and lets it resume the continuation when it likes (publisher
+    /// confirms, replies that arrive later).
+    public func submitDeferred<T: Sendable>(
+        _ body: @escaping @Sendable (UnsafeContinuation<T, any Error>) -> Void
+    ) async throws -> T {
+        try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<T, any Error>) in
+            let queued = execute { body(continuation) }
+            if !queued { continuation.resume(throwing: ConnectionThreadStopped(name: name)) }
+        }
+    }
+
+    /// Lets the queued jobs run, then ends the thread. Jobs queued afterwards are refused.
+    public func stop() {
+        let wake = state.withLock { s -> Bool in
+            s.stopping = true
+            return s.sleeping
+        }
+        if wake {
+            var one: UInt8 = 1
+            _ = write(wakeWriteFD, &one, 1)
+        }
+    }
+
+    private func runLoop() {
+        threadID = pthread_self()
+        var request = ServiceRequest()
+        var readable = false
+        while true {
+            let (jobs, stopping) = state.withLock { s in
+                let jobs = s.jobs
+                s.jobs.removeAll(keepingCapacity: true)
+                return (jobs, s.stopping)
+            }
+            for job in jobs { job() }
+            if stopping && jobs.isEmpty {
+                let leftovers = state.withLock { s -> [@Sendable () -> Void] in
+                    s.stopped = true
+                    let rest = s.jobs
+                    s.jobs = []
+                    return rest
+                }
+                for job in leftovers { job() }
+                service = nil
+                return
+            }
+            if let service {
+                request = service(readable)
+                readable = false
+                if request.again { continue }
+            }
+            let block = jobs.isEmpty
+            if block {
+                let mayBlock = state.withLock { s -> Bool in
+                    if !s.jobs.isEmpty || s.stopping { return false }
+                    s.sleeping = true
+                    return true
+                }
+                if !mayBlock { continue }
+            }
+            var fds = [pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
+            if request.fd >= 0 {
+                fds.append(pollfd(fd: request.fd, events: Int16(POLLIN), revents: 0))
+            }
+            let timeout = block ? (service == nil ? -1 : request.timeoutMilliseconds) : 0
+            let n = poll(&fds, nfds_t(fds.count), timeout)
+            if block {
+                state.withLock { $0.sleeping = false }
+            }
+            if n > 0 {
+                if fds[0].revents & Int16(POLLIN) != 0 {
+                    var drain = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+                    _ = withUnsafeMutableBytes(of: &drain) { read(wakeFD, $0.baseAddress, $0.count) }
+                }
+                if fds.count > 1, fds[1].revents != 0 {
+                    readable = true
+                }
+            }
+        }
+    }
+}
+
+/// The connection's thread has stopped: the connection was closed.
+public struct ConnectionThreadStopped: Error, CustomStringConvertible {
+    public var name: String
+    public var description: String { "\(name) is closed" }
+}

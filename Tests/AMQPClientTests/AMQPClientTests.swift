@@ -1,0 +1,280 @@
+@testable import AMQPClient
+import ClientRuntime
+import ShopfleetTesting
+import Synchronization
+import Testing
+
+func amqpConfiguration() throws -> AMQPConfiguration {
+    try AMQPConfiguration(url: TestServers.amqpURL(), connectionName: "shopfleet-tests")
+}
+
+/// A durable quorum queue with a unique name, as Shopfleet's queues are.
+func quorumQueue(_ channel: AMQPChannel, _ prefix: String) async throws -> String {
+    let name = TestServers.uniqueName(prefix)
+    try await channel.declareQueue(name, arguments: ["x-queue-type": "quorum"])
+    return name
+}
+
+@Suite("AMQP client against a real broker", .serialized)
+struct AMQPClientTests {
+    @Test func publishWithConfirmsThenConsumeWithAck() async throws {
+        let connection = try await AMQPConnection.connect(try amqpConfiguration())
+        let channel = try await connection.openChannel()
+        try await channel.enableConfirms()
+        let queue = try await quorumQueue(channel, "confirm")
+        let count = 500
+        // Many publishes in flight at once, each awaiting its own confirm.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<count {
+                group.addTask {
+                    try await channel.publish("message \(i)", routingKey: queue,
+                                              properties: AMQPProperties(messageID: "m\(i)"))
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await channel.declareQueue(queue, passive: true).messageCount == UInt32(count))
+        let consumerChannel = try await connection.openChannel()
+        try await consumerChannel.setPrefetch(50)
+        let consumer = try await consumerChannel.consume(queue: queue)
+        var seen = Set<String>()
+        for try await delivery in consumer {
+            #expect(delivery.message.bodyString == "message \(delivery.properties.messageID!.dropFirst())")
+            seen.insert(delivery.properties.messageID!)
+            delivery.ack()
+            if seen.count == count { break }
+        }
+        #expect(seen.count == count)
+        try await consumer.cancel()
+        try await waitUntil(deadline: .seconds(10)) {
+            try await channel.declareQueue(queue, passive: true).messageCount == 0
+        }
+        try await channel.deleteQueue(queue)
+        await connection.close()
+    }
+
+    @Test func propertiesAndHeadersRoundTrip() async throws {
+        let connection = try await AMQPConnection.connect(try amqpConfiguration())
+        let channel = try await connection.openChannel()
+        try await channel.enableConfirms()
+        let queue = try await quorumQueue(channel, "props")
+        let headers: AMQPTable = [
+            "saga-id": "s-1", "attempt": 3, "flag": true, "ratio": .double(0.5),
+            "nested": .table(["a": .array(["x", 1, .table(["deep": "yes"])])]),
+        ]
+        let properties = AMQPProperties(contentType: "application/json", headers: headers, persistent: true,
+                                        correlationID: "c-1", messageID: "m-1", timestamp: 1_764_000_000,
+                                        type: "orders.PlaceOrder.v1", appID: "tests")
+        let body: [UInt8] = Array("{\"a\":1}".utf8) + [0, 255]
+        try await channel.publish(body, routingKey: queue, properties: properties)
+        let delivery = try #require(try await channel.get(queue: queue))
+        #expect(delivery.body == body)
+        // Quorum queues count deliveries in a header of their own.
+        var received = delivery.properties
+        #expect(received.headers?.removeValue(forKey: "x-delivery-count") == .int(0))
+        #expect(received == properties)
+        #expect(delivery.routingKey == queue)
+        #expect(!delivery.redelivered)
+        delivery.nack(requeue: true)
+        let again = try #require(try await channel.get(queue: queue))
+        #expect(again.redelivered)
+        again.ack()
+        #expect(try await channel.get(queue: queue) == nil)
+        try await channel.deleteQueue(queue)
+        await connection.close()
+    }
+
+    @Test func passiveDeclareOfMissingQueueIs404AndChannelRecovers() async throws {
+        let connection = try await AMQPConnection.connect(try amqpConfiguration())
+        let channel = try await connection.openChannel()
+        let error = try await #require(throws: AMQPError.self) {
+            try await channel.declareQueue("no-such-queue-\(UInt32.random(in: 0...UInt32.max))", passive: true)
+        }
+        #expect(error.code == .channelClosed)
+        #expect(error.replyCode == 404)
+        #expect(error.message.contains("no-such-queue"))
+        // The same channel works again.
+        let queue = try await quorumQueue(channel, "after404")
+        #expect(try await channel.declareQueue(queue, passive: true).messageCount == 0)
+        try await channel.deleteQueue(queue)
+        await connection.close()
+    }
+
+    @Test func unroutableMandatoryPublishIsReported() async throws {
+        let connection = try await AMQPConnection.connect(try amqpConfiguration())
+        let channel = try await connection.openChannel()
+        try await channel.enableConfirms()
+        let exchange = TestServers.uniqueName("ex")
+        try await channel.declareExchange(exchange, type: .topic, durable: false, autoDelete: true)
+        let error = try await #require(throws: AMQPError.self) {
+            try await channel.publish("x", exchange: exchange, routingKey: "nobody.listens",
+                                      properties: AMQPProperties(messageID: "lost-1"), mandatory: true)
+        }
+        #expect(error.code == .unroutable)
+        #expect(error.message.contains("nobody.listens"))
+        // Routable mandatory publishes on the same channel still confirm.
+        let queue = try await quorumQueue(channel, "routed")
+        try await channel.bindQueue(queue, to: exchange, routingKey: "orders.#")
+        try await channel.publish("y", exchange: exchange, routingKey: "orders.placed", mandatory: true)
+        try await channel.deleteQueue(queue)
+        try await channel.deleteExchange(exchange)
+        await connection.close()
+    }
+
+    @Test func requestReplyOverDirectReplyTo() async throws {
+        let connection = try await AMQPConnection.connect(try amqpConfiguration())
+        let serverChannel = try await connection.openChannel()
+        let queue = TestServers.uniqueName("rpc")
+        try await serverChannel.declareQueue(queue, durable: false, autoDelete: true)
+        let requests = try await serverChannel.consume(queue: queue)
+        let responder = Task {
+            for try await request in requests {
+                try await serverChannel.reply(to: request, body: Array("echo: \(request.message.bodyString)".utf8))
+                request.ack()
+            }
+        }
+        let requester = try await AMQPRequester.open(on: connection)
+        let reply = try await requester.request(Array("ping".utf8), routingKey: queue, timeout: .seconds(5))
+        #expect(reply.bodyString == "echo: ping")
+        // Concurrent requests each get their own reply.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<50 {
+                group.addTask {
+                    let r = try await requester.request(Array("n\(i)".utf8), routingKey: queue, timeout: .seconds(5))
+                    #expect(r.bodyString == "echo: n\(i)")
+                }
+            }
+            try await group.waitForAll()
+        }
+        // A queue nobody answers from: a typed timeout, on time.
+        let silent = TestServers.uniqueName("silent")
+        try await serverChannel.declareQueue(silent, durable: false, autoDelete: false)
+        let start = ContinuousClock.now
+        let timeout = try await #require(throws: AMQPError.self) {
+            _ = try await requester.request(Array("hello?".utf8), routingKey: silent, timeout: .milliseconds(300))
+        }
+        #expect(timeout.code == .timeout)
+        #expect(ContinuousClock.now - start < .seconds(3))
+        // No queue at all: unroutable at once.
+        let unroutable = try await #require(throws: AMQPError.self) {
+            _ = try await requester.request(Array("x".utf8), routingKey: "no-such-queue-for-rpc", timeout: .seconds(5))
+        }
+        #expect(unroutable.code == .unroutable)
+        responder.cancel()
+        try await serverChannel.deleteQueue(silent)
+        await connection.close()
+    }
+
+    @Test func wrongCredentialsAreAnAuthenticationError() async throws {
+        var config = try amqpConfiguration()
+        config.password = "not-the-password"
+        let error = try await #require(throws: AMQPError.self) { _ = try await AMQPConnection.connect(config) }
+        #expect(error.code == .authenticationFailed)
+        #expect(!error.description.contains("not-the-password"))
+    }
+
+    @Test func brokerNotRunningNamesHostAndPortWithinDeadline() async throws {
+        var config = try amqpConfiguration()
+        config.port = 1
+        let start = ContinuousClock.now
+        let error = try await #require(throws: AMQPError.self) { _ = try await AMQPConnection.connect(config) }
+        #expect(error.code == .connectionFailed)
+        #expect(error.description.contains("\(config.host):1"))
+        #expect(ContinuousClock.now - start < .seconds(10))
+    }
+
+    @Test func urlParsing() throws {
+        let c = try AMQPConfiguration(url: "amqp://u%40x:p%2Fw@broker.local:5673/shop%2Fprod?heartbeat=10&connection_timeout=2500")
+        #expect(c.user == "u@x")
+        #expect(c.password == "p/w")
+        #expect(c.host == "broker.local")
+        #expect(c.port == 5673)
+        #expect(c.vhost == "shop/prod")
+        #expect(c.heartbeat == 10)
+        #expect(c.connectTimeout == .milliseconds(2500))
+        #expect(!c.description.contains("p/w"))
+        #expect(try AMQPConfiguration(url: "amqp://h").vhost == "/")
+        #expect(try AMQPConfiguration(url: "amqp://h/%2F").vhost == "/")
+        #expect(throws: AMQPError.self) { try AMQPConfiguration(url: "amqp://h?heartbeat=x") }
+        #expect(throws: AMQPError.self) { try AMQPConfiguration(url: "amqp://h:99999") }
+    }
+}
+
+/// The connection dropping under load: nothing whose publish was confirmed may be lost.
+@Suite("AMQP recovery", .serialized)
+struct AMQPRecoveryTests {
+    final class Seen: Sendable {
+        let confirmed = Mutex<Set<Int>>([])
+        let consumed = Mutex<Set<Int>>([])
+    }
+
+    func runUnderFault(messages: Int, fault: @Sendable () async throws -> Void) async throws {
+        var config = try amqpConfiguration()
+        config.heartbeat = 5
+        let connection = try await AMQPConnection.connect(config)
+        let setup = try await connection.openChannel()
+        let queue = try await quorumQueue(setup, "recovery")
+        let publisher = try await connection.openChannel()
+        try await publisher.enableConfirms()
+        let consumerChannel = try await connection.openChannel()
+        try await consumerChannel.setPrefetch(100)
+        let consumer = try await consumerChannel.consume(queue: queue)
+        let seen = Seen()
+        let events = connection.events
+
+        let consuming = Task {
+            for try await delivery in consumer {
+                if let id = Int(delivery.message.bodyString) { seen.consumed.withLock { _ = $0.insert(id) } }
+                delivery.ack()
+            }
+        }
+        let publishing = Task {
+            for i in 0..<messages {
+                // At-least-once: publish again until the broker confirms.
+                while true {
+                    do {
+                        try await publisher.publish(String(i), routingKey: queue)
+                        seen.confirmed.withLock { _ = $0.insert(i) }
+                        break
+                    } catch let error as AMQPError where error.code == .connectionLost || error.code == .notConnected {
+                        try await Task.sleep(for: .milliseconds(50))
+                    }
+                }
+                if i % 50 == 0 { try await Task.sleep(for: .milliseconds(5)) }
+            }
+        }
+        try await waitUntil(deadline: .seconds(20)) { seen.confirmed.withLock { $0.count } > messages / 10 }
+        try await fault()
+        // The connection reports the drop and the recovery.
+        let recovered = try await withDeadline(.seconds(90)) { () -> Bool in
+            var sawDisconnect = false
+            for await event in events {
+                if case .disconnected = event { sawDisconnect = true }
+                if case .recovered = event, sawDisconnect { return true }
+            }
+            return false
+        }
+        #expect(recovered)
+        try await withDeadline(.seconds(90)) { try await publishing.value }
+        try await waitUntil(deadline: .seconds(60)) {
+            let confirmed = seen.confirmed.withLock { $0 }
+            return confirmed.count == messages && confirmed.isSubset(of: seen.consumed.withLock { $0 })
+        }
+        consuming.cancel()
+        try await setup.deleteQueue(queue)
+        await connection.close()
+    }
+
+    @Test func recoversFromClosedConnectionsWithoutLosingConfirmedMessages() async throws {
+        try await runUnderFault(messages: 2000) {
+            try await TestServers.control("close-connections")
+        }
+    }
+
+    @Test func recoversFromBrokerRestartWithoutLosingConfirmedMessages() async throws {
+        try await runUnderFault(messages: 1500) {
+            try await TestServers.control("down-rabbitmq")
+            try await TestServers.control("up-rabbitmq")
+        }
+    }
+}

@@ -1,0 +1,133 @@
+import ClientRuntime
+import ShopfleetTesting
+@testable import RedisClient
+import Testing
+
+func redisConfiguration() throws -> RedisConfiguration {
+    try RedisConfiguration(url: TestServers.redisURL())
+}
+
+func key(_ name: String) -> String { TestServers.uniqueName("test:\(name)") }
+
+@Suite("Redis client against a real server", .serialized)
+struct RedisClientTests {
+    @Test func commandsAreBinarySafeAndRepliesTyped() async throws {
+        let redis = RedisClient(configuration: try redisConfiguration())
+        let k = key("bin")
+        let value: [UInt8] = [0, 1, 2, 255, 0, 13, 10, 36]
+        #expect(try await redis.send("SET", k, value) == .status("OK"))
+        #expect(try await redis.send("GET", k) == .bulk(value))
+        #expect(try await redis.send("GET", k + ":missing") == .null)
+        #expect(try await redis.send("INCRBY", k + ":n", 5) == .integer(5))
+        try await redis.send("RPUSH", k + ":l", "a", "b", "c")
+        #expect(try await redis.send("LRANGE", k + ":l", 0, -1).array?.compactMap(\.string) == ["a", "b", "c"])
+        let error = try await #require(throws: RedisError.self) { try await redis.send("INCR", k) }
+        #expect(error.code == .server)
+        #expect(error.message.contains("not an integer"))
+        #expect(error.command == "INCR")
+        // The connection is still good after an error reply.
+        #expect(try await redis.send("DEL", k, k + ":n", k + ":l") == .integer(3))
+        await redis.close()
+    }
+
+    @Test func pipelineSendsManyCommandsAndKeepsErrorsInPlace() async throws {
+        let redis = RedisClient(configuration: try redisConfiguration())
+        let k = key("pipe")
+        var commands = (0..<1000).map { RedisCommand("RPUSH", k, $0) }
+        commands.append(RedisCommand("INCR", k))  // wrong type: an error in place
+        commands.append(RedisCommand("LLEN", k))
+        let replies = try await redis.pipeline(commands)
+        #expect(replies.count == 1002)
+        #expect(replies[999] == .integer(1000))
+        if case .error(let message) = replies[1000] { #expect(message.contains("WRONGTYPE")) } else { Issue.record("expected an error reply, got \(replies[1000])") }
+        #expect(replies[1001] == .integer(1000))
+        try await redis.send("DEL", k)
+        await redis.close()
+    }
+
+    @Test func multiExecAndWatchAbort() async throws {
+        let redis = RedisClient(configuration: try redisConfiguration(), maximumConnections: 2)
+        let k = key("tx")
+        let results = try await redis.transaction([RedisCommand("SET", k, "1"), RedisCommand("INCR", k), RedisCommand("GET", k)])
+        #expect(results == [.status("OK"), .integer(2), .bulk(Array("2".utf8))])
+        // WATCH on one connection, a write from another: EXEC aborts with nil.
+        let other = try await RedisConnection.connect(try redisConfiguration())
+        let aborted = try await redis.withConnection { connection -> [RedisReply]? in
+            try await connection.send("WATCH", k)
+            try await other.send("SET", k, "changed")
+            return try await connection.transaction([RedisCommand("SET", k, "mine")])
+        }
+        #expect(aborted == nil)
+        #expect(try await redis.send("GET", k).string == "changed")
+        await other.close()
+        try await redis.send("DEL", k)
+        await redis.close()
+    }
+
+    @Test func scriptsRunByShaWithEvalFallback() async throws {
+        let redis = RedisClient(configuration: try redisConfiguration(), maximumConnections: 1)
+        let script = RedisScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+        // Our SHA-1 matches the server's.
+        #expect(try await redis.send("SCRIPT", "LOAD", script.source).string == script.sha1)
+        try await redis.send("SCRIPT", "FLUSH")
+        let k = key("script")
+        #expect(try await redis.evaluate(script, keys: [k], arguments: [7]) == .integer(7))  // NOSCRIPT → EVAL
+        #expect(try await redis.evaluate(script, keys: [k], arguments: [3]) == .integer(10))  // EVALSHA
+        try await redis.send("DEL", k)
+        await redis.close()
+    }
+
+    @Test func wrongPasswordIsAnAuthenticationError() async throws {
+        var config = try redisConfiguration()
+        config.password = "not-the-password"
+        let error = try await #require(throws: RedisError.self) { _ = try await RedisConnection.connect(config) }
+        #expect(error.code == .authenticationFailed)
+        config.password = nil
+        let missing = try await #require(throws: RedisError.self) { _ = try await RedisConnection.connect(config) }
+        #expect(missing.code == .authenticationFailed)
+    }
+
+    @Test func serverNotRunningNamesHostAndPort() async throws {
+        var config = try redisConfiguration()
+        config.port = 1
+        let start = ContinuousClock.now
+        let error = try await #require(throws: RedisError.self) { _ = try await RedisConnection.connect(config) }
+        #expect(error.code == .connectionFailed)
+        #expect(error.description.contains("\(config.host):1"))
+        #expect(ContinuousClock.now - start < .seconds(10))
+    }
+
+    @Test func downThenUpFailsClearlyThenWorksAgain() async throws {
+        let redis = RedisClient(configuration: try redisConfiguration(), maximumConnections: 2)
+        let k = key("restart")
+        try await redis.send("SET", k, "before")
+        try await TestServers.control("down-redis")
+        do {
+            let error = try await #require(throws: RedisError.self) { try await redis.send("GET", k) }
+            #expect(error.code == .connectionLost || error.code == .connectionFailed)
+            #expect(error.description.contains(":\(try redisConfiguration().port)"))
+            // And again: now no connection can be made at all.
+            let again = try await #require(throws: RedisError.self) { try await redis.send("GET", k) }
+            #expect(again.code == .connectionFailed)
+        }
+        try await TestServers.control("up-redis")
+        try await waitUntil(deadline: .seconds(15)) {
+            (try? await redis.send("PING")) == .status("PONG")
+        }
+        try await redis.send("SET", k, "after")
+        #expect(try await redis.send("GET", k).string == "after")
+        try await redis.send("DEL", k)
+        await redis.close()
+    }
+
+    @Test func urlParsing() throws {
+        let config = try RedisConfiguration(url: "redis://:s%40cret@example.org:6400/3")
+        #expect(config.host == "example.org")
+        #expect(config.port == 6400)
+        #expect(config.password == "s@cret")
+        #expect(config.database == 3)
+        #expect(!config.description.contains("cret"))
+        #expect(throws: RedisError.self) { try RedisConfiguration(url: "redis://host/notanumber") }
+        #expect(throws: RedisError.self) { try RedisConfiguration(url: "http://host") }
+    }
+}

@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# Local RabbitMQ (with management), PostgreSQL and Redis for Shopfleet, as plain processes on
+# loopback with their data under the project (.shopfleet/<instance>/). No root services, no
+# systemd, no Docker.
+#
+#   scripts/servers.sh install            install missing Debian packages (apt-get only if needed)
+#   scripts/servers.sh up     [instance]  start what is not running, wait until ready (idempotent)
+#   scripts/servers.sh down   [instance]  stop what is running (idempotent)
+#   scripts/servers.sh status [instance]  say what runs where
+#   scripts/servers.sh env    [instance]  print SHOPFLEET_* URLs (with credentials) for `eval`/`source`
+#
+# Instances: `dev` (make run) and `test` (make test) use different ports, so both can run at once.
+# Every port can be changed by environment:
+#   SHOPFLEET_AMQP_PORT   dev 5680   test 5690    (Erlang distribution port: AMQP port + 20000)
+#   SHOPFLEET_MGMT_PORT   dev 15680  test 15690
+#   SHOPFLEET_EPMD_PORT   dev 4380   test 4390
+#   SHOPFLEET_PG_PORT     dev 5440   test 5450
+#   SHOPFLEET_REDIS_PORT  dev 6380   test 6390
+#   SHOPFLEET_DATA_DIR    default <repo>/.shopfleet/<instance>
+#   SHOPFLEET_READY_SECONDS  how long to wait for each server to be ready (default 90)
+#
+# Credentials are generated on first start (random, per data folder), kept in
+# <data>/credentials.env with mode 0600, and never passed on a command line.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CMD="${1:-status}"
+INSTANCE="${2:-dev}"
+case "$INSTANCE" in
+  dev)  d_amqp=5680 d_mgmt=15680 d_epmd=4380 d_pg=5440 d_redis=6380 ;;
+  test) d_amqp=5690 d_mgmt=15690 d_epmd=4390 d_pg=5450 d_redis=6390 ;;
+  *) echo "servers.sh: unknown instance '$INSTANCE' (dev or test)" >&2; exit 2 ;;
+esac
+AMQP_PORT="${SHOPFLEET_AMQP_PORT:-$d_amqp}"
+MGMT_PORT="${SHOPFLEET_MGMT_PORT:-$d_mgmt}"
+EPMD_PORT="${SHOPFLEET_EPMD_PORT:-$d_epmd}"
+PG_PORT="${SHOPFLEET_PG_PORT:-$d_pg}"
+REDIS_PORT="${SHOPFLEET_REDIS_PORT:-$d_redis}"
+DATA="${SHOPFLEET_DATA_DIR:-$ROOT/.shopfleet/$INSTANCE}"
+READY_SECONDS="${SHOPFLEET_READY_SECONDS:-90}"
+NODE="shopfleet-$INSTANCE@localhost"
+PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)"
+RABBIT_SERVER=/usr/lib/rabbitmq/bin/rabbitmq-server
+RABBITMQCTL=/usr/lib/rabbitmq/bin/rabbitmqctl
+
+PACKAGES=(rabbitmq-server postgresql redis-server librabbitmq-dev libpq-dev libhiredis-dev pkg-config)
+
+log() { echo "servers[$INSTANCE]: $*" >&2; }
+die() { echo "servers[$INSTANCE]: error: $*" >&2; exit 1; }
+
+missing_packages() {
+  local p missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  echo "${missing[@]:-}"
+}
+
+install_packages() {
+  local missing; missing="$(missing_packages)"
+  if [ -z "$missing" ]; then return 0; fi
+  if [ "$(id -u)" != 0 ]; then
+    die "missing Debian packages: $missing — install them with: sudo apt-get install -y $missing"
+  fi
+  log "installing: $missing"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # policy-rc.d keeps the packages' own system services from starting; ours run as local processes.
+  local policy=/usr/sbin/policy-rc.d created=0
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; created=1; fi
+  # shellcheck disable=SC2086
+  apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  if [ "$created" = 1 ]; then rm -f "$policy"; fi
+  # A package install may have started system services anyway (no policy-rc.d honoured): stop them.
+  for s in rabbitmq-server postgresql redis-server; do
+    command -v service >/dev/null && service "$s" stop >/dev/null 2>&1 || true
+  done
+}
+
+random_secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+ensure_credentials() {
+  mkdir -p "$DATA"
+  local f="$DATA/credentials.env"
+  if [ ! -f "$f" ]; then
+    umask 077
+    {
+      echo "AMQP_USER=shopfleet"
+      echo "AMQP_PASSWORD=$(random_secret)"
+      echo "PG_USER=shopfleet"
+      echo "PG_PASSWORD=$(random_secret)"
+      echo "REDIS_PASSWORD=$(random_secret)"
+    } > "$f"
+  fi
+  # shellcheck disable=SC1090
+  . "$f"
+}
+
+# Run a command as the PostgreSQL owner: PostgreSQL refuses to run as root.
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+wait_for() { # description, command...
+  local what="$1"; shift
+  local deadline=$((SECONDS + READY_SECONDS))
+  until "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then die "$what not ready after ${READY_SECONDS}s"; fi
+    sleep 0.2
+  done
+}
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# ---------------------------------------------------------------- RabbitMQ
+rabbit_env() {
+  export HOME="$DATA/rabbitmq/home"           # the Erlang cookie lives here
+  export ERL_EPMD_PORT="$EPMD_PORT"
+  export RABBITMQ_NODENAME="$NODE"
+  export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+  export RABBITMQ_NODE_PORT="$AMQP_PORT"
+  export RABBITMQ_DIST_PORT=$((AMQP_PORT + 20000))
+  export RABBITMQ_MNESIA_BASE="$DATA/rabbitmq/mnesia"
+  export RABBITMQ_LOG_BASE="$DATA/rabbitmq/log"
+  export RABBITMQ_CONFIG_FILE="$DATA/rabbitmq/rabbitmq.conf"
+  export RABBITMQ_ENABLED_PLUGINS_FILE="$DATA/rabbitmq/enabled_plugins"
+  export RABBITMQ_PID_FILE="$DATA/rabbitmq/rabbit.pid"
+  export RABBITMQ_ADVANCED_CONFIG_FILE="$DATA/rabbitmq/advanced.config"
+}
+
+rabbit_running() { rabbit_env; timeout 20 "$RABBITMQCTL" -n "$NODE" -q status >/dev/null 2>&1; }
+
+rabbit_up() {
+  if rabbit_running; then log "RabbitMQ already running on 127.0.0.1:$AMQP_PORT"; return; fi
+  port_busy "$AMQP_PORT" && die "port $AMQP_PORT is taken by another process (set SHOPFLEET_AMQP_PORT)"
+  rabbit_env
+  mkdir -p "$HOME" "$RABBITMQ_MNESIA_BASE" "$RABBITMQ_LOG_BASE"
+  umask 077
+  cat > "$RABBITMQ_CONFIG_FILE" <<CONF
+listeners.tcp.default = 127.0.0.1:$AMQP_PORT
+management.tcp.ip = 127.0.0.1
+management.tcp.port = $MGMT_PORT
+default_user = $AMQP_USER
+default_pass = $AMQP_PASSWORD
+default_user_tags.administrator = true
+default_permissions.configure = .*
+default_permissions.read = .*
+default_permissions.write = .*
+loopback_users = none
+log.console = false
+log.file.level = warning
+CONF
+  echo "[]." > "$RABBITMQ_ADVANCED_CONFIG_FILE"
+  echo "[rabbitmq_management]." > "$RABBITMQ_ENABLED_PLUGINS_FILE"
+  umask 022
+  # Our own epmd on our own port, so that `down` can stop exactly it.
+  if ! epmd -port "$EPMD_PORT" -names >/dev/null 2>&1; then
+    setsid epmd -port "$EPMD_PORT" </dev/null >/dev/null 2>&1 &
+    echo $! > "$DATA/rabbitmq/epmd.pid"
+  fi
+  setsid "$RABBIT_SERVER" </dev/null >"$RABBITMQ_LOG_BASE/startup.log" 2>&1 &
+  echo $! > "$DATA/rabbitmq/server.pid"
+  local deadline=$((SECONDS + READY_SECONDS))
+  until timeout 20 "$RABBITMQCTL" -n "$NODE" -q await_startup >/dev/null 2>&1; do
+    if ! kill -0 "$(cat "$DATA/rabbitmq/server.pid")" 2>/dev/null; then
+      tail -20 "$RABBITMQ_LOG_BASE/startup.log" >&2 || true
+      die "RabbitMQ exited during start (log: $RABBITMQ_LOG_BASE)"
+    fi
+    [ $SECONDS -ge $deadline ] && die "RabbitMQ not ready after ${READY_SECONDS}s (log: $RABBITMQ_LOG_BASE)"
+    sleep 0.5
+  done
+  wait_for "RabbitMQ management API on 127.0.0.1:$MGMT_PORT" port_busy "$MGMT_PORT"
+  log "RabbitMQ ready on amqp://127.0.0.1:$AMQP_PORT, management http://127.0.0.1:$MGMT_PORT"
+}
+
+rabbit_down() {
+  rabbit_env
+  if rabbit_running; then
+    timeout 60 "$RABBITMQCTL" -n "$NODE" -q stop >/dev/null 2>&1 || true
+  fi
+  local f
+  for f in server.pid epmd.pid; do
+    if [ -f "$DATA/rabbitmq/$f" ]; then
+      local pid; pid="$(cat "$DATA/rabbitmq/$f")"
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+      rm -f "$DATA/rabbitmq/$f"
+    fi
+  done
+  # epmd started by someone else on our port (an earlier run): ask it to go.
+  epmd -port "$EPMD_PORT" -kill >/dev/null 2>&1 || true
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+pg_dir() { echo "$DATA/postgres"; }
+
+pg_running() { [ -n "$PG_BIN" ] && [ -f "$(pg_dir)/data/PG_VERSION" ] && as_pg "$PG_BIN/pg_ctl" -D "$(pg_dir)/data" status >/dev/null 2>&1; }
+
+pg_up() {
+  [ -n "$PG_BIN" ] || die "PostgreSQL server binaries not found under /usr/lib/postgresql"
+  local dir; dir="$(pg_dir)"
+  if pg_running; then log "PostgreSQL already running on 127.0.0.1:$PG_PORT"; return; fi
+  port_busy "$PG_PORT" && die "port $PG_PORT is taken by another process (set SHOPFLEET_PG_PORT)"
+  mkdir -p "$dir/socket"
+  if [ "$(id -u)" = 0 ]; then
+    chown -R postgres:postgres "$dir"
+    # The postgres user must be able to reach its folder.
+    local p="$dir"; while [ "$p" != / ]; do p="$(dirname "$p")"; chmod o+x "$p" 2>/dev/null || true; done
+  fi
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    local pw="$dir/.pw"
+    (umask 077; printf '%s\n' "$PG_PASSWORD" > "$pw")
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$pw"
+    as_pg "$PG_BIN/initdb" -D "$dir/data" -U "$PG_USER" --pwfile="$pw" --auth=scram-sha-256 \
+      -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; rm -f "$pw"; die "initdb failed"; }
+    rm -f "$pw"
+  fi
+  as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t "$READY_SECONDS" \
+    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $dir/socket -c max_connections=200" start >/dev/null \
+    || { tail -20 "$dir/postgres.log" >&2; die "PostgreSQL did not start (log: $dir/postgres.log)"; }
+  log "PostgreSQL ready on 127.0.0.1:$PG_PORT"
+}
+
+pg_down() {
+  pg_running || return 0
+  as_pg "$PG_BIN/pg_ctl" -D "$(pg_dir)/data" -m fast -w -t 60 stop >/dev/null || true
+}
+
+# ---------------------------------------------------------------- Redis
+redis_running() { [ -f "$DATA/redis/redis.pid" ] && kill -0 "$(cat "$DATA/redis/redis.pid")" 2>/dev/null; }
+
+redis_ping() { REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping | grep -q PONG; }
+
+redis_up() {
+  if redis_running; then log "Redis already running on 127.0.0.1:$REDIS_PORT"; return; fi
+  port_busy "$REDIS_PORT" && die "port $REDIS_PORT is taken by another process (set SHOPFLEET_REDIS_PORT)"
+  mkdir -p "$DATA/redis"
+  (umask 077; cat > "$DATA/redis/redis.conf" <<CONF
+bind 127.0.0.1
+port $REDIS_PORT
+daemonize yes
+pidfile $DATA/redis/redis.pid
+logfile $DATA/redis/redis.log
+dir $DATA/redis
+save ""
+appendonly no
+requirepass $REDIS_PASSWORD
+CONF
+)
+  redis-server "$DATA/redis/redis.conf" >/dev/null
+  wait_for "Redis on 127.0.0.1:$REDIS_PORT" redis_ping
+  log "Redis ready on 127.0.0.1:$REDIS_PORT"
+}
+
+redis_down() {
+  redis_running || return 0
+  local pid; pid="$(cat "$DATA/redis/redis.pid")"
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$DATA/redis/redis.pid"
+}
+
+print_env() {
+  echo "export SHOPFLEET_AMQP_URL='amqp://$AMQP_USER:$AMQP_PASSWORD@127.0.0.1:$AMQP_PORT/%2F'"
+  echo "export SHOPFLEET_AMQP_MANAGEMENT_URL='http://$AMQP_USER:$AMQP_PASSWORD@127.0.0.1:$MGMT_PORT'"
+  echo "export SHOPFLEET_DATABASE_URL='postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres'"
+  echo "export SHOPFLEET_REDIS_URL='redis://:$REDIS_PASSWORD@127.0.0.1:$REDIS_PORT/0'"
+  # What tests need to stop and start servers themselves (fault tests).
+  echo "export SHOPFLEET_SERVERS_SCRIPT='$ROOT/scripts/servers.sh'"
+  echo "export SHOPFLEET_SERVERS_INSTANCE='$INSTANCE'"
+}
+
+report() {
+  local state
+  if rabbit_running; then state=running; else state=stopped; fi
+  echo "RabbitMQ    $state  amqp://127.0.0.1:$AMQP_PORT  management http://127.0.0.1:$MGMT_PORT  (node $NODE)"
+  if pg_running; then state=running; else state=stopped; fi
+  echo "PostgreSQL  $state  postgres://127.0.0.1:$PG_PORT"
+  if redis_running; then state=running; else state=stopped; fi
+  echo "Redis       $state  redis://127.0.0.1:$REDIS_PORT"
+  echo "data        $DATA   (credentials: $DATA/credentials.env; 'scripts/servers.sh env $INSTANCE' prints the URLs)"
+}
+
+case "$CMD" in
+  install) install_packages ;;
+  up)
+    install_packages
+    ensure_credentials
+    pg_up; redis_up; rabbit_up
+    ;;
+  down)
+    ensure_credentials
+    rabbit_down; redis_down; pg_down
+    log "stopped"
+    ;;
+  # Single servers, for fault-injection tests.
+  up-rabbitmq) ensure_credentials; rabbit_up ;;
+  close-connections)  # what an operator's `rabbitmqctl close_all_connections` does to clients
+    ensure_credentials; rabbit_env
+    "$RABBITMQCTL" -n "$NODE" -q close_all_connections "closed by servers.sh close-connections" >/dev/null ;;
+  down-rabbitmq) ensure_credentials; rabbit_down ;;
+  up-postgres) ensure_credentials; pg_up ;;
+  down-postgres) ensure_credentials; pg_down ;;
+  up-redis) ensure_credentials; redis_up ;;
+  down-redis) ensure_credentials; redis_down ;;
+  status) ensure_credentials; report ;;
+  env) ensure_credentials; print_env ;;
+  *) echo "usage: scripts/servers.sh install|up|down|status|env [dev|test]" >&2; exit 2 ;;
+esac
