@@ -126,6 +126,7 @@ rabbit_env() {
   export RABBITMQ_ENABLED_PLUGINS_FILE="$DATA/rabbitmq/enabled_plugins"
   export RABBITMQ_PID_FILE="$DATA/rabbitmq/rabbit.pid"
   export RABBITMQ_ADVANCED_CONFIG_FILE="$DATA/rabbitmq/advanced.config"
+  export ERL_CRASH_DUMP="$DATA/rabbitmq/erl_crash.dump"   # Erlang CLI tools write one on failure
 }
 
 rabbit_running() { rabbit_env; timeout 20 "$RABBITMQCTL" -n "$NODE" -q status >/dev/null 2>&1; }
