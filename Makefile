@@ -21,8 +21,11 @@ test:
 	$(SWIFT) build --build-tests
 	@eval "$$(scripts/servers.sh env test)" && $(SWIFT) test --skip-build --no-parallel
 
-bench: build
-	@eval "$$(scripts/servers.sh env test)" && .build/debug/shopfleet bench clients
+# Benchmarks run the release build against the test servers.
+bench:
+	@scripts/servers.sh up test
+	$(SWIFT) build -c release --product shopfleet
+	@eval "$$(scripts/servers.sh env test)" && .build/release/shopfleet bench clients
 
 status:
 	@scripts/servers.sh status dev

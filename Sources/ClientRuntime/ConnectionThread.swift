@@ -41,17 +41,33 @@ public final class ConnectionThread: @unchecked Sendable {
     }
 
     public let name: String
+    /// How long the thread keeps looking for a next job before it sleeps. A caller that awaits a
+    /// result and then submits its next job (a transaction's statements, a consumer's ack) usually
+    /// does so within tens of microseconds; catching that job without a wake-up through the pipe
+    /// and the kernel saves about a third of a round trip on loopback.
+    public let spin: Duration
     private let state = Mutex(State())
+    /// Mirrors "jobs is not empty", so spinning reads an atomic instead of taking the lock.
+    private let hasJobs = Atomic<Bool>(false)
     /// The pipe a job writes to when the thread sleeps: [read end, write end].
     private let wakeFD: Int32
     private let wakeWriteFD: Int32
     private var thread: pthread_t?
+    /// `SHOPFLEET_THREAD_SPIN_US` (microseconds, default 50; 0 turns spinning off).
+    public static let defaultSpin: Duration = {
+        if let text = getenv("SHOPFLEET_THREAD_SPIN_US"), let micros = Int(String(cString: text)), micros >= 0 {
+            return .microseconds(micros)
+        }
+        return .microseconds(50)
+    }()
+
     /// Only touched on the thread.
     private var service: Service?
     private var threadID: pthread_t?
 
-    public init(name: String) {
+    public init(name: String, spin: Duration = ConnectionThread.defaultSpin) {
         self.name = name
+        self.spin = spin
         var fds: [Int32] = [-1, -1]
         let rc0 = pipe(&fds)
         precondition(rc0 == 0, "pipe failed: errno \(errno)")
@@ -99,6 +115,7 @@ public final class ConnectionThread: @unchecked Sendable {
         let wake: Bool? = state.withLock { s in
             if s.stopped || s.stopping { return nil }
             s.jobs.append(job)
+            hasJobs.store(true, ordering: .releasing)
             return s.sleeping
         }
         guard let wake else { return false }
@@ -142,6 +159,17 @@ public final class ConnectionThread: @unchecked Sendable {
         }
     }
 
+    /// Spins up to `spin` for a job to arrive; true if one did.
+    private func spinForJob() -> Bool {
+        let until = ContinuousClock.now + spin
+        var checks = 0
+        while true {
+            if hasJobs.load(ordering: .acquiring) { return true }
+            checks += 1
+            if checks % 16 == 0 && ContinuousClock.now >= until { return false }
+        }
+    }
+
     private func runLoop() {
         threadID = pthread_self()
         var request = ServiceRequest()
@@ -150,6 +178,7 @@ public final class ConnectionThread: @unchecked Sendable {
             let (jobs, stopping) = state.withLock { s in
                 let jobs = s.jobs
                 s.jobs.removeAll(keepingCapacity: true)
+                hasJobs.store(false, ordering: .releasing)
                 return (jobs, s.stopping)
             }
             for job in jobs { job() }
@@ -170,6 +199,7 @@ public final class ConnectionThread: @unchecked Sendable {
                 if request.again { continue }
             }
             let block = jobs.isEmpty
+            if block && spin > .zero && spinForJob() { continue }
             if block {
                 let mayBlock = state.withLock { s -> Bool in
                     if !s.jobs.isEmpty || s.stopping { return false }

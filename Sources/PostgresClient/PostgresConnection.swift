@@ -15,6 +15,8 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     /// Touched only on `thread`.
     private var conn: OpaquePointer?
     private let usable = Atomic<Bool>(false)
+    /// A transaction's BEGIN waits to go with its first statement: one thread hop fewer.
+    private let beginDeferred = Atomic<Bool>(false)
 
     private init(configuration: PostgresConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -65,20 +67,31 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     /// Runs `body` in a transaction: COMMIT when it returns, ROLLBACK when it throws (the error is
     /// rethrown). A failed COMMIT throws as well.
     public func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
-        try await simpleQuery("BEGIN")
+        beginDeferred.store(true, ordering: .releasing)
         let result: T
         do {
             result = try await body(self)
         } catch {
-            if isUsable {
+            // Nothing reached the server if BEGIN is still waiting: nothing to roll back.
+            if !beginDeferred.exchange(false, ordering: .acquiringAndReleasing), isUsable {
                 do { try await simpleQuery("ROLLBACK") } catch {
                     logger.warning("rollback failed", metadata: ["error": "\(error)"])
                 }
             }
             throw error
         }
-        try await simpleQuery("COMMIT")
+        if !beginDeferred.exchange(false, ordering: .acquiringAndReleasing) {
+            try await simpleQuery("COMMIT")
+        }
         return result
+    }
+
+    /// Sends a deferred BEGIN before the statement that needs it. On the thread.
+    private func beginIfDeferred(_ conn: OpaquePointer, before sql: String) throws {
+        guard beginDeferred.exchange(false, ordering: .acquiringAndReleasing) else { return }
+        let result = PQexec(conn, "BEGIN")
+        defer { PQclear(result) }
+        _ = try check(result, sql: "BEGIN")
     }
 
     /// Sends a notification (`pg_notify`, so the channel name needs no quoting).
@@ -143,6 +156,7 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     func run(_ sql: String, _ binds: [String?]) throws -> PostgresRows {
         thread.preconditionOnThread()
         guard let conn else { throw closedError(sql) }
+        try beginIfDeferred(conn, before: sql)
         let values = binds.map { $0.map { strdup($0) } ?? nil }
         defer { values.forEach { free($0) } }
         var pointers = values.map { UnsafePointer<CChar>($0) }
@@ -156,6 +170,7 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     func runSimple(_ sql: String) throws {
         thread.preconditionOnThread()
         guard let conn else { throw closedError(sql) }
+        try beginIfDeferred(conn, before: sql)
         let result = PQexec(conn, sql)
         defer { PQclear(result) }
         _ = try check(result, sql: sql)

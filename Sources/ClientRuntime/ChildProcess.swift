@@ -1,0 +1,104 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs another program (a baseline benchmark, the servers script) and waits for it on a thread of
+/// its own, since `read` and `waitpid` block.
+public enum ChildProcess {
+    public struct Result: Sendable {
+        public var status: Int32
+        /// Standard output, when captured.
+        public var output: String
+    }
+
+    public struct Failed: Error, CustomStringConvertible {
+        public var command: String
+        public var status: Int32
+        public var output: String
+        public var description: String {
+            "\(command) exited with status \(status)" + (output.isEmpty ? "" : ": \(output.suffix(500))")
+        }
+    }
+
+    /// Runs `argv` (`argv[0]` a path, or a name looked up in PATH) with `extraEnvironment` added to
+    /// this process's environment. Standard error passes through; standard output is captured when
+    /// `captureOutput` is set. Secrets go in `extraEnvironment`, never in `argv`.
+    public static func run(_ argv: [String], extraEnvironment: [String: String] = [:],
+                           captureOutput: Bool = true) async throws -> Result {
+        let thread = ConnectionThread(name: "child \(argv.first ?? "")")
+        defer { thread.stop() }
+        return try await thread.submit { try runBlocking(argv, extraEnvironment: extraEnvironment, captureOutput: captureOutput) }
+    }
+
+    /// Like ``run(_:extraEnvironment:captureOutput:)`` but throws ``Failed`` on a non-zero status.
+    @discardableResult
+    public static func check(_ argv: [String], extraEnvironment: [String: String] = [:]) async throws -> String {
+        let result = try await run(argv, extraEnvironment: extraEnvironment)
+        guard result.status == 0 else {
+            throw Failed(command: argv.joined(separator: " "), status: result.status, output: result.output)
+        }
+        return result.output
+    }
+
+    private static func runBlocking(_ argv: [String], extraEnvironment: [String: String], captureOutput: Bool) throws -> Result {
+        var fds: [Int32] = [-1, -1]
+        if captureOutput { guard pipe(&fds) == 0 else { throw Failed(command: argv[0], status: -1, output: "pipe failed") } }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        if captureOutput {
+            posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+            posix_spawn_file_actions_addclose(&actions, fds[0])
+        }
+        var environment: [String: String] = [:]
+        var e = environ
+        while let entry = e.pointee {
+            let text = String(cString: entry)
+            if let eq = text.firstIndex(of: "=") { environment[String(text[..<eq])] = String(text[text.index(after: eq)...]) }
+            e += 1
+        }
+        environment.merge(extraEnvironment) { $1 }
+        let cEnvironment = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        let cArguments = argv.map { strdup($0) } + [nil]
+        defer {
+            cEnvironment.forEach { free($0) }
+            cArguments.forEach { free($0) }
+        }
+        // The child starts with no signal blocked and default handlers: threads of this process
+        // block some (pgbench, for one, stops on SIGALRM).
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGPIPE, SIGALRM, SIGINT, SIGTERM, SIGCHLD, SIGHUP] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        var pid: pid_t = 0
+        let rc = posix_spawnp(&pid, argv[0], &actions, &attributes, cArguments, cEnvironment)
+        if captureOutput { close(fds[1]) }
+        guard rc == 0 else {
+            if captureOutput { close(fds[0]) }
+            throw Failed(command: argv.joined(separator: " "), status: -1, output: String(cString: strerror(rc)))
+        }
+        var output: [UInt8] = []
+        if captureOutput {
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = read(fds[0], &buffer, buffer.count)
+                if n > 0 { output.append(contentsOf: buffer[0..<n]); continue }
+                if n < 0 && errno == EINTR { continue }
+                break
+            }
+            close(fds[0])
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        // WIFEXITED / WEXITSTATUS by hand: the macros do not import.
+        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return Result(status: code, output: String(decoding: output, as: UTF8.self))
+    }
+}

@@ -1,0 +1,19 @@
+import ArgumentParser
+
+struct ConfigCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "config",
+        abstract: "Print the configuration keys, their defaults, and the values in effect (passwords redacted).")
+
+    @OptionGroup var connection: ConnectionOptions
+
+    func run() async throws {
+        let config = try connection.configuration()
+        for key in ShopfleetConfiguration.keys {
+            print(key.name)
+            print("  \(key.summary)")
+            print("  default: \(ShopfleetConfiguration.redacted(key.defaultValue))")
+            print("  in use:  \(ShopfleetConfiguration.redacted(config.value(key)))  (from \(config.source(key).rawValue))")
+        }
+    }
+}

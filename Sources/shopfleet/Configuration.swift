@@ -1,0 +1,93 @@
+import ArgumentParser
+import ClientRuntime
+import FoundationEssentials
+
+/// The configuration every Shopfleet process shares, read from the environment; command-line flags
+/// override it. Each key may instead be given as `<KEY>_FILE`, the path of a file holding the value
+/// (a mounted Kubernetes secret), so that secrets stay out of the environment listing too.
+///
+/// | key | type | default |
+/// |---|---|---|
+/// | `SHOPFLEET_AMQP_URL` | `amqp://user:password@host:port/vhost?heartbeat=30` | `amqp://guest:guest@127.0.0.1:5672/%2F` |
+/// | `SHOPFLEET_AMQP_MANAGEMENT_URL` | `http://user:password@host:port` (RabbitMQ management API) | `http://guest:guest@127.0.0.1:15672` |
+/// | `SHOPFLEET_DATABASE_URL` | `postgres://user:password@host:port/database` | `postgres://shopfleet@127.0.0.1:5432/shopfleet` |
+/// | `SHOPFLEET_REDIS_URL` | `redis://[:password@]host:port/db` | `redis://127.0.0.1:6379/0` |
+///
+/// Values holding passwords are printed only redacted (``redacted(_:)``).
+struct ShopfleetConfiguration: Sendable {
+    struct Key: Sendable {
+        var name: String
+        var defaultValue: String
+        var summary: String
+    }
+
+    static let amqpURL = Key(name: "SHOPFLEET_AMQP_URL", defaultValue: "amqp://guest:guest@127.0.0.1:5672/%2F",
+                             summary: "RabbitMQ for messages (AMQP 0-9-1); ?heartbeat=<s>&connection_timeout=<ms>")
+    static let amqpManagementURL = Key(name: "SHOPFLEET_AMQP_MANAGEMENT_URL", defaultValue: "http://guest:guest@127.0.0.1:15672",
+                                       summary: "RabbitMQ management API, for topology apply/diff")
+    static let databaseURL = Key(name: "SHOPFLEET_DATABASE_URL", defaultValue: "postgres://shopfleet@127.0.0.1:5432/shopfleet",
+                                 summary: "PostgreSQL; each service uses its own schema")
+    static let redisURL = Key(name: "SHOPFLEET_REDIS_URL", defaultValue: "redis://127.0.0.1:6379/0",
+                              summary: "Redis, for carts and rate limits")
+    static let keys = [amqpURL, amqpManagementURL, databaseURL, redisURL]
+
+    enum Source: String, Sendable { case flag, environment, file, `default` }
+
+    private(set) var values: [String: (value: String, source: Source)] = [:]
+
+    struct Invalid: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    init(environment: [String: String] = ProcessInfo.processInfo.environment, overrides: [String: String?] = [:]) throws {
+        for key in Self.keys {
+            if let flag = overrides[key.name] ?? nil {
+                values[key.name] = (flag, .flag)
+            } else if let path = environment[key.name + "_FILE"] {
+                guard let data = FileManager.default.contents(atPath: path) else {
+                    throw Invalid(description: "\(key.name)_FILE names \(path), which cannot be read")
+                }
+                let text = String(decoding: data, as: UTF8.self).trimmed()
+                values[key.name] = (text, .file)
+            } else if let value = environment[key.name], !value.isEmpty {
+                values[key.name] = (value, .environment)
+            } else {
+                values[key.name] = (key.defaultValue, .default)
+            }
+        }
+    }
+
+    func value(_ key: Key) -> String { values[key.name]!.value }
+    func source(_ key: Key) -> Source { values[key.name]!.source }
+
+    var amqpURL: String { value(Self.amqpURL) }
+    var amqpManagementURL: String { value(Self.amqpManagementURL) }
+    var databaseURL: String { value(Self.databaseURL) }
+    var redisURL: String { value(Self.redisURL) }
+
+    /// A URL with its password replaced: for logs and output.
+    static func redacted(_ url: String) -> String { ServerURL.redact(url) }
+}
+
+/// The flags every command that talks to the servers takes. They override the environment; prefer
+/// the environment (or `_FILE`) for URLs holding passwords, since a command line is visible to
+/// every user of the machine.
+struct ConnectionOptions: ParsableArguments {
+    @Option(name: .customLong("amqp-url"), help: "Overrides SHOPFLEET_AMQP_URL.")
+    var amqpURL: String?
+    @Option(name: .customLong("amqp-management-url"), help: "Overrides SHOPFLEET_AMQP_MANAGEMENT_URL.")
+    var amqpManagementURL: String?
+    @Option(name: .customLong("database-url"), help: "Overrides SHOPFLEET_DATABASE_URL.")
+    var databaseURL: String?
+    @Option(name: .customLong("redis-url"), help: "Overrides SHOPFLEET_REDIS_URL.")
+    var redisURL: String?
+
+    func configuration() throws -> ShopfleetConfiguration {
+        try ShopfleetConfiguration(overrides: [
+            ShopfleetConfiguration.amqpURL.name: amqpURL,
+            ShopfleetConfiguration.amqpManagementURL.name: amqpManagementURL,
+            ShopfleetConfiguration.databaseURL.name: databaseURL,
+            ShopfleetConfiguration.redisURL.name: redisURL,
+        ])
+    }
+}

@@ -1,0 +1,12 @@
+import ArgumentParser
+
+@main
+struct Shopfleet: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "shopfleet",
+        abstract: "Shopfleet: an e-commerce backend as a fleet of message-driven workers.",
+        discussion: """
+            Configuration comes from the environment (flags override it); see `shopfleet config`.
+            """,
+        subcommands: [ConfigCommand.self, CheckCommand.self, BenchCommand.self])
+}

@@ -1,0 +1,42 @@
+import FoundationEssentials
+@testable import shopfleet
+import Testing
+
+@Suite("Configuration surface")
+struct ConfigurationTests {
+    @Test func defaultsEnvironmentFilesAndFlagsInThatOrder() throws {
+        let secretFile = "/tmp/shopfleet-config-test-\(UInt32.random(in: 0...UInt32.max))"
+        #expect(FileManager.default.createFile(atPath: secretFile, contents: Data("postgres://app:fromfile@db:5432/x\n".utf8)))
+        defer { try? FileManager.default.removeItem(atPath: secretFile) }
+        let config = try ShopfleetConfiguration(
+            environment: [
+                "SHOPFLEET_AMQP_URL": "amqp://a:b@broker:5672/%2F",
+                "SHOPFLEET_DATABASE_URL_FILE": secretFile,
+            ],
+            overrides: ["SHOPFLEET_REDIS_URL": "redis://flag:6379/1"])
+        #expect(config.amqpURL == "amqp://a:b@broker:5672/%2F")
+        #expect(config.source(ShopfleetConfiguration.amqpURL) == .environment)
+        #expect(config.databaseURL == "postgres://app:fromfile@db:5432/x")
+        #expect(config.source(ShopfleetConfiguration.databaseURL) == .file)
+        #expect(config.redisURL == "redis://flag:6379/1")
+        #expect(config.source(ShopfleetConfiguration.redisURL) == .flag)
+        #expect(config.amqpManagementURL == ShopfleetConfiguration.amqpManagementURL.defaultValue)
+        #expect(config.source(ShopfleetConfiguration.amqpManagementURL) == .default)
+    }
+
+    @Test func unreadableSecretFileIsAClearError() {
+        let error = #expect(throws: ShopfleetConfiguration.Invalid.self) {
+            try ShopfleetConfiguration(environment: ["SHOPFLEET_REDIS_URL_FILE": "/nonexistent/secret"])
+        }
+        #expect(error?.description.contains("SHOPFLEET_REDIS_URL_FILE") == true)
+    }
+
+    @Test func benchRowsEncodeAsTheDocumentedJSONShape() throws {
+        let row = BenchRow(metric: "amqp.publish_confirm", unit: "msg/s", value: 900, baseline: 1000, baselineName: "C")
+        #expect(row.ratio == 0.9)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let json = String(decoding: try encoder.encode(row), as: UTF8.self)
+        #expect(json == #"{"baseline":1000,"metric":"amqp.publish_confirm","ratio":0.9,"unit":"msg\/s","value":900}"#)
+    }
+}
