@@ -48,7 +48,13 @@ public enum ChildProcess {
         defer { posix_spawn_file_actions_destroy(&actions) }
         if captureOutput {
             posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-            posix_spawn_file_actions_addclose(&actions, fds[0])
+        }
+        // The child keeps stdin, stdout and stderr only. Otherwise it inherits the write end of the
+        // capture pipe (a daemon it starts would hold it open and the read below would never end)
+        // and this process's sockets.
+        let limit = Int32(min(sysconf(Int32(_SC_OPEN_MAX)), 65536))
+        for fd in 3..<max(3, limit) where fcntl(fd, F_GETFD) >= 0 {
+            posix_spawn_file_actions_addclose(&actions, fd)
         }
         var environment: [String: String] = [:]
         var e = environ

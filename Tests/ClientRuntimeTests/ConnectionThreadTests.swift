@@ -2,29 +2,36 @@
 import Synchronization
 import Testing
 
+/// Shared mutable state for tests' concurrent closures.
+final class Recorder: Sendable {
+    let values = Mutex<[Int]>([])
+    func append(_ value: Int) { values.withLock { $0.append(value) } }
+    var all: [Int] { values.withLock { $0 } }
+}
+
 @Suite("Connection thread")
 struct ConnectionThreadTests {
     @Test func jobsRunInOrderOnTheThreadNotTheCaller() async throws {
         let thread = ConnectionThread(name: "test")
         defer { thread.stop() }
-        let order = Mutex<[Int]>([])
+        let order = Recorder()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for i in 0..<200 {
                 group.addTask {
                     let onThread = try await thread.submit { thread.isCurrent }
                     #expect(onThread)
-                    _ = try await thread.submit { order.withLock { $0.append(i) } }
+                    _ = try await thread.submit { order.append(i) }
                 }
             }
             try await group.waitForAll()
         }
-        #expect(order.withLock { $0.count } == 200)
+        #expect(order.all.count == 200)
         #expect(!thread.isCurrent)
         // Jobs queued from one caller run in the order queued.
-        let sequence = Mutex<[Int]>([])
-        for i in 0..<100 { thread.execute { sequence.withLock { $0.append(i) } } }
+        let sequence = Recorder()
+        for i in 0..<100 { thread.execute { sequence.append(i) } }
         try await thread.submit {}
-        #expect(sequence.withLock { $0 } == Array(0..<100))
+        #expect(sequence.all == Array(0..<100))
     }
 
     @Test func errorsComeBackToTheCaller() async throws {
@@ -37,14 +44,14 @@ struct ConnectionThreadTests {
 
     @Test func serviceIsCalledOnTimeoutAndStopRefusesNewJobs() async throws {
         let thread = ConnectionThread(name: "test")
-        let calls = Atomic<Int>(0)
+        let calls = Recorder()
         try await thread.submit {
             thread.setService { _ in
-                calls.add(1, ordering: .relaxed)
+                calls.append(1)
                 return .init(timeoutMilliseconds: 10)
             }
         }
-        try await waitUntil(deadline: .seconds(5)) { calls.load(ordering: .relaxed) >= 5 }
+        try await waitUntil(deadline: .seconds(5)) { calls.all.count >= 5 }
         thread.stop()
         try await waitUntil(deadline: .seconds(5)) { !thread.execute {} }
         await #expect(throws: ConnectionThreadStopped.self) { try await thread.submit { 1 } }
@@ -63,54 +70,62 @@ struct ConnectionPoolTests {
     }
 
     @Test func neverOpensMoreThanMaximumAndReusesConnections() async throws {
-        let opened = Atomic<Int>(0)
-        let inUse = Atomic<Int>(0)
-        let peak = Atomic<Int>(0)
+        let counters = Counters()
         let pool = ConnectionPool<FakeConnection>(maximum: 3) {
-            FakeConnection(id: opened.add(1, ordering: .relaxed).newValue)
+            FakeConnection(id: counters.opened.add(1, ordering: .relaxed).newValue)
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<100 {
                 group.addTask {
                     try await pool.withConnection { _ in
-                        let now = inUse.add(1, ordering: .relaxed).newValue
-                        peak.max(now, ordering: .relaxed)
+                        let now = counters.inUse.add(1, ordering: .relaxed).newValue
+                        counters.peak.max(now, ordering: .relaxed)
                         try await Task.sleep(for: .milliseconds(1))
-                        inUse.subtract(1, ordering: .relaxed)
+                        counters.inUse.subtract(1, ordering: .relaxed)
                     }
                 }
             }
             try await group.waitForAll()
         }
-        #expect(opened.load(ordering: .relaxed) <= 3)
-        #expect(peak.load(ordering: .relaxed) <= 3)
+        let opened = counters.opened.load(ordering: .relaxed)
+        let peak = counters.peak.load(ordering: .relaxed)
+        #expect(opened <= 3)
+        #expect(peak <= 3)
         #expect(await pool.openCount <= 3)
     }
 
-    @Test func brokenConnectionIsReplaced() async throws {
+    final class Counters: Sendable {
         let opened = Atomic<Int>(0)
+        let inUse = Atomic<Int>(0)
+        let peak = Atomic<Int>(0)
+        let failing = Atomic<Bool>(true)
+    }
+
+    @Test func brokenConnectionIsReplaced() async throws {
+        let counters = Counters()
         let pool = ConnectionPool<FakeConnection>(maximum: 1) {
-            FakeConnection(id: opened.add(1, ordering: .relaxed).newValue)
+            FakeConnection(id: counters.opened.add(1, ordering: .relaxed).newValue)
         }
         let first = try await pool.withConnection { connection in
             connection.usable.store(false, ordering: .relaxed)
             return connection
         }
-        #expect(first.closed.load(ordering: .relaxed))
+        let firstClosed = first.closed.load(ordering: .relaxed)
+        #expect(firstClosed)
         let second = try await pool.withConnection { $0.id }
         #expect(second == 2)
     }
 
     @Test func waitersTimeOutAndFactoryFailuresFreeTheirPlace() async throws {
         struct Down: Error {}
-        let failing = Atomic<Bool>(true)
+        let counters = Counters()
         let pool = ConnectionPool<FakeConnection>(maximum: 1, acquireTimeout: .milliseconds(100)) {
-            if failing.load(ordering: .relaxed) { throw Down() }
+            if counters.failing.load(ordering: .relaxed) { throw Down() }
             return FakeConnection(id: 1)
         }
         await #expect(throws: Down.self) { try await pool.withConnection { _ in } }
         #expect(await pool.openCount == 0)
-        failing.store(false, ordering: .relaxed)
+        counters.failing.store(false, ordering: .relaxed)
         let held = try await pool.acquire()
         let error = try await #require(throws: ConnectionPoolError.self) { try await pool.acquire() }
         #expect(error.reason == .timedOut)
