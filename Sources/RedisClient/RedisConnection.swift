@@ -146,12 +146,12 @@ public final class RedisConnection: PooledConnection, @unchecked Sendable {
         guard let ctx = context else {
             throw RedisError(.closed, "connection is closed", host: c.host, port: c.port, command: commands.first?.name)
         }
-        for command in commands {
-            let status = Self.withArgv(command.arguments) { argc, argv, lengths in
-                redisAppendCommandArgv(ctx, argc, argv, lengths)
-            }
-            if status != REDIS_OK { throw lost(ctx, command.name) }
+        // The whole pipeline as one RESP buffer, handed to hiredis in one call.
+        let protocolBytes = Self.encode(commands)
+        let status = protocolBytes.withUnsafeBufferPointer { buffer in
+            buffer.withMemoryRebound(to: CChar.self) { redisAppendFormattedCommand(ctx, $0.baseAddress, $0.count) }
         }
+        if status != REDIS_OK { throw lost(ctx, commands[0].name) }
         var replies: [RedisReply] = []
         replies.reserveCapacity(commands.count)
         for command in commands {
@@ -191,28 +191,31 @@ public final class RedisConnection: PooledConnection, @unchecked Sendable {
         }
     }
 
-    /// argv pointers into one contiguous buffer: one allocation per command, binary-safe.
-    private static func withArgv<R>(_ arguments: [[UInt8]],
-                                    _ body: (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> R) -> R {
-        var joined: [UInt8] = []
-        joined.reserveCapacity(arguments.reduce(0) { $0 + $1.count } + 1)
-        var offsets: [Int] = []
-        var lengths: [Int] = []
-        for argument in arguments {
-            offsets.append(joined.count)
-            lengths.append(argument.count)
-            joined.append(contentsOf: argument)
+    /// RESP: `*<argc>\r\n` then `$<len>\r\n<bytes>\r\n` per argument. Binary-safe by construction.
+    static func encode(_ commands: [RedisCommand]) -> [UInt8] {
+        var size = 0
+        for command in commands {
+            size += 16
+            for argument in command.arguments { size += argument.count + 16 }
         }
-        joined.append(0)
-        return joined.withUnsafeBufferPointer { buffer in
-            let base = UnsafeRawPointer(buffer.baseAddress!).assumingMemoryBound(to: CChar.self)
-            var argv: [UnsafePointer<CChar>?] = offsets.map { base + $0 }
-            return argv.withUnsafeMutableBufferPointer { argvBuffer in
-                lengths.withUnsafeBufferPointer { lengthBuffer in
-                    body(Int32(arguments.count), argvBuffer.baseAddress!, lengthBuffer.baseAddress!)
-                }
+        var out: [UInt8] = []
+        out.reserveCapacity(size)
+        func appendNumber(_ prefix: UInt8, _ value: Int) {
+            out.append(prefix)
+            out.append(contentsOf: String(value).utf8)
+            out.append(13)
+            out.append(10)
+        }
+        for command in commands {
+            appendNumber(UInt8(ascii: "*"), command.arguments.count)
+            for argument in command.arguments {
+                appendNumber(UInt8(ascii: "$"), argument.count)
+                out.append(contentsOf: argument)
+                out.append(13)
+                out.append(10)
             }
         }
+        return out
     }
 
     private static func errorString(_ ctx: UnsafeMutablePointer<redisContext>) -> String {

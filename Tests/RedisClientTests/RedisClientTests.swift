@@ -131,3 +131,11 @@ struct RedisClientTests {
         #expect(throws: RedisError.self) { try RedisConfiguration(url: "http://host") }
     }
 }
+
+@Suite("RESP encoding")
+struct RESPEncodingTests {
+    @Test func encodesArgumentsBinarySafe() {
+        let bytes = RedisConnection.encode([RedisCommand("SET", "k", [0, 13, 10] as [UInt8]), RedisCommand("PING")])
+        #expect(bytes == Array("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\n".utf8) + [0, 13, 10] + Array("\r\n*1\r\n$4\r\nPING\r\n".utf8))
+    }
+}
