@@ -117,15 +117,30 @@ struct AMQPBench {
             return parts[0] / parts[1]
         }
         var publishC = 0.0, publishSwift = 0.0, consumeC = 0.0, consumeSwift = 0.0
-        for _ in 0..<max(1, rounds) {
+        // Each round runs both sides; which goes first alternates, so neither always meets a
+        // broker busier with the other's leftovers (quorum queue log compaction).
+        for round in 0..<max(1, rounds) {
             let cQueue = try await freshQueue()
-            publishC = max(publishC, try rate(try await ChildProcess.check(
-                [binary, "publish", cQueue, String(messages), String(size), String(window)], extraEnvironment: environment)))
             let swiftQueue = try await freshQueue()
-            publishSwift = max(publishSwift, try await publish(connection, queue: swiftQueue))
-            consumeC = max(consumeC, try rate(try await ChildProcess.check(
-                [binary, "consume", cQueue, String(messages), String(window)], extraEnvironment: environment)))
-            consumeSwift = max(consumeSwift, try await consume(connection, queue: swiftQueue))
+            let cPublish = {
+                try rate(try await ChildProcess.check(
+                    [binary, "publish", cQueue, String(messages), String(size), String(window)], extraEnvironment: environment))
+            }
+            let cConsume = {
+                try rate(try await ChildProcess.check(
+                    [binary, "consume", cQueue, String(messages), String(window)], extraEnvironment: environment))
+            }
+            if round % 2 == 0 {
+                publishC = max(publishC, try await cPublish())
+                publishSwift = max(publishSwift, try await publish(connection, queue: swiftQueue))
+                consumeC = max(consumeC, try await cConsume())
+                consumeSwift = max(consumeSwift, try await consume(connection, queue: swiftQueue))
+            } else {
+                publishSwift = max(publishSwift, try await publish(connection, queue: swiftQueue))
+                publishC = max(publishC, try await cPublish())
+                consumeSwift = max(consumeSwift, try await consume(connection, queue: swiftQueue))
+                consumeC = max(consumeC, try await cConsume())
+            }
             try await admin.deleteQueue(cQueue)
             try await admin.deleteQueue(swiftQueue)
         }
@@ -210,7 +225,7 @@ struct PostgresBench {
         let c = configuration
         var environment = ["PGHOST": c.host, "PGPORT": String(c.port), "PGUSER": c.user, "PGDATABASE": c.database]
         if let password = c.password { environment["PGPASSWORD"] = password }
-        let pgbench = try await best(rounds) {
+        let runPgbench = {
             let output = try await ChildProcess.check(
                 ["pgbench", "-n", "-c", "1", "-j", "1", "-M", "extended", "-T", String(seconds), "-f", script],
                 extraEnvironment: environment)
@@ -220,7 +235,7 @@ struct PostgresBench {
             }
             return tps
         }
-        let swift = try await best(rounds) {
+        let runSwift = {
             let end = ContinuousClock.now + .seconds(seconds)
             var transactions = 0
             let start = ContinuousClock.now
@@ -234,6 +249,16 @@ struct PostgresBench {
                 transactions += 1
             }
             return Double(transactions) / (ContinuousClock.now - start).seconds
+        }
+        var pgbench = 0.0, swift = 0.0
+        for round in 0..<max(1, rounds) {
+            if round % 2 == 0 {
+                pgbench = max(pgbench, try await runPgbench())
+                swift = max(swift, try await runSwift())
+            } else {
+                swift = max(swift, try await runSwift())
+                pgbench = max(pgbench, try await runPgbench())
+            }
         }
         try await connection.simpleQuery("DROP TABLE bench_history; DROP TABLE bench_accounts;")
         await connection.close()
