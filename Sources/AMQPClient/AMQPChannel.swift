@@ -1,6 +1,7 @@
 import ClientRuntime
 import CRabbitMQ
 import Logging
+import Synchronization
 
 /// A channel of an ``AMQPConnection``. All methods run on the connection's thread. A channel the
 /// broker closed (say, a passive declare of a missing queue: 404) reopens on its next use, with its
@@ -269,20 +270,58 @@ extension AMQPConnection {
         if !channel.confirms { continuation.resume() }
     }
 
-    /// Sends ack/nack/reject for a delivery, unless its channel was reopened since (then the broker
-    /// has already requeued it, and acking the old tag would close the channel).
-    func settle(_ delivery: AMQPDelivery, _ action: @escaping @Sendable (amqp_connection_state_t) -> Int32) {
-        let id = delivery.channel.id
-        let incarnation = delivery.incarnation
-        thread.execute {
-            guard let state = self.state, let channel = self.channels[id], channel.open,
-                  channel.incarnation == incarnation else {
-                self.logger.debug("settling a delivery of an earlier connection is skipped; the broker redelivers it",
-                                  metadata: ["deliveryTag": "\(delivery.deliveryTag)"])
+    enum Settlement: Sendable {
+        case ack(multiple: Bool)
+        case nack(requeue: Bool, multiple: Bool)
+        case reject(requeue: Bool)
+    }
+
+    struct PendingSettlement: Sendable {
+        var channel: UInt16
+        var incarnation: UInt64
+        var deliveryTag: UInt64
+        var settlement: Settlement
+    }
+
+    /// Queues an ack/nack/reject. Settlements wait in one list; the first of a burst schedules a
+    /// single job that sends them all, so a consumer acking each message costs no job per ack.
+    func settle(_ delivery: AMQPDelivery, _ settlement: Settlement) {
+        let pending = PendingSettlement(channel: delivery.channel.id, incarnation: delivery.incarnation,
+                                        deliveryTag: delivery.deliveryTag, settlement: settlement)
+        let first = settlements.withLock { list in
+            list.append(pending)
+            return list.count == 1
+        }
+        if first { thread.execute { self.sendSettlements() } }
+    }
+
+    /// On the thread. A settlement for a channel reopened since its delivery is skipped: the broker
+    /// has requeued that message already, and acking the old tag would close the channel.
+    private func sendSettlements() {
+        let batch = settlements.withLock { list in
+            let batch = list
+            list.removeAll(keepingCapacity: true)
+            return batch
+        }
+        for item in batch {
+            guard let state, let channel = channels[item.channel], channel.open, channel.incarnation == item.incarnation else {
+                logger.debug("settling a delivery of an earlier connection is skipped; the broker redelivers it",
+                             metadata: ["deliveryTag": "\(item.deliveryTag)"])
+                continue
+            }
+            let status: Int32
+            switch item.settlement {
+            case .ack(let multiple):
+                status = amqp_basic_ack(state, item.channel, item.deliveryTag, multiple ? 1 : 0)
+            case .nack(let requeue, let multiple):
+                status = amqp_basic_nack(state, item.channel, item.deliveryTag, multiple ? 1 : 0, requeue ? 1 : 0)
+            case .reject(let requeue):
+                status = amqp_basic_reject(state, item.channel, item.deliveryTag, requeue ? 1 : 0)
+            }
+            if status != AMQP_STATUS_OK.rawValue {
+                connectionLost("acknowledging: \(Self.statusText(status))")
                 return
             }
-            let status = action(state)
-            if status != AMQP_STATUS_OK.rawValue { self.connectionLost("acknowledging: \(Self.statusText(status))") }
         }
     }
 }
@@ -306,21 +345,18 @@ public struct AMQPDelivery: Sendable {
     /// reconnect is not acked: the broker has already put it back and delivers it again.
     public func ack(multiple: Bool = false) {
         guard !noAck else { return }
-        let tag = deliveryTag
-        channel.connection.settle(self) { amqp_basic_ack($0, channel.id, tag, multiple ? 1 : 0) }
+        channel.connection.settle(self, .ack(multiple: multiple))
     }
 
     /// Negative acknowledgement: back to the queue (`requeue`) or to the dead-letter exchange.
     public func nack(requeue: Bool = true, multiple: Bool = false) {
         guard !noAck else { return }
-        let tag = deliveryTag
-        channel.connection.settle(self) { amqp_basic_nack($0, channel.id, tag, multiple ? 1 : 0, requeue ? 1 : 0) }
+        channel.connection.settle(self, .nack(requeue: requeue, multiple: multiple))
     }
 
     public func reject(requeue: Bool = true) {
         guard !noAck else { return }
-        let tag = deliveryTag
-        channel.connection.settle(self) { amqp_basic_reject($0, channel.id, tag, requeue ? 1 : 0) }
+        channel.connection.settle(self, .reject(requeue: requeue))
     }
 }
 

@@ -24,6 +24,8 @@ public final class AMQPConnection: @unchecked Sendable {
     private let eventContinuation: AsyncStream<AMQPConnectionEvent>.Continuation
     private let connected = Atomic<Bool>(false)
     private let closing = Atomic<Bool>(false)
+    /// Acks, nacks and rejects waiting for the thread (see `settle`).
+    let settlements = Mutex<[PendingSettlement]>([])
 
     // Everything below is touched only on `thread`.
     var state: amqp_connection_state_t?
