@@ -112,6 +112,11 @@ public final class AMQPConnection: @unchecked Sendable {
         return connection
     }
 
+    /// The connection's own thread as a task executor: code run under
+    /// `withTaskExecutorPreference(connection.executor)` calls this connection without a handover
+    /// between threads. Keep such code short and non-blocking: the connection is serviced there too.
+    public var executor: any TaskExecutor { thread }
+
     /// True while connected (false while recovering and after close).
     public var isConnected: Bool { connected.load(ordering: .acquiring) }
 

@@ -126,9 +126,11 @@ public final class ConnectionThread: @unchecked Sendable {
         return true
     }
 
-    /// Runs `body` on the thread and returns its result.
+    /// Runs `body` on the thread and returns its result. Called on the thread itself (a task
+    /// running with this thread as its executor preference), it runs `body` at once.
     public func submit<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<T, any Error>) in
+        if isCurrent { return try body() }
+        return try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<T, any Error>) in
             let queued = execute {
                 continuation.resume(with: Result { try body() })
             }
@@ -142,6 +144,10 @@ public final class ConnectionThread: @unchecked Sendable {
         _ body: @escaping @Sendable (UnsafeContinuation<T, any Error>) -> Void
     ) async throws -> T {
         try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<T, any Error>) in
+            if isCurrent {
+                body(continuation)
+                return
+            }
             let queued = execute { body(continuation) }
             if !queued { continuation.resume(throwing: ConnectionThreadStopped(name: name)) }
         }
@@ -226,6 +232,20 @@ public final class ConnectionThread: @unchecked Sendable {
                     readable = true
                 }
             }
+        }
+    }
+}
+
+/// A task can run on a connection's thread: `withTaskExecutorPreference(connection.executor) { … }`.
+/// Its calls on that connection then run inline, with no handover between threads, and its
+/// resumptions (confirms, deliveries) are queued to the thread like any job. For tight loops on one
+/// connection; the code must not block the thread for long, since the connection is serviced there.
+extension ConnectionThread: TaskExecutor {
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        if !execute({ job.runSynchronously(on: self.asUnownedTaskExecutor()) }) {
+            // The connection was closed: the task goes on in the global pool.
+            globalConcurrentExecutor.enqueue(ExecutorJob(job))
         }
     }
 }

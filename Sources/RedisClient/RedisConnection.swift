@@ -32,6 +32,11 @@ public final class RedisConnection: PooledConnection, @unchecked Sendable {
         return connection
     }
 
+    /// The connection's own thread as a task executor: code run under
+    /// `withTaskExecutorPreference(connection.executor)` calls this connection without a handover
+    /// between threads. Keep such code short and non-blocking: the connection is serviced there too.
+    public var executor: any TaskExecutor { thread }
+
     public var isUsable: Bool { usable.load(ordering: .acquiring) }
 
     public func close() async {

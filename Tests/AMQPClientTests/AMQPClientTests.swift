@@ -53,6 +53,32 @@ struct AMQPClientTests {
         await connection.close()
     }
 
+    @Test func publishAndConsumeFromTasksPinnedToTheConnectionThread() async throws {
+        let connection = try await AMQPConnection.connect(try amqpConfiguration())
+        let channel = try await connection.openChannel()
+        try await channel.enableConfirms()
+        try await channel.setPrefetch(20)
+        let queue = try await quorumQueue(channel, "pinned")
+        let received = try await withTaskExecutorPreference(connection.executor) {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for i in 0..<200 {
+                    group.addTask { try await channel.publish("p\(i)", routingKey: queue) }
+                }
+                try await group.waitForAll()
+            }
+            var seen = Set<String>()
+            for try await delivery in try await channel.consume(queue: queue) {
+                seen.insert(delivery.message.bodyString)
+                delivery.ack()
+                if seen.count == 200 { break }
+            }
+            return seen
+        }
+        #expect(received == Set((0..<200).map { "p\($0)" }))
+        try await channel.deleteQueue(queue)
+        await connection.close()
+    }
+
     @Test func propertiesAndHeadersRoundTrip() async throws {
         let connection = try await AMQPConnection.connect(try amqpConfiguration())
         let channel = try await connection.openChannel()

@@ -165,3 +165,32 @@ struct BackoffAndURLTests {
         #expect(throws: ServerURL.ParseError.self) { try ServerURL("mysql://h", schemes: ["postgres"]) }
     }
 }
+
+@Suite("Connection thread as a task executor")
+struct ConnectionThreadExecutorTests {
+    @Test func pinnedTaskRunsOnTheThreadAndSubmitsInline() async throws {
+        let thread = ConnectionThread(name: "pinned")
+        let (onThread, inline) = try await withTaskExecutorPreference(thread) {
+            let before = thread.isCurrent
+            // Runs inline: the same thread, no handover.
+            let inside = try await thread.submit { thread.isCurrent }
+            try await Task.sleep(for: .milliseconds(1))  // resumes on the thread again
+            return (before && thread.isCurrent, inside)
+        }
+        #expect(onThread)
+        #expect(inline)
+        #expect(!thread.isCurrent)
+        thread.stop()
+    }
+
+    @Test func pinnedTaskOutlivesItsStoppedThread() async throws {
+        let thread = ConnectionThread(name: "short-lived")
+        let finished = try await withTaskExecutorPreference(thread) {
+            thread.stop()
+            // Resumed after the stop: the global pool runs the rest.
+            try await Task.sleep(for: .milliseconds(20))
+            return !thread.isCurrent
+        }
+        #expect(finished)
+    }
+}

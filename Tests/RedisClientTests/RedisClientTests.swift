@@ -120,6 +120,20 @@ struct RedisClientTests {
         await redis.close()
     }
 
+    @Test func commandsFromATaskPinnedToTheConnectionThread() async throws {
+        let connection = try await RedisConnection.connect(try redisConfiguration())
+        let k = key("pinned")
+        let total = try await withTaskExecutorPreference(connection.executor) {
+            var total: Int64 = 0
+            for _ in 0..<100 { total = try await connection.send("INCR", k).integer ?? -1 }
+            let replies = try await connection.pipeline((0..<10).map { _ in RedisCommand("INCR", k) })
+            return replies.last?.integer ?? total
+        }
+        #expect(total == 110)
+        try await connection.send("DEL", k)
+        await connection.close()
+    }
+
     @Test func urlParsing() throws {
         let config = try RedisConfiguration(url: "redis://:s%40cret@example.org:6400/3")
         #expect(config.host == "example.org")

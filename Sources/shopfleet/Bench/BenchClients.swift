@@ -117,6 +117,7 @@ struct AMQPBench {
             return parts[0] / parts[1]
         }
         var publishC = 0.0, publishSwift = 0.0, consumeC = 0.0, consumeSwift = 0.0
+        var publishPinned = 0.0, consumePinned = 0.0
         // Each round runs both sides; which goes first alternates, so neither always meets a
         // broker busier with the other's leftovers (quorum queue log compaction).
         for round in 0..<max(1, rounds) {
@@ -141,8 +142,13 @@ struct AMQPBench {
                 consumeSwift = max(consumeSwift, try await consume(connection, queue: swiftQueue))
                 consumeC = max(consumeC, try await cConsume())
             }
+            // The same work with the Swift loop running on the connection's own thread.
+            let pinnedQueue = try await freshQueue()
+            publishPinned = max(publishPinned, try await publish(connection, queue: pinnedQueue, pinned: true))
+            consumePinned = max(consumePinned, try await consume(connection, queue: pinnedQueue, pinned: true))
             try await admin.deleteQueue(cQueue)
             try await admin.deleteQueue(swiftQueue)
+            try await admin.deleteQueue(pinnedQueue)
         }
         await connection.close()
         return [
@@ -150,16 +156,22 @@ struct AMQPBench {
                      baselineName: "C rabbitmq-c, 100 confirms in flight"),
             BenchRow(metric: "amqp.consume_ack", unit: "msg/s", value: consumeSwift, baseline: consumeC,
                      baselineName: "C rabbitmq-c, prefetch 100"),
+            BenchRow(metric: "amqp.publish_confirm_pinned", unit: "msg/s", value: publishPinned, baseline: publishC,
+                     baselineName: "C rabbitmq-c, 100 confirms in flight"),
+            BenchRow(metric: "amqp.consume_ack_pinned", unit: "msg/s", value: consumePinned, baseline: consumeC,
+                     baselineName: "C rabbitmq-c, prefetch 100"),
         ]
     }
 
     /// 100 publishers, each awaiting its own confirm: 100 confirms in flight.
-    func publish(_ connection: AMQPConnection, queue: String) async throws -> Double {
+    /// `pinned`: the publishing tasks run on the connection's thread (task executor preference).
+    func publish(_ connection: AMQPConnection, queue: String, pinned: Bool = false) async throws -> Double {
         let channel = try await connection.openChannel()
         try await channel.enableConfirms()
         let body = [UInt8](repeating: UInt8(ascii: "x"), count: size)
         let properties = AMQPProperties(contentType: "application/octet-stream", persistent: true)
         let start = ContinuousClock.now
+        try await withTaskExecutorPreference(pinned ? connection.executor : nil) {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for publisher in 0..<window {
                 let share = messages / window + (publisher < messages % window ? 1 : 0)
@@ -171,21 +183,26 @@ struct AMQPBench {
             }
             try await group.waitForAll()
         }
+        }
         let elapsed = ContinuousClock.now - start
         try await channel.close()
         return Double(messages) / elapsed.seconds
     }
 
-    func consume(_ connection: AMQPConnection, queue: String) async throws -> Double {
+    func consume(_ connection: AMQPConnection, queue: String, pinned: Bool = false) async throws -> Double {
         let channel = try await connection.openChannel()
         try await channel.setPrefetch(UInt16(window))
         let start = ContinuousClock.now
-        let consumer = try await channel.consume(queue: queue)
-        var received = 0
-        for try await delivery in consumer {
-            delivery.ack()
-            received += 1
-            if received == messages { break }
+        let messages = self.messages
+        let received = try await withTaskExecutorPreference(pinned ? connection.executor : nil) {
+            let consumer = try await channel.consume(queue: queue)
+            var received = 0
+            for try await delivery in consumer {
+                delivery.ack()
+                received += 1
+                if received == messages { break }
+            }
+            return received
         }
         let elapsed = ContinuousClock.now - start
         try await channel.close()
@@ -301,33 +318,40 @@ struct RedisBench {
             }
             return (set, get)
         }
-        func swift(pipeline: Int, command: String) async throws -> Double {
+        func swift(pipeline: Int, command: String, pinned: Bool = false) async throws -> Double {
             let n = operations * (pipeline > 1 ? 10 : 1)
             let key = "key:__rand_int__"
+            let value = self.value
             let make = { command == "SET" ? RedisCommand("SET", key, value) : RedisCommand("GET", key) }
             let start = ContinuousClock.now
-            if pipeline == 1 {
-                for _ in 0..<n { _ = try await connection.send(make()) }
-            } else {
-                let batch = (0..<pipeline).map { _ in make() }
-                for _ in 0..<(n / pipeline) { _ = try await connection.pipeline(batch) }
+            try await withTaskExecutorPreference(pinned ? connection.executor : nil) {
+                if pipeline == 1 {
+                    for _ in 0..<n { _ = try await connection.send(make()) }
+                } else {
+                    let batch = (0..<pipeline).map { _ in make() }
+                    for _ in 0..<(n / pipeline) { _ = try await connection.pipeline(batch) }
+                }
             }
             return Double(n) / (ContinuousClock.now - start).seconds
         }
         var rows: [BenchRow] = []
         for pipeline in [1, 100] {
-            var baseSet = 0.0, baseGet = 0.0, swiftSet = 0.0, swiftGet = 0.0
+            var baseSet = 0.0, baseGet = 0.0, swiftSet = 0.0, swiftGet = 0.0, pinnedSet = 0.0, pinnedGet = 0.0
             for _ in 0..<max(1, rounds) {
                 let b = try await baseline(pipeline: pipeline)
                 baseSet = max(baseSet, b.set)
                 baseGet = max(baseGet, b.get)
                 swiftSet = max(swiftSet, try await swift(pipeline: pipeline, command: "SET"))
                 swiftGet = max(swiftGet, try await swift(pipeline: pipeline, command: "GET"))
+                pinnedSet = max(pinnedSet, try await swift(pipeline: pipeline, command: "SET", pinned: true))
+                pinnedGet = max(pinnedGet, try await swift(pipeline: pipeline, command: "GET", pinned: true))
             }
             let label = pipeline == 1 ? "unpipelined" : "pipelined_\(pipeline)"
             let name = "redis-benchmark -c 1" + (pipeline == 1 ? "" : " -P \(pipeline)")
             rows.append(BenchRow(metric: "redis.set_\(label)", unit: "ops/s", value: swiftSet, baseline: baseSet, baselineName: name))
             rows.append(BenchRow(metric: "redis.get_\(label)", unit: "ops/s", value: swiftGet, baseline: baseGet, baselineName: name))
+            rows.append(BenchRow(metric: "redis.set_\(label)_pinned", unit: "ops/s", value: pinnedSet, baseline: baseSet, baselineName: name))
+            rows.append(BenchRow(metric: "redis.get_\(label)_pinned", unit: "ops/s", value: pinnedGet, baseline: baseGet, baselineName: name))
         }
         await connection.close()
         return rows
