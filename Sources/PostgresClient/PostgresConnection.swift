@@ -71,24 +71,30 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
 
     /// Runs `body` in a transaction: COMMIT when it returns, ROLLBACK when it throws (the error is
     /// rethrown). A failed COMMIT throws as well.
+    ///
+    /// The connection belongs to the transaction until it ends, so the body runs on the
+    /// connection's own thread (task executor preference): its statements run inline, with no
+    /// handover between threads. Code isolated to an actor still runs on that actor.
     public func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
-        beginDeferred.store(true, ordering: .releasing)
-        let result: T
-        do {
-            result = try await body(self)
-        } catch {
-            // Nothing reached the server if BEGIN is still waiting: nothing to roll back.
-            if !beginDeferred.exchange(false, ordering: .acquiringAndReleasing), isUsable {
-                do { try await simpleQuery("ROLLBACK") } catch {
-                    logger.warning("rollback failed", metadata: ["error": "\(error)"])
+        try await withTaskExecutorPreference(thread) {
+            beginDeferred.store(true, ordering: .releasing)
+            let result: T
+            do {
+                result = try await body(self)
+            } catch {
+                // Nothing reached the server if BEGIN is still waiting: nothing to roll back.
+                if !beginDeferred.exchange(false, ordering: .acquiringAndReleasing), isUsable {
+                    do { try await simpleQuery("ROLLBACK") } catch {
+                        logger.warning("rollback failed", metadata: ["error": "\(error)"])
+                    }
                 }
+                throw error
             }
-            throw error
+            if !beginDeferred.exchange(false, ordering: .acquiringAndReleasing) {
+                try await simpleQuery("COMMIT")
+            }
+            return result
         }
-        if !beginDeferred.exchange(false, ordering: .acquiringAndReleasing) {
-            try await simpleQuery("COMMIT")
-        }
-        return result
     }
 
     /// Sends a deferred BEGIN before the statement that needs it. On the thread.
