@@ -116,6 +116,7 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 rabbit_env() {
   export HOME="$DATA/rabbitmq/home"           # the Erlang cookie lives here
   export ERL_EPMD_PORT="$EPMD_PORT"
+  export ERL_EPMD_ADDRESS=127.0.0.1        # epmd on loopback only
   export RABBITMQ_NODENAME="$NODE"
   export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
   export RABBITMQ_NODE_PORT="$AMQP_PORT"
@@ -129,7 +130,20 @@ rabbit_env() {
   export ERL_CRASH_DUMP="$DATA/rabbitmq/erl_crash.dump"   # Erlang CLI tools write one on failure
 }
 
-rabbit_running() { rabbit_env; timeout 20 "$RABBITMQCTL" -n "$NODE" -q status >/dev/null 2>&1; }
+# Only asks rabbitmqctl when our server process is alive: the Erlang CLI starts an epmd of its own
+# when none runs, which would then outlive us.
+rabbit_running() {
+  rabbit_env
+  [ -f "$DATA/rabbitmq/server.pid" ] && kill -0 "$(cat "$DATA/rabbitmq/server.pid")" 2>/dev/null || return 1
+  timeout 20 "$RABBITMQCTL" -n "$NODE" -q status >/dev/null 2>&1
+}
+
+start_epmd() {
+  if epmd -port "$EPMD_PORT" -names >/dev/null 2>&1; then return 0; fi
+  setsid epmd -port "$EPMD_PORT" -address 127.0.0.1 </dev/null >/dev/null 2>&1 &
+  echo $! > "$DATA/rabbitmq/epmd.pid"
+  wait_for "epmd on 127.0.0.1:$EPMD_PORT" epmd -port "$EPMD_PORT" -names
+}
 
 rabbit_up() {
   if rabbit_running; then log "RabbitMQ already running on 127.0.0.1:$AMQP_PORT"; return; fi
@@ -154,11 +168,8 @@ CONF
   echo "[]." > "$RABBITMQ_ADVANCED_CONFIG_FILE"
   echo "[rabbitmq_management]." > "$RABBITMQ_ENABLED_PLUGINS_FILE"
   umask 022
-  # Our own epmd on our own port, so that `down` can stop exactly it.
-  if ! epmd -port "$EPMD_PORT" -names >/dev/null 2>&1; then
-    setsid epmd -port "$EPMD_PORT" </dev/null >/dev/null 2>&1 &
-    echo $! > "$DATA/rabbitmq/epmd.pid"
-  fi
+  # Our own epmd on our own port, started before any Erlang CLI call, so that `down` stops it by pid.
+  start_epmd
   setsid "$RABBIT_SERVER" </dev/null >"$RABBITMQ_LOG_BASE/startup.log" 2>&1 &
   echo $! > "$DATA/rabbitmq/server.pid"
   local deadline=$((SECONDS + READY_SECONDS))
@@ -179,6 +190,7 @@ rabbit_down() {
   if rabbit_running; then
     timeout 60 "$RABBITMQCTL" -n "$NODE" -q stop >/dev/null 2>&1 || true
   fi
+  mkdir -p "$DATA/rabbitmq"
   local f
   for f in server.pid epmd.pid; do
     if [ -f "$DATA/rabbitmq/$f" ]; then
@@ -189,8 +201,14 @@ rabbit_down() {
       rm -f "$DATA/rabbitmq/$f"
     fi
   done
-  # epmd started by someone else on our port (an earlier run): ask it to go.
-  epmd -port "$EPMD_PORT" -kill >/dev/null 2>&1 || true
+  # An epmd on our port that we did not start (an Erlang CLI call started it): ask it to go once
+  # the node has left it.
+  local deadline=$((SECONDS + 15))
+  while epmd -port "$EPMD_PORT" -names >/dev/null 2>&1; do
+    epmd -port "$EPMD_PORT" -kill >/dev/null 2>&1 || true
+    [ $SECONDS -ge $deadline ] && { log "epmd on port $EPMD_PORT did not stop"; break; }
+    sleep 0.2
+  done
 }
 
 # ---------------------------------------------------------------- PostgreSQL
