@@ -43,16 +43,18 @@ struct BenchClientsCommand: AsyncParsableCommand {
         let config = try connection.configuration()
         let groups = Set(only.split(separator: ",").map(String.init))
         var rows: [BenchRow] = []
-        if groups.contains("amqp") {
-            rows += try await AMQPBench(configuration: try AMQPConfiguration(url: config.amqpURL, connectionName: "shopfleet bench"),
-                                        messages: messages, rounds: rounds, source: try locateBaselineSource()).run()
-        }
+        // PostgreSQL first: after the AMQP part RabbitMQ keeps the disk and a core busy deleting
+        // its quorum queues for a while, which would land on whichever PostgreSQL side runs first.
         if groups.contains("postgres") {
             rows += try await PostgresBench(configuration: try PostgresConfiguration(url: config.databaseURL),
                                             seconds: seconds, rounds: rounds).run()
         }
         if groups.contains("redis") {
             rows += try await RedisBench(operations: redisOperations, rounds: rounds).run()
+        }
+        if groups.contains("amqp") {
+            rows = try await AMQPBench(configuration: try AMQPConfiguration(url: config.amqpURL, connectionName: "shopfleet bench"),
+                                       messages: messages, rounds: rounds, source: try locateBaselineSource()).run() + rows
         }
         try BenchOutput.print(rows, json: json)
     }
