@@ -40,6 +40,22 @@ public enum ChildProcess {
         return result.output
     }
 
+    /// The descriptors open in this process, from /proc/self/fd (one directory read, rather than a
+    /// probe of every possible number up to the open-file limit).
+    private static func openDescriptors() -> [Int32] {
+        guard let dir = opendir("/proc/self/fd") else { return [] }
+        defer { closedir(dir) }
+        let own = dirfd(dir)
+        var fds: [Int32] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if let fd = Int32(name), fd != own { fds.append(fd) }
+        }
+        return fds
+    }
+
     private static func runBlocking(_ argv: [String], extraEnvironment: [String: String], captureOutput: Bool) throws -> Result {
         var fds: [Int32] = [-1, -1]
         if captureOutput { guard pipe(&fds) == 0 else { throw Failed(command: argv[0], status: -1, output: "pipe failed") } }
@@ -52,8 +68,7 @@ public enum ChildProcess {
         // The child keeps stdin, stdout and stderr only. Otherwise it inherits the write end of the
         // capture pipe (a daemon it starts would hold it open and the read below would never end)
         // and this process's sockets.
-        let limit = Int32(min(sysconf(Int32(_SC_OPEN_MAX)), 65536))
-        for fd in 3..<max(3, limit) where fcntl(fd, F_GETFD) >= 0 {
+        for fd in openDescriptors() where fd > 2 {
             posix_spawn_file_actions_addclose(&actions, fd)
         }
         var environment: [String: String] = [:]

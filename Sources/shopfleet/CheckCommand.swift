@@ -1,5 +1,6 @@
 import AMQPClient
 import ArgumentParser
+import ClientRuntime
 import PostgresClient
 import RedisClient
 
@@ -28,19 +29,19 @@ struct CheckCommand: AsyncParsableCommand {
         await report("RabbitMQ") {
             let amqp = try await AMQPConnection.connect(try AMQPConfiguration(url: config.amqpURL, connectionName: "shopfleet check"))
             await amqp.close()
-            return ShopfleetConfiguration.redacted(config.amqpURL)
+            return ServerURL.redact(config.amqpURL)
         }
         await report("PostgreSQL") {
             let pg = try await PostgresConnection.connect(try PostgresConfiguration(url: config.databaseURL))
             let version = try await pg.query("SHOW server_version").first?.decode(String.self, 0) ?? "?"
             await pg.close()
-            return "\(ShopfleetConfiguration.redacted(config.databaseURL)), server \(version)"
+            return "\(ServerURL.redact(config.databaseURL)), server \(version)"
         }
         await report("Redis") {
             let redis = try await RedisConnection.connect(try RedisConfiguration(url: config.redisURL))
             try await redis.send("PING")
             await redis.close()
-            return ShopfleetConfiguration.redacted(config.redisURL)
+            return ServerURL.redact(config.redisURL)
         }
         if failures > 0 { throw ExitCode(1) }
     }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ClientRuntime
 
 struct ConfigCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -12,8 +13,8 @@ struct ConfigCommand: AsyncParsableCommand {
         for key in ShopfleetConfiguration.keys {
             print(key.name)
             print("  \(key.summary)")
-            print("  default: \(ShopfleetConfiguration.redacted(key.defaultValue))")
-            print("  in use:  \(ShopfleetConfiguration.redacted(config.value(key)))  (from \(config.source(key).rawValue))")
+            print("  default: \(ServerURL.redact(key.defaultValue))")
+            print("  in use:  \(ServerURL.redact(config.value(key)))  (from \(config.source(key).rawValue))")
         }
     }
 }

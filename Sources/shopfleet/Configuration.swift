@@ -13,7 +13,7 @@ import FoundationEssentials
 /// | `SHOPFLEET_DATABASE_URL` | `postgres://user:password@host:port/database` | `postgres://shopfleet@127.0.0.1:5432/shopfleet` |
 /// | `SHOPFLEET_REDIS_URL` | `redis://[:password@]host:port/db` | `redis://127.0.0.1:6379/0` |
 ///
-/// Values holding passwords are printed only redacted (``redacted(_:)``).
+/// Values holding passwords are printed only redacted (`ServerURL.redact`).
 struct ShopfleetConfiguration: Sendable {
     struct Key: Sendable {
         var name: String
@@ -64,9 +64,6 @@ struct ShopfleetConfiguration: Sendable {
     var amqpManagementURL: String { value(Self.amqpManagementURL) }
     var databaseURL: String { value(Self.databaseURL) }
     var redisURL: String { value(Self.redisURL) }
-
-    /// A URL with its password replaced: for logs and output.
-    static func redacted(_ url: String) -> String { ServerURL.redact(url) }
 }
 
 /// The flags every command that talks to the servers takes. They override the environment; prefer

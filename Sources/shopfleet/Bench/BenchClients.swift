@@ -75,13 +75,6 @@ struct BenchClientsCommand: AsyncParsableCommand {
     }
 }
 
-/// Best (highest) rate of `rounds` runs.
-func best(_ rounds: Int, _ body: () async throws -> Double) async throws -> Double {
-    var top = 0.0
-    for _ in 0..<max(1, rounds) { top = max(top, try await body()) }
-    return top
-}
-
 func temporaryDirectory() throws -> String {
     var template = Array("/tmp/shopfleet-bench-XXXXXX".utf8CString)
     guard let path = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
