@@ -1,4 +1,4 @@
-public import ClientRuntime
+import ClientRuntime
 
 /// A bounded pool of ``RedisConnection``s. A connection that broke (server restarted) is dropped
 /// when it comes back, and the next command opens a new one: commands fail clearly while Redis is
@@ -14,9 +14,14 @@ public final class RedisClient: Sendable {
         }
     }
 
+    /// Runs `body` with a connection of the pool, on that connection's own thread: the body's
+    /// calls on it run inline, with no handover between threads (see ``RedisConnection/executor``).
+    /// Keep the body short and non-blocking.
     public func withConnection<T: Sendable>(_ body: (RedisConnection) async throws -> T) async throws -> T {
         do {
-            return try await pool.withConnection(body)
+            return try await pool.withConnection { connection in
+                try await withTaskExecutorPreference(connection.executor) { try await body(connection) }
+            }
         } catch let error as ConnectionPoolError {
             throw RedisError(error.reason == .closed ? .closed : .poolTimeout, error.description,
                              host: configuration.host, port: configuration.port)

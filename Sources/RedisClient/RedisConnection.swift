@@ -1,6 +1,5 @@
 public import ClientRuntime
 import CHiredis
-public import Logging
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -196,30 +195,12 @@ public final class RedisConnection: PooledConnection, @unchecked Sendable {
         }
     }
 
-    /// RESP: `*<argc>\r\n` then `$<len>\r\n<bytes>\r\n` per argument. Binary-safe by construction.
+    /// The RESP bytes of a pipeline: the commands' encodings, one after another.
     static func encode(_ commands: [RedisCommand]) -> [UInt8] {
-        var size = 0
-        for command in commands {
-            size += 16
-            for argument in command.arguments { size += argument.count + 16 }
-        }
+        if commands.count == 1 { return commands[0].resp }
         var out: [UInt8] = []
-        out.reserveCapacity(size)
-        func appendNumber(_ prefix: UInt8, _ value: Int) {
-            out.append(prefix)
-            out.append(contentsOf: String(value).utf8)
-            out.append(13)
-            out.append(10)
-        }
-        for command in commands {
-            appendNumber(UInt8(ascii: "*"), command.arguments.count)
-            for argument in command.arguments {
-                appendNumber(UInt8(ascii: "$"), argument.count)
-                out.append(contentsOf: argument)
-                out.append(13)
-                out.append(10)
-            }
-        }
+        out.reserveCapacity(commands.reduce(0) { $0 + $1.resp.count })
+        for command in commands { out.append(contentsOf: command.resp) }
         return out
     }
 

@@ -1,4 +1,4 @@
-public import ClientRuntime
+import ClientRuntime
 public import FoundationEssentials
 
 /// A reply, as RESP2 has them. Bulk strings stay bytes (binary-safe); use ``string`` for text.
@@ -64,15 +64,54 @@ extension Double: RedisArgument { public var redisBytes: [UInt8] { Array(String(
 extension Array: RedisArgument where Element == UInt8 { public var redisBytes: [UInt8] { self } }
 extension Data: RedisArgument { public var redisBytes: [UInt8] { Array(self) } }
 
-/// A command: name and arguments.
+/// A command: name and arguments, held as the RESP bytes that go on the wire
+/// (`*<argc>\r\n` then `$<len>\r\n<bytes>\r\n` per argument; binary-safe by construction).
+/// Encoding happens once, when the command is made; a pipeline is the concatenation.
 public struct RedisCommand: Sendable {
-    public var arguments: [[UInt8]]
-    public init(_ name: String, _ arguments: [any RedisArgument]) {
-        self.arguments = [Array(name.utf8)] + arguments.map(\.redisBytes)
-    }
-    public init(_ name: String, _ arguments: any RedisArgument...) { self.init(name, arguments) }
+    public let resp: [UInt8]
+    private let rawName: String
     /// The command name only: arguments may hold secrets or personal data and are never logged.
-    public var name: String { String(decoding: arguments.first ?? [], as: UTF8.self).uppercased() }
+    public var name: String { rawName.uppercased() }
+
+    public init(_ name: String, _ arguments: [any RedisArgument]) {
+        self.rawName = name
+        let bytes = arguments.map(\.redisBytes)
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.reduce(name.utf8.count + 32) { $0 + $1.count + 16 })
+        Self.appendHeader(&out, UInt8(ascii: "*"), bytes.count + 1)
+        Self.appendArgument(&out, name.utf8)
+        for argument in bytes { Self.appendArgument(&out, argument) }
+        self.resp = out
+    }
+
+    public init(_ name: String, _ arguments: any RedisArgument...) { self.init(name, arguments) }
+
+    private static func appendArgument(_ out: inout [UInt8], _ argument: some Collection<UInt8>) {
+        appendHeader(&out, UInt8(ascii: "$"), argument.count)
+        out.append(contentsOf: argument)
+        out.append(13)
+        out.append(10)
+    }
+
+    /// `<prefix><decimal>\r\n`, without going through `String`.
+    private static func appendHeader(_ out: inout [UInt8], _ prefix: UInt8, _ value: Int) {
+        out.append(prefix)
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            var n = value
+            var i = buffer.count
+            repeat {
+                i -= 1
+                buffer[i] = UInt8(ascii: "0") + UInt8(n % 10)
+                n /= 10
+            } while n > 0
+            out.append(contentsOf: buffer[i...])
+        }
+        out.append(13)
+        out.append(10)
+    }
 }
 
 /// A Lua script run with EVALSHA, falling back to EVAL when the server does not know it yet.
