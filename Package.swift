@@ -17,10 +17,17 @@ let package = Package(
         .library(name: "AMQPClient", targets: ["AMQPClient"]),
         .library(name: "PostgresClient", targets: ["PostgresClient"]),
         .library(name: "RedisClient", targets: ["RedisClient"]),
+        .library(name: "Messaging", targets: ["Messaging"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.21.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         // C libraries, found through pkg-config; the providers name the Debian packages.
@@ -61,6 +68,23 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
 
+        // The machinery every worker runs on: envelope, topology as code, the worker runtime with
+        // inbox, outbox, retries and dead-lettering, request/reply, health and metrics.
+        .target(
+            name: "Messaging",
+            dependencies: [
+                "AMQPClient", "PostgresClient", "ClientRuntime",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: swiftSettings),
+
         // Shared by the test targets: server URLs from the environment, fault injection.
         .target(
             name: "ShopfleetTesting",
@@ -70,7 +94,7 @@ let package = Package(
         .executableTarget(
             name: "shopfleet",
             dependencies: [
-                "AMQPClient", "PostgresClient", "RedisClient",
+                "AMQPClient", "PostgresClient", "RedisClient", "Messaging",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -80,6 +104,13 @@ let package = Package(
         .testTarget(name: "AMQPClientTests", dependencies: ["AMQPClient", "ClientRuntime", "ShopfleetTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "ClientRuntime", "ShopfleetTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "ClientRuntime", "ShopfleetTesting"], swiftSettings: swiftSettings),
+        // A worker with test handlers, run as its own process by the runtime's tests.
+        .executableTarget(
+            name: "FixtureWorker",
+            dependencies: ["Messaging", "PostgresClient"],
+            path: "Tests/FixtureWorker",
+            swiftSettings: swiftSettings),
+        .testTarget(name: "MessagingTests", dependencies: ["FixtureWorker", "Messaging", "AMQPClient", "PostgresClient", "ClientRuntime", "ShopfleetTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "ShopfleetTests", dependencies: ["shopfleet"], swiftSettings: swiftSettings),
     ]
 )

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
+import Synchronization
 
 /// Runs another program (a baseline benchmark, the servers script) and waits for it on a thread of
 /// its own, since `read` and `waitpid` block.
@@ -59,12 +60,36 @@ public enum ChildProcess {
     private static func runBlocking(_ argv: [String], extraEnvironment: [String: String], captureOutput: Bool) throws -> Result {
         var fds: [Int32] = [-1, -1]
         if captureOutput { guard pipe(&fds) == 0 else { throw Failed(command: argv[0], status: -1, output: "pipe failed") } }
+        let pid: pid_t
+        do {
+            pid = try spawnBlocking(argv, extraEnvironment: extraEnvironment, stdout: captureOutput ? fds[1] : nil, stderr: nil)
+        } catch {
+            if captureOutput { close(fds[0]); close(fds[1]) }
+            throw error
+        }
+        if captureOutput { close(fds[1]) }
+        var output: [UInt8] = []
+        if captureOutput {
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = read(fds[0], &buffer, buffer.count)
+                if n > 0 { output.append(contentsOf: buffer[0..<n]); continue }
+                if n < 0 && errno == EINTR { continue }
+                break
+            }
+            close(fds[0])
+        }
+        return Result(status: waitBlocking(pid), output: String(decoding: output, as: UTF8.self))
+    }
+
+    /// posix_spawn with a clean signal state and only stdin/stdout/stderr inherited; `stdout` and
+    /// `stderr` replace the child's descriptors 1 and 2 when given.
+    static func spawnBlocking(_ argv: [String], extraEnvironment: [String: String], stdout: Int32?, stderr: Int32?) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        if captureOutput {
-            posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-        }
+        if let stdout { posix_spawn_file_actions_adddup2(&actions, stdout, 1) }
+        if let stderr { posix_spawn_file_actions_adddup2(&actions, stderr, 2) }
         // The child keeps stdin, stdout and stderr only. Otherwise it inherits the write end of the
         // capture pipe (a daemon it starts would hold it open and the read below would never end)
         // and this process's sockets.
@@ -100,26 +125,48 @@ public enum ChildProcess {
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
         let rc = posix_spawnp(&pid, argv[0], &actions, &attributes, cArguments, cEnvironment)
-        if captureOutput { close(fds[1]) }
         guard rc == 0 else {
-            if captureOutput { close(fds[0]) }
             throw Failed(command: argv.joined(separator: " "), status: -1, output: String(cString: strerror(rc)))
         }
-        var output: [UInt8] = []
-        if captureOutput {
-            var buffer = [UInt8](repeating: 0, count: 65536)
-            while true {
-                let n = read(fds[0], &buffer, buffer.count)
-                if n > 0 { output.append(contentsOf: buffer[0..<n]); continue }
-                if n < 0 && errno == EINTR { continue }
-                break
-            }
-            close(fds[0])
-        }
+        return pid
+    }
+
+    /// Waits for `pid` and returns its exit status, or 128 + the signal that killed it.
+    static func waitBlocking(_ pid: pid_t) -> Int32 {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         // WIFEXITED / WEXITSTATUS by hand: the macros do not import.
-        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-        return Result(status: code, output: String(decoding: output, as: UTF8.self))
+        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    }
+
+    /// Starts `argv` in the background, its standard output and error appended to `logFile`.
+    public static func spawn(_ argv: [String], extraEnvironment: [String: String] = [:], logFile: String) throws -> RunningProcess {
+        let fd = open(logFile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw Failed(command: argv.joined(separator: " "), status: -1, output: "cannot open \(logFile)") }
+        defer { close(fd) }
+        let pid = try spawnBlocking(argv, extraEnvironment: extraEnvironment, stdout: fd, stderr: fd)
+        return RunningProcess(pid: pid)
     }
 }
+
+/// A child started with ``ChildProcess/spawn(_:extraEnvironment:logFile:)``.
+public final class RunningProcess: Sendable {
+    public let pid: pid_t
+    private let exit = Mutex<Int32?>(nil)
+
+    init(pid: pid_t) { self.pid = pid }
+
+    public func signal(_ signal: Int32) { _ = kill(pid, signal) }
+
+    /// Waits for the child to end (on a thread of its own, not the cooperative pool); its status.
+    public func wait() async -> Int32 {
+        if let status = exit.withLock({ $0 }) { return status }
+        let thread = ConnectionThread(name: "wait \(pid)", spin: .zero)
+        defer { thread.stop() }
+        let pid = self.pid
+        let status = (try? await thread.submit { ChildProcess.waitBlocking(pid) }) ?? -1
+        exit.withLock { $0 = status }
+        return status
+    }
+}
+

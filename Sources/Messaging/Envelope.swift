@@ -1,0 +1,239 @@
+public import AMQPClient
+public import FoundationEssentials
+import Synchronization
+
+/// A message of the fleet: a `Codable` body plus the envelope every message carries.
+///
+/// `type` is `<domain>.<Name>.v<N>`: the domain owns it, and a change that breaks its JSON shape
+/// takes a new version (a new type), never an edit of the old one.
+public protocol Message: Codable, Sendable {
+    static var type: String { get }
+}
+
+extension Message {
+    /// The part of the type before the first dot: the domain that owns the message.
+    public static var domain: String { String(type.prefix { $0 != "." }) }
+}
+
+/// A request to one domain to do something; it goes to that domain's command queue.
+public protocol Command: Message {
+    /// Default `<domain>.commands`.
+    static var queue: String { get }
+}
+
+extension Command {
+    public static var queue: String { "\(domain).commands" }
+}
+
+/// A fact a domain announces on its topic (`<domain>.events`), with the type as routing key, so
+/// subscriptions filter on `<domain>.#` or `<domain>.<Name>.*`.
+public protocol Event: Message {}
+
+extension Event {
+    public static var exchange: String { "\(domain).events" }
+}
+
+/// A question to one domain, answered over request/reply; it goes to `<domain>.queries`.
+public protocol Query: Message {
+    associatedtype Reply: Codable & Sendable
+    static var queue: String { get }
+}
+
+extension Query {
+    public static var queue: String { "\(domain).queries" }
+}
+
+/// A message that can check its own fields; one that fails is dead-lettered at once (retrying
+/// cannot fix it).
+public protocol Validatable {
+    func validate() throws(ValidationFailure)
+}
+
+public struct ValidationFailure: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Thrown by a handler (or raised by the runtime) when processing can never succeed: the message
+/// goes to the dead-letter exchange at once instead of through the retry tiers.
+public struct PermanentFailure: Error, CustomStringConvertible, Sendable {
+    /// Short and stable (`undecodable`, `unknown-type`, `validation`): it becomes `x-error-type`.
+    public var kind: String
+    public var description: String
+    public init(_ kind: String, _ description: String) {
+        self.kind = kind
+        self.description = description
+    }
+}
+
+/// The envelope: AMQP properties and headers around a JSON body.
+public struct Envelope: Sendable, Equatable {
+    public var messageID: String
+    public var type: String
+    public var correlationID: String?
+    /// Seconds since 1970, as AMQP carries it.
+    public var timestamp: UInt64
+    public var causationID: String?
+    public var sagaID: String?
+    public var traceparent: String?
+    public var tracestate: String?
+    /// 1 for the first delivery; each trip through a retry tier adds one.
+    public var attempt: Int
+    public var replyTo: String?
+    public var body: [UInt8]
+
+    public init(messageID: String = UUIDv7.generate(), type: String, correlationID: String? = nil,
+                timestamp: UInt64 = UInt64(Date().timeIntervalSince1970), causationID: String? = nil,
+                sagaID: String? = nil, traceparent: String? = nil, tracestate: String? = nil, attempt: Int = 1,
+                replyTo: String? = nil, body: [UInt8]) {
+        self.messageID = messageID
+        self.type = type
+        self.correlationID = correlationID
+        self.timestamp = timestamp
+        self.causationID = causationID
+        self.sagaID = sagaID
+        self.traceparent = traceparent
+        self.tracestate = tracestate
+        self.attempt = attempt
+        self.replyTo = replyTo
+        self.body = body
+    }
+
+    /// An envelope for `message`, JSON-encoded.
+    public init<M: Message>(_ message: M, sagaID: String? = nil, correlationID: String? = nil) throws {
+        self.init(type: M.type, correlationID: correlationID, sagaID: sagaID, body: Array(try MessageCodec.encode(message)))
+    }
+
+    public enum Header {
+        public static let causationID = "causation-id"
+        public static let sagaID = "saga-id"
+        public static let traceparent = "traceparent"
+        public static let tracestate = "tracestate"
+        public static let attempt = "attempt"
+        public static let error = "x-error"
+        public static let errorType = "x-error-type"
+        public static let failedQueue = "x-failed-queue"
+        public static let failedAt = "x-failed-at"
+        public static let replayedFrom = "x-replayed-from"
+    }
+
+    /// Reads the envelope of a delivery. A message without an id or a type is not one of ours:
+    /// a ``PermanentFailure`` says which is missing.
+    public init(delivery message: AMQPMessage) throws(PermanentFailure) {
+        let p = message.properties
+        guard let id = p.messageID, !id.isEmpty else {
+            throw PermanentFailure("missing-message-id", "the message has no message_id property")
+        }
+        guard let type = p.type, !type.isEmpty else {
+            throw PermanentFailure("missing-type", "the message has no type property")
+        }
+        let headers = p.headers ?? [:]
+        self.init(
+            messageID: id, type: type, correlationID: p.correlationID, timestamp: p.timestamp ?? 0,
+            causationID: headers[Header.causationID]?.string, sagaID: headers[Header.sagaID]?.string,
+            traceparent: headers[Header.traceparent]?.string, tracestate: headers[Header.tracestate]?.string,
+            attempt: headers[Header.attempt]?.int.map(Int.init) ?? 1, replyTo: p.replyTo, body: message.body)
+    }
+
+    /// The AMQP properties for publishing: persistent, JSON, the envelope's fields and headers.
+    public var properties: AMQPProperties {
+        var headers: AMQPTable = [Header.attempt: .int(Int64(attempt))]
+        if let causationID { headers[Header.causationID] = .string(causationID) }
+        if let sagaID { headers[Header.sagaID] = .string(sagaID) }
+        if let traceparent { headers[Header.traceparent] = .string(traceparent) }
+        if let tracestate { headers[Header.tracestate] = .string(tracestate) }
+        return AMQPProperties(contentType: "application/json", headers: headers, persistent: true,
+                              correlationID: correlationID, replyTo: replyTo, messageID: messageID,
+                              timestamp: timestamp, type: type)
+    }
+
+    /// The envelope of a message sent while handling this one: same correlation, saga and trace,
+    /// caused by this message.
+    public func child(type: String, body: [UInt8]) -> Envelope {
+        Envelope(type: type, correlationID: correlationID ?? messageID, causationID: messageID, sagaID: sagaID,
+                 traceparent: traceparent.flatMap(TraceParent.init)?.child().description ?? TraceParent.random().description,
+                 tracestate: tracestate, body: body)
+    }
+
+    /// The trace id of `traceparent`, for logs.
+    public var traceID: String? { traceparent.flatMap(TraceParent.init)?.traceID }
+}
+
+/// JSON for message bodies: ISO 8601 dates, sorted keys (the same message gives the same bytes).
+public enum MessageCodec {
+    public static func encode<M: Encodable>(_ message: M) throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        return try encoder.encode(message)
+    }
+
+    /// Decodes a body; what is wrong with it becomes a ``PermanentFailure`` (`undecodable`) naming
+    /// the type and the field.
+    public static func decode<M: Decodable>(_ type: M.Type, from body: [UInt8], typeName: String) throws(PermanentFailure) -> M {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        do {
+            return try decoder.decode(M.self, from: Data(body))
+        } catch let error as DecodingError {
+            throw PermanentFailure("undecodable", "the body is not a valid \(typeName): \(Topology.describe(error))")
+        } catch {
+            throw PermanentFailure("undecodable", "the body is not a valid \(typeName): \(error)")
+        }
+    }
+}
+
+/// Time-ordered UUIDs (RFC 9562 version 7): 48 bits of Unix milliseconds, then random bits, so ids
+/// sort by creation time and index well.
+public enum UUIDv7 {
+    public static func generate(at date: Date = Date()) -> String {
+        let ms = UInt64(max(0, date.timeIntervalSince1970 * 1000))
+        var bytes = [UInt8](repeating: 0, count: 16)
+        for i in 0..<6 { bytes[i] = UInt8(truncatingIfNeeded: ms >> (8 * (5 - i))) }
+        var random = SystemRandomNumberGenerator()
+        for i in 6..<16 { bytes[i] = random.next() }
+        bytes[6] = 0x70 | (bytes[6] & 0x0F)
+        bytes[8] = 0x80 | (bytes[8] & 0x3F)
+        let hex = bytes.map { String($0, radix: 16).leftPadded(to: 2) }.joined()
+        let h = Array(hex)
+        return String(h[0..<8]) + "-" + String(h[8..<12]) + "-" + String(h[12..<16]) + "-" + String(h[16..<20]) + "-" + String(h[20..<32])
+    }
+}
+
+/// W3C `traceparent`: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`.
+public struct TraceParent: Sendable, Equatable, CustomStringConvertible {
+    public var traceID: String
+    public var parentID: String
+    public var flags: String
+
+    public init?(_ text: String) {
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count == 4, parts[0].count == 2, parts[1].count == 32, parts[2].count == 16, parts[3].count == 2,
+              parts.allSatisfy({ $0.allSatisfy(\.isHexDigit) }),
+              parts[1] != Substring(String(repeating: "0", count: 32)), parts[2] != Substring(String(repeating: "0", count: 16))
+        else { return nil }
+        traceID = String(parts[1]).lowercased()
+        parentID = String(parts[2]).lowercased()
+        flags = String(parts[3])
+    }
+
+    init(traceID: String, parentID: String, flags: String) {
+        self.traceID = traceID
+        self.parentID = parentID
+        self.flags = flags
+    }
+
+    public static func random() -> TraceParent {
+        TraceParent(traceID: randomHex(16), parentID: randomHex(8), flags: "01")
+    }
+
+    /// The same trace, a new span.
+    public func child() -> TraceParent { TraceParent(traceID: traceID, parentID: Self.randomHex(8), flags: flags) }
+
+    public var description: String { "00-\(traceID)-\(parentID)-\(flags)" }
+
+    static func randomHex(_ bytes: Int) -> String {
+        var random = SystemRandomNumberGenerator()
+        return (0..<bytes).map { _ in String(UInt8.random(in: 0...255, using: &random), radix: 16).leftPadded(to: 2) }.joined()
+    }
+}

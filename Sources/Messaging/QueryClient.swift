@@ -1,0 +1,62 @@
+public import AMQPClient
+import FoundationEssentials
+
+/// Asks queries of other domains over request/reply (direct reply-to), each with a deadline.
+public final class QueryClient: Sendable {
+    /// The `type` of a reply that reports a failed query instead of an answer.
+    public static let errorReplyType = "shopfleet.QueryFailed.v1"
+
+    public enum Failure: Error, CustomStringConvertible, Sendable, Equatable {
+        /// No reply within the deadline (the domain is down, slow, or nobody consumes its queue).
+        case timeout(type: String, after: Duration)
+        /// No queue takes the query: the topology is not applied.
+        case noSuchQueue(type: String, queue: String)
+        /// The domain answered with an error.
+        case failed(type: String, message: String)
+        /// The reply could not be decoded.
+        case badReply(type: String, message: String)
+
+        public var description: String {
+            switch self {
+            case .timeout(let type, let after): return "\(type): no reply within \(after)"
+            case .noSuchQueue(let type, let queue): return "\(type): no queue '\(queue)' takes it"
+            case .failed(let type, let message): return "\(type) failed: \(message)"
+            case .badReply(let type, let message): return "\(type): the reply could not be read: \(message)"
+            }
+        }
+    }
+
+    private let requester: AMQPRequester
+
+    public init(connection: AMQPConnection) async throws {
+        requester = try await AMQPRequester.open(on: connection)
+    }
+
+    /// Sends `query` to its domain and decodes the reply.
+    public func ask<Q: Query>(_ query: Q, timeout: Duration = .seconds(5), sagaID: String? = nil) async throws -> Q.Reply {
+        var envelope = try Envelope(query, sagaID: sagaID)
+        envelope.traceparent = TraceParent.random().description
+        var properties = envelope.properties
+        properties.persistent = false
+        properties.correlationID = envelope.messageID
+        let reply: AMQPMessage
+        do {
+            reply = try await requester.request(envelope.body, routingKey: Q.queue, properties: properties, timeout: timeout)
+        } catch let error as AMQPError where error.code == .timeout {
+            throw Failure.timeout(type: Q.type, after: timeout)
+        } catch let error as AMQPError where error.code == .unroutable {
+            throw Failure.noSuchQueue(type: Q.type, queue: Q.queue)
+        }
+        if reply.properties.type == Self.errorReplyType {
+            let message = (try? JSONDecoder().decode([String: String].self, from: Data(reply.body)))?["error"] ?? reply.bodyString
+            throw Failure.failed(type: Q.type, message: message)
+        }
+        do {
+            return try MessageCodec.decode(Q.Reply.self, from: reply.body, typeName: Q.type + " reply")
+        } catch {
+            throw Failure.badReply(type: Q.type, message: error.description)
+        }
+    }
+
+    public func close() async throws { try await requester.close() }
+}

@@ -1,0 +1,81 @@
+public import Logging
+public import PostgresClient
+import Synchronization
+
+/// What a handler gets besides its message: the envelope, the open transaction, a logger with the
+/// message's ids, and the outbox. Everything it writes and sends commits together with the inbox
+/// row, or not at all.
+public final class HandlerContext: Sendable {
+    public let envelope: Envelope
+    /// The handler's transaction. Do not commit or roll back: the runtime does.
+    public let database: PostgresConnection
+    public let logger: Logger
+    let schema: String
+    private let written = Mutex<[OutboxRecord]>([])
+
+    init(envelope: Envelope, database: PostgresConnection, logger: Logger, schema: String) {
+        self.envelope = envelope
+        self.database = database
+        self.logger = logger
+        self.schema = schema
+    }
+
+    /// Sends a command to its domain's queue, after this handler's transaction commits.
+    public func send<C: Command>(_ command: C) async throws {
+        try await enqueue(type: C.type, body: try MessageCodec.encode(command), exchange: "", routingKey: C.queue)
+    }
+
+    /// Publishes an event on its domain's topic, after this handler's transaction commits.
+    public func publish<E: Event>(_ event: E) async throws {
+        try await enqueue(type: E.type, body: try MessageCodec.encode(event), exchange: E.exchange, routingKey: E.type)
+    }
+
+    /// Sends any message to an exchange and routing key, after commit. `sagaID` overrides the one
+    /// inherited from the message being handled.
+    public func enqueue(type: String, body: some Sequence<UInt8>, exchange: String, routingKey: String, sagaID: String? = nil) async throws {
+        var envelope = envelope.child(type: type, body: Array(body))
+        if let sagaID { envelope.sagaID = sagaID }
+        let record = try await OutboxRecord.insert(envelope, exchange: exchange, routingKey: routingKey, schema: schema, on: database)
+        written.withLock { $0.append(record) }
+    }
+
+    var outbox: [OutboxRecord] { written.withLock { $0 } }
+}
+
+/// Handlers by message type, each decoding and validating its own message.
+public struct HandlerRegistry: Sendable {
+    typealias Erased = @Sendable (Envelope, HandlerContext) async throws -> Void
+    typealias ErasedQuery = @Sendable (Envelope, Logger) async throws -> [UInt8]
+
+    private(set) var handlers: [String: Erased] = [:]
+    private(set) var queries: [String: ErasedQuery] = [:]
+
+    public init() {}
+
+    /// Handles `M` inside the message's transaction. Throw ``PermanentFailure`` for what retrying
+    /// cannot fix; any other error is retried through the tiers.
+    public mutating func on<M: Message>(_ type: M.Type, _ handler: @escaping @Sendable (M, HandlerContext) async throws -> Void) {
+        precondition(handlers[M.type] == nil && queries[M.type] == nil, "two handlers for \(M.type)")
+        handlers[M.type] = { envelope, context in
+            let message = try MessageCodec.decode(M.self, from: envelope.body, typeName: M.type)
+            if let validatable = message as? any Validatable {
+                do { try validatable.validate() } catch {
+                    throw PermanentFailure("validation", "\(M.type) is not valid: \(error)")
+                }
+            }
+            try await handler(message, context)
+        }
+    }
+
+    /// Answers `Q` over request/reply. Queries have no transaction, no inbox and no outbox: they
+    /// must not change anything.
+    public mutating func answer<Q: Query>(_ type: Q.Type, _ handler: @escaping @Sendable (Q, Logger) async throws -> Q.Reply) {
+        precondition(handlers[Q.type] == nil && queries[Q.type] == nil, "two handlers for \(Q.type)")
+        queries[Q.type] = { envelope, logger in
+            let query = try MessageCodec.decode(Q.self, from: envelope.body, typeName: Q.type)
+            return Array(try MessageCodec.encode(try await handler(query, logger)))
+        }
+    }
+
+    public var types: [String] { (Array(handlers.keys) + Array(queries.keys)).sorted() }
+}

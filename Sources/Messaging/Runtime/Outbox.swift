@@ -1,0 +1,131 @@
+import AMQPClient
+import FoundationEssentials
+import Logging
+import PostgresClient
+
+/// One message waiting in a service's outbox.
+struct OutboxRecord: Sendable {
+    var id: Int64
+    var envelope: Envelope
+    var exchange: String
+    var routingKey: String
+
+    static func insert(_ envelope: Envelope, exchange: String, routingKey: String, schema: String,
+                       on database: PostgresConnection) async throws -> OutboxRecord {
+        let rows = try await database.query("""
+            INSERT INTO \(quoteIdentifier(schema)).outbox
+                (message_id, type, exchange, routing_key, correlation_id, causation_id, saga_id, traceparent, tracestate, reply_to, body)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+            RETURNING id
+            """, [envelope.messageID, envelope.type, exchange, routingKey, envelope.correlationID, envelope.causationID,
+                  envelope.sagaID, envelope.traceparent, envelope.tracestate, envelope.replyTo, Data(envelope.body)])
+        return OutboxRecord(id: try rows[0].decode(Int64.self, 0), envelope: envelope, exchange: exchange, routingKey: routingKey)
+    }
+
+    static let columns = "id, message_id, type, exchange, routing_key, correlation_id, causation_id, saga_id, traceparent, tracestate, reply_to, body, extract(epoch from created_at)::bigint"
+
+    init(row: PostgresRow) throws {
+        id = try row.decode(Int64.self, 0)
+        exchange = try row.decode(String.self, 3)
+        routingKey = try row.decode(String.self, 4)
+        envelope = Envelope(
+            messageID: try row.decode(String.self, 1), type: try row.decode(String.self, 2),
+            correlationID: try row.decode(String?.self, 5), timestamp: UInt64(try row.decode(Int64.self, 12)),
+            causationID: try row.decode(String?.self, 6), sagaID: try row.decode(String?.self, 7),
+            traceparent: try row.decode(String?.self, 8), tracestate: try row.decode(String?.self, 9),
+            replyTo: try row.decode(String?.self, 10), body: Array(try row.decode(Data.self, 11)))
+    }
+
+    init(id: Int64, envelope: Envelope, exchange: String, routingKey: String) {
+        self.id = id
+        self.envelope = envelope
+        self.exchange = exchange
+        self.routingKey = routingKey
+    }
+}
+
+/// Publishes outbox rows with confirms and marks them sent. Used right after a handler's commit
+/// (its own rows) and by the relay (rows a crash left behind).
+struct OutboxPublisher: Sendable {
+    var schema: String
+    var channel: AMQPChannel
+    var database: PostgresClient
+
+    /// Publishes all records concurrently, each awaiting its confirm, then marks the confirmed ones
+    /// sent. Throws the first failure after marking what did get confirmed.
+    func publish(_ records: [OutboxRecord]) async throws {
+        if records.isEmpty { return }
+        let channel = self.channel
+        let results = await withTaskGroup(of: (Int64, (any Error)?).self) { group in
+            for record in records {
+                group.addTask {
+                    do {
+                        // A command no queue takes is an error, not a silent loss; an event nobody
+                        // subscribed to is dropped, as a topic does.
+                        try await channel.publish(record.envelope.body, exchange: record.exchange, routingKey: record.routingKey,
+                                                  properties: record.envelope.properties, mandatory: record.exchange.isEmpty)
+                        return (record.id, nil)
+                    } catch {
+                        return (record.id, error)
+                    }
+                }
+            }
+            var out: [(Int64, (any Error)?)] = []
+            for await result in group { out.append(result) }
+            return out
+        }
+        let confirmed = results.filter { $0.1 == nil }.map(\.0)
+        if !confirmed.isEmpty {
+            try await database.query("UPDATE \(quoteIdentifier(schema)).outbox SET published_at = now() WHERE id = ANY($1)", [confirmed])
+        }
+        if let failure = results.first(where: { $0.1 != nil }) {
+            throw failure.1!
+        }
+    }
+
+    /// One relay pass: rows older than `grace` that are still unpublished, oldest first, locked so
+    /// that two replicas never publish the same row at once. Returns how many were published.
+    func relay(grace: Duration, limit: Int = 500) async throws -> Int {
+        let table = "\(quoteIdentifier(schema)).outbox"
+        let graceMilliseconds = Int64(grace.components.seconds * 1000 + grace.components.attoseconds / 1_000_000_000_000_000)
+        return try await database.transaction { tx in
+            let rows = try await tx.query("""
+                SELECT \(OutboxRecord.columns) FROM \(table)
+                WHERE published_at IS NULL AND created_at < now() - make_interval(secs => $1::double precision / 1000)
+                ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
+                """, [graceMilliseconds, limit])
+            let records = try rows.map { try OutboxRecord(row: $0) }
+            if records.isEmpty { return 0 }
+            let channel = self.channel
+            // Publish all, await all confirms; one failure aborts the pass (the transaction rolls
+            // back, the rows stay unpublished and are tried again).
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for record in records {
+                    group.addTask {
+                        try await channel.publish(record.envelope.body, exchange: record.exchange, routingKey: record.routingKey,
+                                                  properties: record.envelope.properties, mandatory: record.exchange.isEmpty)
+                    }
+                }
+                try await group.waitForAll()
+            }
+            try await tx.query("UPDATE \(table) SET published_at = now() WHERE id = ANY($1)", [records.map(\.id)])
+            return records.count
+        }
+    }
+
+    /// Seconds the oldest unpublished row has waited (0 when none): the relay's lag.
+    func lag() async throws -> Double {
+        let rows = try await database.query(
+            "SELECT coalesce(extract(epoch from now() - min(created_at)), 0)::double precision FROM \(quoteIdentifier(schema)).outbox WHERE published_at IS NULL")
+        return try rows[0].decode(Double.self, 0)
+    }
+
+    /// Forgets published outbox rows and inbox rows older than `retention`.
+    func prune(retention: Duration) async throws {
+        let seconds = Int64(retention.components.seconds)
+        try await database.query(
+            "DELETE FROM \(quoteIdentifier(schema)).outbox WHERE published_at < now() - make_interval(secs => $1)", [seconds])
+        try await database.query(
+            "DELETE FROM \(quoteIdentifier(schema)).inbox WHERE processed_at < now() - make_interval(secs => $1)", [seconds])
+    }
+}

@@ -1,0 +1,54 @@
+public import PostgresClient
+
+/// The runtime's own tables in a service's schema: the inbox (messages already handled, for
+/// deduplication) and the outbox (messages to publish, written in the handler's transaction).
+///
+/// They take migration versions 1 to 99 of the schema; a domain's own migrations start at 100.
+public enum RuntimeMigrations {
+    public static let reservedVersions = 1...99
+
+    public static let all: [Migration] = [
+        Migration(version: 1, name: "runtime_inbox_outbox", sql: """
+            CREATE TABLE inbox (
+                message_id text PRIMARY KEY,
+                type text NOT NULL,
+                queue text NOT NULL,
+                processed_at timestamptz NOT NULL DEFAULT now()
+            );
+            CREATE INDEX inbox_processed_at ON inbox (processed_at);
+
+            CREATE TABLE outbox (
+                id bigserial PRIMARY KEY,
+                message_id text NOT NULL UNIQUE,
+                type text NOT NULL,
+                exchange text NOT NULL,
+                routing_key text NOT NULL,
+                correlation_id text,
+                causation_id text,
+                saga_id text,
+                traceparent text,
+                tracestate text,
+                reply_to text,
+                body bytea NOT NULL,
+                created_at timestamptz NOT NULL DEFAULT now(),
+                published_at timestamptz
+            );
+            CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
+            CREATE INDEX outbox_published_at ON outbox (published_at) WHERE published_at IS NOT NULL;
+            """),
+    ]
+
+    /// The runtime's migrations followed by the domain's, checked for clashing versions.
+    public static func with(_ domain: [Migration]) throws -> [Migration] {
+        if let clash = domain.first(where: { reservedVersions.contains($0.version) }) {
+            throw MessagingError("migration \(clash.version)_\(clash.name): versions \(reservedVersions.lowerBound) to \(reservedVersions.upperBound) belong to the runtime; number domain migrations from 100")
+        }
+        return all + domain
+    }
+}
+
+/// A runtime error with a message that says what failed.
+public struct MessagingError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,401 @@
+public import AMQPClient
+import ClientRuntime
+import FoundationEssentials
+public import Logging
+import Metrics
+public import PostgresClient
+public import ServiceLifecycle
+import Synchronization
+
+/// How a worker consumes and handles. Defaults suit a small pod.
+public struct WorkerOptions: Sendable {
+    /// The service (domain) name: logs, metrics, the AMQP connection name.
+    public var service: String
+    /// The PostgreSQL schema holding the service's tables, inbox and outbox.
+    public var schema: String
+    public var queues: [String]
+    /// Unacknowledged deliveries the broker may hand each consumer.
+    public var prefetch: UInt16 = 32
+    /// Handlers running at once per queue.
+    public var concurrency: Int = 8
+    /// How long SIGTERM may take: stop consuming, finish handlers, flush the outbox. Shorter than
+    /// a pod's 30 s grace period.
+    public var shutdownDeadline: Duration = .seconds(20)
+    /// How often the relay looks for outbox rows a crash left behind.
+    public var relayInterval: Duration = .seconds(1)
+    /// Rows younger than this are still being published by their handler; the relay leaves them.
+    public var relayGrace: Duration = .seconds(2)
+    /// Inbox and published outbox rows are kept this long.
+    public var retention: Duration = .seconds(7 * 24 * 3600)
+
+    public init(service: String, schema: String, queues: [String]) {
+        self.service = service
+        self.schema = schema
+        self.queues = queues
+    }
+}
+
+/// Fault-injection points, for tests that kill a worker at the worst moments.
+public struct WorkerHooks: Sendable {
+    /// After the handler's transaction committed, before its outbox rows are published.
+    public var afterCommit: (@Sendable (Envelope) async -> Void)?
+    /// After the outbox rows were published, before the delivery is acked.
+    public var beforeAck: (@Sendable (Envelope) async -> Void)?
+    public init() {}
+}
+
+/// What `/readyz` reports: connected to both servers and consuming.
+public final class WorkerHealth: Sendable {
+    let consuming = Atomic<Bool>(false)
+    let databaseUp = Atomic<Bool>(true)
+    let brokerUp = Atomic<Bool>(false)
+    let lastProblem = Mutex<String?>(nil)
+
+    public init() {}
+
+    public var isReady: Bool {
+        consuming.load(ordering: .relaxed) && databaseUp.load(ordering: .relaxed) && brokerUp.load(ordering: .relaxed)
+    }
+
+    /// Why the worker is not ready, or nil when it is.
+    public var problem: String? {
+        if !brokerUp.load(ordering: .relaxed) { return "not connected to RabbitMQ" }
+        if !databaseUp.load(ordering: .relaxed) { return "PostgreSQL unreachable: \(lastProblem.withLock { $0 } ?? "")" }
+        if !consuming.load(ordering: .relaxed) { return "not consuming" }
+        return nil
+    }
+
+    func database(_ up: Bool, _ problem: String? = nil) {
+        databaseUp.store(up, ordering: .relaxed)
+        if let problem { lastProblem.withLock { $0 = problem } }
+    }
+}
+
+/// A domain worker: consumes its queues, runs each message's handler in a transaction with the
+/// inbox and outbox, publishes what the handler sent, then acks. Retries, dead letters and
+/// request/reply answers are handled here; the domain writes only handlers.
+public final class Worker: Service, Sendable {
+    let options: WorkerOptions
+    let topology: Topology
+    let handlers: HandlerRegistry
+    let amqp: AMQPConnection
+    let database: PostgresClient
+    let logger: Logger
+    let hooks: WorkerHooks
+    public let health: WorkerHealth
+    private let consumers = Mutex<[AMQPConsumer]>([])
+    private let stopping = Atomic<Bool>(false)
+
+    public init(options: WorkerOptions, topology: Topology, handlers: HandlerRegistry, amqp: AMQPConnection,
+                database: PostgresClient, logger: Logger, hooks: WorkerHooks = WorkerHooks(), health: WorkerHealth = WorkerHealth()) {
+        self.options = options
+        self.topology = topology
+        self.handlers = handlers
+        self.amqp = amqp
+        self.database = database
+        self.logger = logger
+        self.hooks = hooks
+        self.health = health
+    }
+
+    /// Consumes until graceful shutdown (SIGTERM), then finishes in-flight handlers, flushes the
+    /// outbox and returns.
+    public func run() async throws {
+        let publisher = try await amqp.openChannel()
+        try await publisher.enableConfirms()
+        let outbox = OutboxPublisher(schema: options.schema, channel: publisher, database: database)
+        health.brokerUp.store(amqp.isConnected, ordering: .relaxed)
+
+        try await withGracefulShutdownHandler {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await self.watchConnection() }
+                group.addTask { await self.relayLoop(outbox) }
+                try await withThrowingTaskGroup(of: Void.self) { consumerGroup in
+                    for queue in self.options.queues {
+                        let channel = try await self.amqp.openChannel()
+                        try await channel.setPrefetch(self.options.prefetch)
+                        let consumer = try await channel.consume(queue: queue, tag: "\(self.options.service)-\(queue)-\(UUIDv7.generate().suffix(12))")
+                        self.consumers.withLock { $0.append(consumer) }
+                        consumerGroup.addTask { await self.consumeLoop(consumer, queue: queue, publisher: publisher, outbox: outbox) }
+                    }
+                    self.health.consuming.store(true, ordering: .relaxed)
+                    self.logger.info("consuming", metadata: ["queues": .string(self.options.queues.joined(separator: ",")),
+                                                             "prefetch": .stringConvertible(self.options.prefetch),
+                                                             "concurrency": .stringConvertible(self.options.concurrency)])
+                    if self.stopping.load(ordering: .acquiring) { await self.stopConsuming() }
+                    try await consumerGroup.waitForAll()
+                }
+                // Every handler has finished: publish what is left, then stop the helpers.
+                self.health.consuming.store(false, ordering: .relaxed)
+                do {
+                    let flushed = try await outbox.relay(grace: .zero)
+                    self.logger.info("stopped consuming; in-flight handlers finished", metadata: ["outbox_flushed": .stringConvertible(flushed)])
+                } catch {
+                    self.logger.error("outbox flush failed; the relay of another replica or the next start publishes the rows",
+                                      metadata: ["error": .string("\(error)")])
+                }
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            self.stopping.store(true, ordering: .releasing)
+            Task { await self.stopConsuming() }
+        }
+        try? await publisher.close()
+    }
+
+    /// Cancels every consumer: no new deliveries; those in flight finish.
+    func stopConsuming() async {
+        let consumers = self.consumers.withLock { $0 }
+        for consumer in consumers { try? await consumer.cancel() }
+    }
+
+    private func watchConnection() async {
+        for await event in amqp.events {
+            switch event {
+            case .disconnected(let reason):
+                health.brokerUp.store(false, ordering: .relaxed)
+                logger.warning("lost the broker; reconnecting", metadata: ["reason": .string(reason)])
+            case .recovered(let attempts):
+                health.brokerUp.store(true, ordering: .relaxed)
+                logger.info("broker connection recovered", metadata: ["attempts": .stringConvertible(attempts)])
+            default:
+                break
+            }
+            if Task.isCancelled { return }
+        }
+    }
+
+    private func relayLoop(_ outbox: OutboxPublisher) async {
+        let lag = Gauge(label: "shopfleet_outbox_lag_seconds", dimensions: [("service", options.service)])
+        var lastPrune = ContinuousClock.now - .seconds(3600)
+        while !Task.isCancelled {
+            do {
+                let relayed = try await outbox.relay(grace: options.relayGrace)
+                if relayed > 0 {
+                    Counter(label: "shopfleet_outbox_relayed_total", dimensions: [("service", options.service)]).increment(by: relayed)
+                    logger.info("relay published outbox rows left behind", metadata: ["count": .stringConvertible(relayed)])
+                }
+                lag.record(try await outbox.lag())
+                if ContinuousClock.now - lastPrune > .seconds(600) {
+                    try await outbox.prune(retention: options.retention)
+                    lastPrune = .now
+                }
+                health.database(true)
+            } catch let error as PostgresError where Self.isInfrastructure(error) {
+                health.database(false, error.description)
+                logger.warning("relay: database unavailable", metadata: ["error": .string(error.description)])
+            } catch {
+                logger.warning("relay pass failed", metadata: ["error": .string("\(error)")])
+            }
+            try? await Task.sleep(for: options.relayInterval)
+        }
+    }
+
+    private func consumeLoop(_ consumer: AMQPConsumer, queue: String, publisher: AMQPChannel, outbox: OutboxPublisher) async {
+        let inFlight = Gauge(label: "shopfleet_handlers_in_flight", dimensions: [("service", options.service), ("queue", queue)])
+        await withTaskGroup(of: Void.self) { group in
+            var running = 0
+            do {
+                for try await delivery in consumer {
+                    if running >= options.concurrency {
+                        await group.next()
+                        running -= 1
+                    }
+                    running += 1
+                    inFlight.record(running)
+                    group.addTask {
+                        await self.process(delivery, queue: queue, publisher: publisher, outbox: outbox)
+                    }
+                }
+            } catch {
+                logger.error("consumer ended", metadata: ["queue": .string(queue), "error": .string("\(error)")])
+            }
+            await group.waitForAll()
+            inFlight.record(0)
+        }
+    }
+
+    // MARK: - One delivery
+
+    func process(_ delivery: AMQPDelivery, queue: String, publisher: AMQPChannel, outbox: OutboxPublisher) async {
+        let envelope: Envelope
+        do {
+            envelope = try Envelope(delivery: delivery.message)
+        } catch {
+            Counter(label: "shopfleet_messages_consumed_total", dimensions: [("queue", queue), ("type", "unknown")]).increment()
+            await deadLetter(delivery, queue: queue, type: delivery.properties.type ?? "unknown", failure: error, publisher: publisher)
+            return
+        }
+        var logger = self.logger
+        logger[metadataKey: "message_id"] = .string(envelope.messageID)
+        logger[metadataKey: "type"] = .string(envelope.type)
+        logger[metadataKey: "queue"] = .string(queue)
+        logger[metadataKey: "attempt"] = .stringConvertible(envelope.attempt)
+        if let saga = envelope.sagaID { logger[metadataKey: "saga_id"] = .string(saga) }
+        if let trace = envelope.traceID { logger[metadataKey: "trace_id"] = .string(trace) }
+        let dimensions = [("queue", queue), ("type", envelope.type)]
+        Counter(label: "shopfleet_messages_consumed_total", dimensions: dimensions).increment()
+
+        if let query = handlers.queries[envelope.type] {
+            await answer(delivery, envelope: envelope, query: query, publisher: publisher, logger: logger)
+            return
+        }
+        guard let handler = handlers.handlers[envelope.type] else {
+            await deadLetter(delivery, queue: queue, type: envelope.type,
+                             failure: PermanentFailure("unknown-type", "no handler for type '\(envelope.type)' in \(options.service)"),
+                             publisher: publisher, logger: logger)
+            return
+        }
+
+        let started = ContinuousClock.now
+        var backoff = Backoff(initial: .milliseconds(200), maximum: .seconds(5))
+        while true {
+            do {
+                let records = try await handleInTransaction(envelope, queue: queue, handler: handler, logger: logger)
+                health.database(true)
+                Timer(label: "shopfleet_handler_duration_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds)
+                    .recordNanoseconds(Self.nanoseconds(ContinuousClock.now - started))
+                if let records {
+                    await hooks.afterCommit?(envelope)
+                    do {
+                        try await outbox.publish(records)
+                    } catch {
+                        // Committed but not (all) published: the relay publishes the rest. The ack
+                        // can go ahead; the rows are safe in the database.
+                        logger.warning("outbox publish failed after commit; the relay will publish", metadata: ["error": .string("\(error)")])
+                    }
+                } else {
+                    Counter(label: "shopfleet_messages_duplicate_total", dimensions: dimensions).increment()
+                    logger.info("duplicate delivery: already handled, acking without effect")
+                }
+                await hooks.beforeAck?(envelope)
+                delivery.ack()
+                Counter(label: "shopfleet_messages_acked_total", dimensions: dimensions).increment()
+                return
+            } catch let error as PostgresError where Self.isInfrastructure(error) {
+                // Not the message's fault: keep it (unacked) and try again when the database is
+                // back. If the worker dies meanwhile, the broker redelivers it.
+                health.database(false, error.description)
+                if !amqp.isConnected || stopping.load(ordering: .acquiring) && ContinuousClock.now - started > options.shutdownDeadline {
+                    return
+                }
+                logger.warning("database unavailable; will retry the message", metadata: ["error": .string(error.description)])
+                try? await Task.sleep(for: backoff.next())
+            } catch {
+                await fail(delivery, envelope: envelope, queue: queue, failure: error, publisher: publisher, logger: logger)
+                return
+            }
+        }
+    }
+
+    /// The inbox row, the handler, its outbox rows: one transaction. Nil when the message was
+    /// handled before (the inbox already has it).
+    private func handleInTransaction(_ envelope: Envelope, queue: String, handler: HandlerRegistry.Erased,
+                                     logger: Logger) async throws -> [OutboxRecord]? {
+        let schema = quoteIdentifier(options.schema)
+        return try await database.transaction { tx -> [OutboxRecord]? in
+            let inserted = try await tx.query("""
+                INSERT INTO \(schema).inbox (message_id, type, queue) VALUES ($1, $2, $3)
+                ON CONFLICT (message_id) DO NOTHING RETURNING 1
+                """, [envelope.messageID, envelope.type, queue])
+            if inserted.count == 0 { return nil }
+            let context = HandlerContext(envelope: envelope, database: tx, logger: logger, schema: options.schema)
+            try await handler(envelope, context)
+            return context.outbox
+        }
+    }
+
+    /// A handler failed: a permanent failure (or the last retry tier used up) dead-letters the
+    /// message; anything else sends it to the next retry tier. Acked only once the copy is confirmed.
+    private func fail(_ delivery: AMQPDelivery, envelope: Envelope, queue: String, failure: any Error,
+                      publisher: AMQPChannel, logger: Logger) async {
+        let dimensions = [("queue", queue), ("type", envelope.type)]
+        let permanent = failure is PermanentFailure || failure is ValidationFailure
+        let retriesAllowed = topology.queue(named: queue)?.retries ?? true
+        if !permanent, retriesAllowed, let tier = topology.retryExchange(forAttempt: envelope.attempt) {
+            var retry = envelope
+            retry.attempt += 1
+            do {
+                try await publisher.publish(retry.body, exchange: tier, routingKey: queue, properties: retry.properties, mandatory: true)
+                delivery.ack()
+                Counter(label: "shopfleet_messages_retried_total", dimensions: dimensions).increment()
+                logger.warning("handler failed; retrying through \(tier)", metadata: ["error": .string("\(failure)")])
+            } catch {
+                logger.error("could not send the message to retry tier \(tier); leaving it to the broker", metadata: ["error": .string("\(error)")])
+                delivery.nack(requeue: true)
+            }
+            return
+        }
+        await deadLetter(delivery, queue: queue, type: envelope.type, failure: failure, publisher: publisher, logger: logger)
+    }
+
+    /// Publishes the message, untouched but for the error headers, to the dead-letter exchange,
+    /// and acks it once the broker confirmed the copy.
+    private func deadLetter(_ delivery: AMQPDelivery, queue: String, type: String, failure: any Error,
+                            publisher: AMQPChannel, logger: Logger? = nil) async {
+        let logger = logger ?? self.logger
+        let kind = (failure as? PermanentFailure)?.kind ?? (failure is ValidationFailure ? "validation" : "retries-exhausted")
+        var properties = delivery.properties
+        var headers = properties.headers ?? [:]
+        headers[Envelope.Header.error] = .string(String("\(failure)".prefix(2000)))
+        headers[Envelope.Header.errorType] = .string(kind)
+        headers[Envelope.Header.failedQueue] = .string(queue)
+        headers[Envelope.Header.failedAt] = .string(Date().formatted(.iso8601))
+        properties.headers = headers
+        properties.persistent = true
+        do {
+            try await publisher.publish(delivery.body, exchange: topology.deadLetterExchange, routingKey: queue,
+                                        properties: properties, mandatory: true)
+            delivery.ack()
+            Counter(label: "shopfleet_messages_dead_lettered_total", dimensions: [("queue", queue), ("type", type), ("reason", kind)]).increment()
+            logger.error("dead-lettered", metadata: ["error_type": .string(kind), "error": .string("\(failure)")])
+        } catch {
+            logger.error("could not dead-letter the message; leaving it to the broker", metadata: ["error": .string("\(error)")])
+            delivery.nack(requeue: true)
+        }
+    }
+
+    /// Runs a query handler and replies to `reply_to`. A failed query gets an error reply at once,
+    /// so the caller need not wait for its deadline.
+    private func answer(_ delivery: AMQPDelivery, envelope: Envelope, query: HandlerRegistry.ErasedQuery,
+                        publisher: AMQPChannel, logger: Logger) async {
+        guard let replyTo = envelope.replyTo else {
+            logger.warning("query without reply_to; dropped")
+            delivery.ack()
+            return
+        }
+        var reply: [UInt8]
+        var properties = AMQPProperties(contentType: "application/json", persistent: false,
+                                        correlationID: envelope.correlationID ?? envelope.messageID,
+                                        messageID: UUIDv7.generate(), type: envelope.type + ".reply")
+        do {
+            reply = try await query(envelope, logger)
+        } catch {
+            reply = Array((try? MessageCodec.encode(["error": "\(error)"])) ?? Data())
+            properties.type = QueryClient.errorReplyType
+            logger.warning("query failed", metadata: ["error": .string("\(error)")])
+        }
+        do {
+            try await publisher.publish(reply, exchange: "", routingKey: replyTo, properties: properties)
+        } catch {
+            logger.warning("reply not delivered (the caller may have gone)", metadata: ["error": .string("\(error)")])
+        }
+        delivery.ack()
+    }
+
+    static func nanoseconds(_ duration: Duration) -> Int64 {
+        duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000
+    }
+
+    /// Errors that say the database cannot be reached, not that the message is bad.
+    static func isInfrastructure(_ error: PostgresError) -> Bool {
+        switch error.code {
+        case .connectionFailed, .connectionLost, .poolTimeout, .closed: return true
+        default:
+            guard let state = error.sqlState else { return false }
+            // 08: connection exception; 57P0x: server shutting down; 40001/40P01: serialization
+            // failure and deadlock, which succeed when tried again.
+            return state.hasPrefix("08") || state.hasPrefix("57P0") || state == "40001" || state == "40P01"
+        }
+    }
+}

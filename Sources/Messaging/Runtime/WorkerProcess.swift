@@ -1,0 +1,164 @@
+public import AMQPClient
+import ClientRuntime
+import FoundationEssentials
+public import Logging
+import Metrics
+public import PostgresClient
+public import Prometheus
+import ServiceLifecycle
+import UnixSignals
+import Synchronization
+
+/// A domain's worker, as the domain describes it: where its tables live, what it consumes, and
+/// its handlers.
+public struct WorkerDefinition: Sendable {
+    public var service: String
+    public var schema: String
+    public var queues: [String]
+    /// The domain's own migrations (versions from 100; 1 to 99 are the runtime's).
+    public var migrations: [Migration]
+    public var handlers: HandlerRegistry
+
+    public init(service: String, schema: String, queues: [String], migrations: [Migration] = [], handlers: HandlerRegistry) {
+        self.service = service
+        self.schema = schema
+        self.queues = queues
+        self.migrations = migrations
+        self.handlers = handlers
+    }
+}
+
+/// Everything a worker process reads from its configuration.
+public struct WorkerSettings: Sendable {
+    public var amqpURL: String
+    public var databaseURL: String
+    public var topologyFile: String
+    public var httpPort: Int
+    public var prefetch: UInt16
+    public var concurrency: Int
+    public var migrateOnStart: Bool
+    public var logLevel: Logger.Level
+
+    public init(amqpURL: String, databaseURL: String, topologyFile: String = "topology/shopfleet.yaml",
+                httpPort: Int = 9090, prefetch: UInt16 = 32, concurrency: Int = 8, migrateOnStart: Bool = true,
+                logLevel: Logger.Level = .info) {
+        self.amqpURL = amqpURL
+        self.databaseURL = databaseURL
+        self.topologyFile = topologyFile
+        self.httpPort = httpPort
+        self.prefetch = prefetch
+        self.concurrency = concurrency
+        self.migrateOnStart = migrateOnStart
+        self.logLevel = logLevel
+    }
+}
+
+/// Runs one worker as a process: logging and metrics, connections (waiting for the servers with
+/// backoff), migrations, a check that its queues exist, then the worker and the ops port until
+/// SIGTERM or SIGINT.
+public enum WorkerProcess {
+    private static let bootstrapped = Mutex<PrometheusCollectorRegistry?>(nil)
+
+    /// JSON logs and the Prometheus registry, once per process.
+    public static func bootstrap(level: Logger.Level) -> PrometheusCollectorRegistry {
+        bootstrapped.withLock { registry in
+            if let registry { return registry }
+            let created = PrometheusCollectorRegistry()
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: created))
+            LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: level) }
+            registry = created
+            return created
+        }
+    }
+
+    public static func run(_ definition: WorkerDefinition, settings: WorkerSettings, hooks: WorkerHooks = WorkerHooks()) async throws {
+        let registry = bootstrap(level: settings.logLevel)
+        var logger = Logger(label: "shopfleet.\(definition.service)")
+        logger.logLevel = settings.logLevel
+        logger[metadataKey: "service"] = .string(definition.service)
+
+        let topology = try Topology(contentsOfFile: settings.topologyFile)
+        for queue in definition.queues where topology.queue(named: queue) == nil {
+            throw MessagingError("\(definition.service) consumes '\(queue)', which \(settings.topologyFile) does not declare")
+        }
+        let postgresConfiguration = try PostgresConfiguration(url: settings.databaseURL)
+        let amqpConfiguration = try AMQPConfiguration(url: settings.amqpURL, connectionName: "shopfleet \(definition.service)")
+
+        let database = PostgresClient(configuration: postgresConfiguration, maximumConnections: settings.concurrency * definition.queues.count + 2)
+        try await waitFor("PostgreSQL at \(postgresConfiguration.host):\(postgresConfiguration.port)", logger: logger) {
+            _ = try await database.query("SELECT 1")
+        }
+        if settings.migrateOnStart {
+            let applied = try await Migrator(client: database, schema: definition.schema)
+                .migrate(try RuntimeMigrations.with(definition.migrations))
+            if !applied.isEmpty { logger.info("migrated", metadata: ["schema": .string(definition.schema), "versions": .string("\(applied)")]) }
+        }
+        let amqp = try await waitFor("RabbitMQ at \(amqpConfiguration.host):\(amqpConfiguration.port)", logger: logger) {
+            try await AMQPConnection.connect(amqpConfiguration, logger: logger)
+        }
+        try await checkTopology(definition.queues, topology: topology, amqp: amqp)
+
+        var options = WorkerOptions(service: definition.service, schema: definition.schema, queues: definition.queues)
+        options.prefetch = settings.prefetch
+        options.concurrency = settings.concurrency
+        let worker = Worker(options: options, topology: topology, handlers: definition.handlers, amqp: amqp,
+                            database: database, logger: logger, hooks: hooks)
+        let ops = OpsServer(port: settings.httpPort, registry: registry, logger: logger) { worker.health.problem }
+        // Shut down in reverse order: the worker drains first while /healthz still answers.
+        var configuration = ServiceGroupConfiguration(
+            services: [.init(service: ops), .init(service: worker)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger)
+        configuration.maximumGracefulShutdownDuration = options.shutdownDeadline + .seconds(2)
+        configuration.maximumCancellationDuration = .seconds(2)
+        let group = ServiceGroup(configuration: configuration)
+        do {
+            try await group.run()
+        } catch {
+            logger.error("worker stopped", metadata: ["error": .string("\(error)")])
+            await amqp.close()
+            await database.close()
+            throw error
+        }
+        await amqp.close()
+        await database.close()
+        logger.info("worker stopped")
+    }
+
+    /// Checks, before consuming, that the broker has what this worker needs; says what to do if not.
+    public static func checkTopology(_ queues: [String], topology: Topology, amqp: AMQPConnection) async throws {
+        let channel = try await amqp.openChannel()
+        defer { Task { try? await channel.close() } }
+        let exchanges = [topology.deadLetterExchange] + topology.retryTiers.map(\.queue)
+        for exchange in exchanges {
+            do {
+                try await channel.declareExchange(exchange, type: .fanout, passive: true)
+            } catch {
+                throw MessagingError("exchange '\(exchange)' does not exist on the broker: apply the topology (`shopfleet topology apply`)")
+            }
+        }
+        for queue in queues {
+            do {
+                try await channel.declareQueue(queue, passive: true)
+            } catch {
+                throw MessagingError("queue '\(queue)' does not exist on the broker: apply the topology (`shopfleet topology apply`)")
+            }
+        }
+    }
+
+    /// Retries `body` with backoff until it succeeds, logging each failure: a worker started
+    /// before its servers waits for them.
+    static func waitFor<T>(_ what: String, logger: Logger, _ body: () async throws -> T) async throws -> T {
+        var backoff = Backoff(initial: .milliseconds(250), maximum: .seconds(5))
+        while true {
+            do {
+                return try await body()
+            } catch {
+                if error is CancellationError || Task.isCancelled { throw error }
+                let delay = backoff.next()
+                logger.warning("waiting for \(what)", metadata: ["error": .string("\(error)"), "retry_in": .string("\(delay)")])
+                try await Task.sleep(for: delay)
+            }
+        }
+    }
+}

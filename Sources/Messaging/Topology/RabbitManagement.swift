@@ -1,0 +1,117 @@
+import AsyncHTTPClient
+import ClientRuntime
+import FoundationEssentials
+import NIOCore
+import NIOHTTP1
+
+/// The RabbitMQ management HTTP API, for the few calls Shopfleet makes: definitions import and
+/// export, virtual hosts and permissions. The URL is `http://user:password@host:port`; the
+/// password goes only into the Authorization header, never into errors or logs.
+public struct RabbitManagement: Sendable {
+    public struct Failure: Error, CustomStringConvertible, Sendable {
+        public var description: String
+    }
+
+    public let baseURL: String
+    public let redactedURL: String
+    private let authorization: String
+    private let timeout: Duration
+
+    public init(url: String, timeout: Duration = .seconds(15)) throws {
+        let parsed = try ServerURL(url, schemes: ["http", "https"])
+        let port = parsed.port.map { ":\($0)" } ?? ""
+        let host = parsed.host.contains(":") ? "[\(parsed.host)]" : parsed.host
+        baseURL = "\(parsed.scheme)://\(host)\(port)"
+        redactedURL = baseURL
+        let credentials = "\(parsed.user ?? "guest"):\(parsed.password ?? "guest")"
+        authorization = "Basic " + Data(credentials.utf8).base64EncodedString()
+        self.timeout = timeout
+    }
+
+    public static func encodeVHost(_ vhost: String) -> String {
+        var out = ""
+        for byte in vhost.utf8 {
+            let c = Character(UnicodeScalar(byte))
+            if c.isLetter && byte < 128 || c.isNumber && byte < 128 || "-._~".contains(c) {
+                out.append(c)
+            } else {
+                out += "%" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)
+            }
+        }
+        return out
+    }
+
+    /// The definitions of one virtual host as the broker has them now.
+    public func definitions(vhost: String) async throws -> BrokerDefinitions {
+        let data = try await request(.GET, "/api/definitions/\(Self.encodeVHost(vhost))", doing: "read the definitions of vhost '\(vhost)'")
+        do {
+            return try BrokerDefinitions.decode(data)
+        } catch {
+            throw Failure(description: "\(redactedURL): the definitions of vhost '\(vhost)' could not be read: \(error)")
+        }
+    }
+
+    /// Merges definitions into a virtual host (RabbitMQ leaves what is not mentioned alone).
+    public func load(_ definitions: BrokerDefinitions, vhost: String) async throws {
+        let body = try JSONEncoder().encode(definitions.inVirtualHost(vhost))
+        _ = try await request(.POST, "/api/definitions/\(Self.encodeVHost(vhost))", body: body, doing: "load definitions into vhost '\(vhost)'")
+    }
+
+    public func createVirtualHost(_ vhost: String) async throws {
+        _ = try await request(.PUT, "/api/vhosts/\(Self.encodeVHost(vhost))", body: Data("{}".utf8), doing: "create vhost '\(vhost)'")
+    }
+
+    public func deleteVirtualHost(_ vhost: String) async throws {
+        _ = try await request(.DELETE, "/api/vhosts/\(Self.encodeVHost(vhost))", doing: "delete vhost '\(vhost)'", allowNotFound: true)
+    }
+
+    /// Full configure/write/read rights for `user` on `vhost`.
+    public func grantAll(user: String, vhost: String) async throws {
+        let body = Data(#"{"configure":".*","write":".*","read":".*"}"#.utf8)
+        _ = try await request(.PUT, "/api/permissions/\(Self.encodeVHost(vhost))/\(Self.encodeVHost(user))", body: body,
+                              doing: "grant '\(user)' rights on vhost '\(vhost)'")
+    }
+
+    public func deleteQueue(_ name: String, vhost: String) async throws {
+        _ = try await request(.DELETE, "/api/queues/\(Self.encodeVHost(vhost))/\(Self.encodeVHost(name))",
+                              doing: "delete queue '\(name)'", allowNotFound: true)
+    }
+
+    /// Messages ready in a queue, as the management API last sampled them.
+    public func queueInfo(_ name: String, vhost: String) async throws -> [String: JSONValue] {
+        let data = try await request(.GET, "/api/queues/\(Self.encodeVHost(vhost))/\(Self.encodeVHost(name))", doing: "read queue '\(name)'")
+        return try JSONDecoder().decode([String: JSONValue].self, from: data)
+    }
+
+    private func request(_ method: HTTPMethod, _ path: String, body: Data? = nil, doing: String,
+                         allowNotFound: Bool = false) async throws -> Data {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = method
+        request.headers.add(name: "Authorization", value: authorization)
+        if let body {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: body))
+        }
+        let response: HTTPClientResponse
+        do {
+            response = try await HTTPClient.shared.execute(request, timeout: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000))
+        } catch {
+            throw Failure(description: "cannot \(doing): the management API at \(redactedURL) is not reachable (\(error))")
+        }
+        let bytes = try await response.body.collect(upTo: 64 << 20)
+        let data = Data(bytes.readableBytesView)
+        if allowNotFound && response.status == .notFound { return data }
+        guard (200..<300).contains(Int(response.status.code)) else {
+            let text = String(decoding: data.prefix(500), as: UTF8.self)
+            let hint = response.status == .unauthorized ? " (check the user and password in SHOPFLEET_AMQP_MANAGEMENT_URL)" : ""
+            throw Failure(description: "cannot \(doing): \(redactedURL) answered \(response.status.code) \(response.status.reasonPhrase)\(hint): \(text)")
+        }
+        return data
+    }
+}
+
+extension String {
+    func leftPadded(to width: Int, with pad: Character = "0") -> String {
+        count >= width ? self : String(repeating: pad, count: width - count) + self
+    }
+}

@@ -1,0 +1,96 @@
+import ArgumentParser
+import FoundationEssentials
+import Messaging
+
+struct TopologyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "topology",
+        abstract: "The broker topology as code: render definitions.json, apply it, diff a live broker.",
+        subcommands: [Render.self, Apply.self, Diff.self])
+
+    struct FileOptions: ParsableArguments {
+        @Option(help: "The authored topology.")
+        var file = "topology/shopfleet.yaml"
+
+        func load() throws -> Topology {
+            do {
+                return try Topology(contentsOfFile: file)
+            } catch {
+                throw ValidationError("\(error)")
+            }
+        }
+    }
+
+    struct Render: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write RabbitMQ's definitions.json (exchanges, queues, bindings, policies; no users).")
+
+        @OptionGroup var file: FileOptions
+        @Option(help: "Where to write; '-' prints to standard output.")
+        var output = "topology/definitions.json"
+        @Flag(help: "Write nothing; fail when the file on disk is not what rendering gives.")
+        var check = false
+
+        func run() async throws {
+            let json = try file.load().render().json()
+            if check {
+                let current = FileManager.default.contents(atPath: output).map { String(decoding: $0, as: UTF8.self) }
+                guard current == json else {
+                    throw ValidationError("\(output) is out of date: run `shopfleet topology render`")
+                }
+                print("\(output) is up to date")
+            } else if output == "-" {
+                print(json, terminator: "")
+            } else {
+                guard FileManager.default.createFile(atPath: output, contents: Data(json.utf8)) else {
+                    throw ValidationError("cannot write \(output)")
+                }
+                print("wrote \(output)")
+            }
+        }
+    }
+
+    struct Apply: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Load the topology into a broker through the management API, then check it.")
+
+        @OptionGroup var file: FileOptions
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "Virtual host (default: the one the topology names).")
+        var vhost: String?
+
+        func run() async throws {
+            let topology = try file.load()
+            let management = try RabbitManagement(url: try connection.configuration().amqpManagementURL)
+            let vhost = vhost ?? topology.vhost
+            let want = topology.render()
+            try await management.load(want, vhost: vhost)
+            // Queues and exchanges that already exist with other settings are left as they are by
+            // the broker: say so rather than claim success.
+            let diff = TopologyDiff(want: want, have: try await management.definitions(vhost: vhost))
+            guard diff.isEmpty else {
+                for difference in diff.differences { print(difference) }
+                throw ExitCode(1)
+            }
+            print("applied \(want.exchanges.count) exchanges, \(want.queues.count) queues, \(want.bindings.count) bindings, \(want.policies.count) policies to vhost '\(vhost)' at \(management.redactedURL)")
+        }
+    }
+
+    struct Diff: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print what a live broker lacks or has different; exit 1 when there is something.")
+
+        @OptionGroup var file: FileOptions
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "Virtual host (default: the one the topology names).")
+        var vhost: String?
+
+        func run() async throws {
+            let topology = try file.load()
+            let management = try RabbitManagement(url: try connection.configuration().amqpManagementURL)
+            let diff = TopologyDiff(want: topology.render(), have: try await management.definitions(vhost: vhost ?? topology.vhost))
+            for difference in diff.differences { print(difference) }
+            if !diff.isEmpty { throw ExitCode(1) }
+        }
+    }
+}

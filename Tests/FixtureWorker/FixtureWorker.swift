@@ -1,0 +1,153 @@
+import FoundationEssentials
+public import Messaging
+public import PostgresClient
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// A worker for the runtime's tests: handlers that record their effects, send downstream, fail,
+// take their time or reject their input, run as a process of its own so tests can kill it.
+
+public struct Work: Command {
+    public static let type = "fixture.Work.v1"
+    public var key: String
+    public var downstream: Bool = false
+    public var event: Bool = false
+    public init(key: String, downstream: Bool = false, event: Bool = false) {
+        self.key = key
+        self.downstream = downstream
+        self.event = event
+    }
+}
+
+public struct Downstream: Command {
+    public static let type = "fixture.Downstream.v1"
+    public static let queue = "fixture.downstream"
+    public var key: String
+}
+
+public struct WorkDone: Event {
+    public static let type = "fixture.WorkDone.v1"
+    public var key: String
+}
+
+public struct Fail: Command {
+    public static let type = "fixture.Fail.v1"
+    public var key: String
+    public init(key: String) { self.key = key }
+}
+
+public struct Slow: Command {
+    public static let type = "fixture.Slow.v1"
+    public var key: String
+    public var milliseconds: Int
+    public init(key: String, milliseconds: Int) {
+        self.key = key
+        self.milliseconds = milliseconds
+    }
+}
+
+public struct Strict: Command, Validatable {
+    public static let type = "fixture.Strict.v1"
+    public var key: String
+    public var quantity: Int
+    public init(key: String, quantity: Int) {
+        self.key = key
+        self.quantity = quantity
+    }
+    public func validate() throws(ValidationFailure) {
+        guard (1...100).contains(quantity) else { throw ValidationFailure("quantity must be 1 to 100, not \(quantity)") }
+    }
+}
+
+public struct CountEffects: Query {
+    public struct Reply: Codable, Sendable, Equatable {
+        public var count: Int
+    }
+    public static let type = "fixture.CountEffects.v1"
+    public var key: String
+    public init(key: String) { self.key = key }
+}
+
+public enum Fixture {
+    public static let migrations = [
+        Migration(version: 100, name: "effects", sql: """
+            CREATE TABLE effects (key text NOT NULL, message_id text NOT NULL, at timestamptz NOT NULL DEFAULT now());
+            CREATE TABLE downstream_effects (key text NOT NULL, message_id text NOT NULL);
+            CREATE TABLE audit (key text NOT NULL, message_id text NOT NULL);
+            """),
+    ]
+
+    public static func definition(schema: String, database: PostgresClient?) -> WorkerDefinition {
+        var handlers = HandlerRegistry()
+        let table: @Sendable (String) -> String = { name in "\(quoteIdentifier(schema)).\(name)" }
+        handlers.on(Work.self) { work, context in
+            try await context.database.query("INSERT INTO \(table("effects")) (key, message_id) VALUES ($1, $2)",
+                                             [work.key, context.envelope.messageID])
+            if work.downstream { try await context.send(Downstream(key: work.key)) }
+            if work.event { try await context.publish(WorkDone(key: work.key)) }
+        }
+        handlers.on(Downstream.self) { message, context in
+            try await context.database.query("INSERT INTO \(table("downstream_effects")) (key, message_id) VALUES ($1, $2)",
+                                             [message.key, context.envelope.messageID])
+        }
+        handlers.on(WorkDone.self) { message, context in
+            try await context.database.query("INSERT INTO \(table("audit")) (key, message_id) VALUES ($1, $2)",
+                                             [message.key, context.envelope.messageID])
+        }
+        handlers.on(Fail.self) { message, _ in
+            struct Boom: Error, CustomStringConvertible { var key: String; var description: String { "boom for \(key)" } }
+            throw Boom(key: message.key)
+        }
+        handlers.on(Slow.self) { message, context in
+            try await Task.sleep(for: .milliseconds(message.milliseconds))
+            try await context.database.query("INSERT INTO \(table("effects")) (key, message_id) VALUES ($1, $2)",
+                                             [message.key, context.envelope.messageID])
+        }
+        handlers.on(Strict.self) { message, context in
+            try await context.database.query("INSERT INTO \(table("effects")) (key, message_id) VALUES ($1, $2)",
+                                             [message.key, context.envelope.messageID])
+        }
+        handlers.answer(CountEffects.self) { query, _ in
+            guard let database else { throw MessagingError("no database") }
+            let rows = try await database.query("SELECT count(*) FROM \(table("effects")) WHERE key = $1", [query.key])
+            return CountEffects.Reply(count: try rows[0].decode(Int.self, 0))
+        }
+        return WorkerDefinition(service: "fixture", schema: schema,
+                                queues: ["fixture.commands", "fixture.downstream", "fixture.queries", "fixture.audit"],
+                                migrations: migrations, handlers: handlers)
+    }
+}
+
+@main
+struct FixtureWorkerMain {
+    static func main() async throws {
+        func env(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
+        guard let amqp = env("SHOPFLEET_AMQP_URL"), let database = env("SHOPFLEET_DATABASE_URL"),
+              let schema = env("FIXTURE_SCHEMA"), let topology = env("SHOPFLEET_TOPOLOGY_FILE") else {
+            print("FixtureWorker needs SHOPFLEET_AMQP_URL, SHOPFLEET_DATABASE_URL, SHOPFLEET_TOPOLOGY_FILE and FIXTURE_SCHEMA")
+            exit(2)
+        }
+        var settings = WorkerSettings(amqpURL: amqp, databaseURL: database, topologyFile: topology,
+                                      httpPort: Int(env("SHOPFLEET_HTTP_PORT") ?? "") ?? 0)
+        settings.concurrency = Int(env("SHOPFLEET_WORKER_CONCURRENCY") ?? "") ?? 4
+        var hooks = WorkerHooks()
+        // Die the hard way at the named point, on the first Work message: what a crash or an OOM
+        // kill would do.
+        switch env("FIXTURE_CRASH") {
+        case "after-commit":
+            hooks.afterCommit = { envelope in if envelope.type == Work.type { kill(getpid(), SIGKILL) } }
+        case "before-ack":
+            hooks.beforeAck = { envelope in if envelope.type == Work.type { kill(getpid(), SIGKILL) } }
+        default:
+            break
+        }
+        let client = PostgresClient(configuration: try PostgresConfiguration(url: database), maximumConnections: 2)
+        do {
+            try await WorkerProcess.run(Fixture.definition(schema: schema, database: client), settings: settings, hooks: hooks)
+        } catch {
+            print("FixtureWorker: \(error)")
+            exit(1)
+        }
+    }
+}

@@ -1,0 +1,84 @@
+import FoundationEssentials
+@testable import Messaging
+import ShopfleetTesting
+import Testing
+
+@Suite("Topology as code")
+struct TopologyTests {
+    static let authored = BrokerSandbox.repositoryRoot + "/topology/shopfleet.yaml"
+    static let rendered = BrokerSandbox.repositoryRoot + "/topology/definitions.json"
+
+    @Test func checkedInDefinitionsMatchTheAuthoredFile() throws {
+        let json = try Topology(contentsOfFile: Self.authored).render().json()
+        let onDisk = FileManager.default.contents(atPath: Self.rendered).map { String(decoding: $0, as: UTF8.self) }
+        #expect(onDisk == json, "topology/definitions.json is out of date: run `shopfleet topology render`")
+    }
+
+    @Test func renderingIsDeterministic() throws {
+        let a = try Topology(contentsOfFile: Self.authored).render().json()
+        let b = try Topology(contentsOfFile: Self.authored).render().json()
+        #expect(a == b)
+    }
+
+    @Test func queuesCarryOnlyTheirTypeAndPoliciesCarryTheRest() throws {
+        let definitions = try Topology(contentsOfFile: Self.authored).render()
+        #expect(definitions.queues.allSatisfy { $0.arguments == ["x-queue-type": .string("quorum")] && $0.durable })
+        let orders = try #require(definitions.policies.first { $0.name == "shopfleet:orders.commands" })
+        #expect(orders.pattern == #"^orders\.commands$"#)
+        #expect(orders.definition["delivery-limit"] == .int(5))
+        #expect(orders.definition["dead-letter-exchange"] == .string("shopfleet.dead-letters"))
+        #expect(orders.definition["dead-letter-strategy"] == .string("at-least-once"))
+        #expect(orders.definition["overflow"] == .string("reject-publish"))
+        let tier = try #require(definitions.policies.first { $0.name == "shopfleet:shopfleet.retry.5s" })
+        #expect(tier.definition["message-ttl"] == .int(5000))
+        #expect(tier.definition["dead-letter-exchange"] == .string("shopfleet.retry-return"))
+        // Each consuming queue can be reached from the retry-return exchange by its own name.
+        #expect(definitions.bindings.contains { $0.source == "shopfleet.retry-return" && $0.destination == "orders.commands" && $0.routing_key == "orders.commands" })
+        #expect(!definitions.bindings.contains { $0.source == "shopfleet.retry-return" && $0.destination == "orders.queries" })
+        #expect(definitions.bindings.contains { $0.source == "orders.events" && $0.destination == "notifications.order-events" && $0.routing_key == "orders.#" })
+    }
+
+    @Test func badFilesAreRejectedWithTheReason() {
+        let base = """
+            dead_letters: {exchange: dlx, queue: dlq}
+            retry: {exchange_prefix: r, return_exchange: rr, tiers: [1s, 5s]}
+            topics: [a.events]
+            """
+        func error(_ yaml: String) -> String {
+            do { _ = try Topology(yaml: yaml, source: "t.yaml"); return "no error" } catch { return "\(error)" }
+        }
+        #expect(error(base + "\nqueues:\n  - name: q\n    subscriptions: [{topic: nope.events}]").contains("subscribes to 'nope.events', which is not a topic"))
+        #expect(error(base + "\nqueues:\n  - name: q\n  - name: q").contains("queue 'q' is declared twice"))
+        #expect(error(base.replacingOccurrences(of: "[1s, 5s]", with: "[5s, 1s]") + "\nqueues: []").contains("retry tiers must grow"))
+        #expect(error(base.replacingOccurrences(of: "[1s, 5s]", with: "[soon]") + "\nqueues: []").contains("'soon' is not a duration"))
+        #expect(error("queues: []").contains("missing 'dead_letters'"))
+        #expect(error(base + "\nqueues:\n  - name: q\n    delivery_limit: 0").contains("delivery_limit must be at least 1"))
+    }
+
+    @Test func applyThenDiffIsEmptyAndDiffReportsADeletedQueue() async throws {
+        let sandbox = try await BrokerSandbox.create(topologyFile: Self.authored, apply: false)
+        defer { Task { await sandbox.remove() } }
+        let want = sandbox.topology.render()
+        let before = TopologyDiff(want: want, have: try await sandbox.management.definitions(vhost: sandbox.vhost))
+        #expect(before.differences.contains(.missingQueue("orders.commands")))
+
+        try await sandbox.management.load(want, vhost: sandbox.vhost)
+        let after = TopologyDiff(want: want, have: try await sandbox.management.definitions(vhost: sandbox.vhost))
+        #expect(after.differences == [])
+
+        try await sandbox.management.deleteQueue("payments.commands", vhost: sandbox.vhost)
+        let deleted = TopologyDiff(want: want, have: try await sandbox.management.definitions(vhost: sandbox.vhost))
+        #expect(deleted.differences.contains(.missingQueue("payments.commands")))
+        // Its bindings went with it.
+        #expect(deleted.differences.contains(.missingBinding("shopfleet.retry-return → queue payments.commands (routing key 'payments.commands')")))
+    }
+
+    @Test func diffReportsAChangedPolicy() async throws {
+        let sandbox = try await BrokerSandbox.create()
+        defer { Task { await sandbox.remove() } }
+        var changed = sandbox.topology
+        changed.queues[0].deliveryLimit = 9
+        let diff = TopologyDiff(want: changed.render(), have: try await sandbox.management.definitions(vhost: sandbox.vhost))
+        #expect(diff.differences == [.policyDiffers("shopfleet:fixture.commands", "definition delivery-limit is 3, want 9")])
+    }
+}
