@@ -110,7 +110,13 @@ let package = Package(
             dependencies: ["Messaging", "PostgresClient"],
             path: "Tests/FixtureWorker",
             swiftSettings: swiftSettings),
-        .testTarget(name: "MessagingTests", dependencies: ["FixtureWorker", "Messaging", "AMQPClient", "PostgresClient", "ClientRuntime", "ShopfleetTesting"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "MessagingTests",
+            dependencies: [
+                "FixtureWorker", "Messaging", "AMQPClient", "PostgresClient", "ClientRuntime", "ShopfleetTesting",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: swiftSettings),
         .testTarget(name: "ShopfleetTests", dependencies: ["shopfleet"], swiftSettings: swiftSettings),
     ]
 )

@@ -63,6 +63,7 @@ public struct Strict: Command, Validatable {
 public struct CountEffects: Query {
     public struct Reply: Codable, Sendable, Equatable {
         public var count: Int
+        public init(count: Int) { self.count = count }
     }
     public static let type = "fixture.CountEffects.v1"
     public var key: String

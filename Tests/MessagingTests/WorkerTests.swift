@@ -1,0 +1,234 @@
+import AMQPClient
+import ClientRuntime
+import FixtureWorker
+import FoundationEssentials
+@testable import Messaging
+import ShopfleetTesting
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The worker runtime, run as its own process (the fixture worker) against real RabbitMQ and
+/// PostgreSQL. Every wait has a deadline.
+@Suite("Worker runtime", .serialized)
+struct WorkerTests {
+    @Test func handlesAMessageOnceAndPublishesWhatItSent() async throws {
+        let fleet = try await FixtureFleet()
+        do {
+            try await fleet.start()
+            let key = TestServers.uniqueName("k")
+            _ = try await fleet.send(Work(key: key, downstream: true, event: true))
+            try await fleet.waitForCount("effects", key: key, toBe: 1)
+            try await fleet.waitForCount("downstream_effects", key: key, toBe: 1)
+            try await fleet.waitForCount("audit", key: key, toBe: 1)
+            // The same message again (a redelivery, as the broker would make it) has no second effect.
+            let again = try Envelope(Work(key: key + "-dup"))
+            try await fleet.send(again, to: Work.queue)
+            try await fleet.send(again, to: Work.queue)
+            try await waitUntil(deadline: .seconds(20)) { (try? await fleet.metric("shopfleet_messages_duplicate_total")) ?? 0 >= 1 }
+            #expect(try await fleet.count("effects", key: key + "-dup") == 1)
+            // Ops endpoints.
+            #expect(try await fleet.http("/healthz").status == 200)
+            #expect(try await fleet.http("/readyz").body == "ready\n")
+            #expect(try await fleet.metric("shopfleet_messages_acked_total", containing: "type=\"fixture.Work.v1\"") >= 3)
+            #expect(try await fleet.metric("shopfleet_handler_duration_seconds_count") >= 3)
+            #expect(try await fleet.http("/metrics").body.contains("shopfleet_outbox_lag_seconds"))
+            // Logs are JSON lines carrying the message's ids.
+            #expect(fleet.log.contains("\"message_id\":\"\(again.messageID)\""))
+            #expect(try await fleet.stop() == 0)
+        } catch {
+            print(fleet.log)
+            await fleet.shutdown()
+            throw error
+        }
+        await fleet.shutdown()
+    }
+
+    /// Killed after its transaction committed, before it published or acked: the broker
+    /// redelivers, the inbox turns the redelivery into a no-op, and the relay publishes the outbox
+    /// rows the crash left behind. Each effect happens once.
+    @Test func killedBetweenCommitAndPublish() async throws {
+        let fleet = try await FixtureFleet()
+        do {
+            try await fleet.start(crash: "after-commit")
+            let key = TestServers.uniqueName("k")
+            _ = try await fleet.send(Work(key: key, downstream: true))
+            #expect(try await fleet.exited() == 128 + SIGKILL)
+            #expect(try await fleet.count("effects", key: key) == 1)
+            #expect(try await fleet.count("downstream_effects", key: key) == 0)
+
+            try await fleet.start()
+            try await fleet.waitForCount("downstream_effects", key: key, toBe: 1)
+            try await waitUntil(deadline: .seconds(20)) { (try? await fleet.metric("shopfleet_messages_duplicate_total")) ?? 0 >= 1 }
+            #expect(try await fleet.metric("shopfleet_outbox_relayed_total") >= 1)
+            #expect(try await fleet.count("effects", key: key) == 1)
+            #expect(try await fleet.count("downstream_effects", key: key) == 1)
+            #expect(try await fleet.stop() == 0)
+        } catch {
+            print(fleet.log)
+            await fleet.shutdown()
+            throw error
+        }
+        await fleet.shutdown()
+    }
+
+    /// Killed after publishing, before the ack: the redelivery is a duplicate, the downstream
+    /// message was sent once.
+    @Test func killedBetweenPublishAndAck() async throws {
+        let fleet = try await FixtureFleet()
+        do {
+            try await fleet.start(crash: "before-ack")
+            let key = TestServers.uniqueName("k")
+            _ = try await fleet.send(Work(key: key, downstream: true))
+            #expect(try await fleet.exited() == 128 + SIGKILL)
+
+            try await fleet.start()
+            try await fleet.waitForCount("downstream_effects", key: key, toBe: 1)
+            try await waitUntil(deadline: .seconds(20)) { (try? await fleet.metric("shopfleet_messages_duplicate_total")) ?? 0 >= 1 }
+            #expect(try await fleet.count("effects", key: key) == 1)
+            #expect(try await fleet.count("downstream_effects", key: key) == 1)
+            #expect(try await fleet.stop() == 0)
+        } catch {
+            print(fleet.log)
+            await fleet.shutdown()
+            throw error
+        }
+        await fleet.shutdown()
+    }
+
+    /// A handler that always throws: every retry tier, then the dead-letter exchange with the error
+    /// headers. The worker stays ready and handles other messages meanwhile.
+    @Test func failingHandlerRetriesThroughEveryTierThenDeadLetters() async throws {
+        let fleet = try await FixtureFleet()
+        do {
+            try await fleet.start()
+            let key = TestServers.uniqueName("k")
+            let sent = try await fleet.send(Fail(key: key))
+            let work = TestServers.uniqueName("w")
+            _ = try await fleet.send(Work(key: work))
+            try await fleet.waitForCount("effects", key: work, toBe: 1)
+
+            let letter = try await fleet.nextDeadLetter()
+            #expect(letter.properties.messageID == sent.messageID)
+            #expect(letter.header("x-error") == "boom for \(key)")
+            #expect(letter.header("x-error-type") == "retries-exhausted")
+            #expect(letter.header("x-failed-queue") == "fixture.commands")
+            #expect(letter.header("x-failed-at") != nil)
+            // Two tiers: attempts 1, 2 and 3.
+            #expect(letter.properties.headers?["attempt"]?.int == 3)
+            #expect(letter.properties.headers?["x-death"] != nil)
+            #expect(try await fleet.metric("shopfleet_messages_retried_total", containing: "fixture.Fail.v1") == 2)
+            #expect(try await fleet.http("/readyz").status == 200)
+            #expect(try await fleet.stop() == 0)
+        } catch {
+            print(fleet.log)
+            await fleet.shutdown()
+            throw error
+        }
+        await fleet.shutdown()
+    }
+
+    /// What retrying cannot fix goes to the dead-letter exchange at once, with the reason.
+    @Test func undecodableUnknownUntypedAndInvalidMessagesAreDeadLetteredAtOnce() async throws {
+        let fleet = try await FixtureFleet()
+        do {
+            try await fleet.start()
+            var undecodable = try Envelope(Work(key: "x"))
+            undecodable.body = Array("{\"key\": 42".utf8)
+            try await fleet.send(undecodable, to: Work.queue)
+            var unknown = try Envelope(Work(key: "x"))
+            unknown.type = "fixture.Nope.v1"
+            try await fleet.send(unknown, to: Work.queue)
+            var untyped = try Envelope(Work(key: "x")).properties
+            untyped.type = nil
+            try await fleet.channel.publish(Array("{}".utf8), routingKey: Work.queue, properties: untyped, mandatory: true)
+            let invalid = try await fleet.send(Strict(key: "x", quantity: 0))
+
+            var reasons: [String: String] = [:]
+            for _ in 0..<4 {
+                let letter = try await fleet.nextDeadLetter()
+                #expect(letter.properties.headers?["attempt"]?.int ?? 1 == 1)
+                reasons[letter.header("x-error-type") ?? "?"] = letter.header("x-error") ?? ""
+            }
+            #expect(reasons["undecodable"]?.contains("not a valid fixture.Work.v1") == true)
+            #expect(reasons["unknown-type"]?.contains("no handler for type 'fixture.Nope.v1'") == true)
+            #expect(reasons["missing-type"] == "the message has no type property")
+            #expect(reasons["validation"]?.contains("quantity must be 1 to 100, not 0") == true)
+            #expect(try await fleet.count("effects", key: invalid.messageID) == 0)
+
+            // Still healthy and working.
+            let key = TestServers.uniqueName("k")
+            _ = try await fleet.send(Work(key: key))
+            try await fleet.waitForCount("effects", key: key, toBe: 1)
+            #expect(try await fleet.stop() == 0)
+        } catch {
+            print(fleet.log)
+            await fleet.shutdown()
+            throw error
+        }
+        await fleet.shutdown()
+    }
+
+    /// SIGTERM with handlers running: they finish and are acked; nothing is lost or redone.
+    @Test func sigtermFinishesInFlightHandlers() async throws {
+        let fleet = try await FixtureFleet()
+        do {
+            try await fleet.start(concurrency: 4)
+            let key = TestServers.uniqueName("k")
+            for _ in 0..<4 { _ = try await fleet.send(Slow(key: key, milliseconds: 1500)) }
+            try await waitUntil(deadline: .seconds(20)) {
+                (try? await fleet.metric("shopfleet_messages_consumed_total", containing: "fixture.Slow.v1")) ?? 0 >= 4
+            }
+            #expect(try await fleet.count("effects", key: key) == 0)
+            #expect(try await fleet.stop(signal: SIGTERM) == 0)
+            #expect(try await fleet.count("effects", key: key) == 4)
+            // Nothing left in the queue to be done again.
+            let info = try await fleet.channel.declareQueue(Work.queue, passive: true)
+            #expect(info.messageCount == 0)
+        } catch {
+            print(fleet.log)
+            await fleet.shutdown()
+            throw error
+        }
+        await fleet.shutdown()
+    }
+
+    @Test func queriesAreAnsweredAndALateReplyIsATimeout() async throws {
+        let fleet = try await FixtureFleet()
+        do {
+            try await fleet.start()
+            let key = TestServers.uniqueName("k")
+            _ = try await fleet.send(Work(key: key))
+            try await fleet.waitForCount("effects", key: key, toBe: 1)
+            let client = try await QueryClient(connection: fleet.amqp)
+            #expect(try await client.ask(CountEffects(key: key), timeout: .seconds(5)) == CountEffects.Reply(count: 1))
+
+            #expect(try await fleet.stop() == 0)
+            await #expect(throws: QueryClient.Failure.timeout(type: CountEffects.type, after: .milliseconds(300))) {
+                try await client.ask(CountEffects(key: key), timeout: .milliseconds(300))
+            }
+            try await client.close()
+        } catch {
+            print(fleet.log)
+            await fleet.shutdown()
+            throw error
+        }
+        await fleet.shutdown()
+    }
+
+    @Test func aWorkerRefusesToStartWhenItsQueuesAreMissing() async throws {
+        let sandbox = try await BrokerSandbox.create(apply: false)
+        defer { Task { await sandbox.remove() } }
+        let amqp = try await AMQPConnection.connect(try AMQPConfiguration(url: sandbox.amqpURL))
+        await #expect(throws: MessagingError.self) {
+            try await WorkerProcess.checkTopology(["fixture.commands"], topology: sandbox.topology, amqp: amqp)
+        }
+        do {
+            try await WorkerProcess.checkTopology(["fixture.commands"], topology: sandbox.topology, amqp: amqp)
+        } catch {
+            #expect("\(error)".contains("does not exist on the broker: apply the topology"))
+        }
+        await amqp.close()
+    }
+}
