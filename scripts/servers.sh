@@ -318,7 +318,7 @@ case "$CMD" in
   up-rabbitmq) ensure_credentials; rabbit_up ;;
   close-connections)  # what an operator's `rabbitmqctl close_all_connections` does to clients
     ensure_credentials; rabbit_env
-    "$RABBITMQCTL" -n "$NODE" -q close_all_connections "closed by servers.sh close-connections" >/dev/null ;;
+    "$RABBITMQCTL" -n "$NODE" -q close_all_connections --global "closed by servers.sh close-connections" >/dev/null ;;
   down-rabbitmq) ensure_credentials; rabbit_down ;;
   up-postgres) ensure_credentials; pg_up ;;
   down-postgres) ensure_credentials; pg_down ;;

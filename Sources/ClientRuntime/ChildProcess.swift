@@ -158,6 +158,16 @@ public final class RunningProcess: Sendable {
 
     public func signal(_ signal: Int32) { _ = kill(pid, signal) }
 
+    /// The exit status if the child has ended (reaping it), nil while it runs. Does not block.
+    public func poll() -> Int32? {
+        if let status = exit.withLock({ $0 }) { return status }
+        var status: Int32 = 0
+        guard waitpid(pid, &status, WNOHANG) == pid else { return nil }
+        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        exit.withLock { $0 = code }
+        return code
+    }
+
     /// Waits for the child to end (on a thread of its own, not the cooperative pool); its status.
     public func wait() async -> Int32 {
         if let status = exit.withLock({ $0 }) { return status }

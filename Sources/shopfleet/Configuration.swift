@@ -12,6 +12,11 @@ import FoundationEssentials
 /// | `SHOPFLEET_AMQP_MANAGEMENT_URL` | `http://user:password@host:port` (RabbitMQ management API) | `http://guest:guest@127.0.0.1:15672` |
 /// | `SHOPFLEET_DATABASE_URL` | `postgres://user:password@host:port/database` | `postgres://shopfleet@127.0.0.1:5432/shopfleet` |
 /// | `SHOPFLEET_REDIS_URL` | `redis://[:password@]host:port/db` | `redis://127.0.0.1:6379/0` |
+/// | `SHOPFLEET_HTTP_PORT` | port | `9090` |
+/// | `SHOPFLEET_TOPOLOGY_FILE` | path | `topology/shopfleet.yaml` |
+/// | `SHOPFLEET_WORKER_PREFETCH` | 1…65535 | `32` |
+/// | `SHOPFLEET_WORKER_CONCURRENCY` | 1…1024 | `8` |
+/// | `SHOPFLEET_LOG_LEVEL` | log level | `info` |
 ///
 /// Values holding passwords are printed only redacted (`ServerURL.redact`).
 struct ShopfleetConfiguration: Sendable {
@@ -29,7 +34,18 @@ struct ShopfleetConfiguration: Sendable {
                                  summary: "PostgreSQL; each service uses its own schema")
     static let redisURL = Key(name: "SHOPFLEET_REDIS_URL", defaultValue: "redis://127.0.0.1:6379/0",
                               summary: "Redis, for carts and rate limits")
-    static let keys = [amqpURL, amqpManagementURL, databaseURL, redisURL]
+    static let httpPort = Key(name: "SHOPFLEET_HTTP_PORT", defaultValue: "9090",
+                              summary: "port of /healthz, /readyz and /metrics (workers)")
+    static let topologyFile = Key(name: "SHOPFLEET_TOPOLOGY_FILE", defaultValue: "topology/shopfleet.yaml",
+                                  summary: "the authored topology; workers read retry tiers and dead letters from it")
+    static let workerPrefetch = Key(name: "SHOPFLEET_WORKER_PREFETCH", defaultValue: "32",
+                                    summary: "unacknowledged deliveries per consumer")
+    static let workerConcurrency = Key(name: "SHOPFLEET_WORKER_CONCURRENCY", defaultValue: "8",
+                                       summary: "handlers in flight per queue")
+    static let logLevel = Key(name: "SHOPFLEET_LOG_LEVEL", defaultValue: "info",
+                              summary: "trace, debug, info, notice, warning, error or critical; logs are JSON lines on stderr")
+    static let keys = [amqpURL, amqpManagementURL, databaseURL, redisURL, httpPort, topologyFile, workerPrefetch,
+                       workerConcurrency, logLevel]
 
     enum Source: String, Sendable { case flag, environment, file, `default` }
 
@@ -64,6 +80,14 @@ struct ShopfleetConfiguration: Sendable {
     var amqpManagementURL: String { value(Self.amqpManagementURL) }
     var databaseURL: String { value(Self.databaseURL) }
     var redisURL: String { value(Self.redisURL) }
+
+    /// A whole number in `range`, or an error naming the key.
+    func integer(_ key: Key, in range: ClosedRange<Int>) throws -> Int {
+        guard let n = Int(value(key)), range.contains(n) else {
+            throw Invalid(description: "\(key.name) must be a whole number from \(range.lowerBound) to \(range.upperBound), not '\(value(key))'")
+        }
+        return n
+    }
 }
 
 /// The flags every command that talks to the servers takes. They override the environment; prefer

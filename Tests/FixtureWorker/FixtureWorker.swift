@@ -60,6 +60,13 @@ public struct Strict: Command, Validatable {
     }
 }
 
+/// Kills the worker that handles it, every time: a poison message for the delivery limit.
+public struct Crash: Command {
+    public static let type = "fixture.Crash.v1"
+    public var key: String
+    public init(key: String) { self.key = key }
+}
+
 public struct CountEffects: Query {
     public struct Reply: Codable, Sendable, Equatable {
         public var count: Int
@@ -108,6 +115,9 @@ public enum Fixture {
         handlers.on(Strict.self) { message, context in
             try await context.database.query("INSERT INTO \(table("effects")) (key, message_id) VALUES ($1, $2)",
                                              [message.key, context.envelope.messageID])
+        }
+        handlers.on(Crash.self) { _, _ in
+            kill(getpid(), SIGKILL)
         }
         handlers.answer(CountEffects.self) { query, _ in
             guard let database else { throw MessagingError("no database") }

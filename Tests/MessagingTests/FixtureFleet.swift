@@ -43,7 +43,7 @@ final class FixtureFleet: @unchecked Sendable {
     }
 
     /// Starts the worker and waits until it consumes.
-    func start(crash: String? = nil, concurrency: Int = 4) async throws {
+    func start(crash: String? = nil, concurrency: Int = 4, waitReady: Bool = true) async throws {
         var environment = [
             "SHOPFLEET_AMQP_URL": sandbox.amqpURL,
             "SHOPFLEET_DATABASE_URL": try TestServers.databaseURL(),
@@ -54,6 +54,7 @@ final class FixtureFleet: @unchecked Sendable {
         ]
         if let crash { environment["FIXTURE_CRASH"] = crash }
         process = try ChildProcess.spawn([Self.workerBinary], extraEnvironment: environment, logFile: logFile)
+        if !waitReady { return }
         try await waitUntil(deadline: .seconds(30)) { [self] in
             (try? await http("/readyz").status) == 200
         }

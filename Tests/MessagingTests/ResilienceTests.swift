@@ -1,0 +1,107 @@
+import AMQPClient
+import ClientRuntime
+import FixtureWorker
+import FoundationEssentials
+@testable import Messaging
+import ShopfleetTesting
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The worker when its servers go away, and when a message keeps killing it. These stop and
+/// start the test servers, so they run one at a time.
+@Suite("Worker resilience", .serialized)
+struct ResilienceTests {
+    /// PostgreSQL stops: readiness says so; a message that arrives meanwhile is held, not acked,
+    /// not dead-lettered; when the database is back it is handled once and readiness returns.
+    @Test func databaseDownThenUp() async throws {
+        let fleet = try await FixtureFleet()
+        do {
+            try await fleet.start()
+            try await TestServers.control("down-postgres")
+            try await waitUntil(deadline: .seconds(20)) { (try? await fleet.http("/readyz"))?.status == 503 }
+            #expect(try await fleet.http("/readyz").body.contains("PostgreSQL unreachable"))
+            let key = TestServers.uniqueName("k")
+            _ = try await fleet.send(Work(key: key))
+            try await TestServers.control("up-postgres")
+            try await fleet.waitForCount("effects", key: key, toBe: 1, deadline: .seconds(40))
+            try await waitUntil(deadline: .seconds(20)) { (try? await fleet.http("/readyz"))?.status == 200 }
+            #expect(try await fleet.metric("shopfleet_messages_dead_lettered_total") == 0)
+            #expect(try await fleet.count("effects", key: key) == 1)
+            #expect(try await fleet.stop() == 0)
+        } catch {
+            print(fleet.log)
+            try? await TestServers.control("up-postgres")
+            await fleet.shutdown()
+            throw error
+        }
+        await fleet.shutdown()
+    }
+
+    /// The broker drops every connection: readiness goes false, the worker reconnects and
+    /// consumes again by itself.
+    @Test func brokerConnectionsClosedThenRecovered() async throws {
+        let fleet = try await FixtureFleet()
+        do {
+            try await fleet.start()
+            try await TestServers.control("close-connections")
+            try await waitUntil(deadline: .seconds(30)) { fleet.log.contains("lost the broker; reconnecting") }
+            try await waitUntil(deadline: .seconds(30)) { fleet.log.contains("broker connection recovered") }
+            try await waitUntil(deadline: .seconds(30)) { (try? await fleet.http("/readyz"))?.status == 200 }
+            let key = TestServers.uniqueName("k")
+            // The test's own connection recovers too; its first publish may find it still down.
+            try await waitUntil(deadline: .seconds(30)) { (try? await fleet.send(Work(key: key))) != nil }
+            try await fleet.waitForCount("effects", key: key, toBe: 1, deadline: .seconds(30))
+            #expect(try await fleet.stop() == 0)
+        } catch {
+            print(fleet.log)
+            await fleet.shutdown()
+            throw error
+        }
+        await fleet.shutdown()
+    }
+
+    /// A message whose handler kills the worker every time: after the queue's delivery limit the
+    /// broker dead-letters it with `x-death`, and the next worker runs normally.
+    @Test func poisonMessageIsDeadLetteredByTheDeliveryLimit() async throws {
+        let fleet = try await FixtureFleet()
+        do {
+            let sent = try await fleet.send(Crash(key: "poison"))
+            var crashes = 0
+            var letter: AMQPDelivery?
+            while letter == nil && crashes < 8 {
+                try await fleet.start(waitReady: false)
+                // Either it dies on the poison message, or (once the broker gave up on it) it runs.
+                let outcome = try await withDeadline(.seconds(30)) { () -> Bool in
+                    while true {
+                        if (try? await fleet.http("/readyz"))?.status == 200 { return true }
+                        if fleet.process!.poll() != nil { return false }
+                        try await Task.sleep(for: .milliseconds(50))
+                    }
+                }
+                if outcome {
+                    letter = try? await fleet.nextDeadLetter(deadline: .seconds(10))
+                    if letter == nil { _ = try await fleet.stop(signal: SIGKILL) }
+                } else {
+                    #expect(try await fleet.exited() == 128 + SIGKILL)
+                    crashes += 1
+                }
+            }
+            let dead = try #require(letter)
+            #expect(dead.properties.messageID == sent.messageID)
+            let death = dead.properties.headers?["x-death"]
+            #expect("\(String(describing: death))".contains("delivery_limit"))
+            #expect(crashes >= 3)
+            let key = TestServers.uniqueName("k")
+            _ = try await fleet.send(Work(key: key))
+            try await fleet.waitForCount("effects", key: key, toBe: 1)
+            #expect(try await fleet.stop() == 0)
+        } catch {
+            print(fleet.log)
+            await fleet.shutdown()
+            throw error
+        }
+        await fleet.shutdown()
+    }
+}
