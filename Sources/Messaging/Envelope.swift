@@ -190,8 +190,12 @@ public enum UUIDv7 {
         let ms = UInt64(max(0, date.timeIntervalSince1970 * 1000))
         var bytes = [UInt8](repeating: 0, count: 16)
         for i in 0..<6 { bytes[i] = UInt8(truncatingIfNeeded: ms >> (8 * (5 - i))) }
+        // Two draws of 64 bits rather than one per byte: each draw is a getrandom(2) call.
         var random = SystemRandomNumberGenerator()
-        for i in 6..<16 { bytes[i] = random.next() }
+        let high = random.next() as UInt64, low = random.next() as UInt64
+        for i in 6..<14 { bytes[i] = UInt8(truncatingIfNeeded: high >> (8 * (i - 6))) }
+        bytes[14] = UInt8(truncatingIfNeeded: low)
+        bytes[15] = UInt8(truncatingIfNeeded: low >> 8)
         bytes[6] = 0x70 | (bytes[6] & 0x0F)
         bytes[8] = 0x80 | (bytes[8] & 0x3F)
         let hex = bytes.map { String($0, radix: 16).leftPadded(to: 2) }.joined()
@@ -232,8 +236,13 @@ public struct TraceParent: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String { "00-\(traceID)-\(parentID)-\(flags)" }
 
+    /// `bytes` (8 or 16) random bytes as lowercase hex, never all zero.
     static func randomHex(_ bytes: Int) -> String {
         var random = SystemRandomNumberGenerator()
-        return (0..<bytes).map { _ in String(UInt8.random(in: 0...255, using: &random), radix: 16).leftPadded(to: 2) }.joined()
+        var out = ""
+        for _ in 0..<(bytes / 8) {
+            out += String(max(1, random.next() as UInt64), radix: 16).leftPadded(to: 16)
+        }
+        return out
     }
 }

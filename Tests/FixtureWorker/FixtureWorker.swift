@@ -148,8 +148,8 @@ struct FixtureWorkerMain {
         switch env("FIXTURE_CRASH") {
         case "after-commit":
             hooks.afterCommit = { envelope in if envelope.type == Work.type { kill(getpid(), SIGKILL) } }
-        case "before-ack":
-            hooks.beforeAck = { envelope in if envelope.type == Work.type { kill(getpid(), SIGKILL) } }
+        case "after-ack":
+            hooks.afterAck = { envelope in if envelope.type == Work.type { kill(getpid(), SIGKILL) } }
         default:
             break
         }

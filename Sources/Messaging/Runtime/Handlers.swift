@@ -46,8 +46,10 @@ public final class HandlerContext: Sendable {
 public struct HandlerRegistry: Sendable {
     typealias Erased = @Sendable (Envelope, HandlerContext) async throws -> Void
     typealias ErasedQuery = @Sendable (Envelope, Logger) async throws -> [UInt8]
+    typealias ErasedPlain = @Sendable (Envelope, Logger) async throws -> Void
 
     private(set) var handlers: [String: Erased] = [:]
+    private(set) var plain: [String: ErasedPlain] = [:]
     private(set) var queries: [String: ErasedQuery] = [:]
 
     public init() {}
@@ -55,7 +57,7 @@ public struct HandlerRegistry: Sendable {
     /// Handles `M` inside the message's transaction. Throw ``PermanentFailure`` for what retrying
     /// cannot fix; any other error is retried through the tiers.
     public mutating func on<M: Message>(_ type: M.Type, _ handler: @escaping @Sendable (M, HandlerContext) async throws -> Void) {
-        precondition(handlers[M.type] == nil && queries[M.type] == nil, "two handlers for \(M.type)")
+        precondition(handlers[M.type] == nil && queries[M.type] == nil && plain[M.type] == nil, "two handlers for \(M.type)")
         handlers[M.type] = { envelope, context in
             let message = try MessageCodec.decode(M.self, from: envelope.body, typeName: M.type)
             if let validatable = message as? any Validatable {
@@ -67,15 +69,31 @@ public struct HandlerRegistry: Sendable {
         }
     }
 
+    /// Handles `M` without a transaction, inbox or outbox: for handlers whose effect lies outside
+    /// the database and is idempotent by itself (a cache refresh, a metric). A redelivery runs the
+    /// handler again.
+    public mutating func onWithoutTransaction<M: Message>(_ type: M.Type, _ handler: @escaping @Sendable (M, Envelope, Logger) async throws -> Void) {
+        precondition(handlers[M.type] == nil && queries[M.type] == nil && plain[M.type] == nil, "two handlers for \(M.type)")
+        plain[M.type] = { envelope, logger in
+            let message = try MessageCodec.decode(M.self, from: envelope.body, typeName: M.type)
+            if let validatable = message as? any Validatable {
+                do { try validatable.validate() } catch {
+                    throw PermanentFailure("validation", "\(M.type) is not valid: \(error)")
+                }
+            }
+            try await handler(message, envelope, logger)
+        }
+    }
+
     /// Answers `Q` over request/reply. Queries have no transaction, no inbox and no outbox: they
     /// must not change anything.
     public mutating func answer<Q: Query>(_ type: Q.Type, _ handler: @escaping @Sendable (Q, Logger) async throws -> Q.Reply) {
-        precondition(handlers[Q.type] == nil && queries[Q.type] == nil, "two handlers for \(Q.type)")
+        precondition(handlers[Q.type] == nil && queries[Q.type] == nil && plain[Q.type] == nil, "two handlers for \(Q.type)")
         queries[Q.type] = { envelope, logger in
             let query = try MessageCodec.decode(Q.self, from: envelope.body, typeName: Q.type)
             return Array(try MessageCodec.encode(try await handler(query, logger)))
         }
     }
 
-    public var types: [String] { (Array(handlers.keys) + Array(queries.keys)).sorted() }
+    public var types: [String] { (Array(handlers.keys) + Array(queries.keys) + Array(plain.keys)).sorted() }
 }

@@ -2,6 +2,7 @@ import AMQPClient
 import FoundationEssentials
 import Logging
 import PostgresClient
+import Synchronization
 
 /// One message waiting in a service's outbox.
 struct OutboxRecord: Sendable {
@@ -127,5 +128,116 @@ struct OutboxPublisher: Sendable {
             "DELETE FROM \(quoteIdentifier(schema)).outbox WHERE published_at < now() - make_interval(secs => $1)", [seconds])
         try await database.query(
             "DELETE FROM \(quoteIdentifier(schema)).inbox WHERE processed_at < now() - make_interval(secs => $1)", [seconds])
+    }
+}
+
+/// Publishes committed outbox rows in the background, so that a handler's slot is free as soon as
+/// its transaction committed and its delivery was acked: the rows are durable, and the relay
+/// publishes them if this process dies first. Confirmed rows are marked sent in batches. Bounded:
+/// when `limit` rows wait for their confirm, the next handler waits for room.
+final class OutboxPipeline: Sendable {
+    let publisher: OutboxPublisher
+    private let room: AsyncSemaphore
+    private let stream: AsyncStream<OutboxRecord>
+    private let continuation: AsyncStream<OutboxRecord>.Continuation
+    private let confirmed = Mutex<[Int64]>([])
+    private let publishingDone = Atomic<Bool>(false)
+
+    init(publisher: OutboxPublisher, limit: Int = 1000) {
+        self.publisher = publisher
+        self.room = AsyncSemaphore(limit)
+        (stream, continuation) = AsyncStream.makeStream(of: OutboxRecord.self)
+    }
+
+    /// Queues records for publishing; waits while the pipeline is full.
+    func submit(_ records: [OutboxRecord]) async {
+        for record in records {
+            await room.acquire()
+            continuation.yield(record)
+        }
+    }
+
+    /// No more records: `run` returns once those queued are published and marked.
+    func finish() { continuation.finish() }
+
+    func run(logger: Logger, published: @escaping @Sendable (Int) -> Void) async {
+        let channel = publisher.channel
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                // Marks confirmed rows sent, a batch at a time; the last pass runs after `done`.
+                while true {
+                    let finished = self.publishingDone.load(ordering: .acquiring)
+                    let ids = self.confirmed.withLock { ids in
+                        defer { ids.removeAll(keepingCapacity: true) }
+                        return ids
+                    }
+                    if !ids.isEmpty {
+                        do {
+                            try await self.publisher.database.query(
+                                "UPDATE \(quoteIdentifier(self.publisher.schema)).outbox SET published_at = now() WHERE id = ANY($1)", [ids])
+                            published(ids.count)
+                        } catch {
+                            // Unmarked rows are published again by the relay; consumers' inboxes
+                            // drop the duplicates.
+                            logger.warning("could not mark outbox rows sent", metadata: ["error": .string("\(error)")])
+                        }
+                    }
+                    if finished { return }
+                    try? await Task.sleep(for: .milliseconds(ids.isEmpty ? 20 : 2))
+                }
+            }
+            await withTaskGroup(of: Void.self) { publishes in
+                for await record in stream {
+                    publishes.addTask {
+                        do {
+                            try await channel.publish(record.envelope.body, exchange: record.exchange, routingKey: record.routingKey,
+                                                      properties: record.envelope.properties, mandatory: record.exchange.isEmpty)
+                            self.confirmed.withLock { $0.append(record.id) }
+                        } catch {
+                            logger.warning("outbox publish failed; the relay will publish it",
+                                           metadata: ["outbox_id": .stringConvertible(record.id), "error": .string("\(error)")])
+                        }
+                        self.room.release()
+                    }
+                }
+                await publishes.waitForAll()
+            }
+            publishingDone.store(true, ordering: .releasing)
+        }
+    }
+}
+
+/// A counting semaphore for tasks: `acquire` suspends (it never blocks a thread) until a permit is free.
+final class AsyncSemaphore: Sendable {
+    private struct State {
+        var permits: Int
+        var waiters: [UnsafeContinuation<Void, Never>] = []
+    }
+    private let state: Mutex<State>
+
+    init(_ permits: Int) { state = Mutex(State(permits: permits)) }
+
+    func acquire() async {
+        let acquired = state.withLock { s -> Bool in
+            if s.permits > 0 { s.permits -= 1; return true }
+            return false
+        }
+        if acquired { return }
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                if s.permits > 0 { s.permits -= 1; return true }
+                s.waiters.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    func release() {
+        let waiter = state.withLock { s -> UnsafeContinuation<Void, Never>? in
+            if s.waiters.isEmpty { s.permits += 1; return nil }
+            return s.waiters.removeFirst()
+        }
+        waiter?.resume()
     }
 }

@@ -24,7 +24,7 @@ public struct WorkerOptions: Sendable {
     /// How often the relay looks for outbox rows a crash left behind.
     public var relayInterval: Duration = .seconds(1)
     /// Rows younger than this are still being published by their handler; the relay leaves them.
-    public var relayGrace: Duration = .seconds(2)
+    public var relayGrace: Duration = .seconds(5)
     /// Inbox and published outbox rows are kept this long.
     public var retention: Duration = .seconds(7 * 24 * 3600)
 
@@ -37,10 +37,10 @@ public struct WorkerOptions: Sendable {
 
 /// Fault-injection points, for tests that kill a worker at the worst moments.
 public struct WorkerHooks: Sendable {
-    /// After the handler's transaction committed, before its outbox rows are published.
+    /// After the handler's transaction committed, before the delivery is acked.
     public var afterCommit: (@Sendable (Envelope) async -> Void)?
-    /// After the outbox rows were published, before the delivery is acked.
-    public var beforeAck: (@Sendable (Envelope) async -> Void)?
+    /// After the delivery was acked, before the handler's outbox rows are published.
+    public var afterAck: (@Sendable (Envelope) async -> Void)?
     public init() {}
 }
 
@@ -84,6 +84,7 @@ public final class Worker: Service, Sendable {
     let hooks: WorkerHooks
     public let health: WorkerHealth
     private let consumers = Mutex<[AMQPConsumer]>([])
+    private let metrics = MessageMetricsCache()
     private let stopping = Atomic<Bool>(false)
 
     public init(options: WorkerOptions, topology: Topology, handlers: HandlerRegistry, amqp: AMQPConnection,
@@ -110,26 +111,38 @@ public final class Worker: Service, Sendable {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { await self.watchConnection() }
                 group.addTask { await self.relayLoop(outbox) }
-                try await withThrowingTaskGroup(of: Void.self) { consumerGroup in
-                    for queue in self.options.queues {
-                        let channel = try await self.amqp.openChannel()
-                        try await channel.setPrefetch(self.options.prefetch)
-                        let consumer = try await channel.consume(queue: queue, tag: "\(self.options.service)-\(queue)-\(UUIDv7.generate().suffix(12))")
-                        self.consumers.withLock { $0.append(consumer) }
-                        consumerGroup.addTask { await self.consumeLoop(consumer, queue: queue, publisher: publisher, outbox: outbox) }
+                let pipeline = OutboxPipeline(publisher: outbox)
+                try await withThrowingTaskGroup(of: Void.self) { pipelineGroup in
+                    let published = Counter(label: "shopfleet_outbox_published_total", dimensions: [("service", self.options.service)])
+                    pipelineGroup.addTask { await pipeline.run(logger: self.logger) { published.increment(by: $0) } }
+                    defer { pipeline.finish() }
+                    try await withThrowingTaskGroup(of: Void.self) { consumerGroup in
+                        for queue in self.options.queues {
+                            let channel = try await self.amqp.openChannel()
+                            try await channel.setPrefetch(self.options.prefetch)
+                            let consumer = try await channel.consume(queue: queue, tag: "\(self.options.service)-\(queue)-\(UUIDv7.generate().suffix(12))")
+                            self.consumers.withLock { $0.append(consumer) }
+                            consumerGroup.addTask {
+                                await self.consumeLoop(consumer, queue: queue, publisher: publisher, pipeline: pipeline)
+                            }
+                        }
+                        self.health.consuming.store(true, ordering: .relaxed)
+                        self.logger.info("consuming", metadata: ["queues": .string(self.options.queues.joined(separator: ",")),
+                                                                 "prefetch": .stringConvertible(self.options.prefetch),
+                                                                 "concurrency": .stringConvertible(self.options.concurrency)])
+                        if self.stopping.load(ordering: .acquiring) { await self.stopConsuming() }
+                        try await consumerGroup.waitForAll()
                     }
-                    self.health.consuming.store(true, ordering: .relaxed)
-                    self.logger.info("consuming", metadata: ["queues": .string(self.options.queues.joined(separator: ",")),
-                                                             "prefetch": .stringConvertible(self.options.prefetch),
-                                                             "concurrency": .stringConvertible(self.options.concurrency)])
-                    if self.stopping.load(ordering: .acquiring) { await self.stopConsuming() }
-                    try await consumerGroup.waitForAll()
+                    // Every handler has finished: let the pipeline publish what they sent.
+                    self.health.consuming.store(false, ordering: .relaxed)
+                    pipeline.finish()
+                    try await pipelineGroup.waitForAll()
                 }
-                // Every handler has finished: publish what is left, then stop the helpers.
-                self.health.consuming.store(false, ordering: .relaxed)
+                // Then whatever else is unpublished (a failed publish, an earlier crash).
                 do {
                     let flushed = try await outbox.relay(grace: .zero)
-                    self.logger.info("stopped consuming; in-flight handlers finished", metadata: ["outbox_flushed": .stringConvertible(flushed)])
+                    self.logger.info("stopped consuming; in-flight handlers finished, outbox flushed",
+                                     metadata: ["relayed_at_stop": .stringConvertible(flushed)])
                 } catch {
                     self.logger.error("outbox flush failed; the relay of another replica or the next start publishes the rows",
                                       metadata: ["error": .string("\(error)")])
@@ -143,8 +156,9 @@ public final class Worker: Service, Sendable {
         try? await publisher.close()
     }
 
-    /// Cancels every consumer: no new deliveries; those in flight finish.
-    func stopConsuming() async {
+    /// Cancels every consumer: no new deliveries; those in flight finish, then `run()` flushes the
+    /// outbox and returns. What graceful shutdown does; for embedding a worker without signals.
+    public func stopConsuming() async {
         let consumers = self.consumers.withLock { $0 }
         for consumer in consumers { try? await consumer.cancel() }
     }
@@ -191,7 +205,7 @@ public final class Worker: Service, Sendable {
         }
     }
 
-    private func consumeLoop(_ consumer: AMQPConsumer, queue: String, publisher: AMQPChannel, outbox: OutboxPublisher) async {
+    private func consumeLoop(_ consumer: AMQPConsumer, queue: String, publisher: AMQPChannel, pipeline: OutboxPipeline) async {
         let inFlight = Gauge(label: "shopfleet_handlers_in_flight", dimensions: [("service", options.service), ("queue", queue)])
         await withTaskGroup(of: Void.self) { group in
             var running = 0
@@ -204,7 +218,7 @@ public final class Worker: Service, Sendable {
                     running += 1
                     inFlight.record(running)
                     group.addTask {
-                        await self.process(delivery, queue: queue, publisher: publisher, outbox: outbox)
+                        await self.process(delivery, queue: queue, publisher: publisher, pipeline: pipeline)
                     }
                 }
             } catch {
@@ -217,12 +231,12 @@ public final class Worker: Service, Sendable {
 
     // MARK: - One delivery
 
-    func process(_ delivery: AMQPDelivery, queue: String, publisher: AMQPChannel, outbox: OutboxPublisher) async {
+    func process(_ delivery: AMQPDelivery, queue: String, publisher: AMQPChannel, pipeline: OutboxPipeline) async {
         let envelope: Envelope
         do {
             envelope = try Envelope(delivery: delivery.message)
         } catch {
-            Counter(label: "shopfleet_messages_consumed_total", dimensions: [("queue", queue), ("type", "unknown")]).increment()
+            metrics(queue: queue, type: "(none)").consumed.increment()
             await deadLetter(delivery, queue: queue, type: delivery.properties.type ?? "unknown", failure: error, publisher: publisher)
             return
         }
@@ -233,11 +247,24 @@ public final class Worker: Service, Sendable {
         logger[metadataKey: "attempt"] = .stringConvertible(envelope.attempt)
         if let saga = envelope.sagaID { logger[metadataKey: "saga_id"] = .string(saga) }
         if let trace = envelope.traceID { logger[metadataKey: "trace_id"] = .string(trace) }
-        let dimensions = [("queue", queue), ("type", envelope.type)]
-        Counter(label: "shopfleet_messages_consumed_total", dimensions: dimensions).increment()
+        let metrics = self.metrics(queue: queue, type: envelope.type)
+        metrics.consumed.increment()
 
         if let query = handlers.queries[envelope.type] {
             await answer(delivery, envelope: envelope, query: query, publisher: publisher, logger: logger)
+            return
+        }
+        if let handler = handlers.plain[envelope.type] {
+            let started = ContinuousClock.now
+            do {
+                try await handler(envelope, logger)
+                metrics.recordDuration(since: started)
+                delivery.ack()
+                metrics.acked.increment()
+                await hooks.afterAck?(envelope)
+            } catch {
+                await fail(delivery, envelope: envelope, queue: queue, failure: error, publisher: publisher, logger: logger)
+            }
             return
         }
         guard let handler = handlers.handlers[envelope.type] else {
@@ -253,24 +280,18 @@ public final class Worker: Service, Sendable {
             do {
                 let records = try await handleInTransaction(envelope, queue: queue, handler: handler, logger: logger)
                 health.database(true)
-                Timer(label: "shopfleet_handler_duration_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds)
-                    .recordNanoseconds(Self.nanoseconds(ContinuousClock.now - started))
-                if let records {
-                    await hooks.afterCommit?(envelope)
-                    do {
-                        try await outbox.publish(records)
-                    } catch {
-                        // Committed but not (all) published: the relay publishes the rest. The ack
-                        // can go ahead; the rows are safe in the database.
-                        logger.warning("outbox publish failed after commit; the relay will publish", metadata: ["error": .string("\(error)")])
-                    }
-                } else {
-                    Counter(label: "shopfleet_messages_duplicate_total", dimensions: dimensions).increment()
+                metrics.recordDuration(since: started)
+                if records == nil {
+                    metrics.duplicate.increment()
                     logger.info("duplicate delivery: already handled, acking without effect")
                 }
-                await hooks.beforeAck?(envelope)
+                // The effects and the outbox rows are committed: the ack need not wait for the
+                // publish, which the pipeline does (or, after a crash, the relay).
+                await hooks.afterCommit?(envelope)
                 delivery.ack()
-                Counter(label: "shopfleet_messages_acked_total", dimensions: dimensions).increment()
+                metrics.acked.increment()
+                await hooks.afterAck?(envelope)
+                if let records, !records.isEmpty { await pipeline.submit(records) }
                 return
             } catch let error as PostgresError where Self.isInfrastructure(error) {
                 // Not the message's fault: keep it (unacked) and try again when the database is
@@ -309,7 +330,6 @@ public final class Worker: Service, Sendable {
     /// message; anything else sends it to the next retry tier. Acked only once the copy is confirmed.
     private func fail(_ delivery: AMQPDelivery, envelope: Envelope, queue: String, failure: any Error,
                       publisher: AMQPChannel, logger: Logger) async {
-        let dimensions = [("queue", queue), ("type", envelope.type)]
         let permanent = failure is PermanentFailure || failure is ValidationFailure
         let retriesAllowed = topology.queue(named: queue)?.retries ?? true
         if !permanent, retriesAllowed, let tier = topology.retryExchange(forAttempt: envelope.attempt) {
@@ -318,7 +338,7 @@ public final class Worker: Service, Sendable {
             do {
                 try await publisher.publish(retry.body, exchange: tier, routingKey: queue, properties: retry.properties, mandatory: true)
                 delivery.ack()
-                Counter(label: "shopfleet_messages_retried_total", dimensions: dimensions).increment()
+                metrics(queue: queue, type: envelope.type).retried.increment()
                 logger.warning("handler failed; retrying through \(tier)", metadata: ["error": .string("\(failure)")])
             } catch {
                 logger.error("could not send the message to retry tier \(tier); leaving it to the broker", metadata: ["error": .string("\(error)")])

@@ -54,13 +54,13 @@ struct BenchClientsCommand: AsyncParsableCommand {
         }
         if groups.contains("amqp") {
             rows = try await AMQPBench(configuration: try AMQPConfiguration(url: config.amqpURL, connectionName: "shopfleet bench"),
-                                       messages: messages, rounds: rounds, source: try locateBaselineSource()).run() + rows
+                                       messages: messages, rounds: rounds, source: try Self.locateBaselineSource(baselineSource)).run() + rows
         }
         try BenchOutput.print(rows, json: json)
     }
 
-    private func locateBaselineSource() throws -> String {
-        if let baselineSource { return baselineSource }
+    static func locateBaselineSource(_ given: String?) throws -> String {
+        if let given { return given }
         var candidates = ["bench/amqp_baseline.c"]
         let executable = CommandLine.arguments[0]
         if let slash = executable.lastIndex(of: "/") {

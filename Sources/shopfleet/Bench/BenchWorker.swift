@@ -1,0 +1,385 @@
+import AMQPClient
+import ArgumentParser
+import AsyncHTTPClient
+import ClientRuntime
+import FoundationEssentials
+import Logging
+import Messaging
+import NIOCore
+import NIOHTTP1
+import PostgresClient
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `shopfleet bench worker`: the worker runtime against the floor the broker and the database set.
+///
+/// - (a) `worker.consume_noop`: a handler that does nothing (no transaction), consuming 1 KB
+///   persistent messages from a quorum queue, prefetch 100, beside the C consumer of
+///   `bench clients` on an identical queue.
+/// - (b) `worker.inbox_outbox`: a handler that inserts one row and publishes one event, so each
+///   message costs the inbox row, the row, the outbox row, the commit, the publish with confirm,
+///   the ack, and marking the row sent (batched); beside `pgbench` running the same transaction
+///   with as many clients as the worker has handlers in flight.
+/// - (c) `worker.rss_idle_mb` and `worker.rss_load_mb`: resident memory of a worker process (this
+///   binary, `bench worker-child`) idle and while it handles (b)'s load; the baseline is the target.
+///
+/// Everything runs in a virtual host of its own, deleted afterwards.
+struct BenchWorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Worker runtime throughput and memory beside the C consumer and pgbench.")
+
+    @OptionGroup var connection: ConnectionOptions
+    @Flag(help: "Print one JSON object per row: {metric, unit, value, baseline, ratio}.")
+    var json = false
+    @Option(help: "Messages per run.")
+    var messages = 10_000
+    @Option(help: "Handlers in flight (and pgbench clients).")
+    var concurrency = 8
+    @Option(help: "Rounds per figure; the best round of each side is reported.")
+    var rounds = 2
+    @Option(help: "Path of bench/amqp_baseline.c (default: found next to the working directory or the executable).")
+    var baselineSource: String?
+    @Option(help: "Only these parts (noop, tx, memory), comma-separated.")
+    var only = "noop,tx,memory"
+
+    func run() async throws {
+        let config = try connection.configuration()
+        let parts = Set(only.split(separator: ",").map(String.init))
+        let source = try BenchClientsCommand.locateBaselineSource(baselineSource)
+        let bench = try await WorkerBench.create(config: config, messages: messages, concurrency: concurrency)
+        do {
+            let rows = try await bench.run(rounds: rounds, baselineSource: source, parts: parts)
+            await bench.remove()
+            try BenchOutput.print(rows, json: json)
+        } catch {
+            await bench.remove()
+            throw error
+        }
+    }
+}
+
+/// The benchmark's worker as a process of its own, for the memory figures. Not for people.
+struct BenchWorkerChildCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "worker-child", shouldDisplay: false)
+
+    @Option var topologyFile: String
+    @Option var schema: String
+    @Option var port: Int
+    @Option var concurrency: Int
+
+    func run() async throws {
+        let config = try ShopfleetConfiguration()
+        let settings = WorkerSettings(amqpURL: config.amqpURL, databaseURL: config.databaseURL, topologyFile: topologyFile,
+                                      httpPort: port, prefetch: 100, concurrency: concurrency, logLevel: .warning)
+        try await WorkerProcess.run(WorkerBench.definition(schema: schema), settings: settings)
+    }
+}
+
+struct BenchNoop: Command {
+    static let type = "bench.Noop.v1"
+    static let queue = "bench.noop"
+    var n: Int
+    var padding: String
+}
+
+struct BenchRecord: Command {
+    static let type = "bench.Record.v1"
+    static let queue = "bench.tx"
+    var n: Int
+    var padding: String
+}
+
+struct BenchRecorded: Event {
+    static let type = "bench.Recorded.v1"
+    var n: Int
+}
+
+final class WorkerBench: Sendable {
+    static let topologyYAML = """
+        dead_letters: {exchange: bench.dead-letters, queue: bench.dead-letters}
+        retry: {exchange_prefix: bench.retry, return_exchange: bench.retry-return, tiers: [1s]}
+        topics: [bench.events]
+        queues:
+          - name: bench.noop
+          - name: bench.c
+          - name: bench.tx
+          - name: bench.sink
+            subscriptions: [{topic: bench.events}]
+        """
+
+    let config: ShopfleetConfiguration
+    let management: RabbitManagement
+    let vhost: String
+    let amqpURL: String
+    let amqpConfiguration: AMQPConfiguration
+    let topology: Topology
+    let schema = "bench_worker"
+    let pgbenchSchema = "bench_pgbench"
+    let messages: Int
+    let concurrency: Int
+    let directory: String
+
+    private init(config: ShopfleetConfiguration, management: RabbitManagement, vhost: String, amqpURL: String,
+                 topology: Topology, messages: Int, concurrency: Int, directory: String) throws {
+        self.config = config
+        self.management = management
+        self.vhost = vhost
+        self.amqpURL = amqpURL
+        self.amqpConfiguration = try AMQPConfiguration(url: amqpURL, connectionName: "shopfleet bench worker")
+        self.topology = topology
+        self.messages = messages
+        self.concurrency = concurrency
+        self.directory = directory
+    }
+
+    static func create(config: ShopfleetConfiguration, messages: Int, concurrency: Int) async throws -> WorkerBench {
+        let management = try RabbitManagement(url: config.amqpManagementURL)
+        let base = try ServerURL(config.amqpURL, schemes: ["amqp"])
+        let vhost = "shopfleet-bench-\(UInt32.random(in: 0...UInt32.max))"
+        try await management.createVirtualHost(vhost)
+        try await management.grantAll(user: base.user ?? "guest", vhost: vhost)
+        let topology = try Topology(yaml: topologyYAML, source: "bench topology")
+        try await management.load(topology.render(), vhost: vhost)
+        var components = config.amqpURL.split(separator: "?", maxSplits: 1).map(String.init)
+        let withoutPath = components[0].hasPrefix("amqp://") && components[0].dropFirst(7).contains("/")
+            ? String(components[0][..<components[0].lastIndex(of: "/")!]) : components[0]
+        components[0] = withoutPath + "/" + RabbitManagement.encodeVHost(vhost)
+        let directory = try temporaryDirectory()
+        return try WorkerBench(config: config, management: management, vhost: vhost, amqpURL: components.joined(separator: "?"),
+                               topology: topology, messages: messages, concurrency: concurrency, directory: directory)
+    }
+
+    func remove() async {
+        try? await management.deleteVirtualHost(vhost)
+    }
+
+    /// The benchmark's handlers.
+    static func definition(schema: String) -> WorkerDefinition {
+        var handlers = HandlerRegistry()
+        let table = "\(quoteIdentifier(schema)).records"
+        handlers.onWithoutTransaction(BenchNoop.self) { _, _, _ in }
+        handlers.on(BenchRecord.self) { record, context in
+            try await context.database.query("INSERT INTO \(table) (n, message_id) VALUES ($1, $2)", [record.n, context.envelope.messageID])
+            try await context.publish(BenchRecorded(n: record.n))
+        }
+        return WorkerDefinition(service: "bench", schema: schema, queues: ["bench.noop", "bench.tx"], migrations: [
+            Migration(version: 100, name: "records", sql: "CREATE TABLE records (n bigint NOT NULL, message_id text NOT NULL)"),
+        ], handlers: handlers)
+    }
+
+    func run(rounds: Int, baselineSource: String, parts: Set<String>) async throws -> [BenchRow] {
+        let database = PostgresClient(configuration: try PostgresConfiguration(url: config.databaseURL), maximumConnections: concurrency + 2)
+        let definition = Self.definition(schema: schema)
+        // pgbench gets tables of its own: rows it leaves unpublished in the worker's outbox would
+        // keep the worker's relay busy.
+        for schema in [schema, pgbenchSchema] {
+            try await database.query("DROP SCHEMA IF EXISTS \(schema) CASCADE")
+            try await Migrator(client: database, schema: schema).migrate(try RuntimeMigrations.with(definition.migrations))
+        }
+        let amqp = try await AMQPConnection.connect(amqpConfiguration)
+        let channel = try await amqp.openChannel()
+        try await channel.enableConfirms()
+
+        let binary = directory + "/amqp_baseline"
+        try await ChildProcess.check(["cc", "-O2", "-o", binary, baselineSource, "-lrabbitmq"])
+        var rows: [BenchRow] = []
+        if parts.contains("noop") {
+            var swift = 0.0, c = 0.0
+            for round in 0..<max(1, rounds) {
+                if round % 2 == 0 { c = max(c, try await consumeC(binary, channel: channel)) }
+                swift = max(swift, try await runWorker(queue: BenchNoop.queue, channel: channel, database: database))
+                if round % 2 == 1 { c = max(c, try await consumeC(binary, channel: channel)) }
+            }
+            rows.append(BenchRow(metric: "worker.consume_noop", unit: "msg/s", value: swift, baseline: c,
+                                 baselineName: "C rabbitmq-c consumer, prefetch 100"))
+        }
+        if parts.contains("tx") {
+            var swift = 0.0, pg = 0.0
+            for round in 0..<max(1, rounds) {
+                if round % 2 == 0 { pg = max(pg, try await pgbench()) }
+                swift = max(swift, try await runWorker(queue: BenchRecord.queue, channel: channel, database: database))
+                if round % 2 == 1 { pg = max(pg, try await pgbench()) }
+                _ = try await channel.purgeQueue("bench.sink")
+            }
+            rows.append(BenchRow(metric: "worker.inbox_outbox", unit: "msg/s", value: swift, baseline: pg,
+                                 baselineName: "pgbench -c \(concurrency), the same transaction"))
+        }
+        if parts.contains("memory") {
+            let memory = try await measureMemory(channel: channel)
+            rows.append(BenchRow(metric: "worker.rss_idle", unit: "MB", value: memory.idle, baseline: 40, baselineName: "target: under 40 MB"))
+            rows.append(BenchRow(metric: "worker.rss_load", unit: "MB", value: memory.load, baseline: 40, baselineName: "the idle target, for scale"))
+        }
+        for schema in [schema, pgbenchSchema] { try await database.query("DROP SCHEMA IF EXISTS \(schema) CASCADE") }
+        await database.close()
+        await amqp.close()
+        return rows
+    }
+
+    /// Fills a queue with `messages` envelopes of 1 KB, confirmed.
+    func fill<C: Command>(_ queue: String, channel: AMQPChannel, make: @escaping @Sendable (Int) -> C) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            let publishers = 100
+            for p in 0..<publishers {
+                group.addTask {
+                    var n = p
+                    while n < self.messages {
+                        let envelope = try Envelope(make(n))
+                        try await channel.publish(envelope.body, routingKey: queue, properties: envelope.properties, mandatory: true)
+                        n += publishers
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    static let padding = String(repeating: "x", count: 1000)
+
+    func consumeC(_ binary: String, channel: AMQPChannel) async throws -> Double {
+        try await fill("bench.c", channel: channel) { BenchNoop(n: $0, padding: Self.padding) }
+        let environment = [
+            "AMQP_HOST": amqpConfiguration.host, "AMQP_PORT": String(amqpConfiguration.port), "AMQP_VHOST": vhost,
+            "AMQP_USER": amqpConfiguration.user, "AMQP_PASSWORD": amqpConfiguration.password,
+        ]
+        let output = try await ChildProcess.check([binary, "consume", "bench.c", String(messages), "100"], extraEnvironment: environment)
+        let parts = output.split(separator: " ").compactMap { Double($0.trimmed()) }
+        guard parts.count == 2, parts[1] > 0 else { throw ValidationError("amqp_baseline printed '\(output)'") }
+        return parts[0] / parts[1]
+    }
+
+    /// Fills `queue`, then runs a worker on it in this process until every message is done.
+    func runWorker(queue: String, channel: AMQPChannel, database: PostgresClient) async throws -> Double {
+        if queue == BenchNoop.queue {
+            try await fill(queue, channel: channel) { BenchNoop(n: $0, padding: Self.padding) }
+        } else {
+            try await fill(queue, channel: channel) { BenchRecord(n: $0, padding: Self.padding) }
+        }
+        let done = Atomic<Int>(0)
+        let amqp = try await AMQPConnection.connect(amqpConfiguration)
+        var options = WorkerOptions(service: "bench", schema: schema, queues: [queue])
+        options.prefetch = 100
+        options.concurrency = concurrency
+        var hooks = WorkerHooks()
+        hooks.afterAck = { _ in done.add(1, ordering: .relaxed) }
+        var logger = Logger(label: "bench")
+        logger.logLevel = .warning
+        let worker = Worker(options: options, topology: topology, handlers: Self.definition(schema: schema).handlers,
+                            amqp: amqp, database: database, logger: logger, hooks: hooks)
+        let start = ContinuousClock.now
+        let task = Task { try await worker.run() }
+        let target = messages
+        try await waitUntil(deadline: .seconds(600), interval: .milliseconds(2)) { done.load(ordering: .relaxed) >= target }
+        let acked = ContinuousClock.now - start
+        if queue == BenchRecord.queue {
+            // Done means published too: every outbox row confirmed by the broker and marked sent.
+            let unpublished = "SELECT count(*) FROM \(quoteIdentifier(schema)).outbox WHERE published_at IS NULL"
+            try await waitUntil(deadline: .seconds(600), interval: .milliseconds(2)) {
+                (try? await database.query(unpublished)[0].decode(Int.self, 0)) == 0
+            }
+        }
+        let elapsed = ContinuousClock.now - start
+        if getenv("SHOPFLEET_BENCH_DEBUG") != nil { print("\(queue): all acked after \(acked), done after \(elapsed)") }
+        await worker.stopConsuming()
+        task.cancel()
+        _ = try? await task.value
+        await amqp.close()
+        return Double(messages) / elapsed.seconds
+    }
+
+    /// pgbench with the transaction the worker runs per message: inbox row, the handler's row,
+    /// outbox row (returning its id), commit. The worker also marks published rows sent, in
+    /// batches; pgbench does not, so the baseline does a little less work than the worker.
+    func pgbench() async throws -> Double {
+        let s = quoteIdentifier(pgbenchSchema)
+        let script = directory + "/inbox_outbox.sql"
+        let sql = """
+            \\set n random(1, 1000000000)
+            BEGIN;
+            INSERT INTO \(s).inbox (message_id, type, queue) VALUES (gen_random_uuid()::text, 'bench.Record.v1', 'bench.tx') ON CONFLICT (message_id) DO NOTHING RETURNING 1;
+            INSERT INTO \(s).records (n, message_id) VALUES (:n, gen_random_uuid()::text);
+            INSERT INTO \(s).outbox (message_id, type, exchange, routing_key, correlation_id, causation_id, saga_id, traceparent, tracestate, reply_to, body) VALUES (gen_random_uuid()::text, 'bench.Recorded.v1', 'bench.events', 'bench.Recorded.v1', gen_random_uuid()::text, gen_random_uuid()::text, NULL, '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', NULL, NULL, convert_to(repeat('x', 20), 'UTF8')) RETURNING id;
+            END;
+
+            """
+        guard FileManager.default.createFile(atPath: script, contents: Data(sql.utf8)) else {
+            throw ValidationError("cannot write \(script)")
+        }
+        let c = try PostgresConfiguration(url: config.databaseURL)
+        var environment = ["PGHOST": c.host, "PGPORT": String(c.port), "PGUSER": c.user, "PGDATABASE": c.database]
+        if let password = c.password { environment["PGPASSWORD"] = password }
+        let output = try await ChildProcess.check(
+            ["pgbench", "-n", "-c", String(concurrency), "-j", "2", "-M", "extended", "-t", String(max(1, messages / concurrency)), "-f", script],
+            extraEnvironment: environment)
+        guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("tps = ") }),
+              let tps = Double(line.dropFirst(6).prefix { $0 != " " }) else {
+            throw ValidationError("no tps in pgbench output: \(output.suffix(300))")
+        }
+        return tps
+    }
+
+    /// Resident memory of a worker process, idle and under (b)'s load.
+    func measureMemory(channel: AMQPChannel) async throws -> (idle: Double, load: Double) {
+        let topologyFile = directory + "/topology.yaml"
+        guard FileManager.default.createFile(atPath: topologyFile, contents: Data(Self.topologyYAML.utf8)) else {
+            throw ValidationError("cannot write \(topologyFile)")
+        }
+        let port = Int.random(in: 40_000...49_999)
+        let executable = try Self.ownExecutable()
+        let child = try ChildProcess.spawn(
+            [executable, "bench", "worker-child", "--topology-file", topologyFile, "--schema", schema,
+             "--port", String(port), "--concurrency", String(concurrency)],
+            extraEnvironment: ["SHOPFLEET_AMQP_URL": amqpURL, "SHOPFLEET_DATABASE_URL": config.databaseURL],
+            logFile: directory + "/worker-child.log")
+        defer { child.signal(SIGKILL) }
+        try await waitUntil(deadline: .seconds(30)) {
+            let request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/readyz")
+            return (try? await HTTPClient.shared.execute(request, timeout: .seconds(2)))?.status == .ok
+        }
+        // Idle: a few samples over a second, the largest.
+        var idle = 0.0
+        for _ in 0..<10 {
+            idle = max(idle, try Self.residentMegabytes(child.pid))
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let database = PostgresClient(configuration: try PostgresConfiguration(url: config.databaseURL), maximumConnections: 1)
+        let before = try await database.query("SELECT count(*) FROM \(quoteIdentifier(schema)).records")[0].decode(Int.self, 0)
+        let target = before + messages
+        let peak = Atomic<Int>(0)
+        let sampler = Task {
+            while !Task.isCancelled {
+                let mb = Int((try? Self.residentMegabytes(child.pid)) ?? 0)
+                if mb > peak.load(ordering: .relaxed) { peak.store(mb, ordering: .relaxed) }
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        try await fill(BenchRecord.queue, channel: channel) { BenchRecord(n: $0, padding: Self.padding) }
+        try await waitUntil(deadline: .seconds(600), interval: .milliseconds(100)) {
+            (try? await database.query("SELECT count(*) FROM \(quoteIdentifier(self.schema)).records")[0].decode(Int.self, 0)) ?? 0 >= target
+        }
+        sampler.cancel()
+        await database.close()
+        child.signal(SIGTERM)
+        _ = try await withDeadline(.seconds(30)) { await child.wait() }
+        return (idle, Double(peak.load(ordering: .relaxed)))
+    }
+
+    static func residentMegabytes(_ pid: pid_t) throws -> Double {
+        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/status") else {
+            throw ValidationError("cannot read /proc/\(pid)/status")
+        }
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            if let kb = Double(line.dropFirst(6).trimmed().split(separator: " ").first ?? "") { return kb / 1024 }
+        }
+        throw ValidationError("no VmRSS in /proc/\(pid)/status")
+    }
+
+    static func ownExecutable() throws -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard n > 0 else { throw ValidationError("cannot find this executable") }
+        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
