@@ -85,6 +85,12 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
 
+        // Every command, event and query of every domain.
+        .target(
+            name: "Contracts",
+            dependencies: ["Messaging"],
+            swiftSettings: swiftSettings),
+
         // Shared by the test targets: server URLs from the environment, fault injection.
         .target(
             name: "ShopfleetTesting",
@@ -94,7 +100,7 @@ let package = Package(
         .executableTarget(
             name: "shopfleet",
             dependencies: [
-                "AMQPClient", "PostgresClient", "RedisClient", "Messaging",
+                "AMQPClient", "PostgresClient", "RedisClient", "Messaging", "Contracts",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -117,6 +123,7 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: swiftSettings),
+        .testTarget(name: "ContractsTests", dependencies: ["Contracts", "Messaging"], swiftSettings: swiftSettings),
         .testTarget(name: "ShopfleetTests", dependencies: ["shopfleet"], swiftSettings: swiftSettings),
     ]
 )

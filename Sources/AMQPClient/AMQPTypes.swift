@@ -216,6 +216,13 @@ public struct AMQPMessage: Sendable {
     public var routingKey: String
 
     public var bodyString: String { String(decoding: body, as: UTF8.self) }
+
+    public init(body: [UInt8], properties: AMQPProperties, exchange: String, routingKey: String) {
+        self.body = body
+        self.properties = properties
+        self.exchange = exchange
+        self.routingKey = routingKey
+    }
 }
 
 /// Events a connection reports about itself.
