@@ -92,7 +92,9 @@ struct ResilienceTests {
             #expect(dead.properties.messageID == sent.messageID)
             let death = dead.properties.headers?["x-death"]
             #expect("\(String(describing: death))".contains("delivery_limit"))
-            #expect(crashes >= 3)
+            // The broker counts every return of the message (each crash); with several consumers in
+            // the process it may be handed out more than once before a crash.
+            #expect(crashes >= 2)
             let key = TestServers.uniqueName("k")
             _ = try await fleet.send(Work(key: key))
             try await fleet.waitForCount("effects", key: key, toBe: 1)

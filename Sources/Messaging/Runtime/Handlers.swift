@@ -9,14 +9,16 @@ public final class HandlerContext: Sendable {
     public let envelope: Envelope
     /// The handler's transaction. Do not commit or roll back: the runtime does.
     public let database: PostgresConnection
-    public let logger: Logger
+    let messageLogger: MessageLogger
+    /// A logger carrying the message's ids (message, type, queue, attempt, saga, trace).
+    public var logger: Logger { messageLogger.logger }
     let schema: String
     private let written = Mutex<[OutboxRecord]>([])
 
-    init(envelope: Envelope, database: PostgresConnection, logger: Logger, schema: String) {
+    init(envelope: Envelope, database: PostgresConnection, logger: MessageLogger, schema: String) {
         self.envelope = envelope
         self.database = database
-        self.logger = logger
+        self.messageLogger = logger
         self.schema = schema
     }
 
@@ -42,11 +44,19 @@ public final class HandlerContext: Sendable {
     var outbox: [OutboxRecord] { written.withLock { $0 } }
 }
 
+/// What a handler without a transaction gets besides its message.
+public struct MessageContext: Sendable {
+    public let envelope: Envelope
+    let messageLogger: MessageLogger
+    /// A logger carrying the message's ids.
+    public var logger: Logger { messageLogger.logger }
+}
+
 /// Handlers by message type, each decoding and validating its own message.
 public struct HandlerRegistry: Sendable {
     typealias Erased = @Sendable (Envelope, HandlerContext) async throws -> Void
     typealias ErasedQuery = @Sendable (Envelope, Logger) async throws -> [UInt8]
-    typealias ErasedPlain = @Sendable (Envelope, Logger) async throws -> Void
+    typealias ErasedPlain = @Sendable (Envelope, MessageLogger) async throws -> Void
 
     private(set) var handlers: [String: Erased] = [:]
     private(set) var plain: [String: ErasedPlain] = [:]
@@ -72,7 +82,7 @@ public struct HandlerRegistry: Sendable {
     /// Handles `M` without a transaction, inbox or outbox: for handlers whose effect lies outside
     /// the database and is idempotent by itself (a cache refresh, a metric). A redelivery runs the
     /// handler again.
-    public mutating func onWithoutTransaction<M: Message>(_ type: M.Type, _ handler: @escaping @Sendable (M, Envelope, Logger) async throws -> Void) {
+    public mutating func onWithoutTransaction<M: Message>(_ type: M.Type, _ handler: @escaping @Sendable (M, MessageContext) async throws -> Void) {
         precondition(handlers[M.type] == nil && queries[M.type] == nil && plain[M.type] == nil, "two handlers for \(M.type)")
         plain[M.type] = { envelope, logger in
             let message = try MessageCodec.decode(M.self, from: envelope.body, typeName: M.type)
@@ -81,7 +91,7 @@ public struct HandlerRegistry: Sendable {
                     throw PermanentFailure("validation", "\(M.type) is not valid: \(error)")
                 }
             }
-            try await handler(message, envelope, logger)
+            try await handler(message, MessageContext(envelope: envelope, messageLogger: logger))
         }
     }
 

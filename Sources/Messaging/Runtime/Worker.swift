@@ -117,13 +117,19 @@ public final class Worker: Service, Sendable {
                     pipelineGroup.addTask { await pipeline.run(logger: self.logger) { published.increment(by: $0) } }
                     defer { pipeline.finish() }
                     try await withThrowingTaskGroup(of: Void.self) { consumerGroup in
+                        // `concurrency` consumers per queue, each handling its deliveries one at a
+                        // time: competing consumers inside the process, with no task per message.
                         for queue in self.options.queues {
-                            let channel = try await self.amqp.openChannel()
-                            try await channel.setPrefetch(self.options.prefetch)
-                            let consumer = try await channel.consume(queue: queue, tag: "\(self.options.service)-\(queue)-\(UUIDv7.generate().suffix(12))")
-                            self.consumers.withLock { $0.append(consumer) }
-                            consumerGroup.addTask {
-                                await self.consumeLoop(consumer, queue: queue, publisher: publisher, pipeline: pipeline)
+                            let inFlight = InFlightGauge(service: self.options.service, queue: queue)
+                            for index in 0..<max(1, self.options.concurrency) {
+                                let channel = try await self.amqp.openChannel()
+                                try await channel.setPrefetch(self.options.prefetch)
+                                let consumer = try await channel.consume(
+                                    queue: queue, tag: "\(self.options.service)-\(queue)-\(index)-\(UUIDv7.generate().suffix(12))")
+                                self.consumers.withLock { $0.append(consumer) }
+                                consumerGroup.addTask {
+                                    await self.consumeLoop(consumer, queue: queue, publisher: publisher, pipeline: pipeline, inFlight: inFlight)
+                                }
                             }
                         }
                         self.health.consuming.store(true, ordering: .relaxed)
@@ -205,27 +211,16 @@ public final class Worker: Service, Sendable {
         }
     }
 
-    private func consumeLoop(_ consumer: AMQPConsumer, queue: String, publisher: AMQPChannel, pipeline: OutboxPipeline) async {
-        let inFlight = Gauge(label: "shopfleet_handlers_in_flight", dimensions: [("service", options.service), ("queue", queue)])
-        await withTaskGroup(of: Void.self) { group in
-            var running = 0
-            do {
-                for try await delivery in consumer {
-                    if running >= options.concurrency {
-                        await group.next()
-                        running -= 1
-                    }
-                    running += 1
-                    inFlight.record(running)
-                    group.addTask {
-                        await self.process(delivery, queue: queue, publisher: publisher, pipeline: pipeline)
-                    }
-                }
-            } catch {
-                logger.error("consumer ended", metadata: ["queue": .string(queue), "error": .string("\(error)")])
+    private func consumeLoop(_ consumer: AMQPConsumer, queue: String, publisher: AMQPChannel, pipeline: OutboxPipeline,
+                             inFlight: InFlightGauge) async {
+        do {
+            for try await delivery in consumer {
+                inFlight.begin()
+                await process(delivery, queue: queue, publisher: publisher, pipeline: pipeline)
+                inFlight.end()
             }
-            await group.waitForAll()
-            inFlight.record(0)
+        } catch {
+            logger.error("consumer ended", metadata: ["queue": .string(queue), "error": .string("\(error)")])
         }
     }
 
@@ -240,13 +235,7 @@ public final class Worker: Service, Sendable {
             await deadLetter(delivery, queue: queue, type: delivery.properties.type ?? "unknown", failure: error, publisher: publisher)
             return
         }
-        var logger = self.logger
-        logger[metadataKey: "message_id"] = .string(envelope.messageID)
-        logger[metadataKey: "type"] = .string(envelope.type)
-        logger[metadataKey: "queue"] = .string(queue)
-        logger[metadataKey: "attempt"] = .stringConvertible(envelope.attempt)
-        if let saga = envelope.sagaID { logger[metadataKey: "saga_id"] = .string(saga) }
-        if let trace = envelope.traceID { logger[metadataKey: "trace_id"] = .string(trace) }
+        let logger = MessageLogger(base: self.logger, envelope: envelope, queue: queue)
         let metrics = self.metrics(queue: queue, type: envelope.type)
         metrics.consumed.increment()
 
@@ -312,7 +301,7 @@ public final class Worker: Service, Sendable {
     /// The inbox row, the handler, its outbox rows: one transaction. Nil when the message was
     /// handled before (the inbox already has it).
     private func handleInTransaction(_ envelope: Envelope, queue: String, handler: HandlerRegistry.Erased,
-                                     logger: Logger) async throws -> [OutboxRecord]? {
+                                     logger: MessageLogger) async throws -> [OutboxRecord]? {
         let schema = quoteIdentifier(options.schema)
         return try await database.transaction { tx -> [OutboxRecord]? in
             let inserted = try await tx.query("""
@@ -329,7 +318,7 @@ public final class Worker: Service, Sendable {
     /// A handler failed: a permanent failure (or the last retry tier used up) dead-letters the
     /// message; anything else sends it to the next retry tier. Acked only once the copy is confirmed.
     private func fail(_ delivery: AMQPDelivery, envelope: Envelope, queue: String, failure: any Error,
-                      publisher: AMQPChannel, logger: Logger) async {
+                      publisher: AMQPChannel, logger: MessageLogger) async {
         let permanent = failure is PermanentFailure || failure is ValidationFailure
         let retriesAllowed = topology.queue(named: queue)?.retries ?? true
         if !permanent, retriesAllowed, let tier = topology.retryExchange(forAttempt: envelope.attempt) {
@@ -352,8 +341,8 @@ public final class Worker: Service, Sendable {
     /// Publishes the message, untouched but for the error headers, to the dead-letter exchange,
     /// and acks it once the broker confirmed the copy.
     private func deadLetter(_ delivery: AMQPDelivery, queue: String, type: String, failure: any Error,
-                            publisher: AMQPChannel, logger: Logger? = nil) async {
-        let logger = logger ?? self.logger
+                            publisher: AMQPChannel, logger: MessageLogger? = nil) async {
+        let logger = logger?.logger ?? self.logger
         let kind = (failure as? PermanentFailure)?.kind ?? (failure is ValidationFailure ? "validation" : "retries-exhausted")
         var properties = delivery.properties
         var headers = properties.headers ?? [:]
@@ -378,7 +367,7 @@ public final class Worker: Service, Sendable {
     /// Runs a query handler and replies to `reply_to`. A failed query gets an error reply at once,
     /// so the caller need not wait for its deadline.
     private func answer(_ delivery: AMQPDelivery, envelope: Envelope, query: HandlerRegistry.ErasedQuery,
-                        publisher: AMQPChannel, logger: Logger) async {
+                        publisher: AMQPChannel, logger: MessageLogger) async {
         guard let replyTo = envelope.replyTo else {
             logger.warning("query without reply_to; dropped")
             delivery.ack()
@@ -389,7 +378,7 @@ public final class Worker: Service, Sendable {
                                         correlationID: envelope.correlationID ?? envelope.messageID,
                                         messageID: UUIDv7.generate(), type: envelope.type + ".reply")
         do {
-            reply = try await query(envelope, logger)
+            reply = try await query(envelope, logger.logger)
         } catch {
             reply = Array((try? MessageCodec.encode(["error": "\(error)"])) ?? Data())
             properties.type = QueryClient.errorReplyType
@@ -418,4 +407,48 @@ public final class Worker: Service, Sendable {
             return state.hasPrefix("08") || state.hasPrefix("57P0") || state == "40001" || state == "40P01"
         }
     }
+}
+
+/// A message's logger, with its ids as metadata, built only when something is logged: most
+/// messages log nothing, and six metadata entries per message are measurable.
+struct MessageLogger: Sendable {
+    let base: Logger
+    let envelope: Envelope
+    let queue: String
+
+    var logger: Logger {
+        var logger = base
+        logger[metadataKey: "message_id"] = .string(envelope.messageID)
+        logger[metadataKey: "type"] = .string(envelope.type)
+        logger[metadataKey: "queue"] = .string(queue)
+        logger[metadataKey: "attempt"] = .stringConvertible(envelope.attempt)
+        if let saga = envelope.sagaID { logger[metadataKey: "saga_id"] = .string(saga) }
+        if let trace = envelope.traceID { logger[metadataKey: "trace_id"] = .string(trace) }
+        return logger
+    }
+
+    func info(_ message: @autoclosure () -> Logger.Message, metadata: Logger.Metadata? = nil) {
+        if base.logLevel <= .info { logger.info(message(), metadata: metadata) }
+    }
+
+    func warning(_ message: @autoclosure () -> Logger.Message, metadata: Logger.Metadata? = nil) {
+        if base.logLevel <= .warning { logger.warning(message(), metadata: metadata) }
+    }
+
+    func error(_ message: @autoclosure () -> Logger.Message, metadata: Logger.Metadata? = nil) {
+        if base.logLevel <= .error { logger.error(message(), metadata: metadata) }
+    }
+}
+
+/// Handlers in flight for one queue, across its consumers.
+final class InFlightGauge: Sendable {
+    private let count = Atomic<Int>(0)
+    private let gauge: Gauge
+
+    init(service: String, queue: String) {
+        gauge = Gauge(label: "shopfleet_handlers_in_flight", dimensions: [("service", service), ("queue", queue)])
+    }
+
+    func begin() { gauge.record(count.add(1, ordering: .relaxed).newValue) }
+    func end() { gauge.record(count.subtract(1, ordering: .relaxed).newValue) }
 }

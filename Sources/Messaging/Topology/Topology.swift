@@ -1,5 +1,4 @@
 import FoundationEssentials
-import Yams
 
 /// The fleet's messaging, in SNS/SQS terms, as authored in `topology/shopfleet.yaml`.
 ///
@@ -98,7 +97,10 @@ extension Topology {
     public init(yaml: String, source: String = "topology") throws {
         let file: File
         do {
-            file = try YAMLDecoder().decode(File.self, from: yaml)
+            let tree = try YAMLSubset.parse(yaml)
+            file = try JSONDecoder().decode(File.self, from: JSONEncoder().encode(tree))
+        } catch let error as YAMLSubset.Failure {
+            throw TopologyError("\(source): \(error)")
         } catch let error as DecodingError {
             throw TopologyError("\(source): \(Self.describe(error))")
         } catch {

@@ -16,8 +16,8 @@ import Glibc
 /// `shopfleet bench worker`: the worker runtime against the floor the broker and the database set.
 ///
 /// - (a) `worker.consume_noop`: a handler that does nothing (no transaction), consuming 1 KB
-///   persistent messages from a quorum queue, prefetch 100, beside the C consumer of
-///   `bench clients` on an identical queue.
+///   persistent messages from a quorum queue with one consumer, prefetch 100, beside the C consumer
+///   of `bench clients` doing the same on an identical queue.
 /// - (b) `worker.inbox_outbox`: a handler that inserts one row and publishes one event, so each
 ///   message costs the inbox row, the row, the outbox row, the commit, the publish with confirm,
 ///   the ack, and marking the row sent (batched); beside `pgbench` running the same transaction
@@ -160,7 +160,7 @@ final class WorkerBench: Sendable {
     static func definition(schema: String) -> WorkerDefinition {
         var handlers = HandlerRegistry()
         let table = "\(quoteIdentifier(schema)).records"
-        handlers.onWithoutTransaction(BenchNoop.self) { _, _, _ in }
+        handlers.onWithoutTransaction(BenchNoop.self) { _, _ in }
         handlers.on(BenchRecord.self) { record, context in
             try await context.database.query("INSERT INTO \(table) (n, message_id) VALUES ($1, $2)", [record.n, context.envelope.messageID])
             try await context.publish(BenchRecorded(n: record.n))
@@ -261,7 +261,9 @@ final class WorkerBench: Sendable {
         let amqp = try await AMQPConnection.connect(amqpConfiguration)
         var options = WorkerOptions(service: "bench", schema: schema, queues: [queue])
         options.prefetch = 100
-        options.concurrency = concurrency
+        // The no-op run matches the C consumer: one consumer, prefetch 100. The transactional run
+        // has `concurrency` consumers, as many as pgbench has clients.
+        options.concurrency = queue == BenchNoop.queue ? 1 : concurrency
         var hooks = WorkerHooks()
         hooks.afterAck = { _ in done.add(1, ordering: .relaxed) }
         var logger = Logger(label: "bench")
@@ -337,6 +339,18 @@ final class WorkerBench: Sendable {
         try await waitUntil(deadline: .seconds(30)) {
             let request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/readyz")
             return (try? await HTTPClient.shared.execute(request, timeout: .seconds(2)))?.status == .ok
+        }
+        if getenv("SHOPFLEET_BENCH_DEBUG") != nil {
+            let status = try await ChildProcess.check(["cat", "/proc/\(child.pid)/status", "/proc/\(child.pid)/smaps"])
+            print(status.split(separator: "\n").filter { $0.hasPrefix("Rss") || $0.hasPrefix("Threads") }.prefix(5).joined(separator: "\n"))
+            var byFile: [String: Int] = [:]
+            var current = "?"
+            for line in status.split(separator: "\n") {
+                let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+                if fields.count >= 5, fields[0].contains("-"), fields[1].count == 4 { current = fields.count > 5 ? String(fields[5]) : "[anon]" }
+                else if fields.first == "Rss:", fields.count > 1, let kb = Int(fields[1]) { byFile[current, default: 0] += kb }
+            }
+            for (file, kb) in byFile.sorted(by: { $0.value > $1.value }).prefix(12) { print(kb, "KB", file) }
         }
         // Idle: a few samples over a second, the largest.
         var idle = 0.0
