@@ -44,6 +44,23 @@ final class FixtureFleet: @unchecked Sendable {
 
     /// Starts the worker and waits until it consumes.
     func start(crash: String? = nil, concurrency: Int = 4, waitReady: Bool = true) async throws {
+        process = try spawn(crash: crash, concurrency: concurrency, port: port)
+        if !waitReady { return }
+        try await waitUntil(deadline: .seconds(30)) { [self] in
+            (try? await http("/readyz").status) == 200
+        }
+    }
+
+    /// Another worker process on the same queues and schema (a second replica), ready.
+    func startReplica(port: Int) async throws -> RunningProcess {
+        let replica = try spawn(crash: nil, concurrency: 4, port: port)
+        try await waitUntil(deadline: .seconds(30)) { [self] in
+            (try? await http("/readyz", port: port).status) == 200
+        }
+        return replica
+    }
+
+    private func spawn(crash: String?, concurrency: Int, port: Int) throws -> RunningProcess {
         var environment = [
             "SHOPFLEET_AMQP_URL": sandbox.amqpURL,
             "SHOPFLEET_DATABASE_URL": try TestServers.databaseURL(),
@@ -53,11 +70,7 @@ final class FixtureFleet: @unchecked Sendable {
             "FIXTURE_SCHEMA": schema,
         ]
         if let crash { environment["FIXTURE_CRASH"] = crash }
-        process = try ChildProcess.spawn([Self.workerBinary], extraEnvironment: environment, logFile: logFile)
-        if !waitReady { return }
-        try await waitUntil(deadline: .seconds(30)) { [self] in
-            (try? await http("/readyz").status) == 200
-        }
+        return try ChildProcess.spawn([Self.workerBinary], extraEnvironment: environment, logFile: logFile)
     }
 
     /// Waits for the worker to exit; its status.
@@ -108,15 +121,15 @@ final class FixtureFleet: @unchecked Sendable {
         var body: String
     }
 
-    func http(_ path: String) async throws -> HTTPResult {
-        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)"), timeout: .seconds(5))
+    func http(_ path: String, port: Int? = nil) async throws -> HTTPResult {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port ?? self.port)\(path)"), timeout: .seconds(5))
         let body = try await response.body.collect(upTo: 1 << 20)
         return HTTPResult(status: Int(response.status.code), body: String(buffer: body))
     }
 
     /// A metric's value summed over its label sets (0 when absent).
-    func metric(_ name: String, containing labels: String = "") async throws -> Double {
-        let text = try await http("/metrics").body
+    func metric(_ name: String, containing labels: String = "", port: Int? = nil) async throws -> Double {
+        let text = try await http("/metrics", port: port).body
         var total = 0.0
         for line in text.split(separator: "\n") where line.hasPrefix(name) && !line.hasPrefix("#") {
             guard labels.isEmpty || line.contains(labels), let value = line.split(separator: " ").last.flatMap({ Double($0) }) else { continue }

@@ -3,6 +3,7 @@ import ClientRuntime
 import FixtureWorker
 import FoundationEssentials
 @testable import Messaging
+import PostgresClient
 import ShopfleetTesting
 import Testing
 #if canImport(Glibc)
@@ -191,6 +192,69 @@ struct WorkerTests {
             #expect(info.messageCount == 0)
         } catch {
             print(fleet.log)
+            await fleet.shutdown()
+            throw error
+        }
+        await fleet.shutdown()
+    }
+
+    /// What a handler sends carries the trace, saga and correlation of the message it handled.
+    @Test func sentMessagesCarryTheTraceAndTheSaga() async throws {
+        let fleet = try await FixtureFleet()
+        do {
+            try await fleet.start()
+            let key = TestServers.uniqueName("k")
+            var envelope = try Envelope(Work(key: key, downstream: true), sagaID: "saga-\(key)")
+            envelope.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            try await fleet.send(envelope, to: Work.queue)
+            try await fleet.waitForCount("downstream_effects", key: key, toBe: 1)
+            let rows = try await fleet.database.query(
+                "SELECT traceparent, saga_id, correlation_id, type FROM \(quoteIdentifier(fleet.schema)).outbox WHERE causation_id = $1",
+                [envelope.messageID])
+            #expect(rows.count == 1)
+            let traceparent = try #require(TraceParent(try rows[0].decode(String.self, 0)))
+            #expect(traceparent.traceID == "4bf92f3577b34da6a3ce929d0e0e4736")
+            #expect(traceparent.parentID != "00f067aa0ba902b7")
+            #expect(try rows[0].decode(String.self, 1) == "saga-\(key)")
+            #expect(try rows[0].decode(String.self, 2) == envelope.messageID)
+            #expect(try rows[0].decode(String.self, 3) == Downstream.type)
+            #expect(try await fleet.stop() == 0)
+        } catch {
+            print(fleet.log)
+            await fleet.shutdown()
+            throw error
+        }
+        await fleet.shutdown()
+    }
+
+    /// Two replicas on the same queues share the work; each message has its effect once.
+    @Test func competingConsumersAcrossProcesses() async throws {
+        let fleet = try await FixtureFleet()
+        var replica: RunningProcess?
+        do {
+            try await fleet.start()
+            let replicaPort = fleet.port + 1
+            replica = try await fleet.startReplica(port: replicaPort)
+            let prefix = TestServers.uniqueName("k")
+            let keys = (0..<200).map { "\(prefix)-\($0)" }
+            for key in keys { _ = try await fleet.send(Work(key: key)) }
+            try await waitUntil(deadline: .seconds(60)) {
+                let rows = try? await fleet.database.query(
+                    "SELECT count(DISTINCT key), count(*) FROM \(quoteIdentifier(fleet.schema)).effects WHERE key LIKE $1", [prefix + "-%"])
+                return (try? rows?[0].decode(Int.self, 0)) == keys.count
+            }
+            let rows = try await fleet.database.query(
+                "SELECT count(*) FROM \(quoteIdentifier(fleet.schema)).effects WHERE key LIKE $1", [prefix + "-%"])
+            #expect(try rows[0].decode(Int.self, 0) == keys.count)
+            let first = try await fleet.metric("shopfleet_messages_acked_total", containing: "fixture.Work.v1")
+            let second = try await fleet.metric("shopfleet_messages_acked_total", containing: "fixture.Work.v1", port: replicaPort)
+            #expect(first > 0 && second > 0 && first + second >= Double(keys.count))
+            replica?.signal(SIGTERM)
+            #expect(await replica?.wait() == 0)
+            #expect(try await fleet.stop() == 0)
+        } catch {
+            print(fleet.log)
+            replica?.signal(SIGKILL)
             await fleet.shutdown()
             throw error
         }

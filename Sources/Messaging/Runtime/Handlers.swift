@@ -37,6 +37,11 @@ public final class HandlerContext: Sendable {
     public func enqueue(type: String, body: some Sequence<UInt8>, exchange: String, routingKey: String, sagaID: String? = nil) async throws {
         var envelope = envelope.child(type: type, body: Array(body))
         if let sagaID { envelope.sagaID = sagaID }
+        let trace = MessageTracing.outgoingHeaders()
+        if let traceparent = trace[Envelope.Header.traceparent] {
+            envelope.traceparent = traceparent
+            envelope.tracestate = trace[Envelope.Header.tracestate]
+        }
         let record = try await OutboxRecord.insert(envelope, exchange: exchange, routingKey: routingKey, schema: schema, on: database)
         written.withLock { $0.append(record) }
     }

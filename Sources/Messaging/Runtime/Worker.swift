@@ -6,6 +6,7 @@ import Metrics
 public import PostgresClient
 public import ServiceLifecycle
 import Synchronization
+import Tracing
 
 /// How a worker consumes and handles. Defaults suit a small pod.
 public struct WorkerOptions: Sendable {
@@ -246,7 +247,9 @@ public final class Worker: Service, Sendable {
         if let handler = handlers.plain[envelope.type] {
             let started = ContinuousClock.now
             do {
-                try await handler(envelope, logger)
+                try await withSpan(envelope.type, context: MessageTracing.context(for: envelope), ofKind: .consumer) { _ in
+                    try await handler(envelope, logger)
+                }
                 metrics.recordDuration(since: started)
                 delivery.ack()
                 metrics.acked.increment()
@@ -267,7 +270,11 @@ public final class Worker: Service, Sendable {
         var backoff = Backoff(initial: .milliseconds(200), maximum: .seconds(5))
         while true {
             do {
-                let records = try await handleInTransaction(envelope, queue: queue, handler: handler, logger: logger)
+                let records = try await withSpan(envelope.type, context: MessageTracing.context(for: envelope), ofKind: .consumer) { span in
+                    span.attributes["messaging.message.id"] = envelope.messageID
+                    span.attributes["messaging.destination.name"] = queue
+                    return try await handleInTransaction(envelope, queue: queue, handler: handler, logger: logger)
+                }
                 health.database(true)
                 metrics.recordDuration(since: started)
                 if records == nil {
