@@ -1,5 +1,6 @@
 # Shopfleet: two commands on a fresh Debian 12 machine.
-#   make run    start the local servers (RabbitMQ with management, PostgreSQL, Redis) and say where
+#   make run    start the local servers (RabbitMQ with management, PostgreSQL, Redis), apply the
+#               broker topology, and say where they listen
 #   make test   install what is missing, start the test servers, build, run every test
 SHELL := /bin/bash
 SWIFT ?= swift
@@ -8,6 +9,8 @@ SWIFT ?= swift
 
 run:
 	@scripts/servers.sh up dev
+	$(SWIFT) build --product shopfleet
+	@eval "$$(scripts/servers.sh env dev)" && .build/debug/shopfleet topology apply
 	@scripts/servers.sh status dev
 	@echo
 	@echo "Connection settings for this shell:  eval \"\$$(scripts/servers.sh env dev)\""
@@ -26,6 +29,7 @@ bench:
 	@scripts/servers.sh up test
 	$(SWIFT) build -c release --product shopfleet
 	@eval "$$(scripts/servers.sh env test)" && .build/release/shopfleet bench clients
+	@eval "$$(scripts/servers.sh env test)" && .build/release/shopfleet bench worker
 
 status:
 	@scripts/servers.sh status dev
