@@ -374,6 +374,10 @@ final class WorkerBench: Sendable {
             (try? await database.query("SELECT count(*) FROM \(quoteIdentifier(self.schema)).records")[0].decode(Int.self, 0)) ?? 0 >= target
         }
         sampler.cancel()
+        if getenv("SHOPFLEET_BENCH_DEBUG") != nil {
+            let status = try await ChildProcess.check(["cat", "/proc/\(child.pid)/status"])
+            print("after load:", status.split(separator: "\n").filter { $0.hasPrefix("Rss") || $0.hasPrefix("Threads") }.joined(separator: "; "))
+        }
         await database.close()
         child.signal(SIGTERM)
         _ = try await withDeadline(.seconds(30)) { await child.wait() }
