@@ -45,44 +45,12 @@ struct OutboxRecord: Sendable {
     }
 }
 
-/// Publishes outbox rows with confirms and marks them sent. Used right after a handler's commit
-/// (its own rows) and by the relay (rows a crash left behind).
+/// The outbox of one service: the relay's passes (rows a crash left behind), its lag, pruning.
+/// Rows a handler just wrote go out through ``OutboxPipeline``.
 struct OutboxPublisher: Sendable {
     var schema: String
     var channel: AMQPChannel
     var database: PostgresClient
-
-    /// Publishes all records concurrently, each awaiting its confirm, then marks the confirmed ones
-    /// sent. Throws the first failure after marking what did get confirmed.
-    func publish(_ records: [OutboxRecord]) async throws {
-        if records.isEmpty { return }
-        let channel = self.channel
-        let results = await withTaskGroup(of: (Int64, (any Error)?).self) { group in
-            for record in records {
-                group.addTask {
-                    do {
-                        // A command no queue takes is an error, not a silent loss; an event nobody
-                        // subscribed to is dropped, as a topic does.
-                        try await channel.publish(record.envelope.body, exchange: record.exchange, routingKey: record.routingKey,
-                                                  properties: record.envelope.properties, mandatory: record.exchange.isEmpty)
-                        return (record.id, nil)
-                    } catch {
-                        return (record.id, error)
-                    }
-                }
-            }
-            var out: [(Int64, (any Error)?)] = []
-            for await result in group { out.append(result) }
-            return out
-        }
-        let confirmed = results.filter { $0.1 == nil }.map(\.0)
-        if !confirmed.isEmpty {
-            try await database.query("UPDATE \(quoteIdentifier(schema)).outbox SET published_at = now() WHERE id = ANY($1)", [confirmed])
-        }
-        if let failure = results.first(where: { $0.1 != nil }) {
-            throw failure.1!
-        }
-    }
 
     /// One relay pass: rows older than `grace` that are still unpublished, oldest first, locked so
     /// that two replicas never publish the same row at once. Returns how many were published.

@@ -399,10 +399,6 @@ public final class Worker: Service, Sendable {
         delivery.ack()
     }
 
-    static func nanoseconds(_ duration: Duration) -> Int64 {
-        duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000
-    }
-
     /// Errors that say the database cannot be reached, not that the message is bad.
     static func isInfrastructure(_ error: PostgresError) -> Bool {
         switch error.code {
