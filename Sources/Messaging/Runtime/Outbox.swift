@@ -154,7 +154,9 @@ final class OutboxPipeline: Sendable {
                     try? await Task.sleep(for: .milliseconds(ids.isEmpty ? 20 : 2))
                 }
             }
-            await withTaskGroup(of: Void.self) { publishes in
+            // Discarding: a plain task group keeps every finished child until it is awaited,
+            // which here would be every publish since the process started.
+            await withDiscardingTaskGroup { publishes in
                 for await record in stream {
                     publishes.addTask {
                         do {
@@ -168,7 +170,6 @@ final class OutboxPipeline: Sendable {
                         self.room.release()
                     }
                 }
-                await publishes.waitForAll()
             }
             publishingDone.store(true, ordering: .releasing)
         }

@@ -377,6 +377,8 @@ final class WorkerBench: Sendable {
         if getenv("SHOPFLEET_BENCH_DEBUG") != nil {
             let status = try await ChildProcess.check(["cat", "/proc/\(child.pid)/status"])
             print("after load:", status.split(separator: "\n").filter { $0.hasPrefix("Rss") || $0.hasPrefix("Threads") }.joined(separator: "; "))
+            _ = try? await ChildProcess.check(["cp", "/proc/\(child.pid)/smaps", directory + "/smaps-load"])
+            print("smaps after load: \(directory)/smaps-load")
         }
         await database.close()
         child.signal(SIGTERM)
