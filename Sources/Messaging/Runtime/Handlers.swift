@@ -73,14 +73,9 @@ public struct HandlerRegistry: Sendable {
     /// cannot fix; any other error is retried through the tiers.
     public mutating func on<M: Message>(_ type: M.Type, _ handler: @escaping @Sendable (M, HandlerContext) async throws -> Void) {
         precondition(handlers[M.type] == nil && queries[M.type] == nil && plain[M.type] == nil, "two handlers for \(M.type)")
+        let read = Self.reader(M.self)
         handlers[M.type] = { envelope, context in
-            let message = try MessageCodec.decode(M.self, from: envelope.body, typeName: M.type)
-            if let validatable = message as? any Validatable {
-                do { try validatable.validate() } catch {
-                    throw PermanentFailure("validation", "\(M.type) is not valid: \(error)")
-                }
-            }
-            try await handler(message, context)
+            try await handler(try read(envelope), context)
         }
     }
 
@@ -89,14 +84,24 @@ public struct HandlerRegistry: Sendable {
     /// handler again.
     public mutating func onWithoutTransaction<M: Message>(_ type: M.Type, _ handler: @escaping @Sendable (M, MessageContext) async throws -> Void) {
         precondition(handlers[M.type] == nil && queries[M.type] == nil && plain[M.type] == nil, "two handlers for \(M.type)")
+        let read = Self.reader(M.self)
         plain[M.type] = { envelope, logger in
+            try await handler(try read(envelope), MessageContext(envelope: envelope, messageLogger: logger))
+        }
+    }
+
+    /// Decodes `M` and, when it is ``Validatable``, validates it. Whether it is gets looked up once,
+    /// here, not per message.
+    private static func reader<M: Message>(_ type: M.Type) -> @Sendable (Envelope) throws -> M {
+        let validates = M.self is any Validatable.Type
+        return { envelope in
             let message = try MessageCodec.decode(M.self, from: envelope.body, typeName: M.type)
-            if let validatable = message as? any Validatable {
+            if validates, let validatable = message as? any Validatable {
                 do { try validatable.validate() } catch {
                     throw PermanentFailure("validation", "\(M.type) is not valid: \(error)")
                 }
             }
-            try await handler(message, MessageContext(envelope: envelope, messageLogger: logger))
+            return message
         }
     }
 
