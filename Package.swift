@@ -124,7 +124,7 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: swiftSettings),
-        .testTarget(name: "ContractsTests", dependencies: ["Contracts", "Messaging"], swiftSettings: swiftSettings),
+        .testTarget(name: "ContractsTests", dependencies: ["Contracts", "Messaging", "ShopfleetTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "ShopfleetTests", dependencies: ["shopfleet"], swiftSettings: swiftSettings),
     ]
 )

@@ -139,6 +139,14 @@ public enum ChildProcess {
         return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
     }
 
+    /// The path of this process's executable (`/proc/self/exe`), or nil if it cannot be read.
+    public static var currentExecutable: String? {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard n > 0 else { return nil }
+        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// Starts `argv` in the background, its standard output and error appended to `logFile`.
     public static func spawn(_ argv: [String], extraEnvironment: [String: String] = [:], logFile: String) throws -> RunningProcess {
         let fd = open(logFile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)

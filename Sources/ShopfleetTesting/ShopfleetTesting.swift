@@ -30,6 +30,13 @@ public enum TestServers {
         try await ChildProcess.check(["/bin/bash", script, action, instance])
     }
 
+    /// The repository's root folder (this file is `Sources/ShopfleetTesting/ShopfleetTesting.swift`).
+    public static let repositoryRoot: String = {
+        var path = #filePath
+        for _ in 0..<3 { path = String(path[..<path.lastIndex(of: "/")!]) }
+        return path
+    }()
+
     /// A unique name for a test's queues, tables and keys.
     public static func uniqueName(_ prefix: String) -> String {
         "\(prefix)_\(UInt32.random(in: 0...UInt32.max))"

@@ -50,28 +50,41 @@ struct TopologyCommand: AsyncParsableCommand {
         }
     }
 
-    struct Apply: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(
-            abstract: "Load the topology into a broker through the management API, then check it.")
-
+    /// What `apply` and `diff` share: the file, the management API, the virtual host.
+    struct BrokerOptions: ParsableArguments {
         @OptionGroup var file: FileOptions
         @OptionGroup var connection: ConnectionOptions
         @Option(help: "Virtual host (default: the one the topology names).")
         var vhost: String?
 
-        func run() async throws {
+        /// The definitions the file renders, and what the broker's virtual host is missing or has
+        /// different from them, after `before` ran.
+        func compare(before: (RabbitManagement, BrokerDefinitions, String) async throws -> Void = { _, _, _ in })
+            async throws -> (want: BrokerDefinitions, diff: TopologyDiff, vhost: String, management: RabbitManagement) {
             let topology = try file.load()
             let management = try RabbitManagement(url: try connection.configuration().amqpManagementURL)
             let vhost = vhost ?? topology.vhost
             let want = topology.render()
-            try await management.load(want, vhost: vhost)
-            // Queues and exchanges that already exist with other settings are left as they are by
-            // the broker: say so rather than claim success.
+            try await before(management, want, vhost)
             let diff = TopologyDiff(want: want, have: try await management.definitions(vhost: vhost))
-            guard diff.isEmpty else {
-                for difference in diff.differences { print(difference) }
-                throw ExitCode(1)
+            for difference in diff.differences { print(difference) }
+            return (want, diff, vhost, management)
+        }
+    }
+
+    struct Apply: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Load the topology into a broker through the management API, then check it.")
+
+        @OptionGroup var broker: BrokerOptions
+
+        func run() async throws {
+            // Queues and exchanges that already exist with other settings are left as they are by
+            // the broker: the check after loading says so rather than claim success.
+            let (want, diff, vhost, management) = try await broker.compare { management, want, vhost in
+                try await management.load(want, vhost: vhost)
             }
+            if !diff.isEmpty { throw ExitCode(1) }
             print("applied \(want.exchanges.count) exchanges, \(want.queues.count) queues, \(want.bindings.count) bindings, \(want.policies.count) policies to vhost '\(vhost)' at \(management.redactedURL)")
         }
     }
@@ -80,17 +93,10 @@ struct TopologyCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print what a live broker lacks or has different; exit 1 when there is something.")
 
-        @OptionGroup var file: FileOptions
-        @OptionGroup var connection: ConnectionOptions
-        @Option(help: "Virtual host (default: the one the topology names).")
-        var vhost: String?
+        @OptionGroup var broker: BrokerOptions
 
         func run() async throws {
-            let topology = try file.load()
-            let management = try RabbitManagement(url: try connection.configuration().amqpManagementURL)
-            let diff = TopologyDiff(want: topology.render(), have: try await management.definitions(vhost: vhost ?? topology.vhost))
-            for difference in diff.differences { print(difference) }
-            if !diff.isEmpty { throw ExitCode(1) }
+            if !(try await broker.compare().diff.isEmpty) { throw ExitCode(1) }
         }
     }
 }

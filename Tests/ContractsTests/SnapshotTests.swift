@@ -1,15 +1,12 @@
 import Contracts
 import FoundationEssentials
 import Messaging
+import ShopfleetTesting
 import Testing
 
 @Suite("Contract snapshot")
 struct SnapshotTests {
-    static let file: String = {
-        var path = #filePath
-        for _ in 0..<3 { path = String(path[..<path.lastIndex(of: "/")!]) }
-        return path + "/contracts/snapshot.json"
-    }()
+    static let file = TestServers.repositoryRoot + "/contracts/snapshot.json"
 
     @Test func everyContractMatchesTheCheckedInSnapshot() throws {
         let data = try #require(FileManager.default.contents(atPath: Self.file), "contracts/snapshot.json is missing")

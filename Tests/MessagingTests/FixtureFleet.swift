@@ -24,11 +24,10 @@ final class FixtureFleet: @unchecked Sendable {
     let logFile: String
     private(set) var process: RunningProcess?
 
+    /// The fixture worker sits next to the test executable.
     static var workerBinary: String {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        let exe = String(decoding: buffer[0..<max(0, n)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        return String(exe[..<exe.lastIndex(of: "/")!]) + "/FixtureWorker"
+        let exe = ChildProcess.currentExecutable ?? ""
+        return String(exe[..<(exe.lastIndex(of: "/") ?? exe.startIndex)]) + "/FixtureWorker"
     }
 
     init() async throws {
@@ -40,6 +39,22 @@ final class FixtureFleet: @unchecked Sendable {
         try await channel.enableConfirms()
         port = Int.random(in: 30_000...39_999)
         logFile = "/tmp/\(schema).log"
+    }
+
+    /// Runs `body` with a fleet of its own, then tears it down; on failure prints the worker's
+    /// log first and runs `onFailure` (to restart a server the test stopped, say).
+    static func with(_ body: (FixtureFleet) async throws -> Void,
+                     onFailure: () async -> Void = {}) async throws {
+        let fleet = try await FixtureFleet()
+        do {
+            try await body(fleet)
+        } catch {
+            print(fleet.log)
+            await onFailure()
+            await fleet.shutdown()
+            throw error
+        }
+        await fleet.shutdown()
     }
 
     /// Starts the worker and waits until it consumes.

@@ -16,8 +16,7 @@ struct ResilienceTests {
     /// PostgreSQL stops: readiness says so; a message that arrives meanwhile is held, not acked,
     /// not dead-lettered; when the database is back it is handled once and readiness returns.
     @Test func databaseDownThenUp() async throws {
-        let fleet = try await FixtureFleet()
-        do {
+        try await FixtureFleet.with { fleet in
             try await fleet.start()
             try await TestServers.control("down-postgres")
             try await waitUntil(deadline: .seconds(20)) { (try? await fleet.http("/readyz"))?.status == 503 }
@@ -30,20 +29,15 @@ struct ResilienceTests {
             #expect(try await fleet.metric("shopfleet_messages_dead_lettered_total") == 0)
             #expect(try await fleet.count("effects", key: key) == 1)
             #expect(try await fleet.stop() == 0)
-        } catch {
-            print(fleet.log)
+        } onFailure: {
             try? await TestServers.control("up-postgres")
-            await fleet.shutdown()
-            throw error
         }
-        await fleet.shutdown()
     }
 
     /// The broker drops every connection: readiness goes false, the worker reconnects and
     /// consumes again by itself.
     @Test func brokerConnectionsClosedThenRecovered() async throws {
-        let fleet = try await FixtureFleet()
-        do {
+        try await FixtureFleet.with { fleet in
             try await fleet.start()
             try await TestServers.control("close-connections")
             try await waitUntil(deadline: .seconds(30)) { fleet.log.contains("lost the broker; reconnecting") }
@@ -54,19 +48,13 @@ struct ResilienceTests {
             try await waitUntil(deadline: .seconds(30)) { (try? await fleet.send(Work(key: key))) != nil }
             try await fleet.waitForCount("effects", key: key, toBe: 1, deadline: .seconds(30))
             #expect(try await fleet.stop() == 0)
-        } catch {
-            print(fleet.log)
-            await fleet.shutdown()
-            throw error
         }
-        await fleet.shutdown()
     }
 
     /// A message whose handler kills the worker every time: after the queue's delivery limit the
     /// broker dead-letters it with `x-death`, and the next worker runs normally.
     @Test func poisonMessageIsDeadLetteredByTheDeliveryLimit() async throws {
-        let fleet = try await FixtureFleet()
-        do {
+        try await FixtureFleet.with { fleet in
             let sent = try await fleet.send(Crash(key: "poison"))
             var crashes = 0
             var letter: AMQPDelivery?
@@ -99,11 +87,6 @@ struct ResilienceTests {
             _ = try await fleet.send(Work(key: key))
             try await fleet.waitForCount("effects", key: key, toBe: 1)
             #expect(try await fleet.stop() == 0)
-        } catch {
-            print(fleet.log)
-            await fleet.shutdown()
-            throw error
         }
-        await fleet.shutdown()
     }
 }

@@ -17,22 +17,16 @@ struct BrokerSandbox {
         return "\(directory)/Fixtures/topology.yaml"
     }()
 
-    static var repositoryRoot: String {
-        var path = #filePath
-        for _ in 0..<3 { path = String(path[..<path.lastIndex(of: "/")!]) }
-        return path
-    }
+    static var repositoryRoot: String { TestServers.repositoryRoot }
 
     static func create(topologyFile: String = fixtureFile, apply: Bool = true) async throws -> BrokerSandbox {
         let management = try RabbitManagement(url: try TestServers.managementURL())
         let vhost = TestServers.uniqueName("shopfleet-test")
-        let base = try ServerURL(try TestServers.amqpURL(), schemes: ["amqp"])
-        try await management.createVirtualHost(vhost)
-        try await management.grantAll(user: base.user ?? "guest", vhost: vhost)
+        let base = try TestServers.amqpURL()
         let topology = try Topology(contentsOfFile: topologyFile)
-        if apply { try await management.load(topology.render(), vhost: vhost) }
-        let credentials = base.user.map { user in base.password.map { "\(user):\($0)@" } ?? "\(user)@" } ?? ""
-        let amqpURL = "amqp://\(credentials)\(base.host):\(base.port ?? 5672)/\(RabbitManagement.encodeVHost(vhost))"
+        try await management.createVirtualHost(vhost, for: try ServerURL(base, schemes: ["amqp"]).user ?? "guest",
+                                               loading: apply ? topology.render() : nil)
+        let amqpURL = RabbitManagement.amqpURL(base, virtualHost: vhost)
         return BrokerSandbox(vhost: vhost, management: management, amqpURL: amqpURL, topology: topology)
     }
 

@@ -15,8 +15,7 @@ import Glibc
 @Suite("Worker runtime", .serialized)
 struct WorkerTests {
     @Test func handlesAMessageOnceAndPublishesWhatItSent() async throws {
-        let fleet = try await FixtureFleet()
-        do {
+        try await FixtureFleet.with { fleet in
             try await fleet.start()
             let key = TestServers.uniqueName("k")
             _ = try await fleet.send(Work(key: key, downstream: true, event: true))
@@ -38,20 +37,14 @@ struct WorkerTests {
             // Logs are JSON lines carrying the message's ids.
             #expect(fleet.log.contains("\"message_id\":\"\(again.messageID)\""))
             #expect(try await fleet.stop() == 0)
-        } catch {
-            print(fleet.log)
-            await fleet.shutdown()
-            throw error
         }
-        await fleet.shutdown()
     }
 
     /// Killed after its transaction committed, before it published or acked: the broker
     /// redelivers, the inbox turns the redelivery into a no-op, and the relay publishes the outbox
     /// rows the crash left behind. Each effect happens once.
     @Test func killedBetweenCommitAndPublish() async throws {
-        let fleet = try await FixtureFleet()
-        do {
+        try await FixtureFleet.with { fleet in
             try await fleet.start(crash: "after-commit")
             let key = TestServers.uniqueName("k")
             _ = try await fleet.send(Work(key: key, downstream: true))
@@ -66,20 +59,14 @@ struct WorkerTests {
             #expect(try await fleet.count("effects", key: key) == 1)
             #expect(try await fleet.count("downstream_effects", key: key) == 1)
             #expect(try await fleet.stop() == 0)
-        } catch {
-            print(fleet.log)
-            await fleet.shutdown()
-            throw error
         }
-        await fleet.shutdown()
     }
 
     /// Killed after the ack, before the outbox rows went out: the relay publishes the rows after the
     /// restart. (The ack may or may not have left the process before the kill; if not, the
     /// redelivery is a duplicate.) Each effect happens once.
     @Test func killedBetweenAckAndPublish() async throws {
-        let fleet = try await FixtureFleet()
-        do {
+        try await FixtureFleet.with { fleet in
             try await fleet.start(crash: "after-ack")
             let key = TestServers.uniqueName("k")
             _ = try await fleet.send(Work(key: key, downstream: true))
@@ -93,19 +80,13 @@ struct WorkerTests {
             #expect(try await fleet.count("effects", key: key) == 1)
             #expect(try await fleet.count("downstream_effects", key: key) == 1)
             #expect(try await fleet.stop() == 0)
-        } catch {
-            print(fleet.log)
-            await fleet.shutdown()
-            throw error
         }
-        await fleet.shutdown()
     }
 
     /// A handler that always throws: every retry tier, then the dead-letter exchange with the error
     /// headers. The worker stays ready and handles other messages meanwhile.
     @Test func failingHandlerRetriesThroughEveryTierThenDeadLetters() async throws {
-        let fleet = try await FixtureFleet()
-        do {
+        try await FixtureFleet.with { fleet in
             try await fleet.start()
             let key = TestServers.uniqueName("k")
             let sent = try await fleet.send(Fail(key: key))
@@ -125,18 +106,12 @@ struct WorkerTests {
             #expect(try await fleet.metric("shopfleet_messages_retried_total", containing: "fixture.Fail.v1") == 2)
             #expect(try await fleet.http("/readyz").status == 200)
             #expect(try await fleet.stop() == 0)
-        } catch {
-            print(fleet.log)
-            await fleet.shutdown()
-            throw error
         }
-        await fleet.shutdown()
     }
 
     /// What retrying cannot fix goes to the dead-letter exchange at once, with the reason.
     @Test func undecodableUnknownUntypedAndInvalidMessagesAreDeadLetteredAtOnce() async throws {
-        let fleet = try await FixtureFleet()
-        do {
+        try await FixtureFleet.with { fleet in
             try await fleet.start()
             var undecodable = try Envelope(Work(key: "x"))
             undecodable.body = Array("{\"key\": 42".utf8)
@@ -166,18 +141,12 @@ struct WorkerTests {
             _ = try await fleet.send(Work(key: key))
             try await fleet.waitForCount("effects", key: key, toBe: 1)
             #expect(try await fleet.stop() == 0)
-        } catch {
-            print(fleet.log)
-            await fleet.shutdown()
-            throw error
         }
-        await fleet.shutdown()
     }
 
     /// SIGTERM with handlers running: they finish and are acked; nothing is lost or redone.
     @Test func sigtermFinishesInFlightHandlers() async throws {
-        let fleet = try await FixtureFleet()
-        do {
+        try await FixtureFleet.with { fleet in
             try await fleet.start(concurrency: 4)
             let key = TestServers.uniqueName("k")
             for _ in 0..<4 { _ = try await fleet.send(Slow(key: key, milliseconds: 1500)) }
@@ -190,18 +159,12 @@ struct WorkerTests {
             // Nothing left in the queue to be done again.
             let info = try await fleet.channel.declareQueue(Work.queue, passive: true)
             #expect(info.messageCount == 0)
-        } catch {
-            print(fleet.log)
-            await fleet.shutdown()
-            throw error
         }
-        await fleet.shutdown()
     }
 
     /// What a handler sends carries the trace, saga and correlation of the message it handled.
     @Test func sentMessagesCarryTheTraceAndTheSaga() async throws {
-        let fleet = try await FixtureFleet()
-        do {
+        try await FixtureFleet.with { fleet in
             try await fleet.start()
             let key = TestServers.uniqueName("k")
             var envelope = try Envelope(Work(key: key, downstream: true), sagaID: "saga-\(key)")
@@ -219,19 +182,13 @@ struct WorkerTests {
             #expect(try rows[0].decode(String.self, 2) == envelope.messageID)
             #expect(try rows[0].decode(String.self, 3) == Downstream.type)
             #expect(try await fleet.stop() == 0)
-        } catch {
-            print(fleet.log)
-            await fleet.shutdown()
-            throw error
         }
-        await fleet.shutdown()
     }
 
     /// Two replicas on the same queues share the work; each message has its effect once.
     @Test func competingConsumersAcrossProcesses() async throws {
-        let fleet = try await FixtureFleet()
         var replica: RunningProcess?
-        do {
+        try await FixtureFleet.with { fleet in
             try await fleet.start()
             let replicaPort = fleet.port + 1
             replica = try await fleet.startReplica(port: replicaPort)
@@ -252,18 +209,13 @@ struct WorkerTests {
             replica?.signal(SIGTERM)
             #expect(await replica?.wait() == 0)
             #expect(try await fleet.stop() == 0)
-        } catch {
-            print(fleet.log)
+        } onFailure: {
             replica?.signal(SIGKILL)
-            await fleet.shutdown()
-            throw error
         }
-        await fleet.shutdown()
     }
 
     @Test func queriesAreAnsweredAndALateReplyIsATimeout() async throws {
-        let fleet = try await FixtureFleet()
-        do {
+        try await FixtureFleet.with { fleet in
             try await fleet.start()
             let key = TestServers.uniqueName("k")
             _ = try await fleet.send(Work(key: key))
@@ -276,12 +228,7 @@ struct WorkerTests {
                 try await client.ask(CountEffects(key: key), timeout: .milliseconds(300))
             }
             try await client.close()
-        } catch {
-            print(fleet.log)
-            await fleet.shutdown()
-            throw error
         }
-        await fleet.shutdown()
     }
 
     @Test func aWorkerRefusesToStartWhenItsQueuesAreMissing() async throws {

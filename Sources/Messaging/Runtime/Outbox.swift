@@ -37,6 +37,14 @@ struct OutboxRecord: Sendable {
             replyTo: try row.decode(String?.self, 10), body: Array(try row.decode(Data.self, 11)))
     }
 
+    /// Publishes the row's message and waits for the broker's confirm. A command no queue takes is
+    /// an error (mandatory), not a silent loss; an event nobody subscribed to is dropped, as a
+    /// topic does.
+    func publish(on channel: AMQPChannel) async throws {
+        try await channel.publish(envelope.body, exchange: exchange, routingKey: routingKey,
+                                  properties: envelope.properties, mandatory: exchange.isEmpty)
+    }
+
     init(id: Int64, envelope: Envelope, exchange: String, routingKey: String) {
         self.id = id
         self.envelope = envelope
@@ -71,8 +79,7 @@ struct OutboxPublisher: Sendable {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for record in records {
                     group.addTask {
-                        try await channel.publish(record.envelope.body, exchange: record.exchange, routingKey: record.routingKey,
-                                                  properties: record.envelope.properties, mandatory: record.exchange.isEmpty)
+                        try await record.publish(on: channel)
                     }
                 }
                 try await group.waitForAll()
@@ -160,8 +167,7 @@ final class OutboxPipeline: Sendable {
                 for await record in stream {
                     publishes.addTask {
                         do {
-                            try await channel.publish(record.envelope.body, exchange: record.exchange, routingKey: record.routingKey,
-                                                      properties: record.envelope.properties, mandatory: record.exchange.isEmpty)
+                            try await record.publish(on: channel)
                             self.confirmed.withLock { $0.append(record.id) }
                         } catch {
                             logger.warning("outbox publish failed; the relay will publish it",

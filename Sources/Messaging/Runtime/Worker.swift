@@ -117,29 +117,7 @@ public final class Worker: Service, Sendable {
                     let published = Counter(label: "shopfleet_outbox_published_total", dimensions: [("service", self.options.service)])
                     pipelineGroup.addTask { await pipeline.run(logger: self.logger) { published.increment(by: $0) } }
                     defer { pipeline.finish() }
-                    try await withThrowingTaskGroup(of: Void.self) { consumerGroup in
-                        // `concurrency` consumers per queue, each handling its deliveries one at a
-                        // time: competing consumers inside the process, with no task per message.
-                        for queue in self.options.queues {
-                            let inFlight = InFlightGauge(service: self.options.service, queue: queue)
-                            for index in 0..<max(1, self.options.concurrency) {
-                                let channel = try await self.amqp.openChannel()
-                                try await channel.setPrefetch(self.options.prefetch)
-                                let consumer = try await channel.consume(
-                                    queue: queue, tag: "\(self.options.service)-\(queue)-\(index)-\(UUIDv7.generate().suffix(12))")
-                                self.consumers.withLock { $0.append(consumer) }
-                                consumerGroup.addTask {
-                                    await self.consumeLoop(consumer, queue: queue, publisher: publisher, pipeline: pipeline, inFlight: inFlight)
-                                }
-                            }
-                        }
-                        self.health.consuming.store(true, ordering: .relaxed)
-                        self.logger.info("consuming", metadata: ["queues": .string(self.options.queues.joined(separator: ",")),
-                                                                 "prefetch": .stringConvertible(self.options.prefetch),
-                                                                 "concurrency": .stringConvertible(self.options.concurrency)])
-                        if self.stopping.load(ordering: .acquiring) { await self.stopConsuming() }
-                        try await consumerGroup.waitForAll()
-                    }
+                    try await self.consumeAll(publisher: publisher, pipeline: pipeline)
                     // Every handler has finished: let the pipeline publish what they sent.
                     self.health.consuming.store(false, ordering: .relaxed)
                     pipeline.finish()
@@ -161,6 +139,33 @@ public final class Worker: Service, Sendable {
             Task { await self.stopConsuming() }
         }
         try? await publisher.close()
+    }
+
+    /// Starts `concurrency` consumers per queue, each handling its deliveries one at a time
+    /// (competing consumers inside the process, with no task per message), and returns when every
+    /// one has ended.
+    private func consumeAll(publisher: AMQPChannel, pipeline: OutboxPipeline) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for queue in options.queues {
+                let inFlight = InFlightGauge(service: options.service, queue: queue)
+                for index in 0..<max(1, options.concurrency) {
+                    let channel = try await amqp.openChannel()
+                    try await channel.setPrefetch(options.prefetch)
+                    let consumer = try await channel.consume(
+                        queue: queue, tag: "\(options.service)-\(queue)-\(index)-\(UUIDv7.generate().suffix(12))")
+                    consumers.withLock { $0.append(consumer) }
+                    group.addTask {
+                        await self.consumeLoop(consumer, queue: queue, publisher: publisher, pipeline: pipeline, inFlight: inFlight)
+                    }
+                }
+            }
+            health.consuming.store(true, ordering: .relaxed)
+            logger.info("consuming", metadata: ["queues": .string(options.queues.joined(separator: ",")),
+                                                "prefetch": .stringConvertible(options.prefetch),
+                                                "concurrency": .stringConvertible(options.concurrency)])
+            if stopping.load(ordering: .acquiring) { await stopConsuming() }
+            try await group.waitForAll()
+        }
     }
 
     /// Cancels every consumer: no new deliveries; those in flight finish, then `run()` flushes the
@@ -188,12 +193,13 @@ public final class Worker: Service, Sendable {
 
     private func relayLoop(_ outbox: OutboxPublisher) async {
         let lag = Gauge(label: "shopfleet_outbox_lag_seconds", dimensions: [("service", options.service)])
+        let relayedTotal = Counter(label: "shopfleet_outbox_relayed_total", dimensions: [("service", options.service)])
         var lastPrune = ContinuousClock.now - .seconds(3600)
         while !Task.isCancelled {
             do {
                 let relayed = try await outbox.relay(grace: options.relayGrace)
                 if relayed > 0 {
-                    Counter(label: "shopfleet_outbox_relayed_total", dimensions: [("service", options.service)]).increment(by: relayed)
+                    relayedTotal.increment(by: relayed)
                     logger.info("relay published outbox rows left behind", metadata: ["count": .stringConvertible(relayed)])
                 }
                 lag.record(try await outbox.lag())
@@ -247,13 +253,9 @@ public final class Worker: Service, Sendable {
         if let handler = handlers.plain[envelope.type] {
             let started = ContinuousClock.now
             do {
-                try await withSpan(envelope.type, context: MessageTracing.context(for: envelope), ofKind: .consumer) { _ in
-                    try await handler(envelope, logger)
-                }
+                try await inSpan(envelope, queue: queue) { try await handler(envelope, logger) }
                 metrics.recordDuration(since: started)
-                delivery.ack()
-                metrics.acked.increment()
-                await hooks.afterAck?(envelope)
+                await acknowledge(delivery, envelope, metrics)
             } catch {
                 await fail(delivery, envelope: envelope, queue: queue, failure: error, publisher: publisher, logger: logger)
             }
@@ -270,10 +272,8 @@ public final class Worker: Service, Sendable {
         var backoff = Backoff(initial: .milliseconds(200), maximum: .seconds(5))
         while true {
             do {
-                let records = try await withSpan(envelope.type, context: MessageTracing.context(for: envelope), ofKind: .consumer) { span in
-                    span.attributes["messaging.message.id"] = envelope.messageID
-                    span.attributes["messaging.destination.name"] = queue
-                    return try await handleInTransaction(envelope, queue: queue, handler: handler, logger: logger)
+                let records = try await inSpan(envelope, queue: queue) {
+                    try await handleInTransaction(envelope, queue: queue, handler: handler, logger: logger)
                 }
                 health.database(true)
                 metrics.recordDuration(since: started)
@@ -284,9 +284,7 @@ public final class Worker: Service, Sendable {
                 // The effects and the outbox rows are committed: the ack need not wait for the
                 // publish, which the pipeline does (or, after a crash, the relay).
                 await hooks.afterCommit?(envelope)
-                delivery.ack()
-                metrics.acked.increment()
-                await hooks.afterAck?(envelope)
+                await acknowledge(delivery, envelope, metrics)
                 if let records, !records.isEmpty { await pipeline.submit(records) }
                 return
             } catch let error as PostgresError where Self.isInfrastructure(error) {
@@ -303,6 +301,21 @@ public final class Worker: Service, Sendable {
                 return
             }
         }
+    }
+
+    /// Runs a handler in a span whose parent is the trace context the message carries.
+    private func inSpan<T>(_ envelope: Envelope, queue: String, _ body: () async throws -> T) async throws -> T {
+        try await withSpan(envelope.type, context: MessageTracing.context(for: envelope), ofKind: .consumer) { span in
+            span.attributes["messaging.message.id"] = envelope.messageID
+            span.attributes["messaging.destination.name"] = queue
+            return try await body()
+        }
+    }
+
+    private func acknowledge(_ delivery: AMQPDelivery, _ envelope: Envelope, _ metrics: MessageMetrics) async {
+        delivery.ack()
+        metrics.acked.increment()
+        await hooks.afterAck?(envelope)
     }
 
     /// The inbox row, the handler, its outbox rows: one transaction. Nil when the message was

@@ -61,6 +61,23 @@ public struct RabbitManagement: Sendable {
         _ = try await request(.PUT, "/api/vhosts/\(Self.encodeVHost(vhost))", body: Data("{}".utf8), doing: "create vhost '\(vhost)'")
     }
 
+    /// Creates `vhost`, gives `user` every right on it and, when given, loads `definitions`: a
+    /// virtual host of its own for a test or a benchmark.
+    public func createVirtualHost(_ vhost: String, for user: String, loading definitions: BrokerDefinitions?) async throws {
+        try await createVirtualHost(vhost)
+        try await grantAll(user: user, vhost: vhost)
+        if let definitions { try await load(definitions, vhost: vhost) }
+    }
+
+    /// `url` (`amqp://user:password@host:port/vhost?query`) with its virtual host replaced.
+    public static func amqpURL(_ url: String, virtualHost vhost: String) -> String {
+        let schemeEnd = url.firstRange(of: "://")?.upperBound ?? url.startIndex
+        let rest = url[schemeEnd...]
+        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
+        let query = rest[authorityEnd...].firstIndex(of: "?").map { String(rest[$0...]) } ?? ""
+        return String(url[..<authorityEnd]) + "/" + encodeVHost(vhost) + query
+    }
+
     public func deleteVirtualHost(_ vhost: String) async throws {
         _ = try await request(.DELETE, "/api/vhosts/\(Self.encodeVHost(vhost))", doing: "delete vhost '\(vhost)'", allowNotFound: true)
     }

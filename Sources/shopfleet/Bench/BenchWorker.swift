@@ -139,16 +139,11 @@ final class WorkerBench: Sendable {
         let management = try RabbitManagement(url: config.amqpManagementURL)
         let base = try ServerURL(config.amqpURL, schemes: ["amqp"])
         let vhost = "shopfleet-bench-\(UInt32.random(in: 0...UInt32.max))"
-        try await management.createVirtualHost(vhost)
-        try await management.grantAll(user: base.user ?? "guest", vhost: vhost)
         let topology = try Topology(yaml: topologyYAML, source: "bench topology")
-        try await management.load(topology.render(), vhost: vhost)
-        var components = config.amqpURL.split(separator: "?", maxSplits: 1).map(String.init)
-        let withoutPath = components[0].hasPrefix("amqp://") && components[0].dropFirst(7).contains("/")
-            ? String(components[0][..<components[0].lastIndex(of: "/")!]) : components[0]
-        components[0] = withoutPath + "/" + RabbitManagement.encodeVHost(vhost)
+        try await management.createVirtualHost(vhost, for: base.user ?? "guest", loading: topology.render())
         let directory = try temporaryDirectory()
-        return try WorkerBench(config: config, management: management, vhost: vhost, amqpURL: components.joined(separator: "?"),
+        return try WorkerBench(config: config, management: management, vhost: vhost,
+                               amqpURL: RabbitManagement.amqpURL(config.amqpURL, virtualHost: vhost),
                                topology: topology, messages: messages, concurrency: concurrency, directory: directory)
     }
 
@@ -274,7 +269,6 @@ final class WorkerBench: Sendable {
         let task = Task { try await worker.run() }
         let target = messages
         try await waitUntil(deadline: .seconds(600), interval: .milliseconds(2)) { done.load(ordering: .relaxed) >= target }
-        let acked = ContinuousClock.now - start
         if queue == BenchRecord.queue {
             // Done means published too: every outbox row confirmed by the broker and marked sent.
             let unpublished = "SELECT count(*) FROM \(quoteIdentifier(schema)).outbox WHERE published_at IS NULL"
@@ -283,7 +277,6 @@ final class WorkerBench: Sendable {
             }
         }
         let elapsed = ContinuousClock.now - start
-        if getenv("SHOPFLEET_BENCH_DEBUG") != nil { print("\(queue): all acked after \(acked), done after \(elapsed)") }
         await worker.stopConsuming()
         task.cancel()
         _ = try? await task.value
@@ -329,7 +322,7 @@ final class WorkerBench: Sendable {
             throw ValidationError("cannot write \(topologyFile)")
         }
         let port = Int.random(in: 40_000...49_999)
-        let executable = try Self.ownExecutable()
+        guard let executable = ChildProcess.currentExecutable else { throw ValidationError("cannot find this executable") }
         let child = try ChildProcess.spawn(
             [executable, "bench", "worker-child", "--topology-file", topologyFile, "--schema", schema,
              "--port", String(port), "--concurrency", String(concurrency)],
@@ -340,18 +333,7 @@ final class WorkerBench: Sendable {
             let request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/readyz")
             return (try? await HTTPClient.shared.execute(request, timeout: .seconds(2)))?.status == .ok
         }
-        if getenv("SHOPFLEET_BENCH_DEBUG") != nil {
-            let status = try await ChildProcess.check(["cat", "/proc/\(child.pid)/status", "/proc/\(child.pid)/smaps"])
-            print(status.split(separator: "\n").filter { $0.hasPrefix("Rss") || $0.hasPrefix("Threads") }.prefix(5).joined(separator: "\n"))
-            var byFile: [String: Int] = [:]
-            var current = "?"
-            for line in status.split(separator: "\n") {
-                let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-                if fields.count >= 5, fields[0].contains("-"), fields[1].count == 4 { current = fields.count > 5 ? String(fields[5]) : "[anon]" }
-                else if fields.first == "Rss:", fields.count > 1, let kb = Int(fields[1]) { byFile[current, default: 0] += kb }
-            }
-            for (file, kb) in byFile.sorted(by: { $0.value > $1.value }).prefix(12) { print(kb, "KB", file) }
-        }
+        printMemorySplit("idle", child.pid)
         // Idle: a few samples over a second, the largest.
         var idle = 0.0
         for _ in 0..<10 {
@@ -374,32 +356,36 @@ final class WorkerBench: Sendable {
             (try? await database.query("SELECT count(*) FROM \(quoteIdentifier(self.schema)).records")[0].decode(Int.self, 0)) ?? 0 >= target
         }
         sampler.cancel()
-        if getenv("SHOPFLEET_BENCH_DEBUG") != nil {
-            let status = try await ChildProcess.check(["cat", "/proc/\(child.pid)/status"])
-            print("after load:", status.split(separator: "\n").filter { $0.hasPrefix("Rss") || $0.hasPrefix("Threads") }.joined(separator: "; "))
-            _ = try? await ChildProcess.check(["cp", "/proc/\(child.pid)/smaps", directory + "/smaps-load"])
-            print("smaps after load: \(directory)/smaps-load")
-        }
+        printMemorySplit("after load", child.pid)
         await database.close()
         child.signal(SIGTERM)
         _ = try await withDeadline(.seconds(30)) { await child.wait() }
         return (idle, Double(peak.load(ordering: .relaxed)))
     }
 
-    static func residentMegabytes(_ pid: pid_t) throws -> Double {
+    /// The `Name:` lines of `/proc/<pid>/status`.
+    static func status(_ pid: pid_t) throws -> [Substring: Substring] {
         guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/status") else {
             throw ValidationError("cannot read /proc/\(pid)/status")
         }
-        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") where line.hasPrefix("VmRSS:") {
-            if let kb = Double(line.dropFirst(6).trimmed().split(separator: " ").first ?? "") { return kb / 1024 }
+        var fields: [Substring: Substring] = [:]
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            fields[line[..<colon]] = line[line.index(after: colon)...].trimmed()[...]
         }
-        throw ValidationError("no VmRSS in /proc/\(pid)/status")
+        return fields
     }
 
-    static func ownExecutable() throws -> String {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        guard n > 0 else { throw ValidationError("cannot find this executable") }
-        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    static func residentMegabytes(_ pid: pid_t) throws -> Double {
+        guard let kb = try status(pid)["VmRSS"]?.split(separator: " ").first.flatMap({ Double($0) }) else {
+            throw ValidationError("no VmRSS in /proc/\(pid)/status")
+        }
+        return kb / 1024
+    }
+
+    /// With `SHOPFLEET_BENCH_DEBUG` set: private and file-backed resident memory, and threads.
+    func printMemorySplit(_ moment: String, _ pid: pid_t) {
+        guard getenv("SHOPFLEET_BENCH_DEBUG") != nil, let fields = try? Self.status(pid) else { return }
+        print("\(moment): " + ["RssAnon", "RssFile", "Threads"].map { "\($0) \(fields[$0[...]] ?? "?")" }.joined(separator: ", "))
     }
 }
