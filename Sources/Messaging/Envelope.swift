@@ -176,7 +176,7 @@ public enum MessageCodec {
         do {
             return try decoder.decode(M.self, from: Data(body))
         } catch let error as DecodingError {
-            throw PermanentFailure("undecodable", "the body is not a valid \(typeName): \(Topology.describe(error))")
+            throw PermanentFailure("undecodable", "the body is not a valid \(typeName): \(error.summary)")
         } catch {
             throw PermanentFailure("undecodable", "the body is not a valid \(typeName): \(error)")
         }
@@ -244,5 +244,31 @@ public struct TraceParent: Sendable, Equatable, CustomStringConvertible {
             out += String(max(1, random.next() as UInt64), radix: 16).leftPadded(to: 16)
         }
         return out
+    }
+}
+
+extension DecodingError {
+    /// Where in the JSON and what went wrong, without the type dump of the default description.
+    var summary: String {
+        func path(_ context: DecodingError.Context) -> String {
+            let keys = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }
+            return keys.isEmpty ? "the top level" : keys.joined(separator: ".")
+        }
+        switch self {
+        case .keyNotFound(let key, let context):
+            return "missing '\(key.stringValue)' in \(path(context))"
+        case .typeMismatch(_, let context), .valueNotFound(_, let context):
+            return "\(path(context)): \(context.debugDescription)"
+        case .dataCorrupted(let context):
+            return "\(path(context)): \(context.debugDescription)"
+        @unknown default:
+            return "\(self)"
+        }
+    }
+}
+
+extension String {
+    func leftPadded(to width: Int, with pad: Character = "0") -> String {
+        count >= width ? self : String(repeating: pad, count: width - count) + self
     }
 }

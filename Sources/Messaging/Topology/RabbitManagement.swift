@@ -126,9 +126,3 @@ public struct RabbitManagement: Sendable {
         return data
     }
 }
-
-extension String {
-    func leftPadded(to width: Int, with pad: Character = "0") -> String {
-        count >= width ? self : String(repeating: pad, count: width - count) + self
-    }
-}

@@ -102,7 +102,7 @@ extension Topology {
         } catch let error as YAMLSubset.Failure {
             throw TopologyError("\(source): \(error)")
         } catch let error as DecodingError {
-            throw TopologyError("\(source): \(Self.describe(error))")
+            throw TopologyError("\(source): \(error.summary)")
         } catch {
             throw TopologyError("\(source): not valid YAML: \(error)")
         }
@@ -176,22 +176,5 @@ extension Topology {
             if let n = Int(text.dropLast(suffix.count)), n > 0 { return n * factor }
         }
         return nil
-    }
-
-    static func describe(_ error: DecodingError) -> String {
-        func path(_ context: DecodingError.Context) -> String {
-            let keys = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }
-            return keys.isEmpty ? "the top level" : keys.joined(separator: ".")
-        }
-        switch error {
-        case .keyNotFound(let key, let context):
-            return "missing '\(key.stringValue)' in \(path(context))"
-        case .typeMismatch(_, let context), .valueNotFound(_, let context):
-            return "\(path(context)): \(context.debugDescription)"
-        case .dataCorrupted(let context):
-            return "\(path(context)): \(context.debugDescription)"
-        @unknown default:
-            return "\(error)"
-        }
     }
 }
