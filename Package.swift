@@ -28,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.21.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
         .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.1.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
     ],
     targets: [
         // C libraries, found through pkg-config; the providers name the Debian packages.
@@ -86,10 +87,46 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
 
+        // The generic saga engine: a pure definition, run against tables in the host's schema.
+        .target(
+            name: "Sagas",
+            dependencies: ["Messaging", "PostgresClient", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings),
+
         // Every command, event and query of every domain.
         .target(
             name: "Contracts",
             dependencies: ["Messaging"],
+            swiftSettings: swiftSettings),
+
+        // The domains. Each depends on Messaging, Contracts and the clients, never on another domain.
+        .target(name: "Catalog", dependencies: ["Contracts", "Messaging", "PostgresClient"], swiftSettings: swiftSettings),
+        .target(
+            name: "Inventory",
+            dependencies: ["Contracts", "Messaging", "PostgresClient", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "Payments",
+            dependencies: [
+                "Contracts", "Messaging", "PostgresClient", "ClientRuntime",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "Orders",
+            dependencies: ["Contracts", "Messaging", "Sagas", "PostgresClient", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings),
+
+        // A local Stripe-compatible gateway (`shopfleet payments-sandbox`) for development and tests.
+        .target(
+            name: "PaymentsSandbox",
+            dependencies: [
+                "Payments",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings),
 
         // Shared by the test targets: server URLs from the environment, fault injection.
@@ -101,8 +138,10 @@ let package = Package(
         .executableTarget(
             name: "shopfleet",
             dependencies: [
-                "AMQPClient", "PostgresClient", "RedisClient", "Messaging", "Contracts",
+                "AMQPClient", "PostgresClient", "RedisClient", "Messaging", "Contracts", "Sagas",
+                "Catalog", "Inventory", "Orders", "Payments", "PaymentsSandbox", "ClientRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),

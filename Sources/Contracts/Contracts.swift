@@ -6,8 +6,19 @@ public import Messaging
 /// `contracts/snapshot.json` records each one's JSON shape; a test fails when a change would break
 /// a reader or writer of messages already in flight. A breaking change is a new version (a new
 /// type beside the old one), never an edit.
-///
-/// The checkout's messages arrive with the domains that own them.
 public enum ContractCatalog {
-    public static let all: [any Contract.Type] = []
+    public static let all: [any Contract.Type] = [
+        // catalog
+        UpsertProduct.self, DeactivateProduct.self, ProductUpserted.self, ProductDeactivated.self, GetProduct.self, GetProducts.self,
+        // inventory
+        ReserveStock.self, CommitReservation.self, ReleaseReservation.self, AdjustStock.self, StockReserved.self,
+        StockReservationFailed.self, ReservationCommitted.self, ReservationCommitFailed.self, ReservationReleased.self,
+        StockAdjusted.self, GetStock.self,
+        // payments
+        AuthorizePayment.self, CapturePayment.self, VoidPayment.self, RefundPayment.self, PaymentAuthorized.self,
+        PaymentDeclined.self, PaymentCaptured.self, PaymentVoided.self, PaymentRefunded.self, PaymentOperationFailed.self,
+        // orders
+        PlaceOrder.self, CancelOrder.self, RetryOrderSaga.self, OrderPlaced.self, OrderConfirmed.self, OrderCompleted.self,
+        OrderCancelled.self, OrderCancellationRejected.self, GetOrder.self, ListCustomerOrders.self,
+    ]
 }

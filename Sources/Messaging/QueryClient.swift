@@ -1,5 +1,6 @@
 public import AMQPClient
 import FoundationEssentials
+import Synchronization
 
 /// Asks queries of other domains over request/reply (direct reply-to), each with a deadline.
 public final class QueryClient: Sendable {
@@ -59,4 +60,33 @@ public final class QueryClient: Sendable {
     }
 
     public func close() async throws { try await requester.close() }
+}
+
+/// One ``QueryClient`` per worker, opened the first time a handler asks something (most workers
+/// never do), and opened again after a failure to open.
+final class QueryClients: Sendable {
+    private let connection: AMQPConnection
+    private let opened = Mutex<Task<QueryClient, any Error>?>(nil)
+
+    init(connection: AMQPConnection) { self.connection = connection }
+
+    func client() async throws -> QueryClient {
+        let task = opened.withLock { task in
+            if let task { return task }
+            let created = Task { [connection] in try await QueryClient(connection: connection) }
+            task = created
+            return created
+        }
+        do {
+            return try await task.value
+        } catch {
+            opened.withLock { $0 = nil }
+            throw error
+        }
+    }
+
+    func close() async {
+        let task = opened.withLock { $0 }
+        try? await task?.value.close()
+    }
 }

@@ -13,8 +13,13 @@ struct ConfigCommand: AsyncParsableCommand {
         for key in ShopfleetConfiguration.keys {
             print(key.name)
             print("  \(key.summary)")
-            print("  default: \(ServerURL.redact(key.defaultValue))")
-            print("  in use:  \(ServerURL.redact(config.value(key)))  (from \(config.source(key).rawValue))")
+            if ShopfleetConfiguration.secretKeys.contains(key.name) {
+                print("  default: none")
+                print("  in use:  \(config.value(key).isEmpty ? "not set" : "set (hidden)")  (from \(config.source(key).rawValue))")
+            } else {
+                print("  default: \(ServerURL.redact(key.defaultValue))")
+                print("  in use:  \(ServerURL.redact(config.value(key)))  (from \(config.source(key).rawValue))")
+            }
         }
     }
 }

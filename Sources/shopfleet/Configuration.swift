@@ -1,6 +1,7 @@
 import ArgumentParser
 import ClientRuntime
 import FoundationEssentials
+import Messaging
 
 /// The configuration every Shopfleet process shares, read from the environment; command-line flags
 /// override it. Each key may instead be given as `<KEY>_FILE`, the path of a file holding the value
@@ -17,6 +18,12 @@ import FoundationEssentials
 /// | `SHOPFLEET_WORKER_PREFETCH` | 1…65535 | `32` |
 /// | `SHOPFLEET_WORKER_CONCURRENCY` | 1…1024 | `8` |
 /// | `SHOPFLEET_LOG_LEVEL` | log level | `info` |
+/// | `SHOPFLEET_PAYMENTS_URL` | `http(s)://host:port` of a Stripe-compatible gateway | `http://127.0.0.1:12111` (`shopfleet payments-sandbox`) |
+/// | `SHOPFLEET_PAYMENTS_API_KEY` | the gateway's secret key | none: the payments worker and the sandbox need it |
+/// | `SHOPFLEET_CHECKOUT_RESERVE_TIMEOUT` | duration (`500ms`, `30s`, `2m`) | `30s` |
+/// | `SHOPFLEET_CHECKOUT_PAYMENT_TIMEOUT` | duration | `30s` |
+/// | `SHOPFLEET_CHECKOUT_STEP_TIMEOUT` | duration | `30s` |
+/// | `SHOPFLEET_CHECKOUT_RESERVATION_TTL` | duration | `15m` |
 ///
 /// Values holding passwords are printed only redacted (`ServerURL.redact`).
 struct ShopfleetConfiguration: Sendable {
@@ -44,8 +51,23 @@ struct ShopfleetConfiguration: Sendable {
                                        summary: "handlers in flight per queue")
     static let logLevel = Key(name: "SHOPFLEET_LOG_LEVEL", defaultValue: "info",
                               summary: "trace, debug, info, notice, warning, error or critical; logs are JSON lines on stderr")
+    static let paymentsURL = Key(name: "SHOPFLEET_PAYMENTS_URL", defaultValue: "http://127.0.0.1:12111",
+                                 summary: "the Stripe-compatible payment gateway (the payments worker)")
+    static let paymentsAPIKey = Key(name: "SHOPFLEET_PAYMENTS_API_KEY", defaultValue: "",
+                                    summary: "the gateway's secret key (payments worker, payments-sandbox); never logged")
+    static let checkoutReserveTimeout = Key(name: "SHOPFLEET_CHECKOUT_RESERVE_TIMEOUT", defaultValue: "30s",
+                                            summary: "how long the checkout saga waits for inventory before it cancels")
+    static let checkoutPaymentTimeout = Key(name: "SHOPFLEET_CHECKOUT_PAYMENT_TIMEOUT", defaultValue: "30s",
+                                            summary: "how long the checkout saga waits for an authorization before it voids and cancels")
+    static let checkoutStepTimeout = Key(name: "SHOPFLEET_CHECKOUT_STEP_TIMEOUT", defaultValue: "30s",
+                                         summary: "how long the checkout saga waits on any other step before sending it again")
+    static let checkoutReservationTTL = Key(name: "SHOPFLEET_CHECKOUT_RESERVATION_TTL", defaultValue: "15m",
+                                            summary: "how long inventory holds an order's stock before releasing it by itself")
     static let keys = [amqpURL, amqpManagementURL, databaseURL, redisURL, httpPort, topologyFile, workerPrefetch,
-                       workerConcurrency, logLevel]
+                       workerConcurrency, logLevel, paymentsURL, paymentsAPIKey, checkoutReserveTimeout, checkoutPaymentTimeout,
+                       checkoutStepTimeout, checkoutReservationTTL]
+    /// Keys whose value is a secret as a whole: shown only as set or not.
+    static let secretKeys: Set<String> = [paymentsAPIKey.name]
 
     enum Source: String, Sendable { case flag, environment, file, `default` }
 
@@ -80,6 +102,14 @@ struct ShopfleetConfiguration: Sendable {
     var amqpManagementURL: String { value(Self.amqpManagementURL) }
     var databaseURL: String { value(Self.databaseURL) }
     var redisURL: String { value(Self.redisURL) }
+
+    /// A duration such as `500ms`, `30s` or `2m`, or an error naming the key.
+    func duration(_ key: Key) throws -> Duration {
+        guard let ms = Topology.milliseconds(value(key)) else {
+            throw Invalid(description: "\(key.name) must be a duration such as 500ms, 30s or 2m, not '\(value(key))'")
+        }
+        return .milliseconds(ms)
+    }
 
     /// A whole number in `range`, or an error naming the key.
     func integer(_ key: Key, in range: ClosedRange<Int>) throws -> Int {

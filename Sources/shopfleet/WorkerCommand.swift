@@ -1,20 +1,53 @@
 import ArgumentParser
+import Catalog
+import Inventory
 import Logging
 import Messaging
+import Orders
+import Payments
 import PostgresClient
 
-/// The domains this binary can run as workers. Each domain target contributes a
-/// `WorkerDefinition`; the checkout issue adds catalog, inventory, orders, payments and
-/// notifications here.
+/// The domains this binary can run as workers, each built from the configuration.
 enum WorkerCatalog {
-    static let domains: [String: @Sendable () -> WorkerDefinition] = [:]
+    static let domains: [String: @Sendable (ShopfleetConfiguration) throws -> WorkerDefinition] = [
+        "catalog": { _ in CatalogService.definition() },
+        "inventory": { _ in InventoryService.definition() },
+        "orders": { config in OrdersService.definition(timing: try checkoutTiming(config)) },
+        "payments": { config in
+            let key = config.value(ShopfleetConfiguration.paymentsAPIKey)
+            guard !key.isEmpty else {
+                throw ValidationError("the payments worker needs SHOPFLEET_PAYMENTS_API_KEY (or SHOPFLEET_PAYMENTS_API_KEY_FILE), the gateway's secret key")
+            }
+            return PaymentsService.definition(gateway: PaymentGateway(configuration: .init(
+                baseURL: config.value(ShopfleetConfiguration.paymentsURL), apiKey: key)))
+        },
+    ]
 
-    static func definition(_ name: String) throws -> WorkerDefinition {
+    /// Every domain's schema and migrations, without building its handlers (no keys needed).
+    static let schemas: [String: (schema: String, migrations: [Migration])] = [
+        "catalog": (CatalogService.schema, CatalogService.migrations),
+        "inventory": (InventoryService.schema, InventoryService.migrations),
+        "orders": (OrdersService.schema, OrdersService.migrations),
+        "payments": (PaymentsService.schema, PaymentsService.migrations),
+    ]
+
+    static func definition(_ name: String, configuration: ShopfleetConfiguration) throws -> WorkerDefinition {
         guard let make = domains[name] else {
-            let known = domains.keys.sorted()
-            throw ValidationError("unknown domain '\(name)'; this build has " + (known.isEmpty ? "no domains yet" : known.joined(separator: ", ")))
+            throw ValidationError("unknown domain '\(name)'; this build has " + domains.keys.sorted().joined(separator: ", "))
         }
-        return make()
+        return try make(configuration)
+    }
+
+    static func checkoutTiming(_ config: ShopfleetConfiguration) throws -> Checkout.Timing {
+        var timing = Checkout.Timing()
+        timing.reserve = try config.duration(ShopfleetConfiguration.checkoutReserveTimeout)
+        timing.payment = try config.duration(ShopfleetConfiguration.checkoutPaymentTimeout)
+        timing.step = try config.duration(ShopfleetConfiguration.checkoutStepTimeout)
+        timing.reservationTTL = try config.duration(ShopfleetConfiguration.checkoutReservationTTL)
+        guard timing.reservationTTL >= .seconds(1) else {
+            throw ValidationError("SHOPFLEET_CHECKOUT_RESERVATION_TTL must be at least 1s")
+        }
+        return timing
     }
 }
 
@@ -30,8 +63,8 @@ struct WorkerCommand: AsyncParsableCommand {
     var port: Int?
 
     func run() async throws {
-        let definition = try WorkerCatalog.definition(domain)
         let config = try connection.configuration()
+        let definition = try WorkerCatalog.definition(domain, configuration: config)
         guard let level = Logger.Level(rawValue: config.value(ShopfleetConfiguration.logLevel)) else {
             throw ValidationError("SHOPFLEET_LOG_LEVEL '\(config.value(ShopfleetConfiguration.logLevel))' is not a log level")
         }
@@ -56,18 +89,15 @@ struct MigrateCommand: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
 
     func run() async throws {
-        let names = domains.isEmpty ? WorkerCatalog.domains.keys.sorted() : domains
-        if names.isEmpty {
-            print("no domains in this build: nothing to migrate")
-            return
-        }
+        let names = domains.isEmpty ? WorkerCatalog.schemas.keys.sorted() : domains
         let client = PostgresClient(configuration: try PostgresConfiguration(url: try connection.configuration().databaseURL), maximumConnections: 1)
         defer { Task { await client.close() } }
         for name in names {
-            let definition = try WorkerCatalog.definition(name)
-            let applied = try await Migrator(client: client, schema: definition.schema)
-                .migrate(try RuntimeMigrations.with(definition.migrations))
-            print("\(name): schema \(definition.schema): " + (applied.isEmpty ? "up to date" : "applied \(applied.map(String.init).joined(separator: ", "))"))
+            guard let (schema, migrations) = WorkerCatalog.schemas[name] else {
+                throw ValidationError("unknown domain '\(name)'; this build has " + WorkerCatalog.schemas.keys.sorted().joined(separator: ", "))
+            }
+            let applied = try await Migrator(client: client, schema: schema).migrate(try RuntimeMigrations.with(migrations))
+            print("\(name): schema \(schema): " + (applied.isEmpty ? "up to date" : "applied \(applied.map(String.init).joined(separator: ", "))"))
         }
     }
 }

@@ -86,7 +86,7 @@ public enum Fixture {
             """),
     ]
 
-    public static func definition(schema: String, database: PostgresClient?) -> WorkerDefinition {
+    public static func definition(schema: String) -> WorkerDefinition {
         var handlers = HandlerRegistry()
         let table: @Sendable (String) -> String = { name in "\(quoteIdentifier(schema)).\(name)" }
         handlers.on(Work.self) { work, context in
@@ -119,9 +119,8 @@ public enum Fixture {
         handlers.on(Crash.self) { _, _ in
             kill(getpid(), SIGKILL)
         }
-        handlers.answer(CountEffects.self) { query, _ in
-            guard let database else { throw MessagingError("no database") }
-            let rows = try await database.query("SELECT count(*) FROM \(table("effects")) WHERE key = $1", [query.key])
+        handlers.answer(CountEffects.self) { query, context in
+            let rows = try await context.database.query("SELECT count(*) FROM \(table("effects")) WHERE key = $1", [query.key])
             return CountEffects.Reply(count: try rows[0].decode(Int.self, 0))
         }
         return WorkerDefinition(service: "fixture", schema: schema,
@@ -153,9 +152,8 @@ struct FixtureWorkerMain {
         default:
             break
         }
-        let client = PostgresClient(configuration: try PostgresConfiguration(url: database), maximumConnections: 2)
         do {
-            try await WorkerProcess.run(Fixture.definition(schema: schema, database: client), settings: settings, hooks: hooks)
+            try await WorkerProcess.run(Fixture.definition(schema: schema), settings: settings, hooks: hooks)
         } catch {
             print("FixtureWorker: \(error)")
             exit(1)

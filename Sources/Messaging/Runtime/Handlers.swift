@@ -13,28 +13,44 @@ public final class HandlerContext: Sendable {
     /// A logger carrying the message's ids (message, type, queue, attempt, saga, trace).
     public var logger: Logger { messageLogger.logger }
     let schema: String
+    let queries: QueryClients?
     private let written = Mutex<[OutboxRecord]>([])
 
-    init(envelope: Envelope, database: PostgresConnection, logger: MessageLogger, schema: String) {
+    init(envelope: Envelope, database: PostgresConnection, logger: MessageLogger, schema: String, queries: QueryClients? = nil) {
         self.envelope = envelope
         self.database = database
         self.messageLogger = logger
         self.schema = schema
+        self.queries = queries
     }
 
-    /// Sends a command to its domain's queue, after this handler's transaction commits.
-    public func send<C: Command>(_ command: C) async throws {
-        try await enqueue(type: C.type, body: try MessageCodec.encode(command), exchange: "", routingKey: C.queue)
+    /// Sends a command to its domain's queue, after this handler's transaction commits. Returns
+    /// the message id.
+    @discardableResult
+    public func send<C: Command>(_ command: C, sagaID: String? = nil) async throws -> String {
+        try await enqueue(type: C.type, body: try MessageCodec.encode(command), exchange: "", routingKey: C.queue, sagaID: sagaID)
     }
 
-    /// Publishes an event on its domain's topic, after this handler's transaction commits.
-    public func publish<E: Event>(_ event: E) async throws {
-        try await enqueue(type: E.type, body: try MessageCodec.encode(event), exchange: E.exchange, routingKey: E.type)
+    /// Publishes an event on its domain's topic, after this handler's transaction commits. Returns
+    /// the message id.
+    @discardableResult
+    public func publish<E: Event>(_ event: E, sagaID: String? = nil) async throws -> String {
+        try await enqueue(type: E.type, body: try MessageCodec.encode(event), exchange: E.exchange, routingKey: E.type, sagaID: sagaID)
+    }
+
+    /// Asks another domain a query over request/reply, now (not after commit). Ask before the
+    /// first statement where you can: the transaction's `BEGIN` is sent only with the first one,
+    /// so no database connection waits idle in a transaction meanwhile. A timeout is an error the
+    /// runtime retries through the tiers.
+    public func ask<Q: Query>(_ query: Q, timeout: Duration = .seconds(5)) async throws -> Q.Reply {
+        guard let queries else { throw MessagingError("\(Q.type): this worker cannot ask queries") }
+        return try await queries.client().ask(query, timeout: timeout, sagaID: envelope.sagaID)
     }
 
     /// Sends any message to an exchange and routing key, after commit. `sagaID` overrides the one
     /// inherited from the message being handled.
-    public func enqueue(type: String, body: some Sequence<UInt8>, exchange: String, routingKey: String, sagaID: String? = nil) async throws {
+    @discardableResult
+    public func enqueue(type: String, body: some Sequence<UInt8>, exchange: String, routingKey: String, sagaID: String? = nil) async throws -> String {
         var envelope = envelope.child(type: type, body: Array(body))
         if let sagaID { envelope.sagaID = sagaID }
         let trace = MessageTracing.outgoingHeaders()
@@ -44,9 +60,17 @@ public final class HandlerContext: Sendable {
         }
         let record = try await OutboxRecord.insert(envelope, exchange: exchange, routingKey: routingKey, schema: schema, on: database)
         written.withLock { $0.append(record) }
+        return envelope.messageID
     }
 
     var outbox: [OutboxRecord] { written.withLock { $0 } }
+}
+
+/// What a query handler gets: the worker's database pool (read only, by convention) and a logger.
+public struct QueryContext: Sendable {
+    public let envelope: Envelope
+    public let database: PostgresClient
+    public let logger: Logger
 }
 
 /// What a handler without a transaction gets besides its message.
@@ -60,7 +84,7 @@ public struct MessageContext: Sendable {
 /// Handlers by message type, each decoding and validating its own message.
 public struct HandlerRegistry: Sendable {
     typealias Erased = @Sendable (Envelope, HandlerContext) async throws -> Void
-    typealias ErasedQuery = @Sendable (Envelope, Logger) async throws -> [UInt8]
+    typealias ErasedQuery = @Sendable (Envelope, QueryContext) async throws -> [UInt8]
     typealias ErasedPlain = @Sendable (Envelope, MessageLogger) async throws -> Void
 
     private(set) var handlers: [String: Erased] = [:]
@@ -107,11 +131,11 @@ public struct HandlerRegistry: Sendable {
 
     /// Answers `Q` over request/reply. Queries have no transaction, no inbox and no outbox: they
     /// must not change anything.
-    public mutating func answer<Q: Query>(_ type: Q.Type, _ handler: @escaping @Sendable (Q, Logger) async throws -> Q.Reply) {
+    public mutating func answer<Q: Query>(_ type: Q.Type, _ handler: @escaping @Sendable (Q, QueryContext) async throws -> Q.Reply) {
         precondition(handlers[Q.type] == nil && queries[Q.type] == nil && plain[Q.type] == nil, "two handlers for \(Q.type)")
-        queries[Q.type] = { envelope, logger in
-            let query = try MessageCodec.decode(Q.self, from: envelope.body, typeName: Q.type)
-            return Array(try MessageCodec.encode(try await handler(query, logger)))
+        let read = Self.reader(Q.self)
+        queries[Q.type] = { envelope, context in
+            Array(try MessageCodec.encode(try await handler(try read(envelope), context)))
         }
     }
 

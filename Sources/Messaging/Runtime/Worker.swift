@@ -79,7 +79,9 @@ public final class Worker: Service, Sendable {
     let options: WorkerOptions
     let topology: Topology
     let handlers: HandlerRegistry
+    let jobs: [ScheduledJob]
     let amqp: AMQPConnection
+    let queries: QueryClients
     let database: PostgresClient
     let logger: Logger
     let hooks: WorkerHooks
@@ -88,12 +90,15 @@ public final class Worker: Service, Sendable {
     private let metrics = MessageMetricsCache()
     private let stopping = Atomic<Bool>(false)
 
-    public init(options: WorkerOptions, topology: Topology, handlers: HandlerRegistry, amqp: AMQPConnection,
-                database: PostgresClient, logger: Logger, hooks: WorkerHooks = WorkerHooks(), health: WorkerHealth = WorkerHealth()) {
+    public init(options: WorkerOptions, topology: Topology, handlers: HandlerRegistry, jobs: [ScheduledJob] = [],
+                amqp: AMQPConnection, database: PostgresClient, logger: Logger, hooks: WorkerHooks = WorkerHooks(),
+                health: WorkerHealth = WorkerHealth()) {
         self.options = options
         self.topology = topology
         self.handlers = handlers
+        self.jobs = jobs
         self.amqp = amqp
+        self.queries = QueryClients(connection: amqp)
         self.database = database
         self.logger = logger
         self.hooks = hooks
@@ -117,7 +122,15 @@ public final class Worker: Service, Sendable {
                     let published = Counter(label: "shopfleet_outbox_published_total", dimensions: [("service", self.options.service)])
                     pipelineGroup.addTask { await pipeline.run(logger: self.logger) { published.increment(by: $0) } }
                     defer { pipeline.finish() }
-                    try await self.consumeAll(publisher: publisher, pipeline: pipeline)
+                    try await withThrowingTaskGroup(of: Void.self) { work in
+                        for job in self.jobs {
+                            work.addTask { await self.jobLoop(job, pipeline: pipeline) }
+                        }
+                        work.addTask { try await self.consumeAll(publisher: publisher, pipeline: pipeline) }
+                        // The job loops run until cancelled: the first to end is consuming.
+                        try await work.next()
+                        work.cancelAll()
+                    }
                     // Every handler has finished: let the pipeline publish what they sent.
                     self.health.consuming.store(false, ordering: .relaxed)
                     pipeline.finish()
@@ -138,7 +151,30 @@ public final class Worker: Service, Sendable {
             self.stopping.store(true, ordering: .releasing)
             Task { await self.stopConsuming() }
         }
+        await queries.close()
         try? await publisher.close()
+    }
+
+    /// Runs a scheduled job every `job.every` until cancelled; a failed run is logged and the
+    /// next one tries again.
+    private func jobLoop(_ job: ScheduledJob, pipeline: OutboxPipeline) async {
+        var jobLogger = logger
+        jobLogger[metadataKey: "job"] = .string(job.name)
+        let context = JobContext(database: database, logger: jobLogger, job: job.name, service: options.service,
+                                 schema: options.schema, pipeline: pipeline, queries: queries)
+        while !Task.isCancelled {
+            do {
+                try await job.body(context)
+            } catch let error as PostgresError where Self.isInfrastructure(error) {
+                health.database(false, error.description)
+                jobLogger.warning("job: database unavailable", metadata: ["error": .string(error.description)])
+            } catch is CancellationError {
+                return
+            } catch {
+                jobLogger.error("job failed; it runs again on its next tick", metadata: ["error": .string("\(error)")])
+            }
+            try? await Task.sleep(for: job.every)
+        }
     }
 
     /// Starts `concurrency` consumers per queue, each handling its deliveries one at a time
@@ -329,7 +365,7 @@ public final class Worker: Service, Sendable {
                 ON CONFLICT (message_id) DO NOTHING RETURNING 1
                 """, [envelope.messageID, envelope.type, queue])
             if inserted.count == 0 { return nil }
-            let context = HandlerContext(envelope: envelope, database: tx, logger: logger, schema: options.schema)
+            let context = HandlerContext(envelope: envelope, database: tx, logger: logger, schema: options.schema, queries: queries)
             try await handler(envelope, context)
             return context.outbox
         }
@@ -398,7 +434,7 @@ public final class Worker: Service, Sendable {
                                         correlationID: envelope.correlationID ?? envelope.messageID,
                                         messageID: UUIDv7.generate(), type: envelope.type + ".reply")
         do {
-            reply = try await query(envelope, logger.logger)
+            reply = try await query(envelope, QueryContext(envelope: envelope, database: database, logger: logger.logger))
         } catch {
             reply = Array((try? MessageCodec.encode(["error": "\(error)"])) ?? Data())
             properties.type = QueryClient.errorReplyType

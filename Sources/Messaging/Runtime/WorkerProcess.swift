@@ -18,13 +18,17 @@ public struct WorkerDefinition: Sendable {
     /// The domain's own migrations (versions from 100; 1 to 99 are the runtime's).
     public var migrations: [Migration]
     public var handlers: HandlerRegistry
+    /// Work on a timer (saga timeouts, expiries), run by every replica.
+    public var jobs: [ScheduledJob]
 
-    public init(service: String, schema: String, queues: [String], migrations: [Migration] = [], handlers: HandlerRegistry) {
+    public init(service: String, schema: String, queues: [String], migrations: [Migration] = [], handlers: HandlerRegistry,
+                jobs: [ScheduledJob] = []) {
         self.service = service
         self.schema = schema
         self.queues = queues
         self.migrations = migrations
         self.handlers = handlers
+        self.jobs = jobs
     }
 }
 
@@ -101,8 +105,8 @@ public enum WorkerProcess {
         var options = WorkerOptions(service: definition.service, schema: definition.schema, queues: definition.queues)
         options.prefetch = settings.prefetch
         options.concurrency = settings.concurrency
-        let worker = Worker(options: options, topology: topology, handlers: definition.handlers, amqp: amqp,
-                            database: database, logger: logger, hooks: hooks)
+        let worker = Worker(options: options, topology: topology, handlers: definition.handlers, jobs: definition.jobs,
+                            amqp: amqp, database: database, logger: logger, hooks: hooks)
         let ops = OpsServer(port: settings.httpPort, registry: registry, logger: logger) { worker.health.problem }
         // Shut down in reverse order: the worker drains first while /healthz still answers.
         var configuration = ServiceGroupConfiguration(

@@ -169,8 +169,8 @@ extension Topology {
         }
     }
 
-    /// `500ms`, `5s`, `2m`, `1h`.
-    static func milliseconds(_ text: String) -> Int? {
+    /// `500ms`, `5s`, `2m`, `1h`: the durations of the topology file and of configuration.
+    public static func milliseconds(_ text: String) -> Int? {
         let units: [(String, Int)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)]
         for (suffix, factor) in units where text.hasSuffix(suffix) {
             if let n = Int(text.dropLast(suffix.count)), n > 0 { return n * factor }

@@ -1,0 +1,304 @@
+public import Contracts
+public import FoundationEssentials
+public import Messaging
+public import Sagas
+
+/// The checkout saga: place → reserve stock → authorize payment → commit the reservation
+/// (order confirmed) → capture → completed. Failures compensate in reverse: void the payment,
+/// release the stock, cancel the order. Pure: every decision is made here from the state, the
+/// data and the input, and tested without a server.
+public struct Checkout: SagaDefinition {
+    public enum State: String, CaseIterable, Hashable, Sendable {
+        case placed
+        case reservingStock = "reserving_stock"
+        case authorizingPayment = "authorizing_payment"
+        case committingStock = "committing_stock"
+        case capturingPayment = "capturing_payment"
+        case completed
+        case voidingPayment = "voiding_payment"
+        case releasingStock = "releasing_stock"
+        case cancelled
+        case compensationFailed = "compensation_failed"
+
+        /// What the customer sees.
+        public var orderStatus: OrderStatus {
+            switch self {
+            case .placed, .reservingStock, .authorizingPayment, .committingStock: return .pending
+            case .capturingPayment: return .confirmed
+            case .completed: return .completed
+            case .voidingPayment, .releasingStock, .compensationFailed: return .cancelling
+            case .cancelled: return .cancelled
+            }
+        }
+    }
+
+    public struct Data: Codable, Sendable, Equatable {
+        public var orderID: String
+        public var customerID: String
+        public var customerEmail: String
+        public var lines: [OrderLine]
+        public var total: Money
+        public var paymentMethod: String
+        public var placedAt: Date
+        /// Why the order is being (or was) cancelled.
+        public var cancelReason: String?
+        /// Why compensation stopped, when it did.
+        public var failure: String?
+        /// Timeouts in a row in the current state.
+        public var attempts: Int = 0
+        public var updatedAt: Date
+
+        public init(orderID: String, customerID: String, customerEmail: String, lines: [OrderLine], total: Money,
+                    paymentMethod: String, placedAt: Date) {
+            self.orderID = orderID
+            self.customerID = customerID
+            self.customerEmail = customerEmail
+            self.lines = lines
+            self.total = total
+            self.paymentMethod = paymentMethod
+            self.placedAt = placedAt
+            self.updatedAt = placedAt
+        }
+    }
+
+    public enum Input: SagaInput, Equatable {
+        case place
+        case stockReserved
+        case stockUnavailable(reason: String)
+        case reservationCommitted
+        case reservationCommitFailed(reason: String)
+        case reservationReleased
+        case paymentAuthorized
+        case paymentDeclined(reason: String)
+        case paymentCaptured
+        case paymentVoided
+        case paymentFailed(operation: String, reason: String)
+        case timeout(String)
+        case cancelRequested(reason: String)
+        case retryRequested
+
+        public var name: String {
+            switch self {
+            case .place: return "place"
+            case .stockReserved: return "stock-reserved"
+            case .stockUnavailable: return "stock-unavailable"
+            case .reservationCommitted: return "reservation-committed"
+            case .reservationCommitFailed: return "reservation-commit-failed"
+            case .reservationReleased: return "reservation-released"
+            case .paymentAuthorized: return "payment-authorized"
+            case .paymentDeclined: return "payment-declined"
+            case .paymentCaptured: return "payment-captured"
+            case .paymentVoided: return "payment-voided"
+            case .paymentFailed(let operation, _): return "payment-\(operation)-failed"
+            case .timeout(let name): return "timeout \(name)"
+            case .cancelRequested: return "cancel-requested"
+            case .retryRequested: return "retry-requested"
+            }
+        }
+
+        public var timeoutName: String? {
+            if case .timeout(let name) = self { return name }
+            return nil
+        }
+    }
+
+    /// How long each step may take before the saga acts, and how often a step is sent again.
+    public struct Timing: Sendable, Equatable {
+        /// Waiting for inventory to answer a reservation.
+        public var reserve: Duration = .seconds(30)
+        /// Waiting for the payment gateway: after this the saga gives up and voids whatever is authorized later.
+        public var payment: Duration = .seconds(30)
+        /// Every other step (commit, capture, void, release): sent again after this.
+        public var step: Duration = .seconds(30)
+        /// How many times a step is sent before the saga gives up on it.
+        public var maximumAttempts: Int = 3
+        /// How long inventory holds the stock; longer than the steps up to the commit.
+        public var reservationTTL: Duration = .seconds(900)
+        public init() {}
+    }
+
+    public static let name = "checkout"
+    public static let initialState = State.placed
+    public static let terminalStates: Set<State> = [.completed, .cancelled]
+
+    public var timing: Timing
+    public init(timing: Timing = Timing()) { self.timing = timing }
+
+    public func labels(of data: Data) -> [String: String] { ["customer": data.customerID, "order": data.orderID] }
+
+    public func transition(from state: State, data: Data, on input: Input, now: Date) -> SagaTransition<State, Data> {
+        var data = data
+        data.updatedAt = now
+
+        func move(_ to: State, _ actions: [SagaAction] = []) -> SagaTransition<State, Data> {
+            if to != state { data.attempts = 0 }
+            var actions = actions
+            if let timeout = timeout(for: to) { actions.append(.schedule(timeout: to.rawValue, after: timeout)) }
+            return SagaTransition(state: to, data: data, actions: actions)
+        }
+        func ignore(_ reason: String, _ actions: [SagaAction] = []) -> SagaTransition<State, Data> {
+            .ignore(state, data, because: reason, actions: actions)
+        }
+        /// Starts undoing: whatever is held is given back, in reverse order.
+        func compensate(_ reason: String, paymentHeld: Bool) -> SagaTransition<State, Data> {
+            data.cancelReason = data.cancelReason ?? reason
+            return paymentHeld ? move(.voidingPayment, [voidPayment(data)]) : move(.releasingStock, [releaseStock(data)])
+        }
+        func summary(_ status: State, reason: String? = nil) -> OrderSummary {
+            Self.summary(data, status: status.orderStatus, reason: reason)
+        }
+
+        if Self.terminalStates.contains(state) {
+            return ignore("the saga is \(state.rawValue)")
+        }
+        switch (state, input) {
+        case (.placed, .place):
+            return move(.reservingStock, [
+                .publish(OrderPlaced(order: summary(.reservingStock))),
+                .send(ReserveStock(reservationID: data.orderID, lines: data.lines.map { StockLine(sku: $0.sku, quantity: $0.quantity) },
+                                   ttlSeconds: Int(timing.reservationTTL.components.seconds))),
+            ])
+
+        case (.reservingStock, .stockReserved):
+            return move(.authorizingPayment, [authorize(data)])
+        case (.reservingStock, .stockUnavailable(let reason)):
+            data.cancelReason = reason
+            return move(.cancelled, [.publish(OrderCancelled(order: summary(.cancelled, reason: reason), reason: reason))])
+        case (.reservingStock, .timeout):
+            return compensate("inventory did not answer within \(timing.reserve)", paymentHeld: false)
+        case (.reservingStock, .cancelRequested(let reason)):
+            return compensate(reason, paymentHeld: false)
+
+        case (.authorizingPayment, .paymentAuthorized):
+            return move(.committingStock, [.send(CommitReservation(reservationID: data.orderID))])
+        case (.authorizingPayment, .paymentDeclined(let reason)):
+            return compensate("payment declined: \(reason)", paymentHeld: false)
+        case (.authorizingPayment, .paymentFailed(_, let reason)):
+            return compensate("payment failed: \(reason)", paymentHeld: true)
+        case (.authorizingPayment, .timeout):
+            // The gateway may still authorize later: void whatever it did.
+            return compensate("the payment was not authorized within \(timing.payment)", paymentHeld: true)
+        case (.authorizingPayment, .cancelRequested(let reason)):
+            return compensate(reason, paymentHeld: true)
+
+        case (.committingStock, .reservationCommitted):
+            return move(.capturingPayment, [
+                .publish(OrderConfirmed(order: summary(.capturingPayment))),
+                .send(CapturePayment(orderID: data.orderID)),
+            ])
+        case (.committingStock, .reservationCommitFailed(let reason)):
+            return compensate("the stock could not be committed: \(reason)", paymentHeld: true)
+        case (.committingStock, .cancelRequested(let reason)):
+            return compensate(reason, paymentHeld: true)
+
+        case (.capturingPayment, .paymentCaptured):
+            return move(.completed, [.publish(OrderCompleted(order: summary(.completed)))])
+        case (.capturingPayment, .paymentFailed(_, let reason)):
+            return compensate("the payment could not be captured: \(reason)", paymentHeld: true)
+        case (.capturingPayment, .cancelRequested):
+            return ignore("the payment is being captured", [
+                .publish(OrderCancellationRejected(orderID: data.orderID, reason: "the payment is already being captured")),
+            ])
+
+        case (.voidingPayment, .paymentVoided):
+            return move(.releasingStock, [releaseStock(data)])
+        case (.voidingPayment, .paymentFailed(_, let reason)):
+            data.failure = "the payment could not be voided: \(reason)"
+            return move(.compensationFailed)
+
+        case (.releasingStock, .reservationReleased):
+            let reason = data.cancelReason ?? "cancelled"
+            return move(.cancelled, [.publish(OrderCancelled(order: summary(.cancelled, reason: reason), reason: reason))])
+
+        case (.compensationFailed, .retryRequested):
+            // An operator fixed the cause: start the compensation over from the payment.
+            data.failure = nil
+            return move(.voidingPayment, [voidPayment(data)])
+
+        case (_, .retryRequested):
+            guard let resend = currentCommand(state, data) else { return ignore("nothing to send again in \(state.rawValue)") }
+            data.attempts = 0
+            return move(state, [resend])
+
+        case (_, .timeout(let name)) where name == state.rawValue:
+            guard let resend = currentCommand(state, data) else { return ignore("no step to repeat in \(state.rawValue)") }
+            if data.attempts + 1 >= timing.maximumAttempts {
+                if state == .voidingPayment || state == .releasingStock {
+                    data.failure = "\(state.rawValue): no answer after \(timing.maximumAttempts) attempts"
+                    return move(.compensationFailed)
+                }
+                return compensate("\(state.rawValue): no answer after \(timing.maximumAttempts) attempts", paymentHeld: true)
+            }
+            data.attempts += 1
+            return move(state, [resend])
+
+        case (.voidingPayment, .cancelRequested), (.releasingStock, .cancelRequested), (.compensationFailed, .cancelRequested):
+            return ignore("the order is already being cancelled")
+
+        default:
+            return ignore("\(input.name) does not apply in \(state.rawValue)")
+        }
+    }
+
+    /// The pending timeout of each waiting state.
+    func timeout(for state: State) -> Duration? {
+        switch state {
+        case .reservingStock: return timing.reserve
+        case .authorizingPayment: return timing.payment
+        case .committingStock, .capturingPayment, .voidingPayment, .releasingStock: return timing.step
+        case .placed, .completed, .cancelled, .compensationFailed: return nil
+        }
+    }
+
+    /// The command a waiting state waits on, to send again on a timeout or an operator's retry.
+    func currentCommand(_ state: State, _ data: Data) -> SagaAction? {
+        switch state {
+        case .reservingStock:
+            return .send(ReserveStock(reservationID: data.orderID, lines: data.lines.map { StockLine(sku: $0.sku, quantity: $0.quantity) },
+                                      ttlSeconds: Int(timing.reservationTTL.components.seconds)))
+        case .authorizingPayment: return authorize(data)
+        case .committingStock: return .send(CommitReservation(reservationID: data.orderID))
+        case .capturingPayment: return .send(CapturePayment(orderID: data.orderID))
+        case .voidingPayment: return voidPayment(data)
+        case .releasingStock: return releaseStock(data)
+        case .placed, .completed, .cancelled, .compensationFailed: return nil
+        }
+    }
+
+    private func authorize(_ data: Data) -> SagaAction {
+        .send(AuthorizePayment(orderID: data.orderID, amount: data.total, paymentMethod: data.paymentMethod))
+    }
+
+    private func voidPayment(_ data: Data) -> SagaAction {
+        .send(VoidPayment(orderID: data.orderID, reason: data.cancelReason ?? "cancelled"))
+    }
+
+    private func releaseStock(_ data: Data) -> SagaAction {
+        .send(ReleaseReservation(reservationID: data.orderID, reason: data.cancelReason ?? "cancelled"))
+    }
+
+    static func summary(_ data: Data, status: OrderStatus, reason: String?) -> OrderSummary {
+        OrderSummary(orderID: data.orderID, customerID: data.customerID, customerEmail: data.customerEmail, status: status.rawValue,
+                     statusReason: reason ?? data.cancelReason, lines: data.lines, total: data.total,
+                     placedAt: data.placedAt.formatted(.iso8601), updatedAt: data.updatedAt.formatted(.iso8601))
+    }
+
+    public static let edges: [SagaEdge<State>] = [
+        .init(.placed, "place", .reservingStock),
+        .init(.reservingStock, "stock-reserved", .authorizingPayment),
+        .init(.reservingStock, "stock-unavailable", .cancelled),
+        .init(.reservingStock, "timeout / cancel", .releasingStock),
+        .init(.authorizingPayment, "payment-authorized", .committingStock),
+        .init(.authorizingPayment, "payment-declined", .releasingStock),
+        .init(.authorizingPayment, "timeout / failed / cancel", .voidingPayment),
+        .init(.committingStock, "reservation-committed", .capturingPayment),
+        .init(.committingStock, "commit-failed / cancel / attempts used up", .voidingPayment),
+        .init(.capturingPayment, "payment-captured", .completed),
+        .init(.capturingPayment, "capture-failed / attempts used up", .voidingPayment),
+        .init(.voidingPayment, "payment-voided", .releasingStock),
+        .init(.voidingPayment, "void-failed / attempts used up", .compensationFailed),
+        .init(.releasingStock, "reservation-released", .cancelled),
+        .init(.releasingStock, "attempts used up", .compensationFailed),
+        .init(.compensationFailed, "retry (operator)", .voidingPayment),
+    ]
+}

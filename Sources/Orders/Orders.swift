@@ -1,0 +1,204 @@
+public import Contracts
+import FoundationEssentials
+import Logging
+public import Messaging
+public import PostgresClient
+public import Sagas
+
+/// Orders: placing and cancelling, the customer's view of an order, and the checkout saga that
+/// carries each order through stock, payment and confirmation.
+public enum OrdersService {
+    public static let schema = "orders"
+
+    public static let migrations = [
+        SagaTables.migration(version: 100),
+        Migration(version: 110, name: "orders", sql: """
+            CREATE TABLE orders (
+                id text PRIMARY KEY,
+                customer_id text NOT NULL,
+                customer_email text NOT NULL,
+                status text NOT NULL,
+                status_reason text,
+                total_amount bigint NOT NULL,
+                currency text NOT NULL,
+                shipping_address jsonb NOT NULL,
+                placed_at timestamptz NOT NULL DEFAULT now(),
+                updated_at timestamptz NOT NULL DEFAULT now()
+            );
+            CREATE INDEX orders_customer ON orders (customer_id, placed_at DESC, id DESC);
+            CREATE TABLE order_lines (
+                order_id text NOT NULL REFERENCES orders (id),
+                line integer NOT NULL,
+                product_id text NOT NULL,
+                sku text NOT NULL,
+                name text NOT NULL,
+                quantity integer NOT NULL CHECK (quantity > 0),
+                unit_amount bigint NOT NULL,
+                currency text NOT NULL,
+                PRIMARY KEY (order_id, line)
+            );
+            """),
+    ]
+
+    public static func definition(timing: Checkout.Timing = Checkout.Timing(), schema: String = schema) -> WorkerDefinition {
+        let tables = Tables(schema: schema)
+        let saga = SagaEngine(Checkout(timing: timing), schema: schema) { change, context in
+            // The customer's view follows the saga.
+            try await context.database.query("""
+                UPDATE \(tables.orders) SET status = $2, status_reason = $3, updated_at = now() WHERE id = $1
+                """, [change.sagaID, change.after.orderStatus.rawValue,
+                      change.after == .compensationFailed ? change.data.failure : change.data.cancelReason])
+        }
+        var handlers = HandlerRegistry()
+
+        handlers.on(PlaceOrder.self) { command, context in
+            try await place(command, tables: tables, saga: saga, context: context)
+        }
+        handlers.on(CancelOrder.self) { command, context in
+            if let customerID = command.customerID {
+                let owner = try await context.database.query("SELECT customer_id FROM \(tables.orders) WHERE id = $1", [command.orderID])
+                guard owner.count == 1, try owner[0].decode(String.self, 0) == customerID else {
+                    try await context.publish(OrderCancellationRejected(orderID: command.orderID, reason: "no such order for this customer"))
+                    return
+                }
+            }
+            let reason = command.reason.isEmpty ? "cancelled" : command.reason
+            let by = command.customerID == nil ? "an operator" : "the customer"
+            if try await saga.handle(.cancelRequested(reason: "cancelled by \(by): \(reason)"), sagaID: command.orderID, in: context) == nil {
+                try await context.publish(OrderCancellationRejected(orderID: command.orderID, reason: "no such order"))
+            }
+        }
+        handlers.on(RetryOrderSaga.self) { command, context in
+            if try await saga.handle(.retryRequested, sagaID: command.orderID, in: context) == nil {
+                throw PermanentFailure("not-found", "no saga \(command.orderID)")
+            }
+        }
+
+        // What inventory and payments report back, for the saga of the order they name.
+        func on<E: Event>(_ type: E.Type, order: @escaping @Sendable (E) -> String, _ input: @escaping @Sendable (E) -> Checkout.Input) {
+            handlers.on(type) { event, context in
+                let id = order(event)
+                if try await saga.handle(input(event), sagaID: context.envelope.sagaID ?? id, in: context) == nil {
+                    context.logger.warning("event for an unknown saga; ignored", metadata: ["order_id": .string(id)])
+                }
+            }
+        }
+        on(StockReserved.self, order: \.reservationID) { _ in .stockReserved }
+        on(StockReservationFailed.self, order: \.reservationID) { .stockUnavailable(reason: $0.reason) }
+        on(ReservationCommitted.self, order: \.reservationID) { _ in .reservationCommitted }
+        on(ReservationCommitFailed.self, order: \.reservationID) { .reservationCommitFailed(reason: $0.reason) }
+        on(ReservationReleased.self, order: \.reservationID) { _ in .reservationReleased }
+        on(PaymentAuthorized.self, order: \.orderID) { _ in .paymentAuthorized }
+        on(PaymentDeclined.self, order: \.orderID) { .paymentDeclined(reason: $0.message) }
+        on(PaymentCaptured.self, order: \.orderID) { _ in .paymentCaptured }
+        on(PaymentVoided.self, order: \.orderID) { _ in .paymentVoided }
+        on(PaymentOperationFailed.self, order: \.orderID) { .paymentFailed(operation: $0.operation, reason: $0.reason) }
+
+        handlers.answer(GetOrder.self) { query, context in
+            let orders = try await tables.summaries(where: "o.id = $1", [query.orderID], limit: 1, on: context.database)
+            guard let order = orders.first, query.customerID == nil || query.customerID == order.customerID else { return nil }
+            return order
+        }
+        handlers.answer(ListCustomerOrders.self) { query, context in
+            let limit = min(max(query.limit, 1), 100)
+            if let before = query.before {
+                return try await tables.summaries(
+                    where: "o.customer_id = $1 AND (o.placed_at, o.id) < (SELECT placed_at, id FROM \(tables.orders) WHERE id = $2)",
+                    [query.customerID, before], limit: limit, on: context.database)
+            }
+            return try await tables.summaries(where: "o.customer_id = $1", [query.customerID], limit: limit, on: context.database)
+        }
+
+        let timeouts = ScheduledJob("fire-saga-timeouts", every: .milliseconds(500)) { job in
+            let fired = try await saga.fireDueTimeouts(job)
+            if fired > 0 { job.logger.info("fired saga timeouts", metadata: ["count": .stringConvertible(fired)]) }
+        }
+        return WorkerDefinition(service: "orders", schema: schema, queues: ["orders.commands", "orders.queries", "orders.saga-events"],
+                                migrations: migrations, handlers: handlers, jobs: [timeouts])
+    }
+
+    /// Prices the lines from the catalog, records the order and starts its saga. An order whose
+    /// products are unknown or off sale is recorded as cancelled, with the reason.
+    static func place(_ command: PlaceOrder, tables: Tables, saga: SagaEngine<Checkout>, context: HandlerContext) async throws {
+        // Ask before the first statement: the transaction has not begun yet, so no connection waits.
+        let products = try await context.ask(GetProducts(productIDs: command.lines.map(\.productID)))
+        let exists = try await context.database.query("SELECT 1 FROM \(tables.orders) WHERE id = $1", [command.orderID])
+        if exists.count > 0 {
+            context.logger.info("order already placed; nothing to do", metadata: ["order_id": .string(command.orderID)])
+            return
+        }
+        let byID = Dictionary(products.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        var lines: [OrderLine] = []
+        var problems: [String] = []
+        for line in command.lines {
+            guard let product = byID[line.productID] else {
+                problems.append("unknown product \(line.productID)")
+                continue
+            }
+            guard product.active else {
+                problems.append("\(product.name) (\(product.id)) is no longer sold")
+                continue
+            }
+            lines.append(OrderLine(productID: product.id, sku: product.sku, name: product.name, quantity: line.quantity, unitPrice: product.price))
+        }
+        let currencies = Set(lines.map(\.unitPrice.currency))
+        if currencies.count > 1 { problems.append("the products are priced in different currencies (\(currencies.sorted().joined(separator: ", ")))") }
+        let total = Money(amount: lines.reduce(0) { $0 + $1.quantity * $1.unitPrice.amount }, currency: currencies.first ?? "EUR")
+
+        let now = Date()
+        let data = Checkout.Data(orderID: command.orderID, customerID: command.customerID, customerEmail: command.customerEmail,
+                                 lines: lines, total: total, paymentMethod: command.paymentMethod, placedAt: now)
+        let rejected = problems.isEmpty ? nil : problems.joined(separator: "; ")
+        try await context.database.query("""
+            INSERT INTO \(tables.orders) (id, customer_id, customer_email, status, status_reason, total_amount, currency, shipping_address, placed_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            """, [command.orderID, command.customerID, command.customerEmail,
+                  (rejected == nil ? OrderStatus.pending : .cancelled).rawValue, rejected, total.amount, total.currency,
+                  PostgresJSON(command.shippingAddress), now])
+        for (index, line) in lines.enumerated() {
+            try await context.database.query("""
+                INSERT INTO \(tables.lines) (order_id, line, product_id, sku, name, quantity, unit_amount, currency)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                """, [command.orderID, index + 1, line.productID, line.sku, line.name, line.quantity, line.unitPrice.amount,
+                      line.unitPrice.currency])
+        }
+        if let rejected {
+            var data = data
+            data.cancelReason = rejected
+            try await context.publish(OrderCancelled(order: Checkout.summary(data, status: .cancelled, reason: rejected), reason: rejected),
+                                      sagaID: command.orderID)
+            return
+        }
+        try await saga.start(id: command.orderID, data: data, input: .place, in: context)
+    }
+
+    struct Tables: Sendable {
+        let orders: String
+        let lines: String
+        init(schema: String) {
+            orders = "\(quoteIdentifier(schema)).orders"
+            lines = "\(quoteIdentifier(schema)).order_lines"
+        }
+
+        func summaries(where condition: String, _ binds: [any PostgresEncodable], limit: Int,
+                       on database: PostgresClient) async throws -> [OrderSummary] {
+            let rows = try await database.query("""
+                SELECT o.id, o.customer_id, o.customer_email, o.status, o.status_reason, o.total_amount, o.currency, o.placed_at, o.updated_at,
+                    coalesce((SELECT json_agg(json_build_object('productID', l.product_id, 'sku', l.sku, 'name', l.name, 'quantity', l.quantity,
+                                'unitPrice', json_build_object('amount', l.unit_amount, 'currency', l.currency)) ORDER BY l.line)
+                              FROM \(lines) l WHERE l.order_id = o.id), '[]')::text
+                FROM \(orders) o WHERE \(condition) ORDER BY o.placed_at DESC, o.id DESC LIMIT \(limit)
+                """, binds)
+            return try (0..<rows.count).map { index in
+                let row = rows[index]
+                let lines = try JSONDecoder().decode([OrderLine].self, from: Data(try row.decode(String.self, 9).utf8))
+                return OrderSummary(orderID: try row.decode(String.self, 0), customerID: try row.decode(String.self, 1),
+                                    customerEmail: try row.decode(String.self, 2), status: try row.decode(String.self, 3),
+                                    statusReason: try row.decode(String?.self, 4), lines: lines,
+                                    total: Money(amount: try row.decode(Int.self, 5), currency: try row.decode(String.self, 6)),
+                                    placedAt: try row.decode(Date.self, 7).formatted(.iso8601),
+                                    updatedAt: try row.decode(Date.self, 8).formatted(.iso8601))
+            }
+        }
+    }
+}

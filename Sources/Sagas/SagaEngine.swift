@@ -1,0 +1,159 @@
+public import FoundationEssentials
+public import Messaging
+import Logging
+import PostgresClient
+
+/// What one transition did to a saga.
+public struct SagaChange<Definition: SagaDefinition>: Sendable {
+    public var sagaID: String
+    public var before: Definition.State
+    public var after: Definition.State
+    public var data: Definition.Data
+    public var ignoredBecause: String?
+    public var moved: Bool { ignoredBecause == nil }
+}
+
+/// Runs a ``SagaDefinition`` against its tables, inside the transaction of the handler (or job)
+/// that got the input: the saga row is locked, the transition decided, the new state, the step
+/// log, the pending timeout and the outgoing messages (outbox rows) all commit together with the
+/// handler's inbox row. A redelivered input therefore never moves a saga twice.
+public struct SagaEngine<Definition: SagaDefinition>: Sendable {
+    public let definition: Definition
+    public let schema: String
+    /// Called, in the same transaction, after every transition that was not ignored: the hosting
+    /// domain keeps its own tables (an order's status) in step with the saga.
+    private let didMove: @Sendable (SagaChange<Definition>, HandlerContext) async throws -> Void
+
+    public init(_ definition: Definition, schema: String,
+                didMove: @escaping @Sendable (SagaChange<Definition>, HandlerContext) async throws -> Void = { _, _ in }) {
+        self.definition = definition
+        self.schema = schema
+        self.didMove = didMove
+    }
+
+    private var table: String { quoteIdentifier(schema) }
+
+    /// Creates saga `id` and runs its first input. Nil when saga `id` exists already (the start
+    /// was handled before).
+    @discardableResult
+    public func start(id: String, data: Definition.Data, input: Definition.Input, in context: HandlerContext) async throws -> SagaChange<Definition>? {
+        let initial = Definition.initialState
+        let inserted = try await context.database.query("""
+            INSERT INTO \(table).sagas (id, saga_type, state, data, labels) VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (id) DO NOTHING RETURNING 1
+            """, [id, Definition.name, initial.rawValue, PostgresJSON(data), PostgresJSON(definition.labels(of: data))])
+        if inserted.count == 0 { return nil }
+        return try await apply(input, to: Loaded(id: id, state: initial, data: data, nextSeq: 1), in: context, starting: true)
+    }
+
+    /// Runs `input` against saga `sagaID`. Nil when there is no such saga.
+    @discardableResult
+    public func handle(_ input: Definition.Input, sagaID: String, in context: HandlerContext) async throws -> SagaChange<Definition>? {
+        guard let loaded = try await lock(sagaID, skipLocked: false, on: context) else { return nil }
+        return try await apply(input, to: loaded, in: context)
+    }
+
+    /// Fires the timeouts that are due, each in a transaction of its own. Any replica may run
+    /// this: a saga another replica is working on is skipped (`SKIP LOCKED`) and a timeout already
+    /// fired is gone. Returns how many fired.
+    public func fireDueTimeouts(_ job: JobContext, limit: Int = 100) async throws -> Int {
+        let due = try await job.database.query(
+            "SELECT saga_id FROM \(table).saga_timeouts WHERE due_at <= now() ORDER BY due_at LIMIT $1", [limit])
+        var fired = 0
+        for index in 0..<due.count {
+            let sagaID = try due[index].decode(String.self, 0)
+            let didFire = try await job.transaction(sagaID: sagaID) { context -> Bool in
+                // The saga row first, as handlers lock it, then the timeout under that lock.
+                guard let loaded = try await lock(sagaID, skipLocked: true, on: context) else { return false }
+                let timeout = try await context.database.query(
+                    "DELETE FROM \(table).saga_timeouts WHERE saga_id = $1 AND due_at <= now() RETURNING name", [sagaID])
+                guard timeout.count == 1 else { return false }
+                try await apply(.timeout(try timeout[0].decode(String.self, 0)), to: loaded, in: context)
+                return true
+            }
+            if didFire { fired += 1 }
+        }
+        return fired
+    }
+
+    // MARK: - Internals
+
+    private struct Loaded {
+        var id: String
+        var state: Definition.State
+        var data: Definition.Data
+        var nextSeq: Int
+    }
+
+    private func lock(_ id: String, skipLocked: Bool, on context: HandlerContext) async throws -> Loaded? {
+        let rows = try await context.database.query("""
+            SELECT state, data::text FROM \(table).sagas WHERE id = $1 FOR UPDATE\(skipLocked ? " SKIP LOCKED" : "")
+            """, [id])
+        guard rows.count == 1 else { return nil }
+        let stateName = try rows[0].decode(String.self, 0)
+        guard let state = Definition.State(rawValue: stateName) else {
+            throw PermanentFailure("saga-state", "saga \(id) is in state '\(stateName)', which \(Definition.name) does not know")
+        }
+        let data = try JSONDecoder().decode(Definition.Data.self, from: Data(try rows[0].decode(String.self, 1).utf8))
+        let seq = try await context.database.query("SELECT coalesce(max(seq), 0) + 1 FROM \(table).saga_steps WHERE saga_id = $1", [id])
+        return Loaded(id: id, state: state, data: data, nextSeq: try seq[0].decode(Int.self, 0))
+    }
+
+    @discardableResult
+    private func apply(_ input: Definition.Input, to saga: Loaded, in context: HandlerContext,
+                       starting: Bool = false) async throws -> SagaChange<Definition> {
+        let transition = definition.transition(from: saga.state, data: saga.data, on: input, now: Date())
+        var seq = saga.nextSeq
+        let kind: SagaStep.Kind = starting ? .started
+            : transition.ignoredBecause != nil ? .ignored : input.timeoutName != nil ? .timeout : .received
+        // A fired timeout has no message of its own; the job's envelope would mislead.
+        let cause = input.timeoutName == nil ? context.envelope : nil
+        try await log(saga.id, seq: seq, kind, name: input.name, envelope: cause, before: saga.state.rawValue,
+                      after: transition.state.rawValue, detail: transition.ignoredBecause, on: context)
+        seq += 1
+        if transition.ignoredBecause == nil {
+            try await context.database.query("""
+                UPDATE \(table).sagas SET state = $2, data = $3, labels = $4, terminal = $5, updated_at = now() WHERE id = $1
+                """, [saga.id, transition.state.rawValue, PostgresJSON(transition.data), PostgresJSON(definition.labels(of: transition.data)),
+                      Definition.terminalStates.contains(transition.state)])
+            try await context.database.query("DELETE FROM \(table).saga_timeouts WHERE saga_id = $1", [saga.id])
+        }
+        for action in transition.actions {
+            switch action {
+            case .send(let command):
+                let id = try await context.send(command, sagaID: saga.id)
+                try await log(saga.id, seq: seq, .sent, name: type(of: command).type, messageID: id, on: context)
+            case .publish(let event):
+                let id = try await context.publish(event, sagaID: saga.id)
+                try await log(saga.id, seq: seq, .published, name: type(of: event).type, messageID: id, on: context)
+            case .schedule(let name, let after):
+                let seconds = Double(after.components.seconds) + Double(after.components.attoseconds) / 1e18
+                try await context.database.query("""
+                    INSERT INTO \(table).saga_timeouts (saga_id, name, due_at) VALUES ($1, $2, now() + make_interval(secs => $3))
+                    ON CONFLICT (saga_id) DO UPDATE SET name = excluded.name, due_at = excluded.due_at, scheduled_at = now()
+                    """, [saga.id, name, seconds])
+                try await log(saga.id, seq: seq, .scheduled, name: name, detail: "due in \(after)", on: context)
+            }
+            seq += 1
+        }
+        let change = SagaChange<Definition>(sagaID: saga.id, before: saga.state, after: transition.state, data: transition.data,
+                                            ignoredBecause: transition.ignoredBecause)
+        if change.moved {
+            try await didMove(change, context)
+        } else {
+            context.logger.info("saga input ignored", metadata: ["saga_id": .string(saga.id), "input": .string(input.name),
+                                                               "state": .string(saga.state.rawValue),
+                                                               "reason": .string(transition.ignoredBecause ?? "")])
+        }
+        return change
+    }
+
+    private func log(_ id: String, seq: Int, _ kind: SagaStep.Kind, name: String, envelope: Envelope? = nil, messageID: String? = nil,
+                     before: String? = nil, after: String? = nil, detail: String? = nil, on context: HandlerContext) async throws {
+        let messageType: String? = kind == .sent || kind == .published ? name : envelope?.type
+        try await context.database.query("""
+            INSERT INTO \(table).saga_steps (saga_id, seq, kind, name, message_type, message_id, state_before, state_after, detail)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            """, [id, seq, kind.rawValue, name, messageType, messageID ?? envelope?.messageID, before, after, detail])
+    }
+}
