@@ -132,7 +132,7 @@ let package = Package(
         // Shared by the test targets: server URLs from the environment, fault injection.
         .target(
             name: "ShopfleetTesting",
-            dependencies: ["ClientRuntime"],
+            dependencies: ["ClientRuntime", "Messaging"],
             swiftSettings: swiftSettings),
 
         .executableTarget(
@@ -165,5 +165,23 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(name: "ContractsTests", dependencies: ["Contracts", "Messaging", "ShopfleetTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "ShopfleetTests", dependencies: ["shopfleet"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "PaymentsTests",
+            dependencies: [
+                "Payments", "PaymentsSandbox", "ClientRuntime",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            swiftSettings: swiftSettings),
+        // The checkout across separate worker processes (it runs the shopfleet binary).
+        .testTarget(
+            name: "CheckoutTests",
+            dependencies: [
+                "Contracts", "Messaging", "Sagas", "Payments", "PaymentsSandbox", "AMQPClient", "PostgresClient", "ClientRuntime",
+                "ShopfleetTesting",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: swiftSettings),
+        .testTarget(name: "OrdersTests", dependencies: ["Orders", "Sagas", "Contracts", "Messaging"], swiftSettings: swiftSettings),
     ]
 )

@@ -35,16 +35,23 @@ public struct CapturePayment: Command, Contract, Validatable {
     public func validate() throws(ValidationFailure) { try Validation.identifier(orderID, "orderID") }
 }
 
-/// Compensation: cancels an authorization (nothing was taken). Voiding before the authorization
-/// arrived makes it void on arrival.
+/// Compensation: cancels an authorization (nothing was taken). `amount` and `paymentMethod`
+/// repeat what the authorization asked for: when its outcome is unknown (it timed out), payments
+/// replays it under the same idempotency key to learn whether the gateway authorized it, and voids
+/// that. A void that arrives before its authorization makes the authorization do nothing.
 public struct VoidPayment: Command, Contract, Validatable {
     public static let type = "payments.VoidPayment.v1"
-    public static let example = VoidPayment(orderID: AuthorizePayment.example.orderID, reason: "out of stock")
+    public static let example = VoidPayment(orderID: AuthorizePayment.example.orderID, reason: "out of stock",
+                                            amount: AuthorizePayment.example.amount, paymentMethod: "pm_card_visa")
     public var orderID: String
     public var reason: String
-    public init(orderID: String, reason: String) {
+    public var amount: Money?
+    public var paymentMethod: String?
+    public init(orderID: String, reason: String, amount: Money? = nil, paymentMethod: String? = nil) {
         self.orderID = orderID
         self.reason = reason
+        self.amount = amount
+        self.paymentMethod = paymentMethod
     }
     public func validate() throws(ValidationFailure) { try Validation.identifier(orderID, "orderID") }
 }

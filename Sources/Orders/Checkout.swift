@@ -164,7 +164,7 @@ public struct Checkout: SagaDefinition {
         case (.reservingStock, .stockUnavailable(let reason)):
             data.cancelReason = reason
             return move(.cancelled, [.publish(OrderCancelled(order: summary(.cancelled, reason: reason), reason: reason))])
-        case (.reservingStock, .timeout):
+        case (.reservingStock, .timeout(let name)) where name == state.rawValue:
             return compensate("inventory did not answer within \(timing.reserve)", paymentHeld: false)
         case (.reservingStock, .cancelRequested(let reason)):
             return compensate(reason, paymentHeld: false)
@@ -175,7 +175,7 @@ public struct Checkout: SagaDefinition {
             return compensate("payment declined: \(reason)", paymentHeld: false)
         case (.authorizingPayment, .paymentFailed(_, let reason)):
             return compensate("payment failed: \(reason)", paymentHeld: true)
-        case (.authorizingPayment, .timeout):
+        case (.authorizingPayment, .timeout(let name)) where name == state.rawValue:
             // The gateway may still authorize later: void whatever it did.
             return compensate("the payment was not authorized within \(timing.payment)", paymentHeld: true)
         case (.authorizingPayment, .cancelRequested(let reason)):
@@ -270,7 +270,7 @@ public struct Checkout: SagaDefinition {
     }
 
     private func voidPayment(_ data: Data) -> SagaAction {
-        .send(VoidPayment(orderID: data.orderID, reason: data.cancelReason ?? "cancelled"))
+        .send(VoidPayment(orderID: data.orderID, reason: data.cancelReason ?? "cancelled", amount: data.total, paymentMethod: data.paymentMethod))
     }
 
     private func releaseStock(_ data: Data) -> SagaAction {

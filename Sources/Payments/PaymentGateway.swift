@@ -1,5 +1,5 @@
 public import AsyncHTTPClient
-import ClientRuntime
+public import ClientRuntime
 public import FoundationEssentials
 import NIOCore
 import NIOHTTP1
@@ -16,6 +16,8 @@ public struct PaymentGateway: Sendable {
         public var apiKey: String
         public var timeout: Duration = .seconds(10)
         public var attempts: Int = 3
+        /// Between attempts.
+        public var backoff = Backoff(initial: .milliseconds(200), maximum: .seconds(2))
         public init(baseURL: String, apiKey: String) {
             var base = baseURL
             while base.hasSuffix("/") { base.removeLast() }
@@ -71,7 +73,7 @@ public struct PaymentGateway: Sendable {
     }
 
     private func post<T: Decodable>(_ path: String, _ form: [(String, String)], idempotencyKey: String) async throws -> T {
-        var backoff = Backoff(initial: .milliseconds(200), maximum: .seconds(2))
+        var backoff = configuration.backoff
         var lastProblem = ""
         for attempt in 1...max(1, configuration.attempts) {
             if attempt > 1 { try await Task.sleep(for: backoff.next()) }

@@ -109,36 +109,53 @@ public enum PaymentsService {
         handlers.on(VoidPayment.self) { command, context in
             let id = command.orderID
             // A void that comes first leaves a voided row: the authorization, when it arrives, does nothing.
-            let first = try await context.database.query("""
-                INSERT INTO \(tables.payments) (order_id, status, message) VALUES ($1, 'voided', $2) ON CONFLICT (order_id) DO NOTHING RETURNING 1
-                """, [id, "voided before authorization: \(command.reason)"])
-            if first.count == 1 {
-                try await context.publish(PaymentVoided(orderID: id, hadAuthorization: false))
-                return
-            }
+            try await context.database.query("""
+                INSERT INTO \(tables.payments) (order_id, status, message) VALUES ($1, 'pending', $2) ON CONFLICT (order_id) DO NOTHING
+                """, [id, "void arrived before the authorization"])
             let payment = try await tables.lock(id, context)
+            var intentID = payment.intentID
+            var held = payment.status == "authorized"
             switch payment.status {
-            case "authorized":
+            case "captured", "refunded":
+                try await context.publish(PaymentOperationFailed(orderID: id, operation: "void", reason: "the payment is already \(payment.status)"))
+                return
+            case "voided":
+                try await context.publish(PaymentVoided(orderID: id, hadAuthorization: intentID != nil))
+                return
+            case "pending":
+                // The authorization's outcome is unknown (it timed out, or has not been handled yet).
+                // Asking again under its idempotency key gives the gateway's answer to the first
+                // request if there was one, so an authorization that did go through is voided below.
+                if let amount = command.amount, let method = command.paymentMethod {
+                    let key = idempotencyKey(context, id, "authorize")
+                    do {
+                        let intent = try await gateway.authorize(amount: amount.amount, currency: amount.currency, paymentMethod: method,
+                                                                 orderID: id, idempotencyKey: key)
+                        try await tables.record(id, "authorize", key, "replayed for the void: \(intent.status) \(intent.id)", context)
+                        intentID = intent.id
+                        held = intent.status == "requires_capture"
+                    } catch let failure as PaymentGateway.Failure {
+                        if case .unavailable = failure { throw failure }
+                        try await tables.record(id, "authorize", key, "replayed for the void: \(failure)", context)
+                    }
+                }
+            default:
+                break  // authorized: void it below; declined or failed: nothing is held
+            }
+            if let intentID, held {
                 let key = idempotencyKey(context, id, "void")
                 do {
-                    _ = try await gateway.cancel(payment.intentID ?? "", idempotencyKey: key)
-                    try await tables.record(id, "void", key, "canceled", context)
-                    try await tables.update(id, status: "voided", message: command.reason, context)
-                    try await context.publish(PaymentVoided(orderID: id, hadAuthorization: true))
+                    _ = try await gateway.cancel(intentID, idempotencyKey: key)
+                    try await tables.record(id, "void", key, "canceled \(intentID)", context)
                 } catch let failure as PaymentGateway.Failure {
                     if case .unavailable = failure { throw failure }
                     try await tables.record(id, "void", key, "failed: \(failure)", context)
                     try await context.publish(PaymentOperationFailed(orderID: id, operation: "void", reason: failure.description))
+                    return
                 }
-            case "captured", "refunded":
-                try await context.publish(PaymentOperationFailed(orderID: id, operation: "void", reason: "the payment is already \(payment.status)"))
-            case "voided":
-                try await context.publish(PaymentVoided(orderID: id, hadAuthorization: payment.intentID != nil))
-            default:
-                // pending (an authorization that failed and waits for a retry), declined, failed: nothing is held.
-                try await tables.update(id, status: "voided", message: command.reason, context)
-                try await context.publish(PaymentVoided(orderID: id, hadAuthorization: false))
             }
+            try await tables.update(id, status: "voided", intentID: intentID, message: command.reason, context)
+            try await context.publish(PaymentVoided(orderID: id, hadAuthorization: intentID != nil))
         }
 
         handlers.on(RefundPayment.self) { command, context in

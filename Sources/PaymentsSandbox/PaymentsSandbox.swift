@@ -50,6 +50,8 @@ public final class PaymentsSandbox: Sendable {
         var intents: [String: PaymentIntent] = [:]
         var refunds: [String: Refund] = [:]
         var idempotency: [String: Stored] = [:]
+        /// Keys whose first request is still being handled: another request with one gets 409.
+        var inProgress: Set<String> = []
         var faults = Faults()
         var stats = Stats()
     }
@@ -127,17 +129,26 @@ public final class PaymentsSandbox: Sendable {
         let text = String(decoding: bytes.readableBytesView, as: UTF8.self)
         let fields = Dictionary(FormEncoding.decode(text), uniquingKeysWith: { _, last in last })
 
-        let faults = state.withLock { state -> Faults in
+        let key = idempotent ? request.headers[Self.idempotencyKey] : nil
+        let (faults, busy) = state.withLock { state -> (Faults, Bool) in
             state.stats.requests += 1
-            return state.faults
+            if let key, state.idempotency[key] == nil {
+                if state.inProgress.contains(key) { return (state.faults, true) }
+                state.inProgress.insert(key)
+            }
+            return (state.faults, false)
         }
+        if busy {
+            return error(.conflict, StripeError(type: "idempotency_error", code: "idempotency_key_in_use",
+                                                message: "There is currently another in-progress request using this Idempotent Key. Please try again later."))
+        }
+        defer { if let key { state.withLock { _ = $0.inProgress.remove(key) } } }
         if faults.latencyMilliseconds > 0 { try await Task.sleep(for: .milliseconds(faults.latencyMilliseconds)) }
         if faults.failureRate > 0, Double.random(in: 0..<1) < faults.failureRate {
             state.withLock { $0.stats.injectedFailures += 1 }
             return error(.internalServerError, StripeError(type: "api_error", message: "An unknown error occurred (injected by the sandbox)."))
         }
 
-        let key = idempotent ? request.headers[Self.idempotencyKey] : nil
         // Same key and same request: the first answer again. Same key, other request: an error.
         let fingerprint = "POST \(path) " + fields.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "&")
         let outcome: Outcome = state.withLock { state in

@@ -1,5 +1,8 @@
 import AMQPClient
 import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import PostgresClient
 import Synchronization
@@ -43,6 +46,10 @@ struct OutboxRecord: Sendable {
     func publish(on channel: AMQPChannel) async throws {
         try await channel.publish(envelope.body, exchange: exchange, routingKey: routingKey,
                                   properties: envelope.properties, mandatory: exchange.isEmpty)
+        if Chaos.duplicatePublishes {
+            try await channel.publish(envelope.body, exchange: exchange, routingKey: routingKey,
+                                      properties: envelope.properties, mandatory: exchange.isEmpty)
+        }
     }
 
     init(id: Int64, envelope: Envelope, exchange: String, routingKey: String) {
@@ -215,4 +222,14 @@ final class AsyncSemaphore: Sendable {
         }
         waiter?.resume()
     }
+}
+
+/// Faults a chaos test switches on by environment, never set in production.
+enum Chaos {
+    /// `SHOPFLEET_CHAOS_DUPLICATE_PUBLISHES=1`: every outbox message is published twice, as an
+    /// at-least-once broker may deliver it; the consumers' inboxes must make the copy a no-op.
+    static let duplicatePublishes: Bool = {
+        guard let value = getenv("SHOPFLEET_CHAOS_DUPLICATE_PUBLISHES") else { return false }
+        return String(cString: value) == "1"
+    }()
 }

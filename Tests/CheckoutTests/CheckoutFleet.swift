@@ -1,0 +1,244 @@
+import AMQPClient
+import AsyncHTTPClient
+import ClientRuntime
+import Contracts
+import FoundationEssentials
+import Messaging
+import NIOCore
+import NIOHTTP1
+import Payments
+import PaymentsSandbox
+import PostgresClient
+import Sagas
+import ShopfleetTesting
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The checkout fleet as real processes — `shopfleet worker` catalog, inventory, orders and
+/// payments, and `shopfleet payments-sandbox` — against a vhost and a database of their own.
+final class CheckoutFleet: Sendable {
+    static let roles = ["catalog", "inventory", "orders", "payments", "payments-sandbox"]
+
+    let sandbox: BrokerSandbox
+    let databaseName: String
+    let databaseURL: String
+    let database: PostgresClient
+    let amqp: AMQPConnection
+    let channel: AMQPChannel
+    let ports: [String: Int]
+    let environment: [String: String]
+    let logDirectory: String
+    private let processes = Mutex<[String: RunningProcess]>([:])
+
+    static var binary: String {
+        let exe = ChildProcess.currentExecutable ?? ""
+        return String(exe[..<(exe.lastIndex(of: "/") ?? exe.startIndex)]) + "/shopfleet"
+    }
+
+    private init(environment extra: [String: String]) async throws {
+        sandbox = try await BrokerSandbox.create(topologyFile: BrokerSandbox.fleetTopologyFile)
+        databaseName = TestServers.uniqueName("checkout")
+        let admin = PostgresClient(configuration: try PostgresConfiguration(url: try TestServers.databaseURL()), maximumConnections: 1)
+        try await admin.query("CREATE DATABASE \(quoteIdentifier(databaseName))")
+        await admin.close()
+        let base = try TestServers.databaseURL()
+        databaseURL = String(base[..<base.lastIndex(of: "/")!]) + "/" + databaseName
+        database = PostgresClient(configuration: try PostgresConfiguration(url: databaseURL), maximumConnections: 4)
+        amqp = try await AMQPConnection.connect(try AMQPConfiguration(url: sandbox.amqpURL, connectionName: "checkout test"))
+        channel = try await amqp.openChannel()
+        try await channel.enableConfirms()
+        var ports: [String: Int] = [:]
+        let first = Int.random(in: 20_000...29_000)
+        for (index, role) in Self.roles.enumerated() { ports[role] = first + index }
+        self.ports = ports
+        logDirectory = "/tmp/\(databaseName)"
+        try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
+        var environment = [
+            "SHOPFLEET_AMQP_URL": sandbox.amqpURL,
+            "SHOPFLEET_DATABASE_URL": databaseURL,
+            "SHOPFLEET_TOPOLOGY_FILE": BrokerSandbox.fleetTopologyFile,
+            "SHOPFLEET_PAYMENTS_URL": "http://127.0.0.1:\(ports["payments-sandbox"]!)",
+            "SHOPFLEET_PAYMENTS_API_KEY": "sk_test_" + TestServers.uniqueName("fleet"),
+            "SHOPFLEET_WORKER_CONCURRENCY": "4",
+            "SHOPFLEET_LOG_LEVEL": "info",
+        ]
+        environment.merge(extra) { _, new in new }
+        self.environment = environment
+    }
+
+    /// Runs `body` with a fleet started with `environment` added; stops it and drops its database
+    /// and vhost afterwards, printing the processes' logs if `body` failed.
+    static func with(environment: [String: String] = [:], _ body: (CheckoutFleet) async throws -> Void) async throws {
+        let fleet = try await CheckoutFleet(environment: environment)
+        do {
+            for role in roles { try fleet.start(role) }
+            for role in roles { try await fleet.waitReady(role) }
+            try await body(fleet)
+        } catch {
+            fleet.printLogs()
+            await fleet.shutdown()
+            throw error
+        }
+        await fleet.shutdown()
+    }
+
+    func start(_ role: String) throws {
+        let argv = role == "payments-sandbox" ? [Self.binary, "payments-sandbox"] : [Self.binary, "worker", role]
+        var environment = self.environment
+        environment["SHOPFLEET_HTTP_PORT"] = String(ports[role]!)
+        let process = try ChildProcess.spawn(argv, extraEnvironment: environment, logFile: "\(logDirectory)/\(role).log")
+        processes.withLock { $0[role] = process }
+    }
+
+    func waitReady(_ role: String) async throws {
+        let path = role == "payments-sandbox" ? "/healthz" : "/readyz"
+        try await waitUntil(deadline: .seconds(60)) { [self] in
+            (try? await get(role, path).status) == 200
+        }
+    }
+
+    /// SIGKILLs a process and waits for it to be gone.
+    func kill(_ role: String) async throws {
+        guard let process = processes.withLock({ $0[role] }) else { return }
+        process.signal(SIGKILL)
+        _ = try await withDeadline(.seconds(10)) { await process.wait() }
+    }
+
+    func shutdown() async {
+        let all = processes.withLock { $0 }
+        for process in all.values { process.signal(SIGTERM) }
+        for process in all.values {
+            if (try? await withDeadline(.seconds(25), { await process.wait() })) == nil {
+                process.signal(SIGKILL)
+                _ = await process.wait()
+            }
+        }
+        await amqp.close()
+        await database.close()
+        let admin = PostgresClient(configuration: try! PostgresConfiguration(url: try! TestServers.databaseURL()), maximumConnections: 1)
+        _ = try? await admin.query("DROP DATABASE IF EXISTS \(quoteIdentifier(databaseName)) WITH (FORCE)")
+        await admin.close()
+        await sandbox.remove()
+    }
+
+    func printLogs() {
+        for role in Self.roles {
+            let text = (try? String(contentsOfFile: "\(logDirectory)/\(role).log", encoding: .utf8)) ?? ""
+            print("==== \(role) (last lines)\n" + text.split(separator: "\n").suffix(40).joined(separator: "\n"))
+        }
+    }
+
+    // MARK: - Talking to the fleet
+
+    @discardableResult
+    func send<C: Command>(_ command: C, times: Int = 1) async throws -> Envelope {
+        let envelope = try Envelope(command)
+        for _ in 0..<times {
+            try await channel.publish(envelope.body, routingKey: C.queue, properties: envelope.properties, mandatory: true)
+        }
+        return envelope
+    }
+
+    struct Item {
+        var product: Product
+        var stock: Int
+    }
+
+    /// Products in the catalog and their stock, once both workers have them.
+    func seed(_ items: [Item]) async throws {
+        for item in items {
+            try await send(UpsertProduct(product: item.product))
+            try await send(AdjustStock(sku: item.product.sku, delta: item.stock, reason: "test stock"))
+        }
+        try await waitUntil(deadline: .seconds(20)) { [self] in
+            let products = try? await database.query("SELECT count(*) FROM catalog.products WHERE id = ANY($1)", [items.map(\.product.id)])
+            let stock = try? await database.query("SELECT count(*) FROM inventory.stock WHERE sku = ANY($1)", [items.map(\.product.sku)])
+            return (try? products?[0].decode(Int.self, 0)) == items.count && (try? stock?[0].decode(Int.self, 0)) == items.count
+        }
+    }
+
+    static func product(_ sku: String, price: Int) -> Product {
+        Product(id: "prod-\(sku.lowercased())", sku: sku, name: "Product \(sku)", description: "for tests", category: "test",
+                price: Money(amount: price, currency: "EUR"))
+    }
+
+    func placeOrder(_ lines: [(Product, Int)], paymentMethod: String = "pm_card_visa", times: Int = 1) async throws -> String {
+        let id = UUIDv7.generate()
+        try await send(PlaceOrder(orderID: id, customerID: "cus-test", customerEmail: "ada@example.com",
+                                  lines: lines.map { OrderLineRequest(productID: $0.0.id, quantity: $0.1) }, paymentMethod: paymentMethod,
+                                  shippingAddress: Address(name: "Ada", line1: "1 Test Street", postalCode: "1000", city: "Brussels", country: "BE")),
+                       times: times)
+        return id
+    }
+
+    struct OrderState: Equatable {
+        var status: String
+        var reason: String?
+        var sagaState: String?
+    }
+
+    func order(_ id: String) async throws -> OrderState? {
+        let rows = try await database.query("""
+            SELECT o.status, o.status_reason, s.state FROM orders.orders o LEFT JOIN orders.sagas s ON s.id = o.id WHERE o.id = $1
+            """, [id])
+        guard rows.count == 1 else { return nil }
+        return OrderState(status: try rows[0].decode(String.self, 0), reason: try rows[0].decode(String?.self, 1),
+                          sagaState: try rows[0].decode(String?.self, 2))
+    }
+
+    /// Waits until the order's saga is in one of `states`.
+    @discardableResult
+    func waitForSaga(_ id: String, in states: Set<String>, deadline: Duration = .seconds(30)) async throws -> OrderState {
+        let last = Mutex<OrderState?>(nil)
+        do {
+            try await waitUntil(deadline: deadline) { [self] in
+                let state = try? await order(id)
+                last.withLock { $0 = state }
+                return state?.sagaState.map(states.contains) ?? false
+            }
+        } catch {
+            throw TestFailure("saga \(id) did not reach \(states.sorted()) within \(deadline); last seen: \(String(describing: last.withLock { $0 }))")
+        }
+        return try await order(id)!
+    }
+
+    func stock(_ sku: String) async throws -> (onHand: Int, reserved: Int) {
+        let rows = try await database.query("SELECT on_hand, reserved FROM inventory.stock WHERE sku = $1", [sku])
+        return (try rows[0].decode(Int.self, 0), try rows[0].decode(Int.self, 1))
+    }
+
+    func count(_ sql: String, _ binds: [any PostgresEncodable] = []) async throws -> Int {
+        try await database.query(sql, binds)[0].decode(Int.self, 0)
+    }
+
+    func steps(_ id: String) async throws -> [SagaStep] {
+        try await SagaReader(schema: "orders").steps(of: id, on: database)
+    }
+
+    // MARK: - The gateway
+
+    func sandboxStats() async throws -> PaymentsSandbox.Stats {
+        let response = try await get("payments-sandbox", "/_sandbox/stats")
+        return try StripeJSON.decoder().decode(PaymentsSandbox.Stats.self, from: Data(response.body.readableBytesView))
+    }
+
+    func setFaults(_ faults: PaymentsSandbox.Faults) async throws {
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(ports["payments-sandbox"]!)/_sandbox/faults")
+        request.method = .POST
+        request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(faults)))
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(5))
+        guard response.status == .ok else { throw TestFailure("setting faults answered \(response.status)") }
+    }
+
+    func get(_ role: String, _ path: String) async throws -> (status: Int, body: ByteBuffer) {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(ports[role]!)\(path)"), timeout: .seconds(5))
+        return (Int(response.status.code), try await response.body.collect(upTo: 1 << 20))
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}

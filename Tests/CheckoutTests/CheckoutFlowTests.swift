@@ -1,0 +1,163 @@
+import Contracts
+import FoundationEssentials
+import Messaging
+import PaymentsSandbox
+import Sagas
+import ShopfleetTesting
+import Testing
+
+/// The order saga end to end: separate worker processes, real RabbitMQ and PostgreSQL, and the
+/// payments sandbox over HTTP.
+@Suite("Checkout across the fleet", .serialized)
+struct CheckoutFlowTests {
+    static let terminal: Set<String> = ["completed", "cancelled", "compensation_failed"]
+
+    @Test func anOrderIsReservedAuthorizedConfirmedCapturedAndCompleted() async throws {
+        try await CheckoutFleet.with { fleet in
+            let mug = CheckoutFleet.product("MUG-1", price: 1250)
+            try await fleet.seed([.init(product: mug, stock: 5)])
+            let id = try await fleet.placeOrder([(mug, 2)])
+            let order = try await fleet.waitForSaga(id, in: Self.terminal)
+            #expect(order == .init(status: "completed", reason: nil, sagaState: "completed"))
+
+            #expect(try await fleet.stock("MUG-1") == (onHand: 3, reserved: 0))
+            let stats = try await fleet.sandboxStats()
+            #expect(stats.intentsPerOrder[id] == 1)
+            #expect(stats.intents["succeeded"] == 1)
+            #expect(try await fleet.count("SELECT count(*) FROM payments.payments WHERE order_id = $1 AND status = 'captured' AND amount = 2500", [id]) == 1)
+
+            let steps = try await fleet.steps(id)
+            let sent = steps.filter { $0.kind == .sent }.map(\.name)
+            #expect(sent == ["inventory.ReserveStock.v1", "payments.AuthorizePayment.v1", "inventory.CommitReservation.v1", "payments.CapturePayment.v1"])
+            #expect(steps.filter { $0.kind == .published }.map(\.name) == ["orders.OrderPlaced.v1", "orders.OrderConfirmed.v1", "orders.OrderCompleted.v1"])
+            #expect(steps.allSatisfy { $0.kind != .ignored })
+        }
+    }
+
+    @Test func outOfStockCancelsAndReservesNothing() async throws {
+        try await CheckoutFleet.with { fleet in
+            let lamp = CheckoutFleet.product("LAMP-1", price: 4000)
+            let mug = CheckoutFleet.product("MUG-2", price: 1250)
+            try await fleet.seed([.init(product: lamp, stock: 1), .init(product: mug, stock: 10)])
+            let id = try await fleet.placeOrder([(mug, 3), (lamp, 2)])
+            let order = try await fleet.waitForSaga(id, in: Self.terminal)
+            #expect(order.status == "cancelled")
+            #expect(order.reason?.contains("out of stock") == true)
+            #expect(order.reason?.contains("LAMP-1") == true)
+            // All or nothing: not even the mugs that were there.
+            #expect(try await fleet.stock("MUG-2") == (onHand: 10, reserved: 0))
+            #expect(try await fleet.stock("LAMP-1") == (onHand: 1, reserved: 0))
+            #expect(try await fleet.sandboxStats().intentsPerOrder[id] == nil)
+        }
+    }
+
+    @Test func aDeclinedCardReleasesTheStockAndCancels() async throws {
+        try await CheckoutFleet.with { fleet in
+            let mug = CheckoutFleet.product("MUG-3", price: 1250)
+            try await fleet.seed([.init(product: mug, stock: 4)])
+            let id = try await fleet.placeOrder([(mug, 2)], paymentMethod: "pm_card_chargeDeclinedInsufficientFunds")
+            let order = try await fleet.waitForSaga(id, in: Self.terminal)
+            #expect(order.status == "cancelled")
+            #expect(order.reason == "payment declined: Your card has insufficient funds.")
+            #expect(try await fleet.stock("MUG-3") == (onHand: 4, reserved: 0))
+            #expect(try await fleet.count("SELECT count(*) FROM payments.payments WHERE order_id = $1 AND decline_code = 'insufficient_funds'", [id]) == 1)
+            #expect(try await fleet.count("SELECT count(*) FROM inventory.reservations WHERE id = $1 AND status = 'released'", [id]) == 1)
+        }
+    }
+
+    @Test func aHangingGatewayTimesTheSagaOutAndTheLateAuthorizationIsVoided() async throws {
+        try await CheckoutFleet.with(environment: ["SHOPFLEET_CHECKOUT_PAYMENT_TIMEOUT": "1500ms"]) { fleet in
+            let mug = CheckoutFleet.product("MUG-4", price: 1250)
+            try await fleet.seed([.init(product: mug, stock: 3)])
+            var slow = PaymentsSandbox.Faults()
+            slow.latencyMilliseconds = 4000
+            try await fleet.setFaults(slow)
+            let id = try await fleet.placeOrder([(mug, 1)])
+            // The payment timeout fires while the gateway still holds the request.
+            try await fleet.waitForSaga(id, in: ["voiding_payment", "releasing_stock", "cancelled"], deadline: .seconds(20))
+            try await fleet.setFaults(PaymentsSandbox.Faults())
+            let order = try await fleet.waitForSaga(id, in: Self.terminal, deadline: .seconds(60))
+            #expect(order.status == "cancelled")
+            #expect(order.reason?.contains("not authorized within") == true)
+            #expect(try await fleet.stock("MUG-4") == (onHand: 3, reserved: 0))
+            // The gateway did authorize, late, once; and that authorization was voided.
+            let stats = try await fleet.sandboxStats()
+            #expect(stats.intentsPerOrder[id] == 1)
+            #expect(stats.intents["requires_capture", default: 0] == 0)
+            #expect(stats.intents["canceled"] == 1)
+            #expect(try await fleet.steps(id).contains { $0.kind == .timeout && $0.name == "timeout authorizing_payment" })
+        }
+    }
+
+    @Test func aCustomerCancelBeforeCaptureVoidsReleasesAndCancels() async throws {
+        try await CheckoutFleet.with { fleet in
+            let mug = CheckoutFleet.product("MUG-5", price: 1250)
+            try await fleet.seed([.init(product: mug, stock: 2)])
+            var slow = PaymentsSandbox.Faults()
+            slow.latencyMilliseconds = 1500
+            try await fleet.setFaults(slow)
+            let id = try await fleet.placeOrder([(mug, 2)])
+            try await fleet.waitForSaga(id, in: ["authorizing_payment"], deadline: .seconds(20))
+            try await fleet.send(CancelOrder(orderID: id, customerID: "cus-test", reason: "changed my mind"))
+            let order = try await fleet.waitForSaga(id, in: Self.terminal, deadline: .seconds(40))
+            #expect(order.status == "cancelled")
+            #expect(order.reason == "cancelled by the customer: changed my mind")
+            #expect(try await fleet.stock("MUG-5") == (onHand: 2, reserved: 0))
+            #expect(try await fleet.sandboxStats().intents["requires_capture", default: 0] == 0)
+        }
+    }
+
+    @Test func twentyConcurrentOrdersForFiveUnitsSellExactlyFive() async throws {
+        try await CheckoutFleet.with { fleet in
+            let last = CheckoutFleet.product("LAST-1", price: 999)
+            try await fleet.seed([.init(product: last, stock: 5)])
+            var ids: [String] = []
+            for _ in 0..<20 { ids.append(try await fleet.placeOrder([(last, 1)])) }
+            var outcomes: [String: Int] = [:]
+            for id in ids { outcomes[try await fleet.waitForSaga(id, in: Self.terminal, deadline: .seconds(60)).status, default: 0] += 1 }
+            #expect(outcomes == ["completed": 5, "cancelled": 15])
+            #expect(try await fleet.stock("LAST-1") == (onHand: 0, reserved: 0))
+            #expect(try await fleet.sandboxStats().intents["succeeded"] == 5)
+        }
+    }
+
+    @Test func everyMessageDeliveredTwiceStillReservesAndChargesOnce() async throws {
+        try await CheckoutFleet.with(environment: ["SHOPFLEET_CHAOS_DUPLICATE_PUBLISHES": "1"]) { fleet in
+            let mug = CheckoutFleet.product("MUG-6", price: 1250)
+            try await fleet.seed([.init(product: mug, stock: 5)])
+            let id = try await fleet.placeOrder([(mug, 2)], times: 2)
+            let order = try await fleet.waitForSaga(id, in: Self.terminal)
+            #expect(order.status == "completed")
+            #expect(try await fleet.stock("MUG-6") == (onHand: 3, reserved: 0))
+            let stats = try await fleet.sandboxStats()
+            #expect(stats.intentsPerOrder[id] == 1)
+            #expect(stats.intents["succeeded"] == 1)
+            #expect(try await fleet.count("SELECT count(*) FROM payments.gateway_calls WHERE order_id = $1", [id]) == 2)  // authorize, capture
+            // The saga saw each input once: the copies stopped at the orders inbox.
+            let received = try await fleet.steps(id).filter { $0.kind == .received }.map(\.name)
+            #expect(received == ["stock-reserved", "payment-authorized", "reservation-committed", "payment-captured"])
+        }
+    }
+
+    @Test func aWorkerKilledMidSagaIsRestartedAndTheSagaCompletes() async throws {
+        try await CheckoutFleet.with { fleet in
+            let mug = CheckoutFleet.product("MUG-7", price: 1250)
+            try await fleet.seed([.init(product: mug, stock: 5)])
+            var slow = PaymentsSandbox.Faults()
+            slow.latencyMilliseconds = 2000
+            try await fleet.setFaults(slow)
+            let id = try await fleet.placeOrder([(mug, 1)])
+            try await fleet.waitForSaga(id, in: ["authorizing_payment"], deadline: .seconds(20))
+            // Payments is inside the gateway call, its transaction open, the delivery unacked.
+            try await Task.sleep(for: .milliseconds(500))
+            try await fleet.kill("payments")
+            try await fleet.setFaults(PaymentsSandbox.Faults())
+            try fleet.start("payments")
+            try await fleet.waitReady("payments")
+            let order = try await fleet.waitForSaga(id, in: Self.terminal, deadline: .seconds(60))
+            #expect(order.status == "completed")
+            #expect(try await fleet.sandboxStats().intentsPerOrder[id] == 1)
+            #expect(try await fleet.stock("MUG-7") == (onHand: 4, reserved: 0))
+        }
+    }
+}

@@ -1,0 +1,145 @@
+import Contracts
+import FoundationEssentials
+import Messaging
+@testable import Orders
+import Sagas
+import Testing
+
+/// The checkout saga's decisions, without a server: every path from the issue, step by step.
+@Suite("Checkout saga transitions")
+struct CheckoutTransitionTests {
+    let saga = Checkout()
+    let now = Date(timeIntervalSince1970: 1_800_000_000)
+
+    var data: Checkout.Data {
+        Checkout.Data(orderID: "order-1", customerID: "cus-1", customerEmail: "ada@example.com",
+                      lines: [OrderLine(productID: "p1", sku: "MUG-001", name: "Mug", quantity: 2, unitPrice: Money(amount: 1250, currency: "EUR"))],
+                      total: Money(amount: 2500, currency: "EUR"), paymentMethod: "pm_card_visa", placedAt: now)
+    }
+
+    /// Runs inputs from `placed`, returning every transition.
+    func run(_ inputs: [Checkout.Input]) -> [SagaTransition<Checkout.State, Checkout.Data>] {
+        var state = Checkout.initialState
+        var current = data
+        var out: [SagaTransition<Checkout.State, Checkout.Data>] = []
+        for input in inputs {
+            let next = saga.transition(from: state, data: current, on: input, now: now)
+            out.append(next)
+            state = next.state
+            current = next.data
+        }
+        return out
+    }
+
+    func sent(_ transition: SagaTransition<Checkout.State, Checkout.Data>) -> [String] {
+        transition.actions.compactMap { action in
+            switch action {
+            case .send(let command): return type(of: command).type
+            case .publish(let event): return type(of: event).type
+            case .schedule(let name, _): return "timeout:\(name)"
+            }
+        }
+    }
+
+    @Test func happyPathReservesAuthorizesConfirmsCapturesAndCompletes() {
+        let steps = run([.place, .stockReserved, .paymentAuthorized, .reservationCommitted, .paymentCaptured])
+        #expect(steps.map(\.state) == [.reservingStock, .authorizingPayment, .committingStock, .capturingPayment, .completed])
+        #expect(sent(steps[0]) == ["orders.OrderPlaced.v1", "inventory.ReserveStock.v1", "timeout:reserving_stock"])
+        #expect(sent(steps[1]) == ["payments.AuthorizePayment.v1", "timeout:authorizing_payment"])
+        #expect(sent(steps[2]) == ["inventory.CommitReservation.v1", "timeout:committing_stock"])
+        #expect(sent(steps[3]) == ["orders.OrderConfirmed.v1", "payments.CapturePayment.v1", "timeout:capturing_payment"])
+        #expect(sent(steps[4]) == ["orders.OrderCompleted.v1"])
+        #expect(steps.allSatisfy { $0.ignoredBecause == nil })
+        // The authorization carries the order's total, from the catalog's prices.
+        guard case .send(let command) = steps[1].actions[0], let authorize = command as? AuthorizePayment else {
+            Issue.record("no AuthorizePayment")
+            return
+        }
+        #expect(authorize.amount == Money(amount: 2500, currency: "EUR"))
+        #expect(authorize.orderID == "order-1")
+    }
+
+    @Test func outOfStockCancelsWithNothingToUndo() {
+        let steps = run([.place, .stockUnavailable(reason: "out of stock: MUG-001")])
+        #expect(steps[1].state == .cancelled)
+        #expect(sent(steps[1]) == ["orders.OrderCancelled.v1"])
+        #expect(steps[1].data.cancelReason == "out of stock: MUG-001")
+    }
+
+    @Test func declinedPaymentReleasesStockThenCancels() {
+        let steps = run([.place, .stockReserved, .paymentDeclined(reason: "Your card was declined."), .reservationReleased])
+        #expect(steps[2].state == .releasingStock)
+        #expect(sent(steps[2]) == ["inventory.ReleaseReservation.v1", "timeout:releasing_stock"])
+        #expect(steps[3].state == .cancelled)
+        #expect(steps[3].data.cancelReason == "payment declined: Your card was declined.")
+    }
+
+    @Test func paymentTimeoutVoidsWhateverWasAuthorizedThenReleasesAndCancels() {
+        let steps = run([.place, .stockReserved, .timeout("authorizing_payment"), .paymentAuthorized, .paymentVoided, .reservationReleased])
+        #expect(steps[2].state == .voidingPayment)
+        #expect(sent(steps[2]) == ["payments.VoidPayment.v1", "timeout:voiding_payment"])
+        // The authorization that comes late changes nothing: the void covers it.
+        #expect(steps[3].ignoredBecause != nil)
+        #expect(steps[3].state == .voidingPayment)
+        #expect(steps[4].state == .releasingStock)
+        #expect(steps[5].state == .cancelled)
+        #expect(steps[5].data.cancelReason?.contains("not authorized within") == true)
+    }
+
+    @Test func customerCancelBeforeCaptureUndoesWhatIsHeld() {
+        // While the stock is being reserved: release (which also stops a late reservation).
+        let early = run([.place, .cancelRequested(reason: "changed my mind")])
+        #expect(early[1].state == .releasingStock)
+        // After the authorization: void, then release.
+        let late = run([.place, .stockReserved, .paymentAuthorized, .cancelRequested(reason: "changed my mind"), .paymentVoided, .reservationReleased])
+        #expect(late[3].state == .voidingPayment)
+        #expect(late[5].state == .cancelled)
+        #expect(late[5].data.cancelReason == "changed my mind")
+    }
+
+    @Test func cancelDuringCaptureIsRejectedAndTheOrderCompletes() {
+        let steps = run([.place, .stockReserved, .paymentAuthorized, .reservationCommitted, .cancelRequested(reason: "too late"), .paymentCaptured])
+        #expect(steps[4].ignoredBecause != nil)
+        #expect(sent(steps[4]) == ["orders.OrderCancellationRejected.v1"])
+        #expect(steps[5].state == .completed)
+    }
+
+    @Test func aStepThatTimesOutIsSentAgainThenCompensated() {
+        var steps = run([.place, .stockReserved, .paymentAuthorized])
+        #expect(steps[2].state == .committingStock)
+        steps = run([.place, .stockReserved, .paymentAuthorized, .timeout("committing_stock"), .timeout("committing_stock"), .timeout("committing_stock")])
+        #expect(sent(steps[3]) == ["inventory.CommitReservation.v1", "timeout:committing_stock"])
+        #expect(steps[3].state == .committingStock && steps[3].data.attempts == 1)
+        #expect(steps[4].data.attempts == 2)
+        // Attempts used up: give back what is held.
+        #expect(steps[5].state == .voidingPayment)
+    }
+
+    @Test func aCompensationThatKeepsFailingParksTheSagaUntilAnOperatorRetries() {
+        let steps = run([.place, .stockReserved, .timeout("authorizing_payment"),
+                         .paymentFailed(operation: "void", reason: "gateway refused"), .retryRequested, .paymentVoided, .reservationReleased])
+        #expect(steps[3].state == .compensationFailed)
+        #expect(steps[3].data.failure?.contains("gateway refused") == true)
+        #expect(steps[3].state.orderStatus == .cancelling)
+        #expect(steps[4].state == .voidingPayment)
+        #expect(steps[6].state == .cancelled)
+    }
+
+    @Test func staleTimeoutsAndEventsForFinishedSagasAreIgnored() {
+        let steps = run([.place, .stockReserved, .timeout("reserving_stock")])
+        #expect(steps[2].ignoredBecause != nil)
+        #expect(steps[2].state == .authorizingPayment)
+        let done = run([.place, .stockUnavailable(reason: "none"), .stockReserved, .retryRequested])
+        #expect(done[2].ignoredBecause != nil && done[3].ignoredBecause != nil)
+        #expect(done[3].actions.isEmpty)
+    }
+
+    @Test func everyStateHasACustomerStatusAndTheGraphNamesEveryState() {
+        let graph = Checkout.mermaid()
+        for state in Checkout.State.allCases {
+            #expect(graph.contains(state.rawValue), "\(state) missing from the graph")
+            #expect(OrderStatus.allCases.contains(state.orderStatus))
+        }
+        #expect(graph.hasPrefix("stateDiagram-v2"))
+    }
+}
