@@ -114,6 +114,14 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .target(
+            name: "Notifications",
+            dependencies: [
+                "Contracts", "Messaging", "PostgresClient", "ClientRuntime",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .target(
             name: "Orders",
             dependencies: ["Contracts", "Messaging", "Sagas", "PostgresClient", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings),
@@ -139,7 +147,7 @@ let package = Package(
             name: "shopfleet",
             dependencies: [
                 "AMQPClient", "PostgresClient", "RedisClient", "Messaging", "Contracts", "Sagas",
-                "Catalog", "Inventory", "Orders", "Payments", "PaymentsSandbox", "ClientRuntime",
+                "Catalog", "Inventory", "Orders", "Payments", "PaymentsSandbox", "Notifications", "ClientRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -177,11 +185,14 @@ let package = Package(
         .testTarget(
             name: "CheckoutTests",
             dependencies: [
-                "Contracts", "Messaging", "Sagas", "Payments", "PaymentsSandbox", "AMQPClient", "PostgresClient", "ClientRuntime",
-                "ShopfleetTesting",
+                "Contracts", "Messaging", "Sagas", "Payments", "PaymentsSandbox", "Notifications", "AMQPClient", "PostgresClient",
+                "ClientRuntime", "ShopfleetTesting",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
             swiftSettings: swiftSettings),
+        .testTarget(name: "NotificationsTests", dependencies: ["Notifications"], swiftSettings: swiftSettings),
         .testTarget(name: "OrdersTests", dependencies: ["Orders", "Sagas", "Contracts", "Messaging"], swiftSettings: swiftSettings),
     ]
 )

@@ -43,7 +43,10 @@ PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || tru
 RABBIT_SERVER=/usr/lib/rabbitmq/bin/rabbitmq-server
 RABBITMQCTL=/usr/lib/rabbitmq/bin/rabbitmqctl
 
-PACKAGES=(rabbitmq-server postgresql redis-server librabbitmq-dev libpq-dev libhiredis-dev pkg-config)
+PACKAGES=(rabbitmq-server postgresql redis-server librabbitmq-dev libpq-dev libhiredis-dev pkg-config python3 python3-venv)
+# Python tools from PyPI (the SMTP sink), in a virtualenv shared by the instances.
+TOOLS_VENV="${SHOPFLEET_TOOLS_VENV:-$ROOT/.shopfleet/tools-venv}"
+AIOSMTPD_VERSION=1.4.6
 
 log() { echo "servers[$INSTANCE]: $*" >&2; }
 die() { echo "servers[$INSTANCE]: error: $*" >&2; exit 1; }
@@ -75,6 +78,14 @@ install_packages() {
   for s in rabbitmq-server postgresql redis-server; do
     command -v service >/dev/null && service "$s" stop >/dev/null 2>&1 || true
   done
+}
+
+ensure_python_tools() {
+  if "$TOOLS_VENV/bin/python" -c 'import aiosmtpd' 2>/dev/null; then return 0; fi
+  log "installing aiosmtpd $AIOSMTPD_VERSION (the SMTP sink) into $TOOLS_VENV"
+  python3 -m venv "$TOOLS_VENV" || die "cannot create a Python virtualenv at $TOOLS_VENV (is python3-venv installed?)"
+  "$TOOLS_VENV/bin/pip" install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION" >&2 \
+    || die "cannot install aiosmtpd from PyPI into $TOOLS_VENV"
 }
 
 random_secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
@@ -289,6 +300,8 @@ print_env() {
   # What tests need to stop and start servers themselves (fault tests).
   echo "export SHOPFLEET_SERVERS_SCRIPT='$ROOT/scripts/servers.sh'"
   echo "export SHOPFLEET_SERVERS_INSTANCE='$INSTANCE'"
+  # The Python with the SMTP sink (aiosmtpd): \$SHOPFLEET_PYTHON -m aiosmtpd -n -l 127.0.0.1:2525 …
+  echo "export SHOPFLEET_PYTHON='$TOOLS_VENV/bin/python'"
 }
 
 report() {
@@ -306,6 +319,7 @@ case "$CMD" in
   install) install_packages ;;
   up)
     install_packages
+    ensure_python_tools
     ensure_credentials
     pg_up; redis_up; rabbit_up
     ;;

@@ -20,5 +20,7 @@ public enum ContractCatalog {
         // orders
         PlaceOrder.self, CancelOrder.self, RetryOrderSaga.self, OrderPlaced.self, OrderConfirmed.self, OrderCompleted.self,
         OrderCancelled.self, OrderCancellationRejected.self, GetOrder.self, ListCustomerOrders.self,
+        // notifications
+        DeliverNotification.self, NotificationSent.self,
     ]
 }

@@ -20,6 +20,10 @@ import Messaging
 /// | `SHOPFLEET_LOG_LEVEL` | log level | `info` |
 /// | `SHOPFLEET_PAYMENTS_URL` | `http(s)://host:port` of a Stripe-compatible gateway | `http://127.0.0.1:12111` (`shopfleet payments-sandbox`) |
 /// | `SHOPFLEET_PAYMENTS_API_KEY` | the gateway's secret key | none: the payments worker and the sandbox need it |
+/// | `SHOPFLEET_SMTP_URL` | `smtp://[user:password@]host:port` | `smtp://127.0.0.1:2525` (the SMTP sink of `make run`) |
+/// | `SHOPFLEET_MAIL_FROM` | a mail address | `Shopfleet <orders@shopfleet.local>` |
+/// | `SHOPFLEET_WEBHOOK_URL` | where notifications POST order events | none (no webhooks) |
+/// | `SHOPFLEET_WEBHOOK_SECRET` | HMAC-SHA256 key signing webhook calls | none |
 /// | `SHOPFLEET_CHECKOUT_RESERVE_TIMEOUT` | duration (`500ms`, `30s`, `2m`) | `30s` |
 /// | `SHOPFLEET_CHECKOUT_PAYMENT_TIMEOUT` | duration | `30s` |
 /// | `SHOPFLEET_CHECKOUT_STEP_TIMEOUT` | duration | `30s` |
@@ -55,6 +59,14 @@ struct ShopfleetConfiguration: Sendable {
                                  summary: "the Stripe-compatible payment gateway (the payments worker)")
     static let paymentsAPIKey = Key(name: "SHOPFLEET_PAYMENTS_API_KEY", defaultValue: "",
                                     summary: "the gateway's secret key (payments worker, payments-sandbox); never logged")
+    static let smtpURL = Key(name: "SHOPFLEET_SMTP_URL", defaultValue: "smtp://127.0.0.1:2525",
+                             summary: "the mail server notifications send through")
+    static let mailFrom = Key(name: "SHOPFLEET_MAIL_FROM", defaultValue: "Shopfleet <orders@shopfleet.local>",
+                              summary: "the From of customer emails")
+    static let webhookURL = Key(name: "SHOPFLEET_WEBHOOK_URL", defaultValue: "",
+                                summary: "where notifications POST order events (signed); empty: no webhooks")
+    static let webhookSecret = Key(name: "SHOPFLEET_WEBHOOK_SECRET", defaultValue: "",
+                                   summary: "the HMAC-SHA256 key of X-Shopfleet-Signature on webhook calls")
     static let checkoutReserveTimeout = Key(name: "SHOPFLEET_CHECKOUT_RESERVE_TIMEOUT", defaultValue: "30s",
                                             summary: "how long the checkout saga waits for inventory before it cancels")
     static let checkoutPaymentTimeout = Key(name: "SHOPFLEET_CHECKOUT_PAYMENT_TIMEOUT", defaultValue: "30s",
@@ -64,10 +76,10 @@ struct ShopfleetConfiguration: Sendable {
     static let checkoutReservationTTL = Key(name: "SHOPFLEET_CHECKOUT_RESERVATION_TTL", defaultValue: "15m",
                                             summary: "how long inventory holds an order's stock before releasing it by itself")
     static let keys = [amqpURL, amqpManagementURL, databaseURL, redisURL, httpPort, topologyFile, workerPrefetch,
-                       workerConcurrency, logLevel, paymentsURL, paymentsAPIKey, checkoutReserveTimeout, checkoutPaymentTimeout,
+                       workerConcurrency, logLevel, paymentsURL, paymentsAPIKey, smtpURL, mailFrom, webhookURL, webhookSecret, checkoutReserveTimeout, checkoutPaymentTimeout,
                        checkoutStepTimeout, checkoutReservationTTL]
     /// Keys whose value is a secret as a whole: shown only as set or not.
-    static let secretKeys: Set<String> = [paymentsAPIKey.name]
+    static let secretKeys: Set<String> = [paymentsAPIKey.name, webhookSecret.name]
 
     enum Source: String, Sendable { case flag, environment, file, `default` }
 

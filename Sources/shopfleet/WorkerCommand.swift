@@ -3,6 +3,7 @@ import Catalog
 import Inventory
 import Logging
 import Messaging
+import Notifications
 import Orders
 import Payments
 import PostgresClient
@@ -12,6 +13,7 @@ enum WorkerCatalog {
     static let domains: [String: @Sendable (ShopfleetConfiguration) throws -> WorkerDefinition] = [
         "catalog": { _ in CatalogService.definition() },
         "inventory": { _ in InventoryService.definition() },
+        "notifications": { config in try notifications(config) },
         "orders": { config in OrdersService.definition(timing: try checkoutTiming(config)) },
         "payments": { config in
             let key = config.value(ShopfleetConfiguration.paymentsAPIKey)
@@ -23,10 +25,27 @@ enum WorkerCatalog {
         },
     ]
 
+    static func notifications(_ config: ShopfleetConfiguration) throws -> WorkerDefinition {
+        let webhook = config.value(ShopfleetConfiguration.webhookURL)
+        let secret = config.value(ShopfleetConfiguration.webhookSecret)
+        if !webhook.isEmpty, secret.isEmpty {
+            throw ValidationError("SHOPFLEET_WEBHOOK_URL is set but SHOPFLEET_WEBHOOK_SECRET is not: webhook calls must be signed")
+        }
+        let smtp: SMTPClient
+        do {
+            smtp = try SMTPClient(url: config.value(ShopfleetConfiguration.smtpURL))
+        } catch {
+            throw ValidationError("SHOPFLEET_SMTP_URL: \(error)")
+        }
+        return NotificationsService.definition(.init(smtp: smtp, from: config.value(ShopfleetConfiguration.mailFrom),
+                                                     webhookURL: webhook.isEmpty ? nil : webhook, webhookSecret: secret))
+    }
+
     /// Every domain's schema and migrations, without building its handlers (no keys needed).
     static let schemas: [String: (schema: String, migrations: [Migration])] = [
         "catalog": (CatalogService.schema, CatalogService.migrations),
         "inventory": (InventoryService.schema, InventoryService.migrations),
+        "notifications": (NotificationsService.schema, NotificationsService.migrations),
         "orders": (OrdersService.schema, OrdersService.migrations),
         "payments": (PaymentsService.schema, PaymentsService.migrations),
     ]

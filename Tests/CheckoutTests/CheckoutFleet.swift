@@ -19,7 +19,7 @@ import Glibc
 /// The checkout fleet as real processes — `shopfleet worker` catalog, inventory, orders and
 /// payments, and `shopfleet payments-sandbox` — against a vhost and a database of their own.
 final class CheckoutFleet: Sendable {
-    static let roles = ["catalog", "inventory", "orders", "payments", "payments-sandbox"]
+    static let roles = ["smtp-sink", "catalog", "inventory", "orders", "payments", "notifications", "payments-sandbox"]
 
     let sandbox: BrokerSandbox
     let databaseName: String
@@ -61,6 +61,7 @@ final class CheckoutFleet: Sendable {
             "SHOPFLEET_TOPOLOGY_FILE": BrokerSandbox.fleetTopologyFile,
             "SHOPFLEET_PAYMENTS_URL": "http://127.0.0.1:\(ports["payments-sandbox"]!)",
             "SHOPFLEET_PAYMENTS_API_KEY": "sk_test_" + TestServers.uniqueName("fleet"),
+            "SHOPFLEET_SMTP_URL": "smtp://127.0.0.1:\(ports["smtp-sink"]!)",
             "SHOPFLEET_WORKER_CONCURRENCY": "4",
             "SHOPFLEET_LOG_LEVEL": "info",
         ]
@@ -84,8 +85,18 @@ final class CheckoutFleet: Sendable {
         await fleet.shutdown()
     }
 
+    /// Where the SMTP sink keeps what it received (a Maildir).
+    var maildir: String { "\(logDirectory)/maildir" }
+
     func start(_ role: String) throws {
-        let argv = role == "payments-sandbox" ? [Self.binary, "payments-sandbox"] : [Self.binary, "worker", role]
+        let argv: [String]
+        switch role {
+        case "payments-sandbox": argv = [Self.binary, "payments-sandbox"]
+        case "smtp-sink":
+            argv = [try TestServers.environment("SHOPFLEET_PYTHON"), "-m", "aiosmtpd", "-n", "-l", "127.0.0.1:\(ports[role]!)",
+                    "-c", "aiosmtpd.handlers.Mailbox", maildir]
+        default: argv = [Self.binary, "worker", role]
+        }
         var environment = self.environment
         environment["SHOPFLEET_HTTP_PORT"] = String(ports[role]!)
         let process = try ChildProcess.spawn(argv, extraEnvironment: environment, logFile: "\(logDirectory)/\(role).log")
@@ -93,6 +104,9 @@ final class CheckoutFleet: Sendable {
     }
 
     func waitReady(_ role: String) async throws {
+        if role == "smtp-sink" {
+            return try await waitUntil(deadline: .seconds(30)) { [self] in Self.accepts(port: ports[role]!) }
+        }
         let path = role == "payments-sandbox" ? "/healthz" : "/readyz"
         try await waitUntil(deadline: .seconds(60)) { [self] in
             (try? await get(role, path).status) == 200
@@ -215,6 +229,42 @@ final class CheckoutFleet: Sendable {
 
     func steps(_ id: String) async throws -> [SagaStep] {
         try await SagaReader(schema: "orders").steps(of: id, on: database)
+    }
+
+    // MARK: - Mail
+
+    struct Mail {
+        var headers: [String: String]
+        var body: String
+    }
+
+    /// What the SMTP sink received, oldest first.
+    func mails() throws -> [Mail] {
+        let directory = maildir + "/new"
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).sorted()
+        return try names.map { name in
+            let text = try String(contentsOfFile: "\(directory)/\(name)", encoding: .utf8).replacing("\r\n", with: "\n")
+            let parts = text.split(separator: "\n\n", maxSplits: 1, omittingEmptySubsequences: false)
+            var headers: [String: String] = [:]
+            for line in parts[0].split(separator: "\n") {
+                guard let colon = line.firstIndex(of: ":") else { continue }
+                headers[String(line[..<colon]).lowercased()] = String(line[line.index(after: colon)...]).trimmingPrefix(" ").description
+            }
+            return Mail(headers: headers, body: parts.count > 1 ? String(parts[1]) : "")
+        }
+    }
+
+    static func accepts(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
     }
 
     // MARK: - The gateway

@@ -1,3 +1,4 @@
+import ClientRuntime
 import Contracts
 import FoundationEssentials
 import Messaging
@@ -31,6 +32,16 @@ struct CheckoutFlowTests {
             #expect(sent == ["inventory.ReserveStock.v1", "payments.AuthorizePayment.v1", "inventory.CommitReservation.v1", "payments.CapturePayment.v1"])
             #expect(steps.filter { $0.kind == .published }.map(\.name) == ["orders.OrderPlaced.v1", "orders.OrderConfirmed.v1", "orders.OrderCompleted.v1"])
             #expect(steps.allSatisfy { $0.kind != .ignored })
+
+            // One email, the confirmation, to the customer.
+            try await waitUntil(deadline: .seconds(20)) { (try? fleet.mails().count) == 1 }
+            let mail = try #require(try fleet.mails().first)
+            #expect(mail.headers["to"] == "ada@example.com")
+            #expect(mail.headers["subject"] == "Your Shopfleet order is confirmed")
+            #expect(mail.headers["message-id"] == "<\(id).orders.OrderConfirmed.v1@shopfleet>")
+            #expect(mail.body.contains("2 × Product MUG-1"))
+            #expect(mail.body.contains("Total: 25.00 EUR"))
+            #expect(try await fleet.count("SELECT count(*) FROM notifications.notifications WHERE order_id = $1 AND status = 'sent'", [id]) == 1)
         }
     }
 
@@ -62,6 +73,10 @@ struct CheckoutFlowTests {
             #expect(try await fleet.stock("MUG-3") == (onHand: 4, reserved: 0))
             #expect(try await fleet.count("SELECT count(*) FROM payments.payments WHERE order_id = $1 AND decline_code = 'insufficient_funds'", [id]) == 1)
             #expect(try await fleet.count("SELECT count(*) FROM inventory.reservations WHERE id = $1 AND status = 'released'", [id]) == 1)
+            try await waitUntil(deadline: .seconds(20)) { (try? fleet.mails().count) == 1 }
+            let mail = try #require(try fleet.mails().first)
+            #expect(mail.headers["subject"] == "Your Shopfleet order was cancelled")
+            #expect(mail.body.contains("Why: payment declined: Your card has insufficient funds."))
         }
     }
 
@@ -136,6 +151,12 @@ struct CheckoutFlowTests {
             // The saga saw each input once: the copies stopped at the orders inbox.
             let received = try await fleet.steps(id).filter { $0.kind == .received }.map(\.name)
             #expect(received == ["stock-reserved", "payment-authorized", "reservation-committed", "payment-captured"])
+            // One email, though its event and its delivery command each arrived twice.
+            try await waitUntil(deadline: .seconds(20)) {
+                (try? await fleet.count("SELECT count(*) FROM notifications.notifications WHERE order_id = $1 AND status = 'sent'", [id])) == 1
+            }
+            try await Task.sleep(for: .seconds(1))  // room for a second email, were one coming
+            #expect(try fleet.mails().count == 1)
         }
     }
 

@@ -1,0 +1,204 @@
+public import AsyncHTTPClient
+public import Contracts
+import FoundationEssentials
+import Logging
+public import Messaging
+import NIOCore
+import NIOHTTP1
+public import PostgresClient
+
+/// Tells customers what happened to their orders: an email for each confirmed or cancelled
+/// order, and optionally a signed webhook call. Every notification is a row, unique per order,
+/// event and channel, so an event delivered twice sends nothing twice; each channel is delivered
+/// by a message of its own, so a failing webhook never repeats an email.
+public enum NotificationsService {
+    public static let schema = "notifications"
+
+    public struct Settings: Sendable {
+        public var smtp: SMTPClient
+        /// `Shopfleet <orders@example.com>`.
+        public var from: String
+        /// Where to POST order events, if anywhere.
+        public var webhookURL: String?
+        /// The HMAC-SHA256 key that signs webhook calls.
+        public var webhookSecret: String
+        public var http: HTTPClient
+        public init(smtp: SMTPClient, from: String, webhookURL: String?, webhookSecret: String, http: HTTPClient = .shared) {
+            self.smtp = smtp
+            self.from = from
+            self.webhookURL = webhookURL
+            self.webhookSecret = webhookSecret
+            self.http = http
+        }
+    }
+
+    public static let migrations = [
+        Migration(version: 100, name: "notifications", sql: """
+            -- status: pending, sent, failed (refused for good; error says why)
+            CREATE TABLE notifications (
+                id bigserial PRIMARY KEY,
+                order_id text NOT NULL,
+                event text NOT NULL,
+                channel text NOT NULL,
+                recipient text NOT NULL,
+                subject text NOT NULL,
+                body text NOT NULL,
+                status text NOT NULL DEFAULT 'pending',
+                -- the delivery attempt that succeeded or was refused (failed attempts roll back)
+                attempts integer NOT NULL DEFAULT 0,
+                error text,
+                created_at timestamptz NOT NULL DEFAULT now(),
+                sent_at timestamptz,
+                UNIQUE (order_id, event, channel)
+            );
+            """),
+    ]
+
+    public static func definition(_ settings: Settings, schema: String = schema) -> WorkerDefinition {
+        let table = "\(quoteIdentifier(schema)).notifications"
+        var handlers = HandlerRegistry()
+
+        handlers.on(OrderConfirmed.self) { event, context in
+            try await record(OrderConfirmed.type, order: event.order, subject: "Your Shopfleet order is confirmed",
+                             body: confirmedBody(event.order), payload: try MessageCodec.encode(event), settings, table, context)
+        }
+        handlers.on(OrderCancelled.self) { event, context in
+            try await record(OrderCancelled.type, order: event.order, subject: "Your Shopfleet order was cancelled",
+                             body: cancelledBody(event.order, reason: event.reason), payload: try MessageCodec.encode(event), settings, table, context)
+        }
+        handlers.on(DeliverNotification.self) { command, context in
+            try await deliver(command.notificationID, settings, table, context)
+        }
+        return WorkerDefinition(service: "notifications", schema: schema, queues: ["notifications.order-events", "notifications.commands"],
+                                migrations: migrations, handlers: handlers)
+    }
+
+    static func record(_ event: String, order: OrderSummary, subject: String, body: String, payload: Data, _ settings: Settings,
+                       _ table: String, _ context: HandlerContext) async throws {
+        var channels = [("email", order.customerEmail, subject, body)]
+        if let url = settings.webhookURL {
+            channels.append(("webhook", url, event, String(decoding: payload, as: UTF8.self)))
+        }
+        for (channel, recipient, subject, body) in channels {
+            let inserted = try await context.database.query("""
+                INSERT INTO \(table) (order_id, event, channel, recipient, subject, body) VALUES ($1, $2, $3, $4, $5, $6)
+                ON CONFLICT (order_id, event, channel) DO NOTHING RETURNING id
+                """, [order.orderID, event, channel, recipient, subject, body])
+            if inserted.count == 1 {
+                try await context.send(DeliverNotification(notificationID: try inserted[0].decode(Int.self, 0)), sagaID: order.orderID)
+            } else {
+                context.logger.info("notification already recorded", metadata: ["order_id": .string(order.orderID), "channel": .string(channel)])
+            }
+        }
+    }
+
+    static func deliver(_ id: Int, _ settings: Settings, _ table: String, _ context: HandlerContext) async throws {
+        let rows = try await context.database.query("""
+            UPDATE \(table) SET attempts = $2 WHERE id = $1 AND status = 'pending'
+            RETURNING order_id, event, channel, recipient, subject, body
+            """, [id, context.envelope.attempt])
+        guard rows.count == 1 else { return }  // delivered (or refused) already
+        let row = rows[0]
+        let order = try row.decode(String.self, 0)
+        let event = try row.decode(String.self, 1)
+        let channel = try row.decode(String.self, 2)
+        let recipient = try row.decode(String.self, 3)
+        let subject = try row.decode(String.self, 4)
+        let body = try row.decode(String.self, 5)
+        // The same for every attempt: a receiver that sees it twice can drop the copy.
+        let deliveryID = "\(order).\(event)@shopfleet"
+        do {
+            switch channel {
+            case "email":
+                try await settings.smtp.send(SMTPClient.Mail(
+                    from: settings.from, to: recipient, subject: subject, body: body,
+                    headers: [("Message-ID", "<\(deliveryID)>"), ("X-Shopfleet-Order", order), ("X-Shopfleet-Event", event)]))
+            case "webhook":
+                try await postWebhook(to: recipient, event: event, deliveryID: deliveryID, body: body, settings)
+            default:
+                throw PermanentFailure("unknown-channel", "notification \(id) has channel '\(channel)'")
+            }
+        } catch let failure as SMTPClient.Failure where failure.permanent {
+            try await refuse(id, failure.description, table, context)
+            return
+        } catch let failure as WebhookRefused {
+            try await refuse(id, failure.description, table, context)
+            return
+        }
+        try await context.database.query("UPDATE \(table) SET status = 'sent', sent_at = now(), error = NULL WHERE id = $1", [id])
+        try await context.publish(NotificationSent(orderID: order, event: event, channel: channel, recipient: channel == "email" ? recipient : "webhook"),
+                                  sagaID: order)
+    }
+
+    static func refuse(_ id: Int, _ reason: String, _ table: String, _ context: HandlerContext) async throws {
+        try await context.database.query("UPDATE \(table) SET status = 'failed', error = $2 WHERE id = $1", [id, reason])
+        context.logger.error("notification refused for good", metadata: ["notification_id": .stringConvertible(id), "error": .string(reason)])
+    }
+
+    struct WebhookRefused: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// POSTs the event with `X-Shopfleet-Signature: sha256=<hex>`, the HMAC-SHA256 of
+    /// `<timestamp>.<body>` under the shared secret. 2xx is delivered; 4xx other than 408 and 429
+    /// is refused for good; anything else is retried.
+    static func postWebhook(to url: String, event: String, deliveryID: String, body: String, _ settings: Settings) async throws {
+        let timestamp = String(Int(Date().timeIntervalSince1970))
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.headers.add(name: "X-Shopfleet-Event", value: event)
+        request.headers.add(name: "X-Shopfleet-Delivery", value: deliveryID)
+        request.headers.add(name: "X-Shopfleet-Timestamp", value: timestamp)
+        request.headers.add(name: "X-Shopfleet-Signature",
+                            value: "sha256=" + HMACSHA256.hex(key: Array(settings.webhookSecret.utf8), message: Array("\(timestamp).\(body)".utf8)))
+        request.body = .bytes(ByteBuffer(string: body))
+        let response: HTTPClientResponse
+        do {
+            response = try await settings.http.execute(request, timeout: .seconds(10))
+        } catch {
+            throw MessagingError("webhook \(url) unreachable: \(error)")
+        }
+        let code = Int(response.status.code)
+        if (200..<300).contains(code) { return }
+        if (400..<500).contains(code), code != 408, code != 429 {
+            throw WebhookRefused(description: "webhook \(url) answered \(code) \(response.status.reasonPhrase)")
+        }
+        throw MessagingError("webhook \(url) answered \(code) \(response.status.reasonPhrase); will retry")
+    }
+
+    static func money(_ money: Money) -> String {
+        let units = money.amount / 100
+        let cents = money.amount % 100
+        return "\(units).\(cents < 10 ? "0" : "")\(cents) \(money.currency)"
+    }
+
+    static func lines(_ order: OrderSummary) -> String {
+        order.lines.map { "  \($0.quantity) × \($0.name) (\($0.sku))  \(money(Money(amount: $0.unitPrice.amount * $0.quantity, currency: $0.unitPrice.currency)))" }
+            .joined(separator: "\n")
+    }
+
+    static func confirmedBody(_ order: OrderSummary) -> String {
+        """
+        Thank you for your order.
+
+        Order \(order.orderID) is confirmed: the items are set aside for you and the payment is being taken.
+
+        \(lines(order))
+
+        Total: \(money(order.total))
+        """
+    }
+
+    static func cancelledBody(_ order: OrderSummary, reason: String) -> String {
+        """
+        We are sorry: order \(order.orderID) was cancelled.
+
+        Why: \(reason)
+
+        \(lines(order))
+
+        Nothing was charged for it.
+        """
+    }
+}
