@@ -1,6 +1,7 @@
 # Shopfleet: two commands on a fresh Debian 12 machine.
-#   make run    start the local servers (RabbitMQ with management, PostgreSQL, Redis), apply the
-#               broker topology, and say where they listen
+#   make run    start the local servers (RabbitMQ with management, PostgreSQL, Redis), then the
+#               whole fleet (`shopfleet dev`): migrations, topology, a demo catalog, the payments
+#               sandbox, an SMTP sink and every worker, until Ctrl-C
 #   make test   install what is missing, start the test servers, build, run every test
 SHELL := /bin/bash
 SWIFT ?= swift
@@ -10,11 +11,8 @@ SWIFT ?= swift
 run:
 	@scripts/servers.sh up dev
 	$(SWIFT) build --product shopfleet
-	@eval "$$(scripts/servers.sh env dev)" && .build/debug/shopfleet topology apply
 	@scripts/servers.sh status dev
-	@echo
-	@echo "Connection settings for this shell:  eval \"\$$(scripts/servers.sh env dev)\""
-	@echo "Stop the servers:                    scripts/servers.sh down dev"
+	@eval "$$(scripts/servers.sh env dev)" && exec .build/debug/shopfleet dev
 
 build:
 	$(SWIFT) build

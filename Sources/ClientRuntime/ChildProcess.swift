@@ -157,6 +157,52 @@ public enum ChildProcess {
     }
 }
 
+extension ChildProcess {
+    /// Starts `argv` in the background and hands each line of its standard output and error to
+    /// `line`, from a thread of its own (reads block), until the child closes them.
+    public static func spawn(_ argv: [String], extraEnvironment: [String: String] = [:],
+                             line: @escaping @Sendable (String) -> Void) throws -> RunningProcess {
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else {
+            throw Failed(command: argv.joined(separator: " "), status: -1, output: "pipe failed: \(String(cString: strerror(errno)))")
+        }
+        let pid: pid_t
+        do {
+            pid = try spawnBlocking(argv, extraEnvironment: extraEnvironment, stdout: fds[1], stderr: fds[1])
+        } catch {
+            close(fds[0])
+            close(fds[1])
+            throw error
+        }
+        close(fds[1])
+        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+        let reader = ConnectionThread(name: "output \(pid)", spin: .zero)
+        let fd = fds[0]
+        Task {
+            _ = try? await reader.submit { readLines(fd, line) }
+            reader.stop()
+        }
+        return RunningProcess(pid: pid)
+    }
+
+    private static func readLines(_ fd: Int32, _ line: @Sendable (String) -> Void) {
+        defer { close(fd) }
+        var pending: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        while true {
+            let n = read(fd, &buffer, buffer.count)
+            if n < 0, errno == EINTR { continue }
+            if n <= 0 { break }
+            pending += buffer[0..<n]
+            while let end = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                line(String(decoding: pending[..<end], as: UTF8.self))
+                pending.removeSubrange(...end)
+            }
+        }
+        if !pending.isEmpty { line(String(decoding: pending, as: UTF8.self)) }
+    }
+}
+
 /// A child started with ``ChildProcess/spawn(_:extraEnvironment:logFile:)``.
 public final class RunningProcess: Sendable {
     public let pid: pid_t

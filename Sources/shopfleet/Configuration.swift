@@ -30,6 +30,11 @@ import Messaging
 /// | `SHOPFLEET_CHECKOUT_RESERVATION_TTL` | duration | `15m` |
 ///
 /// Values holding passwords are printed only redacted (`ServerURL.redact`).
+///
+/// Where neither a flag nor the environment sets a key, the local fleet's file is read:
+/// `SHOPFLEET_ENV_FILE`, by default `shopfleet.env` in `SHOPFLEET_DEV_DIR` (`.shopfleet/dev` in the
+/// current folder), which
+/// `make run` (`shopfleet dev`) writes, so that every command run beside it needs no setup.
 struct ShopfleetConfiguration: Sendable {
     struct Key: Sendable {
         var name: String
@@ -81,7 +86,29 @@ struct ShopfleetConfiguration: Sendable {
     /// Keys whose value is a secret as a whole: shown only as set or not.
     static let secretKeys: Set<String> = [paymentsAPIKey.name, webhookSecret.name]
 
-    enum Source: String, Sendable { case flag, environment, file, `default` }
+    enum Source: String, Sendable { case flag, environment, file, local = "local fleet file", `default` }
+
+    /// The file `shopfleet dev` writes with the local fleet's settings.
+    static var localFleetFile: String {
+        ProcessInfo.processInfo.environment["SHOPFLEET_ENV_FILE"] ?? DevCommand.directory + "/shopfleet.env"
+    }
+
+    /// The configuration of this process: flags, the environment, the local fleet's file, defaults.
+    static func current(overrides: [String: String?] = [:]) throws -> ShopfleetConfiguration {
+        try ShopfleetConfiguration(overrides: overrides, localFile: localFleetFile)
+    }
+
+    /// `KEY=value` lines; blank lines and `#` comments are skipped.
+    static func readEnvironmentFile(_ path: String) -> [String: String] {
+        guard let data = FileManager.default.contents(atPath: path) else { return [:] }
+        var values: [String: String] = [:]
+        for line in String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline) {
+            let text = line.trimmingPrefix(" ")
+            guard !text.hasPrefix("#"), let equals = text.firstIndex(of: "=") else { continue }
+            values[String(text[..<equals])] = String(text[text.index(after: equals)...])
+        }
+        return values
+    }
 
     private(set) var values: [String: (value: String, source: Source)] = [:]
 
@@ -89,7 +116,9 @@ struct ShopfleetConfiguration: Sendable {
         var description: String
     }
 
-    init(environment: [String: String] = ProcessInfo.processInfo.environment, overrides: [String: String?] = [:]) throws {
+    init(environment: [String: String] = ProcessInfo.processInfo.environment, overrides: [String: String?] = [:],
+         localFile: String? = nil) throws {
+        let local = localFile.map(Self.readEnvironmentFile) ?? [:]
         for key in Self.keys {
             if let flag = overrides[key.name] ?? nil {
                 values[key.name] = (flag, .flag)
@@ -101,6 +130,8 @@ struct ShopfleetConfiguration: Sendable {
                 values[key.name] = (text, .file)
             } else if let value = environment[key.name], !value.isEmpty {
                 values[key.name] = (value, .environment)
+            } else if let value = local[key.name], !value.isEmpty {
+                values[key.name] = (value, .local)
             } else {
                 values[key.name] = (key.defaultValue, .default)
             }
@@ -146,7 +177,7 @@ struct ConnectionOptions: ParsableArguments {
     var redisURL: String?
 
     func configuration() throws -> ShopfleetConfiguration {
-        try ShopfleetConfiguration(overrides: [
+        try ShopfleetConfiguration.current(overrides: [
             ShopfleetConfiguration.amqpURL.name: amqpURL,
             ShopfleetConfiguration.amqpManagementURL.name: amqpManagementURL,
             ShopfleetConfiguration.databaseURL.name: databaseURL,

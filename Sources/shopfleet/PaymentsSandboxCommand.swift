@@ -42,7 +42,7 @@ struct PaymentsSandboxCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let config = try ShopfleetConfiguration()
+        let config = try ShopfleetConfiguration.current()
         let level = Logger.Level(rawValue: config.value(ShopfleetConfiguration.logLevel)) ?? .info
         _ = WorkerProcess.bootstrap(level: level)
         var logger = Logger(label: "shopfleet.payments-sandbox")

@@ -82,7 +82,7 @@ struct TopologyCommand: AsyncParsableCommand {
             // Queues and exchanges that already exist with other settings are left as they are by
             // the broker: the check after loading says so rather than claim success.
             let (want, diff, vhost, management) = try await broker.compare { management, want, vhost in
-                try await management.load(want, vhost: vhost)
+                _ = try await management.apply(want, vhost: vhost)
             }
             if !diff.isEmpty { throw ExitCode(1) }
             print("applied \(want.exchanges.count) exchanges, \(want.queues.count) queues, \(want.bindings.count) bindings, \(want.policies.count) policies to vhost '\(vhost)' at \(management.redactedURL)")

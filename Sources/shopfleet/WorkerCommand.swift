@@ -108,15 +108,25 @@ struct MigrateCommand: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
 
     func run() async throws {
-        let names = domains.isEmpty ? WorkerCatalog.schemas.keys.sorted() : domains
-        let client = PostgresClient(configuration: try PostgresConfiguration(url: try connection.configuration().databaseURL), maximumConnections: 1)
+        let report = try await Self.migrate(domains.isEmpty ? WorkerCatalog.schemas.keys.sorted() : domains,
+                                             databaseURL: try connection.configuration().databaseURL)
+        for line in report { print(line) }
+    }
+}
+
+extension MigrateCommand {
+    /// Migrates each domain's schema; a line per domain saying what was applied.
+    static func migrate(_ names: [String], databaseURL: String) async throws -> [String] {
+        let client = PostgresClient(configuration: try PostgresConfiguration(url: databaseURL), maximumConnections: 1)
         defer { Task { await client.close() } }
+        var report: [String] = []
         for name in names {
             guard let (schema, migrations) = WorkerCatalog.schemas[name] else {
                 throw ValidationError("unknown domain '\(name)'; this build has " + WorkerCatalog.schemas.keys.sorted().joined(separator: ", "))
             }
             let applied = try await Migrator(client: client, schema: schema).migrate(try RuntimeMigrations.with(migrations))
-            print("\(name): schema \(schema): " + (applied.isEmpty ? "up to date" : "applied \(applied.map(String.init).joined(separator: ", "))"))
+            report.append("\(name): schema \(schema): " + (applied.isEmpty ? "up to date" : "applied \(applied.map(String.init).joined(separator: ", "))"))
         }
+        return report
     }
 }

@@ -57,6 +57,23 @@ public struct RabbitManagement: Sendable {
         _ = try await request(.POST, "/api/definitions/\(Self.encodeVHost(vhost))", body: body, doing: "load definitions into vhost '\(vhost)'")
     }
 
+    /// Loads the definitions, then removes the bindings between our exchanges and queues that they
+    /// no longer have; returns what still differs (nothing, normally).
+    public func apply(_ definitions: BrokerDefinitions, vhost: String) async throws -> TopologyDiff {
+        try await load(definitions, vhost: vhost)
+        for case .extraBinding(let binding) in TopologyDiff(want: definitions, have: try await self.definitions(vhost: vhost)).differences {
+            try await deleteBinding(binding, vhost: vhost)
+        }
+        return TopologyDiff(want: definitions, have: try await self.definitions(vhost: vhost))
+    }
+
+    /// Removes a binding without arguments (the only kind the topology makes).
+    public func deleteBinding(_ binding: BrokerDefinitions.Binding, vhost: String) async throws {
+        let properties = binding.routing_key.isEmpty ? "~" : Self.encodeVHost(binding.routing_key)
+        _ = try await request(.DELETE, "/api/bindings/\(Self.encodeVHost(vhost))/e/\(Self.encodeVHost(binding.source))/q/\(Self.encodeVHost(binding.destination))/\(properties)",
+                              doing: "remove the binding \(binding.summary)", allowNotFound: true)
+    }
+
     public func createVirtualHost(_ vhost: String) async throws {
         _ = try await request(.PUT, "/api/vhosts/\(Self.encodeVHost(vhost))", body: Data("{}".utf8), doing: "create vhost '\(vhost)'")
     }
@@ -92,6 +109,13 @@ public struct RabbitManagement: Sendable {
     public func deleteQueue(_ name: String, vhost: String) async throws {
         _ = try await request(.DELETE, "/api/queues/\(Self.encodeVHost(vhost))/\(Self.encodeVHost(name))",
                               doing: "delete queue '\(name)'", allowNotFound: true)
+    }
+
+    /// Every queue of a vhost with its depth and consumers, as the management API last sampled them.
+    public func queues(vhost: String) async throws -> [[String: JSONValue]] {
+        let data = try await request(.GET, "/api/queues/\(Self.encodeVHost(vhost))?columns=name,messages,messages_ready,messages_unacknowledged,consumers",
+                                     doing: "list the queues of vhost '\(vhost)'")
+        return try JSONDecoder().decode([[String: JSONValue]].self, from: data)
     }
 
     /// Messages ready in a queue, as the management API last sampled them.

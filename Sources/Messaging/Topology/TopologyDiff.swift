@@ -1,5 +1,7 @@
 /// What a live broker lacks or has different from the definitions we want. Things on the broker
-/// that the file does not mention are not reported: other tenants may share the virtual host.
+/// that the file does not mention are not reported (other tenants may share the virtual host),
+/// except a binding between our own exchange and our own queue that the file no longer has: a
+/// subscription filter that was narrowed leaves one behind, since loading definitions only adds.
 public struct TopologyDiff: Sendable, Equatable {
     public enum Difference: Sendable, Equatable, CustomStringConvertible {
         case missingExchange(String)
@@ -7,6 +9,7 @@ public struct TopologyDiff: Sendable, Equatable {
         case missingQueue(String)
         case queueDiffers(String, String)
         case missingBinding(String)
+        case extraBinding(BrokerDefinitions.Binding)
         case missingPolicy(String)
         case policyDiffers(String, String)
 
@@ -17,6 +20,7 @@ public struct TopologyDiff: Sendable, Equatable {
             case .missingQueue(let name): return "missing queue '\(name)'"
             case .queueDiffers(let name, let what): return "queue '\(name)' differs: \(what)"
             case .missingBinding(let summary): return "missing binding \(summary)"
+            case .extraBinding(let binding): return "binding not in the topology: \(binding.summary)"
             case .missingPolicy(let name): return "missing policy '\(name)'"
             case .policyDiffers(let name, let what): return "policy '\(name)' differs: \(what)"
             }
@@ -51,6 +55,13 @@ public struct TopologyDiff: Sendable, Equatable {
         let liveBindings = Set(have.bindings)
         for b in want.bindings where !liveBindings.contains(b) {
             out.append(.missingBinding(b.summary))
+        }
+        let wanted = Set(want.bindings)
+        let ourExchanges = Set(want.exchanges.map(\.name))
+        let ourQueues = Set(want.queues.map(\.name))
+        for b in have.bindings where !wanted.contains(b) && ourExchanges.contains(b.source)
+            && b.destination_type == "queue" && ourQueues.contains(b.destination) {
+            out.append(.extraBinding(b))
         }
         let livePolicies = Dictionary(have.policies.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         for p in want.policies {

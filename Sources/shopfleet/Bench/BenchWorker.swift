@@ -71,7 +71,7 @@ struct BenchWorkerChildCommand: AsyncParsableCommand {
     @Option var concurrency: Int
 
     func run() async throws {
-        let config = try ShopfleetConfiguration()
+        let config = try ShopfleetConfiguration.current()
         let settings = WorkerSettings(amqpURL: config.amqpURL, databaseURL: config.databaseURL, topologyFile: topologyFile,
                                       httpPort: port, prefetch: 100, concurrency: concurrency, logLevel: .warning)
         try await WorkerProcess.run(WorkerBench.definition(schema: schema), settings: settings)
