@@ -1,0 +1,368 @@
+import AMQPClient
+import ArgumentParser
+import AsyncHTTPClient
+import ClientRuntime
+import Contracts
+import FoundationEssentials
+import Messaging
+import NIOCore
+import NIOHTTP1
+import PostgresClient
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `shopfleet bench checkout`: orders through the whole fleet (every worker a process, the
+/// payments sandbox, an SMTP sink) on this machine, beside what the broker alone can do.
+struct BenchCheckoutCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "checkout",
+        abstract: "Orders per second and latency through the whole fleet, at a fixed offered rate and at saturation.",
+        discussion: """
+            Runs against the servers of SHOPFLEET_AMQP_URL / _MANAGEMENT_URL / _DATABASE_URL (make bench uses the
+            test servers), in a vhost and a database of its own, with the fleet started from this binary.
+            Latency is from PlaceOrder published to OrderConfirmed seen; its baseline is the same number of
+            hops through the broker alone (publish with confirm, consume, ack) measured in the same run.
+            """)
+
+    @Option(help: "Offered rate of the fixed-rate phase, orders per second.") var rate = 20
+    @Option(help: "Length of the fixed-rate phase, seconds.") var seconds = 15
+    @Option(help: "Orders in the saturation phase, placed as fast as they can be published.") var orders = 600
+    @Flag(help: "Print JSON rows.") var json = false
+
+    func run() async throws {
+        let config = try ShopfleetConfiguration.current()
+        guard let python = ProcessInfo.processInfo.environment["SHOPFLEET_PYTHON"] else {
+            throw ValidationError("SHOPFLEET_PYTHON is not set: eval \"$(scripts/servers.sh env test)\" first (it has the SMTP sink)")
+        }
+        let bench = try await CheckoutBench.start(config: config, python: python)
+        do {
+            let rows = try await bench.measure(rate: rate, seconds: seconds, orders: orders)
+            await bench.stop()
+            try BenchOutput.print(rows, json: json)
+        } catch {
+            bench.printLogs()
+            await bench.stop()
+            throw error
+        }
+    }
+}
+
+final class CheckoutBench: Sendable {
+    let vhost: String
+    let management: RabbitManagement
+    let databaseName: String
+    let adminURL: String
+    let database: PostgresClient
+    let amqp: AMQPConnection
+    let logDirectory: String
+    let processes: [(String, RunningProcess)]
+    let products: [Product]
+    /// When each order was placed, confirmed and completed (seconds on the continuous clock).
+    let placed = Mutex<[String: ContinuousClock.Instant]>([:])
+    let confirmed = Mutex<[String: ContinuousClock.Instant]>([:])
+    let completed = Mutex<[String: ContinuousClock.Instant]>([:])
+    let cancelled = Atomic<Int>(0)
+
+    static let domains = ["catalog", "inventory", "orders", "payments", "notifications"]
+
+    private init(vhost: String, management: RabbitManagement, databaseName: String, adminURL: String, database: PostgresClient,
+                 amqp: AMQPConnection, logDirectory: String, processes: [(String, RunningProcess)], products: [Product]) {
+        self.vhost = vhost
+        self.management = management
+        self.databaseName = databaseName
+        self.adminURL = adminURL
+        self.database = database
+        self.amqp = amqp
+        self.logDirectory = logDirectory
+        self.processes = processes
+        self.products = products
+    }
+
+    static func start(config: ShopfleetConfiguration, python: String) async throws -> CheckoutBench {
+        let suffix = String(UInt32.random(in: 0...UInt32.max))
+        let vhost = "bench-checkout-\(suffix)"
+        let management = try RabbitManagement(url: config.amqpManagementURL)
+        let topology = try Topology(contentsOfFile: config.value(ShopfleetConfiguration.topologyFile))
+        try await management.createVirtualHost(vhost, for: try ServerURL(config.amqpURL, schemes: ["amqp"]).user ?? "guest",
+                                               loading: topology.render())
+        let amqpURL = RabbitManagement.amqpURL(config.amqpURL, virtualHost: vhost)
+        let databaseName = "bench_checkout_\(suffix)"
+        let admin = PostgresClient(configuration: try PostgresConfiguration(url: config.databaseURL), maximumConnections: 1)
+        try await admin.query("CREATE DATABASE \(quoteIdentifier(databaseName))")
+        await admin.close()
+        let databaseURL = String(config.databaseURL[..<config.databaseURL.lastIndex(of: "/")!]) + "/" + databaseName
+        let logDirectory = "/tmp/shopfleet-bench-checkout-\(suffix)"
+        try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
+
+        let port = Int.random(in: 42_000...48_000)
+        let binary = ChildProcess.currentExecutable ?? CommandLine.arguments[0]
+        let environment = [
+            "SHOPFLEET_AMQP_URL": amqpURL, "SHOPFLEET_DATABASE_URL": databaseURL,
+            "SHOPFLEET_TOPOLOGY_FILE": config.value(ShopfleetConfiguration.topologyFile),
+            "SHOPFLEET_PAYMENTS_URL": "http://127.0.0.1:\(port + 10)", "SHOPFLEET_PAYMENTS_API_KEY": "sk_test_bench_\(suffix)",
+            "SHOPFLEET_SMTP_URL": "smtp://127.0.0.1:\(port + 11)", "SHOPFLEET_LOG_LEVEL": "warning",
+        ]
+        var processes: [(String, RunningProcess)] = []
+        processes.append(("smtp-sink", try ChildProcess.spawn(
+            [python, "-m", "aiosmtpd", "-n", "-l", "127.0.0.1:\(port + 11)", "-c", "aiosmtpd.handlers.Sink"],
+            extraEnvironment: environment, logFile: "\(logDirectory)/smtp-sink.log")))
+        processes.append(("payments-sandbox", try ChildProcess.spawn([binary, "payments-sandbox"], extraEnvironment: environment,
+                                                                      logFile: "\(logDirectory)/payments-sandbox.log")))
+        for (index, domain) in domains.enumerated() {
+            processes.append((domain, try ChildProcess.spawn([binary, "worker", domain, "--port", String(port + index)],
+                                                              extraEnvironment: environment, logFile: "\(logDirectory)/\(domain).log")))
+        }
+        let database = PostgresClient(configuration: try PostgresConfiguration(url: databaseURL), maximumConnections: 2)
+        let amqp = try await AMQPConnection.connect(try AMQPConfiguration(url: amqpURL, connectionName: "shopfleet bench checkout"))
+        let products = (1...100).map { number in
+            Product(id: "bench-\(number)", sku: "BENCH-\(number)", name: "Bench product \(number)", description: "for the benchmark",
+                    category: "bench", price: Money(amount: 100 + number, currency: "EUR"))
+        }
+        let bench = CheckoutBench(vhost: vhost, management: management, databaseName: databaseName, adminURL: config.databaseURL,
+                                  database: database, amqp: amqp, logDirectory: logDirectory, processes: processes, products: products)
+        for index in domains.indices {
+            try await waitUntil(deadline: .seconds(60)) {
+                let url = "http://127.0.0.1:\(port + index)/readyz"
+                return (try? await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(2)).status.code) == 200
+            }
+        }
+        try await bench.seed()
+        try await bench.observe()
+        return bench
+    }
+
+    /// Products with plenty of stock, so that orders spread over many stock rows.
+    private func seed() async throws {
+        let channel = try await amqp.openChannel()
+        try await channel.enableConfirms()
+        for product in products {
+            try await publish(UpsertProduct(product: product), on: channel)
+            try await publish(AdjustStock(sku: product.sku, delta: 1_000_000, reason: "bench"), on: channel)
+        }
+        try await waitUntil(deadline: .seconds(60)) { [self] in
+            let rows = try? await database.query("SELECT (SELECT count(*) FROM catalog.products) + (SELECT count(*) FROM inventory.stock)")
+            return (try? rows?[0].decode(Int.self, 0)) == products.count * 2
+        }
+    }
+
+    /// Watches the order events: a queue of our own bound to the orders topic.
+    private func observe() async throws {
+        let channel = try await amqp.openChannel()
+        let queue = "bench-observer-\(UInt32.random(in: 0...UInt32.max))"
+        _ = try await channel.declareQueue(queue, durable: false, exclusive: true, autoDelete: true)
+        for event in [OrderConfirmed.type, OrderCompleted.type, OrderCancelled.type] {
+            try await channel.bindQueue(queue, to: "orders.events", routingKey: event)
+        }
+        try await channel.setPrefetch(500)
+        let consumer = try await channel.consume(queue: queue, noAck: true)
+        Task {
+            for try await delivery in consumer {
+                let now = ContinuousClock.now
+                switch delivery.properties.type {
+                case OrderConfirmed.type?:
+                    if let event = try? MessageCodec.decode(OrderConfirmed.self, from: delivery.body, typeName: OrderConfirmed.type) {
+                        confirmed.withLock { $0[event.order.orderID] = now }
+                    }
+                case OrderCompleted.type?:
+                    if let event = try? MessageCodec.decode(OrderCompleted.self, from: delivery.body, typeName: OrderCompleted.type) {
+                        completed.withLock { $0[event.order.orderID] = now }
+                    }
+                default:
+                    cancelled.add(1, ordering: .relaxed)
+                }
+            }
+        }
+    }
+
+    private func publish<C: Command>(_ command: C, on channel: AMQPChannel) async throws {
+        let envelope = try Envelope(command)
+        try await channel.publish(envelope.body, routingKey: C.queue, properties: envelope.properties, mandatory: true)
+    }
+
+    private func placeOrder(on channel: AMQPChannel) async throws -> String {
+        let product = products.randomElement()!
+        let order = PlaceOrder(orderID: UUIDv7.generate(), customerID: "bench", customerEmail: "bench@example.com",
+                               lines: [OrderLineRequest(productID: product.id, quantity: 1)], paymentMethod: "pm_card_visa",
+                               shippingAddress: Address(name: "Bench", line1: "1 Road", postalCode: "1000", city: "Brussels", country: "BE"))
+        placed.withLock { $0[order.orderID] = .now }
+        try await publish(order, on: channel)
+        return order.orderID
+    }
+
+    private func waitCompleted(_ ids: [String], deadline: Duration) async throws {
+        do {
+            try await waitUntil(deadline: deadline) { [self] in
+                completed.withLock { done in ids.allSatisfy { done[$0] != nil } }
+            }
+        } catch {
+            let done = completed.withLock { done in ids.filter { done[$0] != nil }.count }
+            throw ValidationError("only \(done) of \(ids.count) orders completed within \(deadline) (\(cancelled.load(ordering: .relaxed)) cancelled)")
+        }
+    }
+
+    private func latencies(_ ids: [String]) -> [Double] {
+        let sent = placed.withLock { $0 }
+        let seen = confirmed.withLock { $0 }
+        return ids.compactMap { id in
+            guard let start = sent[id], let end = seen[id] else { return nil }
+            return Self.milliseconds(end - start)
+        }.sorted()
+    }
+
+    static func milliseconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
+    }
+
+    static func percentile(_ sorted: [Double], _ p: Double) -> Double {
+        guard !sorted.isEmpty else { return 0 }
+        return sorted[min(sorted.count - 1, Int((Double(sorted.count) * p).rounded(.up)) - 1)]
+    }
+
+    func measure(rate: Int, seconds: Int, orders: Int) async throws -> [BenchRow] {
+        let channel = try await amqp.openChannel()
+        try await channel.enableConfirms()
+
+        // Warm up: connections, caches, the JIT-free but cold paths.
+        var warmup: [String] = []
+        for _ in 0..<20 { warmup.append(try await placeOrder(on: channel)) }
+        try await waitCompleted(warmup, deadline: .seconds(60))
+        let before = try await counters()
+
+        // A fixed offered rate: is the fleet keeping up, and how long does an order wait?
+        var fixed: [String] = []
+        let start = ContinuousClock.now
+        for index in 0..<(rate * seconds) {
+            try await Task.sleep(until: start + .milliseconds(index * 1000 / rate))
+            fixed.append(try await placeOrder(on: channel))
+        }
+        try await waitCompleted(fixed, deadline: .seconds(120))
+        let fixedEnd = completed.withLock { done in fixed.compactMap { done[$0] }.max()! }
+        let fixedRate = Double(fixed.count) / (Self.milliseconds(fixedEnd - start) / 1000)
+        let fixedLatency = latencies(fixed)
+
+        // Saturation: as many orders as can be published, in 50 publishers.
+        let saturationStart = ContinuousClock.now
+        let saturation = try await withThrowingTaskGroup(of: [String].self) { group in
+            for publisher in 0..<50 {
+                group.addTask {
+                    var ids: [String] = []
+                    for _ in stride(from: publisher, to: orders, by: 50) { ids.append(try await self.placeOrder(on: channel)) }
+                    return ids
+                }
+            }
+            return try await group.reduce(into: [String]()) { $0 += $1 }
+        }
+        try await waitCompleted(saturation, deadline: .seconds(300))
+        let saturationEnd = completed.withLock { done in saturation.compactMap { done[$0] }.max()! }
+        let saturationRate = Double(saturation.count) / (Self.milliseconds(saturationEnd - saturationStart) / 1000)
+        let saturationLatency = latencies(saturation)
+
+        let after = try await counters()
+        let measured = Double(fixed.count + saturation.count)
+        let published = Double(after.outbox - before.outbox) / measured + 1  // + the PlaceOrder itself
+        let consumed = Double(after.inbox - before.inbox) / measured
+        let transactions = Double(after.commits - before.commits) / measured
+
+        let (hop, brokerRate) = try await brokerBaseline()
+        // From PlaceOrder to OrderConfirmed: PlaceOrder, ReserveStock, StockReserved, AuthorizePayment,
+        // PaymentAuthorized, CommitReservation, ReservationCommitted, OrderConfirmed.
+        let hops = 8.0
+        return [
+            BenchRow(metric: "checkout.orders_fixed_rate", unit: "orders/s", value: fixedRate, baseline: Double(rate),
+                     baselineName: "the offered rate"),
+            BenchRow(metric: "checkout.latency_p50_fixed_rate", unit: "ms", value: Self.percentile(fixedLatency, 0.5), baseline: hops * hop,
+                     baselineName: "8 hops through the broker alone"),
+            BenchRow(metric: "checkout.latency_p99_fixed_rate", unit: "ms", value: Self.percentile(fixedLatency, 0.99), baseline: hops * hop,
+                     baselineName: "8 hops through the broker alone"),
+            BenchRow(metric: "checkout.orders_saturation", unit: "orders/s", value: saturationRate, baseline: brokerRate / published,
+                     baselineName: "broker publish-confirm rate / messages per order"),
+            BenchRow(metric: "checkout.latency_p50_saturation", unit: "ms", value: Self.percentile(saturationLatency, 0.5), baseline: hops * hop,
+                     baselineName: "8 hops through the broker alone"),
+            BenchRow(metric: "checkout.latency_p99_saturation", unit: "ms", value: Self.percentile(saturationLatency, 0.99), baseline: hops * hop,
+                     baselineName: "8 hops through the broker alone"),
+            BenchRow(metric: "checkout.messages_published_per_order", unit: "messages", value: published, baseline: consumed,
+                     baselineName: "messages consumed per order"),
+            BenchRow(metric: "checkout.transactions_per_order", unit: "commits", value: transactions, baseline: consumed,
+                     baselineName: "messages consumed per order (one transaction each)"),
+            BenchRow(metric: "checkout.broker_publish_confirm", unit: "msg/s", value: saturationRate * published, baseline: brokerRate,
+                     baselineName: "1 KB publish-confirm, 100 in flight, this client (bench clients)"),
+        ]
+    }
+
+    /// Outbox and inbox rows in every schema, and the database's commits.
+    private func counters() async throws -> (outbox: Int, inbox: Int, commits: Int) {
+        var outbox = 0, inbox = 0
+        for schema in Self.domains {
+            outbox += try await database.query("SELECT count(*) FROM \(quoteIdentifier(schema)).outbox")[0].decode(Int.self, 0)
+            inbox += try await database.query("SELECT count(*) FROM \(quoteIdentifier(schema)).inbox")[0].decode(Int.self, 0)
+        }
+        let commits = try await database.query("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")[0].decode(Int.self, 0)
+        return (outbox, inbox, commits)
+    }
+
+    /// The broker alone: the median time of one hop (publish with confirm, delivery, ack) through a
+    /// quorum queue, and the publish-with-confirm rate with 100 in flight, 1 KB persistent.
+    private func brokerBaseline() async throws -> (hopMilliseconds: Double, publishRate: Double) {
+        let channel = try await amqp.openChannel()
+        try await channel.enableConfirms()
+        let queue = "bench-hop-\(UInt32.random(in: 0...UInt32.max))"
+        _ = try await channel.declareQueue(queue, arguments: ["x-queue-type": "quorum"])
+        let consumerChannel = try await amqp.openChannel()
+        try await consumerChannel.setPrefetch(100)
+        let consumer = try await consumerChannel.consume(queue: queue)
+        var iterator = consumer.makeAsyncIterator()
+        let body = [UInt8](repeating: 120, count: 1024)
+        var properties = AMQPProperties()
+        properties.persistent = true
+        var hops: [Double] = []
+        for _ in 0..<200 {
+            let started = ContinuousClock.now
+            try await channel.publish(body, routingKey: queue, properties: properties)
+            guard let delivery = try await iterator.next() else { break }
+            delivery.ack()
+            hops.append(Self.milliseconds(.now - started))
+        }
+        let messages = 5000
+        let persistent = properties
+        let rateStart = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for publisher in 0..<100 {
+                group.addTask {
+                    for _ in stride(from: publisher, to: messages, by: 100) {
+                        try await channel.publish(body, routingKey: queue, properties: persistent)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let rate = Double(messages) / (Self.milliseconds(.now - rateStart) / 1000)
+        try? await consumer.cancel()
+        try? await management.deleteQueue(queue, vhost: vhost)
+        return (Self.percentile(hops.sorted(), 0.5), rate)
+    }
+
+    func printLogs() {
+        for (role, _) in processes {
+            let text = (try? String(contentsOfFile: "\(logDirectory)/\(role).log", encoding: .utf8)) ?? ""
+            Swift.print("==== \(role)\n" + text.split(separator: "\n").suffix(20).joined(separator: "\n"))
+        }
+    }
+
+    func stop() async {
+        for (_, process) in processes { process.signal(SIGTERM) }
+        for (_, process) in processes {
+            if (try? await withDeadline(.seconds(25), { await process.wait() })) == nil {
+                process.signal(SIGKILL)
+                _ = await process.wait()
+            }
+        }
+        await amqp.close()
+        await database.close()
+        let admin = try? PostgresClient(configuration: PostgresConfiguration(url: adminURL), maximumConnections: 1)
+        _ = try? await admin?.query("DROP DATABASE IF EXISTS \(quoteIdentifier(databaseName)) WITH (FORCE)")
+        await admin?.close()
+        try? await management.deleteVirtualHost(vhost)
+    }
+}
