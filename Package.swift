@@ -178,7 +178,7 @@ let package = Package(
         .testTarget(
             name: "PaymentsTests",
             dependencies: [
-                "Payments", "PaymentsSandbox", "ClientRuntime",
+                "Payments", "PaymentsSandbox", "ClientRuntime", "ShopfleetTesting",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
             ],

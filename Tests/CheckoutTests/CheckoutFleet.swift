@@ -50,8 +50,7 @@ final class CheckoutFleet: Sendable {
         channel = try await amqp.openChannel()
         try await channel.enableConfirms()
         var ports: [String: Int] = [:]
-        let first = Int.random(in: 20_000...29_000)
-        for (index, role) in Self.roles.enumerated() { ports[role] = first + index }
+        for role in Self.roles { ports[role] = TestServers.freePort() }
         self.ports = ports
         logDirectory = "/tmp/\(databaseName)"
         try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)

@@ -36,7 +36,7 @@ struct DevFleetTests {
         try await admin.query("CREATE DATABASE \(quoteIdentifier(database))")
         let base = try TestServers.databaseURL()
         let directory = "/tmp/\(database)"
-        let port = Int.random(in: 41_000...48_000)
+        let port = TestServers.freePort(count: 12)
         // The fleet's own settings; the "other terminal" gets none of them, only the folder.
         let fleetEnvironment = [
             "SHOPFLEET_DEV_DIR": directory,

@@ -7,6 +7,7 @@ import Logging
 import Messaging
 import NIOCore
 @testable import Notifications
+import ShopfleetTesting
 import Synchronization
 import Testing
 
@@ -24,7 +25,7 @@ struct WebhookTests {
 
     @Test func ordersEventsArePostedSignedAndRetriedUntilTheReceiverTakesThem() async throws {
         let calls = Mutex<[Call]>([])
-        let port = Int.random(in: 30_000...39_999)
+        let port = TestServers.freePort()
         let router = Router()
         router.post("hook") { request, _ -> Response in
             let body = String(decoding: try await request.body.collect(upTo: 1 << 20).readableBytesView, as: UTF8.self)

@@ -37,7 +37,7 @@ final class FixtureFleet: @unchecked Sendable {
         amqp = try await AMQPConnection.connect(try AMQPConfiguration(url: sandbox.amqpURL, connectionName: "fixture test"))
         channel = try await amqp.openChannel()
         try await channel.enableConfirms()
-        port = Int.random(in: 30_000...39_999)
+        port = TestServers.freePort()
         logFile = "/tmp/\(schema).log"
     }
 

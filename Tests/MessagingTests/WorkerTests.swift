@@ -190,7 +190,7 @@ struct WorkerTests {
         var replica: RunningProcess?
         try await FixtureFleet.with { fleet in
             try await fleet.start()
-            let replicaPort = fleet.port + 1
+            let replicaPort = TestServers.freePort()
             replica = try await fleet.startReplica(port: replicaPort)
             let prefix = TestServers.uniqueName("k")
             let keys = (0..<200).map { "\(prefix)-\($0)" }

@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOHTTP1
+import ShopfleetTesting
 import Synchronization
 @testable import Payments
 @testable import PaymentsSandbox
@@ -19,7 +20,7 @@ struct GatewayTests {
     /// Runs `body` with a sandbox listening on a port of its own and a gateway client for it.
     func withSandbox(faults: PaymentsSandbox.Faults = .init(), attempts: Int = 3,
                      _ body: (PaymentsSandbox, PaymentGateway, String) async throws -> Void) async throws {
-        let port = Int.random(in: 40_000...49_999)
+        let port = TestServers.freePort()
         let sandbox = PaymentsSandbox(apiKey: Self.key, faults: faults, logger: Logger(label: "sandbox"))
         let server = Task { try await sandbox.application(port: port).run() }
         defer { server.cancel() }

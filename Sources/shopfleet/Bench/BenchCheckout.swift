@@ -96,7 +96,7 @@ final class CheckoutBench: Sendable {
         let logDirectory = "/tmp/shopfleet-bench-checkout-\(suffix)"
         try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
 
-        let port = Int.random(in: 42_000...48_000)
+        let port = Int.random(in: 21_000...31_000)  // below the ephemeral range
         let binary = ChildProcess.currentExecutable ?? CommandLine.arguments[0]
         let environment = [
             "SHOPFLEET_AMQP_URL": amqpURL, "SHOPFLEET_DATABASE_URL": databaseURL,
