@@ -1,0 +1,75 @@
+import ClientRuntime
+import Contracts
+import FoundationEssentials
+import Messaging
+import Testing
+
+/// The rules around the saga: prices and products come from the catalog, orders are found by
+/// their customer, and a reservation nobody commits lapses by itself.
+@Suite("Order rules across the fleet", .serialized)
+struct OrderRulesTests {
+    @Test func unknownOrRetiredProductsCancelAtOnceAndQueriesShowEachCustomersOrders() async throws {
+        try await CheckoutFleet.with { fleet in
+            let mug = CheckoutFleet.product("MUG-R", price: 1250)
+            let old = CheckoutFleet.product("OLD-R", price: 500)
+            try await fleet.seed([.init(product: mug, stock: 5), .init(product: old, stock: 5)])
+            try await fleet.send(DeactivateProduct(productID: old.id))
+            try await waitUntil(deadline: .seconds(20)) {
+                (try? await fleet.count("SELECT count(*) FROM catalog.products WHERE id = $1 AND NOT active", [old.id])) == 1
+            }
+
+            let retired = try await fleet.placeOrder([(mug, 1), (old, 1)])
+            let unknown = try await fleet.placeOrder([(CheckoutFleet.product("NOPE-R", price: 1), 1)])
+            let good = try await fleet.placeOrder([(mug, 2)])
+            try await waitUntil(deadline: .seconds(30)) {
+                let states = try? await [retired, unknown].asyncMap { try await fleet.order($0)?.status }
+                return states == ["cancelled", "cancelled"]
+            }
+            #expect(try await fleet.order(retired)?.reason?.contains("is no longer sold") == true)
+            #expect(try await fleet.order(unknown)?.reason?.contains("unknown product prod-nope-r") == true)
+            #expect(try await fleet.order(retired)?.sagaState == nil)  // no saga: nothing to undo
+            try await fleet.waitForSaga(good, in: ["completed"])
+            #expect(try await fleet.stock("MUG-R") == (onHand: 3, reserved: 0))
+
+            // The order queries, over request/reply, as the edge will ask them.
+            let queries = try await QueryClient(connection: fleet.amqp)
+            let summary = try #require(try await queries.ask(GetOrder(orderID: good, customerID: "cus-test")))
+            #expect(summary.status == "completed")
+            #expect(summary.total == Money(amount: 2500, currency: "EUR"))
+            #expect(summary.lines == [OrderLine(productID: mug.id, sku: "MUG-R", name: mug.name, quantity: 2, unitPrice: mug.price)])
+            #expect(try await queries.ask(GetOrder(orderID: good, customerID: "somebody-else")) == nil)
+            let mine = try await queries.ask(ListCustomerOrders(customerID: "cus-test", limit: 10))
+            #expect(Set(mine.map(\.orderID)) == [retired, unknown, good])
+            #expect(mine.map(\.placedAt) == mine.map(\.placedAt).sorted(by: >))
+            let page = try await queries.ask(ListCustomerOrders(customerID: "cus-test", limit: 10, before: mine[0].orderID))
+            #expect(page.map(\.orderID) == Array(mine.dropFirst()).map(\.orderID))
+        }
+    }
+
+    @Test func aReservationNobodyCommitsIsReleasedByTheInventoryWorker() async throws {
+        try await CheckoutFleet.with { fleet in
+            let lamp = CheckoutFleet.product("LAMP-R", price: 4000)
+            try await fleet.seed([.init(product: lamp, stock: 4)])
+            let reservation = UUIDv7.generate()
+            try await fleet.send(ReserveStock(reservationID: reservation, lines: [StockLine(sku: "LAMP-R", quantity: 3)], ttlSeconds: 1))
+            try await waitUntil(deadline: .seconds(10)) { (try? await fleet.stock("LAMP-R"))?.reserved == 3 }
+            try await waitUntil(deadline: .seconds(20)) { (try? await fleet.stock("LAMP-R"))?.reserved == 0 }
+            #expect(try await fleet.stock("LAMP-R") == (onHand: 4, reserved: 0))
+            #expect(try await fleet.count("SELECT count(*) FROM inventory.reservations WHERE id = $1 AND status = 'released' AND reason = 'expired'",
+                                          [reservation]) == 1)
+            // Committing it now is refused, and says why.
+            try await fleet.send(CommitReservation(reservationID: reservation))
+            try await waitUntil(deadline: .seconds(10)) {
+                (try? await fleet.count("SELECT count(*) FROM inventory.outbox WHERE type = $1", [ReservationCommitFailed.type])) == 1
+            }
+        }
+    }
+}
+
+extension Array {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var out: [T] = []
+        for element in self { out.append(try await transform(element)) }
+        return out
+    }
+}
