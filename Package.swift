@@ -113,6 +113,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
+        .target(name: "Search", dependencies: ["Contracts", "Messaging", "PostgresClient"], swiftSettings: swiftSettings),
         .target(
             name: "Notifications",
             dependencies: [
@@ -147,7 +148,7 @@ let package = Package(
             name: "shopfleet",
             dependencies: [
                 "AMQPClient", "PostgresClient", "RedisClient", "Messaging", "Contracts", "Sagas",
-                "Catalog", "Inventory", "Orders", "Payments", "PaymentsSandbox", "Notifications", "ClientRuntime",
+                "Catalog", "Inventory", "Orders", "Payments", "PaymentsSandbox", "Notifications", "Search", "ClientRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -194,6 +195,8 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
             swiftSettings: swiftSettings),
+        .testTarget(name: "SearchTests", dependencies: ["Search", "Contracts", "Messaging", "PostgresClient", "ShopfleetTesting"],
+                    swiftSettings: swiftSettings),
         .testTarget(name: "NotificationsTests", dependencies: ["Notifications"], swiftSettings: swiftSettings),
         .testTarget(name: "OrdersTests", dependencies: ["Orders", "Sagas", "Contracts", "Messaging"], swiftSettings: swiftSettings),
     ]

@@ -13,7 +13,9 @@ public enum ContractCatalog {
         // inventory
         ReserveStock.self, CommitReservation.self, ReleaseReservation.self, AdjustStock.self, StockReserved.self,
         StockReservationFailed.self, ReservationCommitted.self, ReservationCommitFailed.self, ReservationReleased.self,
-        StockAdjusted.self, GetStock.self,
+        StockAdjusted.self, StockAvailabilityChanged.self, GetStock.self,
+        // search
+        SearchProducts.self,
         // payments
         AuthorizePayment.self, CapturePayment.self, VoidPayment.self, RefundPayment.self, PaymentAuthorized.self,
         PaymentDeclined.self, PaymentCaptured.self, PaymentVoided.self, PaymentRefunded.self, PaymentOperationFailed.self,

@@ -165,6 +165,19 @@ public struct StockAdjusted: Event, Contract {
     }
 }
 
+/// A SKU ran out (`available` 0) or came back, through reservations; adjustments say it in
+/// `StockAdjusted`.
+public struct StockAvailabilityChanged: Event, Contract {
+    public static let type = "inventory.StockAvailabilityChanged.v1"
+    public static let example = StockAvailabilityChanged(sku: "MUG-001", available: 0)
+    public var sku: String
+    public var available: Int
+    public init(sku: String, available: Int) {
+        self.sku = sku
+        self.available = available
+    }
+}
+
 /// Stock per SKU: on hand, reserved, available. SKUs the inventory does not know are left out.
 public struct GetStock: Query, Contract {
     public struct Level: Codable, Sendable, Equatable {

@@ -140,8 +140,7 @@ public enum InventoryService {
             return
         }
         for line in lines {
-            try await context.database.query(
-                "UPDATE \(tables.stock) SET reserved = reserved + $2, updated_at = now() WHERE sku = $1", [line.sku, line.quantity])
+            try await tables.changeReserved(line.sku, by: line.quantity, context)
             try await context.database.query(
                 "INSERT INTO \(tables.reservationLines) (reservation_id, sku, quantity) VALUES ($1, $2, $3)", [id, line.sku, line.quantity])
         }
@@ -162,8 +161,7 @@ public enum InventoryService {
             switch reservation.status {
             case "reserved":
                 for line in try await tables.lines(of: id, context) {
-                    try await context.database.query(
-                        "UPDATE \(tables.stock) SET reserved = reserved - $2, updated_at = now() WHERE sku = $1", [line.sku, line.quantity])
+                    try await tables.changeReserved(line.sku, by: -line.quantity, context)
                 }
             case "committed":
                 for line in try await tables.lines(of: id, context) {
@@ -226,6 +224,19 @@ public enum InventoryService {
             let rows = try await context.database.query(
                 "SELECT sku, quantity FROM \(reservationLines) WHERE reservation_id = $1 ORDER BY sku", [id])
             return try (0..<rows.count).map { StockLine(sku: try rows[$0].decode(String.self, 0), quantity: try rows[$0].decode(Int.self, 1)) }
+        }
+
+        /// Moves reserved stock; when the SKU runs out, or comes back, says so on the topic (what
+        /// the search read model needs for its in-stock filter, without an event per order).
+        func changeReserved(_ sku: String, by delta: Int, _ context: HandlerContext) async throws {
+            let rows = try await context.database.query(
+                "UPDATE \(stock) SET reserved = reserved + $2, updated_at = now() WHERE sku = $1 RETURNING on_hand - reserved", [sku, delta])
+            guard rows.count == 1 else { return }
+            let after = try rows[0].decode(Int.self, 0)
+            let before = after + delta
+            if (before > 0) != (after > 0) {
+                try await context.publish(StockAvailabilityChanged(sku: sku, available: after))
+            }
         }
 
         func setStatus(_ id: String, _ status: String, reason: String?, _ context: HandlerContext) async throws {

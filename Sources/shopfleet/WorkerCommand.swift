@@ -7,12 +7,14 @@ import Notifications
 import Orders
 import Payments
 import PostgresClient
+import Search
 
 /// The domains this binary can run as workers, each built from the configuration.
 enum WorkerCatalog {
     static let domains: [String: @Sendable (ShopfleetConfiguration) throws -> WorkerDefinition] = [
         "catalog": { _ in CatalogService.definition() },
         "inventory": { _ in InventoryService.definition() },
+        "search": { _ in SearchService.definition() },
         "notifications": { config in try notifications(config) },
         "orders": { config in OrdersService.definition(timing: try checkoutTiming(config)) },
         "payments": { config in
@@ -45,6 +47,7 @@ enum WorkerCatalog {
     static let schemas: [String: (schema: String, migrations: [Migration])] = [
         "catalog": (CatalogService.schema, CatalogService.migrations),
         "inventory": (InventoryService.schema, InventoryService.migrations),
+        "search": (SearchService.schema, SearchService.migrations),
         "notifications": (NotificationsService.schema, NotificationsService.migrations),
         "orders": (OrdersService.schema, OrdersService.migrations),
         "payments": (PaymentsService.schema, PaymentsService.migrations),

@@ -64,7 +64,43 @@ struct OrderRulesTests {
             }
         }
     }
+
+    @Test func searchFollowsTheCatalogAndTheStock() async throws {
+        try await CheckoutFleet.with { fleet in
+            let lamp = Product(id: "lamp-s", sku: "LAMP-S", name: "Brass floor lamp", description: "Tall, with a linen shade.",
+                               category: "home", price: Money(amount: 12900, currency: "EUR"))
+            let mug = CheckoutFleet.product("MUG-SRCH", price: 900)
+            try await fleet.seed([.init(product: lamp, stock: 1), .init(product: mug, stock: 5)])
+            let queries = try await QueryClient(connection: fleet.amqp)
+            // The read model is fed by events: wait for it, then search with a typo.
+            try await waitUntil(deadline: .seconds(20)) {
+                (try? await queries.ask(SearchProducts(text: "brass lmap", inStockOnly: true)))?.hits.first?.product.id == lamp.id
+            }
+            // The last lamp sold: it drops out of the in-stock results, not out of the catalog.
+            let id = try await fleet.placeOrder([(lamp, 1)])
+            try await fleet.waitForSaga(id, in: ["completed"])
+            try await waitUntil(deadline: .seconds(20)) {
+                (try? await queries.ask(SearchProducts(text: "brass lamp", inStockOnly: true)))?.hits.isEmpty == true
+            }
+            let all = try await queries.ask(SearchProducts(text: "brass lamp"))
+            #expect(all.hits.map(\.product.id) == [lamp.id])
+            #expect(all.hits.first?.inStock == false)
+            // Retired from the catalog: gone from search.
+            try await fleet.send(DeactivateProduct(productID: lamp.id))
+            try await waitUntil(deadline: .seconds(20)) {
+                (try? await queries.ask(SearchProducts(text: "brass lamp")))?.hits.isEmpty == true
+            }
+            // A query the search worker refuses is an error reply, at once.
+            do {
+                _ = try await queries.ask(SearchProducts(limit: 1000))
+                Issue.record("an invalid search was answered")
+            } catch QueryClient.Failure.failed(_, let message) {
+                #expect(message.contains("limit must be 1 to 100"))
+            }
+        }
+    }
 }
+
 
 extension Array {
     func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
