@@ -29,6 +29,9 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
         .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.1.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
+        .package(url: "https://github.com/vapor/jwt-kit", from: "5.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.1.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth", from: "2.0.0"),
     ],
     targets: [
         // C libraries, found through pkg-config; the providers name the Debian packages.
@@ -113,11 +116,26 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
+        // Access tokens (JWT, signed by identity, verified by the edge) and bcrypt off the cooperative pool.
+        .target(
+            name: "Auth",
+            dependencies: [
+                "ClientRuntime",
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+            ],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "Identity",
+            dependencies: ["Contracts", "Messaging", "PostgresClient", "Auth", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings),
         .target(name: "Search", dependencies: ["Contracts", "Messaging", "PostgresClient"], swiftSettings: swiftSettings),
         .target(
             name: "Notifications",
             dependencies: [
                 "Contracts", "Messaging", "PostgresClient", "ClientRuntime",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -148,7 +166,7 @@ let package = Package(
             name: "shopfleet",
             dependencies: [
                 "AMQPClient", "PostgresClient", "RedisClient", "Messaging", "Contracts", "Sagas",
-                "Catalog", "Inventory", "Orders", "Payments", "PaymentsSandbox", "Notifications", "Search", "ClientRuntime",
+                "Catalog", "Inventory", "Orders", "Payments", "PaymentsSandbox", "Notifications", "Search", "Identity", "Auth", "ClientRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -188,7 +206,7 @@ let package = Package(
         .testTarget(
             name: "CheckoutTests",
             dependencies: [
-                "Contracts", "Messaging", "Sagas", "Payments", "PaymentsSandbox", "Notifications", "AMQPClient", "PostgresClient",
+                "Contracts", "Messaging", "Sagas", "Payments", "PaymentsSandbox", "Notifications", "Auth", "AMQPClient", "PostgresClient",
                 "ClientRuntime", "ShopfleetTesting",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -16,6 +16,8 @@ public enum ContractCatalog {
         StockAdjusted.self, StockAvailabilityChanged.self, GetStock.self,
         // search
         SearchProducts.self,
+        // identity
+        RegisterCustomer.self, GetCredentials.self, StartSession.self, RefreshSession.self, EndSession.self, CustomerRegistered.self,
         // payments
         AuthorizePayment.self, CapturePayment.self, VoidPayment.self, RefundPayment.self, PaymentAuthorized.self,
         PaymentDeclined.self, PaymentCaptured.self, PaymentVoided.self, PaymentRefunded.self, PaymentOperationFailed.self,

@@ -73,11 +73,7 @@ public struct PlaceOrder: Command, Contract, Validatable {
     public func validate() throws(ValidationFailure) {
         try Validation.identifier(orderID, "orderID")
         try Validation.identifier(customerID, "customerID")
-        let at = customerEmail.firstIndex(of: "@")
-        guard customerEmail.count <= 254, let at, at != customerEmail.startIndex, customerEmail[at...].count > 1,
-              !customerEmail.contains(where: { $0.isWhitespace || $0 == "\r" || $0 == "\n" }) else {
-            throw ValidationFailure("customerEmail '\(customerEmail.prefix(80))' is not an email address")
-        }
+        try Validation.email(customerEmail, "customerEmail")
         guard (1...Self.maximumLines).contains(lines.count) else {
             throw ValidationFailure("lines must hold 1 to \(Self.maximumLines) lines, not \(lines.count)")
         }

@@ -24,6 +24,9 @@ import Messaging
 /// | `SHOPFLEET_MAIL_FROM` | a mail address | `Shopfleet <orders@shopfleet.local>` |
 /// | `SHOPFLEET_WEBHOOK_URL` | where notifications POST order events | none (no webhooks) |
 /// | `SHOPFLEET_WEBHOOK_SECRET` | HMAC-SHA256 key signing webhook calls | none |
+/// | `SHOPFLEET_JWT_SECRET` | the HMAC key of access tokens (identity signs, the edge verifies), 32 bytes or more | none: identity and the edge need it |
+/// | `SHOPFLEET_ACCESS_TOKEN_TTL` | duration | `15m` |
+/// | `SHOPFLEET_ADMIN_EMAILS` | comma-separated emails that register as admins | none |
 /// | `SHOPFLEET_CHECKOUT_RESERVE_TIMEOUT` | duration (`500ms`, `30s`, `2m`) | `30s` |
 /// | `SHOPFLEET_CHECKOUT_PAYMENT_TIMEOUT` | duration | `30s` |
 /// | `SHOPFLEET_CHECKOUT_STEP_TIMEOUT` | duration | `30s` |
@@ -72,6 +75,12 @@ struct ShopfleetConfiguration: Sendable {
                                 summary: "where notifications POST order events (signed); empty: no webhooks")
     static let webhookSecret = Key(name: "SHOPFLEET_WEBHOOK_SECRET", defaultValue: "",
                                    summary: "the HMAC-SHA256 key of X-Shopfleet-Signature on webhook calls")
+    static let jwtSecret = Key(name: "SHOPFLEET_JWT_SECRET", defaultValue: "",
+                               summary: "the HMAC-SHA256 key of access tokens (32 bytes or more); identity signs, the edge verifies")
+    static let accessTokenTTL = Key(name: "SHOPFLEET_ACCESS_TOKEN_TTL", defaultValue: "15m",
+                                    summary: "how long an access token is good for")
+    static let adminEmails = Key(name: "SHOPFLEET_ADMIN_EMAILS", defaultValue: "",
+                                 summary: "comma-separated emails that get the admin role when they register")
     static let checkoutReserveTimeout = Key(name: "SHOPFLEET_CHECKOUT_RESERVE_TIMEOUT", defaultValue: "30s",
                                             summary: "how long the checkout saga waits for inventory before it cancels")
     static let checkoutPaymentTimeout = Key(name: "SHOPFLEET_CHECKOUT_PAYMENT_TIMEOUT", defaultValue: "30s",
@@ -81,10 +90,10 @@ struct ShopfleetConfiguration: Sendable {
     static let checkoutReservationTTL = Key(name: "SHOPFLEET_CHECKOUT_RESERVATION_TTL", defaultValue: "15m",
                                             summary: "how long inventory holds an order's stock before releasing it by itself")
     static let keys = [amqpURL, amqpManagementURL, databaseURL, redisURL, httpPort, topologyFile, workerPrefetch,
-                       workerConcurrency, logLevel, paymentsURL, paymentsAPIKey, smtpURL, mailFrom, webhookURL, webhookSecret, checkoutReserveTimeout, checkoutPaymentTimeout,
+                       workerConcurrency, logLevel, paymentsURL, paymentsAPIKey, smtpURL, mailFrom, webhookURL, webhookSecret, jwtSecret, accessTokenTTL, adminEmails, checkoutReserveTimeout, checkoutPaymentTimeout,
                        checkoutStepTimeout, checkoutReservationTTL]
     /// Keys whose value is a secret as a whole: shown only as set or not.
-    static let secretKeys: Set<String> = [paymentsAPIKey.name, webhookSecret.name]
+    static let secretKeys: Set<String> = [paymentsAPIKey.name, webhookSecret.name, jwtSecret.name]
 
     enum Source: String, Sendable { case flag, environment, file, local = "local fleet file", `default` }
 

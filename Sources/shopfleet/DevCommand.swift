@@ -70,10 +70,14 @@ struct DevCommand: AsyncParsableCommand {
             try FileManager.default.createDirectory(atPath: DevCommand.directory, withIntermediateDirectories: true)
             var config = try connection.configuration()
             // A sandbox key of our own, kept in the local fleet file with the rest.
+            var generated: [String: String?] = [:]
             if config.value(ShopfleetConfiguration.paymentsAPIKey).isEmpty {
-                let key = "sk_test_" + UUIDv7.generate().replacing("-", with: "")
-                config = try ShopfleetConfiguration.current(overrides: [ShopfleetConfiguration.paymentsAPIKey.name: key])
+                generated[ShopfleetConfiguration.paymentsAPIKey.name] = "sk_test_" + UUIDv7.generate().replacing("-", with: "")
             }
+            if config.value(ShopfleetConfiguration.jwtSecret).isEmpty {
+                generated[ShopfleetConfiguration.jwtSecret.name] = (UUIDv7.generate() + UUIDv7.generate()).replacing("-", with: "")
+            }
+            if !generated.isEmpty { config = try ShopfleetConfiguration.current(overrides: generated) }
             try writeLocalFile(config)
             let environment = Dictionary(uniqueKeysWithValues: ShopfleetConfiguration.keys.map { ($0.name, config.value($0)) })
 
@@ -96,7 +100,7 @@ struct DevCommand: AsyncParsableCommand {
                                                "-c", "aiosmtpd.handlers.Mailbox", DevCommand.directory + "/mail"], health: nil, port: smtpPort),
                 Role(name: "payments-sandbox", argv: [binary, "payments-sandbox"], health: "http://127.0.0.1:\(sandboxPort)/healthz", port: sandboxPort),
             ]
-            for (index, domain) in ["catalog", "inventory", "orders", "payments", "notifications", "search"].enumerated() {
+            for (index, domain) in ["catalog", "inventory", "orders", "payments", "notifications", "search", "identity"].enumerated() {
                 let port = firstPort + index
                 roles.append(Role(name: domain, argv: [binary, "worker", domain, "--port", String(port)],
                                   health: "http://127.0.0.1:\(port)/readyz", port: port))

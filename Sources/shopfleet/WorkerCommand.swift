@@ -1,5 +1,7 @@
 import ArgumentParser
+import Auth
 import Catalog
+import Identity
 import Inventory
 import Logging
 import Messaging
@@ -11,10 +13,11 @@ import Search
 
 /// The domains this binary can run as workers, each built from the configuration.
 enum WorkerCatalog {
-    static let domains: [String: @Sendable (ShopfleetConfiguration) throws -> WorkerDefinition] = [
+    static let domains: [String: @Sendable (ShopfleetConfiguration) async throws -> WorkerDefinition] = [
         "catalog": { _ in CatalogService.definition() },
         "inventory": { _ in InventoryService.definition() },
         "search": { _ in SearchService.definition() },
+        "identity": { config in try await identity(config) },
         "notifications": { config in try notifications(config) },
         "orders": { config in OrdersService.definition(timing: try checkoutTiming(config)) },
         "payments": { config in
@@ -48,16 +51,35 @@ enum WorkerCatalog {
         "catalog": (CatalogService.schema, CatalogService.migrations),
         "inventory": (InventoryService.schema, InventoryService.migrations),
         "search": (SearchService.schema, SearchService.migrations),
+        "identity": (IdentityService.schema, IdentityService.migrations),
         "notifications": (NotificationsService.schema, NotificationsService.migrations),
         "orders": (OrdersService.schema, OrdersService.migrations),
         "payments": (PaymentsService.schema, PaymentsService.migrations),
     ]
 
-    static func definition(_ name: String, configuration: ShopfleetConfiguration) throws -> WorkerDefinition {
+    static func definition(_ name: String, configuration: ShopfleetConfiguration) async throws -> WorkerDefinition {
         guard let make = domains[name] else {
             throw ValidationError("unknown domain '\(name)'; this build has " + domains.keys.sorted().joined(separator: ", "))
         }
-        return try make(configuration)
+        return try await make(configuration)
+    }
+
+    /// The access tokens of identity (signing) and the edge (verifying).
+    static func accessTokens(_ config: ShopfleetConfiguration) async throws -> AccessTokens {
+        let secret = config.value(ShopfleetConfiguration.jwtSecret)
+        guard !secret.isEmpty else {
+            throw ValidationError("SHOPFLEET_JWT_SECRET (or SHOPFLEET_JWT_SECRET_FILE) is not set: the key access tokens are signed with")
+        }
+        do {
+            return try await AccessTokens(secret: secret, lifetime: try config.duration(ShopfleetConfiguration.accessTokenTTL))
+        } catch let invalid as AccessTokens.Invalid {
+            throw ValidationError(invalid.description)
+        }
+    }
+
+    static func identity(_ config: ShopfleetConfiguration) async throws -> WorkerDefinition {
+        let admins = config.value(ShopfleetConfiguration.adminEmails).split(separator: ",").map { String($0.trimmed()) }.filter { !$0.isEmpty }
+        return IdentityService.definition(.init(tokens: try await accessTokens(config), adminEmails: Set(admins)))
     }
 
     static func checkoutTiming(_ config: ShopfleetConfiguration) throws -> Checkout.Timing {
@@ -86,7 +108,7 @@ struct WorkerCommand: AsyncParsableCommand {
 
     func run() async throws {
         let config = try connection.configuration()
-        let definition = try WorkerCatalog.definition(domain, configuration: config)
+        let definition = try await WorkerCatalog.definition(domain, configuration: config)
         guard let level = Logger.Level(rawValue: config.value(ShopfleetConfiguration.logLevel)) else {
             throw ValidationError("SHOPFLEET_LOG_LEVEL '\(config.value(ShopfleetConfiguration.logLevel))' is not a log level")
         }

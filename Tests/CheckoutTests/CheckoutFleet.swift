@@ -19,7 +19,7 @@ import Glibc
 /// The checkout fleet as real processes — `shopfleet worker` catalog, inventory, orders and
 /// payments, and `shopfleet payments-sandbox` — against a vhost and a database of their own.
 final class CheckoutFleet: Sendable {
-    static let roles = ["smtp-sink", "catalog", "inventory", "orders", "payments", "notifications", "search", "payments-sandbox"]
+    static let roles = ["smtp-sink", "catalog", "inventory", "orders", "payments", "notifications", "search", "identity", "payments-sandbox"]
 
     let sandbox: BrokerSandbox
     let databaseName: String
@@ -31,6 +31,9 @@ final class CheckoutFleet: Sendable {
     let environment: [String: String]
     let logDirectory: String
     private let processes = Mutex<[String: RunningProcess]>([:])
+
+    /// The access-token key of every test fleet (tests sign and verify with it too).
+    static let jwtSecret = "test-secret-" + String(repeating: "k", count: 40)
 
     static var binary: String {
         let exe = ChildProcess.currentExecutable ?? ""
@@ -62,6 +65,8 @@ final class CheckoutFleet: Sendable {
             "SHOPFLEET_PAYMENTS_API_KEY": "sk_test_" + TestServers.uniqueName("fleet"),
             "SHOPFLEET_SMTP_URL": "smtp://127.0.0.1:\(ports["smtp-sink"]!)",
             "SHOPFLEET_WORKER_CONCURRENCY": "4",
+            "SHOPFLEET_JWT_SECRET": Self.jwtSecret,
+            "SHOPFLEET_ADMIN_EMAILS": "admin@shopfleet.test",
             "SHOPFLEET_LOG_LEVEL": "info",
         ]
         environment.merge(extra) { _, new in new }

@@ -36,7 +36,7 @@ struct DevFleetTests {
         try await admin.query("CREATE DATABASE \(quoteIdentifier(database))")
         let base = try TestServers.databaseURL()
         let directory = "/tmp/\(database)"
-        let port = TestServers.freePort(count: 12)
+        let port = TestServers.freePort(count: 12)  // workers from port, sandbox port + 10, SMTP port + 11
         // The fleet's own settings; the "other terminal" gets none of them, only the folder.
         let fleetEnvironment = [
             "SHOPFLEET_DEV_DIR": directory,
@@ -70,7 +70,7 @@ struct DevFleetTests {
             // Every process ready, every queue consumed.
             try await waitUntil(deadline: .seconds(90)) {
                 guard let status = try? await status() else { return false }
-                return status.running && status.processes.count == 8
+                return status.running && status.processes.count == 9
                     && status.processes.allSatisfy { $0.state == "ready" || ($0.role == "smtp-sink" && $0.state == "running") }
             }
             // The management API samples queues every few seconds: the consumers show up in time.

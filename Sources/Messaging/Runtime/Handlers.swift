@@ -86,17 +86,19 @@ public struct HandlerRegistry: Sendable {
     typealias Erased = @Sendable (Envelope, HandlerContext) async throws -> Void
     typealias ErasedQuery = @Sendable (Envelope, QueryContext) async throws -> [UInt8]
     typealias ErasedPlain = @Sendable (Envelope, MessageLogger) async throws -> Void
+    typealias ErasedResponder = @Sendable (Envelope, HandlerContext) async throws -> [UInt8]
 
     private(set) var handlers: [String: Erased] = [:]
     private(set) var plain: [String: ErasedPlain] = [:]
     private(set) var queries: [String: ErasedQuery] = [:]
+    private(set) var responders: [String: ErasedResponder] = [:]
 
     public init() {}
 
     /// Handles `M` inside the message's transaction. Throw ``PermanentFailure`` for what retrying
     /// cannot fix; any other error is retried through the tiers.
     public mutating func on<M: Message>(_ type: M.Type, _ handler: @escaping @Sendable (M, HandlerContext) async throws -> Void) {
-        precondition(handlers[M.type] == nil && queries[M.type] == nil && plain[M.type] == nil, "two handlers for \(M.type)")
+        precondition(!isRegistered(M.type), "two handlers for \(M.type)")
         let read = Self.reader(M.self)
         handlers[M.type] = { envelope, context in
             try await handler(try read(envelope), context)
@@ -107,7 +109,7 @@ public struct HandlerRegistry: Sendable {
     /// the database and is idempotent by itself (a cache refresh, a metric). A redelivery runs the
     /// handler again.
     public mutating func onWithoutTransaction<M: Message>(_ type: M.Type, _ handler: @escaping @Sendable (M, MessageContext) async throws -> Void) {
-        precondition(handlers[M.type] == nil && queries[M.type] == nil && plain[M.type] == nil, "two handlers for \(M.type)")
+        precondition(!isRegistered(M.type), "two handlers for \(M.type)")
         let read = Self.reader(M.self)
         plain[M.type] = { envelope, logger in
             try await handler(try read(envelope), MessageContext(envelope: envelope, messageLogger: logger))
@@ -132,12 +134,28 @@ public struct HandlerRegistry: Sendable {
     /// Answers `Q` over request/reply. Queries have no transaction, no inbox and no outbox: they
     /// must not change anything.
     public mutating func answer<Q: Query>(_ type: Q.Type, _ handler: @escaping @Sendable (Q, QueryContext) async throws -> Q.Reply) {
-        precondition(handlers[Q.type] == nil && queries[Q.type] == nil && plain[Q.type] == nil, "two handlers for \(Q.type)")
+        precondition(!isRegistered(Q.type), "two handlers for \(Q.type)")
         let read = Self.reader(Q.self)
         queries[Q.type] = { envelope, context in
             Array(try MessageCodec.encode(try await handler(try read(envelope), context)))
         }
     }
 
-    public var types: [String] { (Array(handlers.keys) + Array(queries.keys) + Array(plain.keys)).sorted() }
+    /// Answers `R` over request/reply like a query, but in a transaction with the inbox and the
+    /// outbox, as a command is handled: for a request that changes something and whose caller
+    /// needs the outcome (register a customer, start a session). Any error is an error reply; a
+    /// request is never retried, since its caller is waiting.
+    public mutating func respond<R: Query>(_ type: R.Type, _ handler: @escaping @Sendable (R, HandlerContext) async throws -> R.Reply) {
+        precondition(!isRegistered(R.type), "two handlers for \(R.type)")
+        let read = Self.reader(R.self)
+        responders[R.type] = { envelope, context in
+            Array(try MessageCodec.encode(try await handler(try read(envelope), context)))
+        }
+    }
+
+    private func isRegistered(_ type: String) -> Bool {
+        handlers[type] != nil || queries[type] != nil || plain[type] != nil || responders[type] != nil
+    }
+
+    public var types: [String] { (Array(handlers.keys) + Array(queries.keys) + Array(plain.keys) + Array(responders.keys)).sorted() }
 }

@@ -283,7 +283,17 @@ public final class Worker: Service, Sendable {
         metrics.consumed.increment()
 
         if let query = handlers.queries[envelope.type] {
-            await answer(delivery, envelope: envelope, query: query, publisher: publisher, logger: logger)
+            await answer(delivery, envelope: envelope, publisher: publisher, logger: logger) {
+                try await query(envelope, QueryContext(envelope: envelope, database: self.database, logger: logger.logger))
+            }
+            return
+        }
+        if let responder = handlers.responders[envelope.type] {
+            await answer(delivery, envelope: envelope, publisher: publisher, logger: logger) {
+                let (reply, records) = try await self.respondInTransaction(envelope, queue: queue, responder: responder, logger: logger)
+                if !records.isEmpty { await pipeline.submit(records) }
+                return reply
+            }
             return
         }
         if let handler = handlers.plain[envelope.type] {
@@ -371,6 +381,26 @@ public final class Worker: Service, Sendable {
         }
     }
 
+    /// A request that changes something and answers: inbox, handler, outbox in one transaction,
+    /// the reply sent after commit. A redelivered request (the caller long gone) is answered with an
+    /// error and has no second effect.
+    private func respondInTransaction(_ envelope: Envelope, queue: String, responder: HandlerRegistry.ErasedResponder,
+                                      logger: MessageLogger) async throws -> ([UInt8], [OutboxRecord]) {
+        let schema = quoteIdentifier(options.schema)
+        return try await database.transaction { tx in
+            let inserted = try await tx.query("""
+                INSERT INTO \(schema).inbox (message_id, type, queue) VALUES ($1, $2, $3)
+                ON CONFLICT (message_id) DO NOTHING RETURNING 1
+                """, [envelope.messageID, envelope.type, queue])
+            if inserted.count == 0 {
+                throw PermanentFailure("duplicate", "request \(envelope.messageID) was handled before; its answer went to the first delivery")
+            }
+            let context = HandlerContext(envelope: envelope, database: tx, logger: logger, schema: options.schema, queries: queries)
+            let reply = try await responder(envelope, context)
+            return (reply, context.outbox)
+        }
+    }
+
     /// A handler failed: a permanent failure (or the last retry tier used up) dead-letters the
     /// message; anything else sends it to the next retry tier. Acked only once the copy is confirmed.
     private func fail(_ delivery: AMQPDelivery, envelope: Envelope, queue: String, failure: any Error,
@@ -420,10 +450,10 @@ public final class Worker: Service, Sendable {
         }
     }
 
-    /// Runs a query handler and replies to `reply_to`. A failed query gets an error reply at once,
-    /// so the caller need not wait for its deadline.
-    private func answer(_ delivery: AMQPDelivery, envelope: Envelope, query: HandlerRegistry.ErasedQuery,
-                        publisher: AMQPChannel, logger: MessageLogger) async {
+    /// Runs a query's (or a request's) handler and replies to `reply_to`. A failure gets an error
+    /// reply at once, so the caller need not wait for its deadline.
+    private func answer(_ delivery: AMQPDelivery, envelope: Envelope, publisher: AMQPChannel, logger: MessageLogger,
+                        _ produce: () async throws -> [UInt8]) async {
         guard let replyTo = envelope.replyTo else {
             logger.warning("query without reply_to; dropped")
             delivery.ack()
@@ -434,7 +464,7 @@ public final class Worker: Service, Sendable {
                                         correlationID: envelope.correlationID ?? envelope.messageID,
                                         messageID: UUIDv7.generate(), type: envelope.type + ".reply")
         do {
-            reply = try await query(envelope, QueryContext(envelope: envelope, database: database, logger: logger.logger))
+            reply = try await produce()
         } catch {
             reply = Array((try? MessageCodec.encode(["error": "\(error)"])) ?? Data())
             properties.type = QueryClient.errorReplyType
