@@ -130,6 +130,7 @@ let package = Package(
             name: "Identity",
             dependencies: ["Contracts", "Messaging", "PostgresClient", "Auth", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings),
+        .target(name: "Cart", dependencies: ["Contracts", "Messaging", "PostgresClient", "RedisClient"], swiftSettings: swiftSettings),
         .target(name: "Search", dependencies: ["Contracts", "Messaging", "PostgresClient"], swiftSettings: swiftSettings),
         .target(
             name: "Notifications",
@@ -166,7 +167,7 @@ let package = Package(
             name: "shopfleet",
             dependencies: [
                 "AMQPClient", "PostgresClient", "RedisClient", "Messaging", "Contracts", "Sagas",
-                "Catalog", "Inventory", "Orders", "Payments", "PaymentsSandbox", "Notifications", "Search", "Identity", "Auth", "ClientRuntime",
+                "Catalog", "Inventory", "Orders", "Payments", "PaymentsSandbox", "Notifications", "Search", "Identity", "Auth", "Cart", "ClientRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -206,7 +207,7 @@ let package = Package(
         .testTarget(
             name: "CheckoutTests",
             dependencies: [
-                "Contracts", "Messaging", "Sagas", "Payments", "PaymentsSandbox", "Notifications", "Auth", "AMQPClient", "PostgresClient",
+                "Contracts", "Messaging", "Sagas", "Payments", "PaymentsSandbox", "Notifications", "Auth", "AMQPClient", "PostgresClient", "RedisClient",
                 "ClientRuntime", "ShopfleetTesting",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),

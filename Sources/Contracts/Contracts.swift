@@ -16,6 +16,8 @@ public enum ContractCatalog {
         StockAdjusted.self, StockAvailabilityChanged.self, GetStock.self,
         // search
         SearchProducts.self,
+        // cart
+        GetCart.self, SetCartLine.self, RemoveCartLine.self, ClearCart.self, MergeCarts.self, CheckoutCart.self,
         // identity
         RegisterCustomer.self, GetCredentials.self, StartSession.self, RefreshSession.self, EndSession.self, CustomerRegistered.self,
         // payments

@@ -17,7 +17,7 @@ public struct Address: Codable, Sendable, Equatable {
         self.country = country
     }
 
-    static let example = Address(name: "Ada Lovelace", line1: "12 St James's Square", line2: "Flat 2", postalCode: "SW1Y 4JH",
+    public static let example = Address(name: "Ada Lovelace", line1: "12 St James's Square", line2: "Flat 2", postalCode: "SW1Y 4JH",
                                  city: "London", country: "GB")
 
     func validate() throws(ValidationFailure) {

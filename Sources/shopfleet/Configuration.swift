@@ -27,6 +27,7 @@ import Messaging
 /// | `SHOPFLEET_JWT_SECRET` | the HMAC key of access tokens (identity signs, the edge verifies), 32 bytes or more | none: identity and the edge need it |
 /// | `SHOPFLEET_ACCESS_TOKEN_TTL` | duration | `15m` |
 /// | `SHOPFLEET_ADMIN_EMAILS` | comma-separated emails that register as admins | none |
+/// | `SHOPFLEET_CART_TTL` | duration: a cart not touched for this long is gone | `168h` (a week) |
 /// | `SHOPFLEET_CHECKOUT_RESERVE_TIMEOUT` | duration (`500ms`, `30s`, `2m`) | `30s` |
 /// | `SHOPFLEET_CHECKOUT_PAYMENT_TIMEOUT` | duration | `30s` |
 /// | `SHOPFLEET_CHECKOUT_STEP_TIMEOUT` | duration | `30s` |
@@ -81,6 +82,8 @@ struct ShopfleetConfiguration: Sendable {
                                     summary: "how long an access token is good for")
     static let adminEmails = Key(name: "SHOPFLEET_ADMIN_EMAILS", defaultValue: "",
                                  summary: "comma-separated emails that get the admin role when they register")
+    static let cartTTL = Key(name: "SHOPFLEET_CART_TTL", defaultValue: "168h",
+                             summary: "a cart not touched for this long is gone")
     static let checkoutReserveTimeout = Key(name: "SHOPFLEET_CHECKOUT_RESERVE_TIMEOUT", defaultValue: "30s",
                                             summary: "how long the checkout saga waits for inventory before it cancels")
     static let checkoutPaymentTimeout = Key(name: "SHOPFLEET_CHECKOUT_PAYMENT_TIMEOUT", defaultValue: "30s",
@@ -90,7 +93,7 @@ struct ShopfleetConfiguration: Sendable {
     static let checkoutReservationTTL = Key(name: "SHOPFLEET_CHECKOUT_RESERVATION_TTL", defaultValue: "15m",
                                             summary: "how long inventory holds an order's stock before releasing it by itself")
     static let keys = [amqpURL, amqpManagementURL, databaseURL, redisURL, httpPort, topologyFile, workerPrefetch,
-                       workerConcurrency, logLevel, paymentsURL, paymentsAPIKey, smtpURL, mailFrom, webhookURL, webhookSecret, jwtSecret, accessTokenTTL, adminEmails, checkoutReserveTimeout, checkoutPaymentTimeout,
+                       workerConcurrency, logLevel, paymentsURL, paymentsAPIKey, smtpURL, mailFrom, webhookURL, webhookSecret, jwtSecret, accessTokenTTL, adminEmails, cartTTL, checkoutReserveTimeout, checkoutPaymentTimeout,
                        checkoutStepTimeout, checkoutReservationTTL]
     /// Keys whose value is a secret as a whole: shown only as set or not.
     static let secretKeys: Set<String> = [paymentsAPIKey.name, webhookSecret.name, jwtSecret.name]

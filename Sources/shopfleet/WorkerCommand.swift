@@ -1,5 +1,6 @@
 import ArgumentParser
 import Auth
+import Cart
 import Catalog
 import Identity
 import Inventory
@@ -9,6 +10,7 @@ import Notifications
 import Orders
 import Payments
 import PostgresClient
+import RedisClient
 import Search
 
 /// The domains this binary can run as workers, each built from the configuration.
@@ -18,6 +20,10 @@ enum WorkerCatalog {
         "inventory": { _ in InventoryService.definition() },
         "search": { _ in SearchService.definition() },
         "identity": { config in try await identity(config) },
+        "cart": { config in
+            let redis = RedisClient(configuration: try RedisConfiguration(url: config.redisURL), maximumConnections: 8)
+            return CartService.definition(.init(redis: redis, lifetime: try config.duration(ShopfleetConfiguration.cartTTL)))
+        },
         "notifications": { config in try notifications(config) },
         "orders": { config in OrdersService.definition(timing: try checkoutTiming(config)) },
         "payments": { config in
@@ -52,6 +58,7 @@ enum WorkerCatalog {
         "inventory": (InventoryService.schema, InventoryService.migrations),
         "search": (SearchService.schema, SearchService.migrations),
         "identity": (IdentityService.schema, IdentityService.migrations),
+        "cart": (CartService.schema, []),
         "notifications": (NotificationsService.schema, NotificationsService.migrations),
         "orders": (OrdersService.schema, OrdersService.migrations),
         "payments": (PaymentsService.schema, PaymentsService.migrations),

@@ -19,7 +19,7 @@ import Glibc
 /// The checkout fleet as real processes — `shopfleet worker` catalog, inventory, orders and
 /// payments, and `shopfleet payments-sandbox` — against a vhost and a database of their own.
 final class CheckoutFleet: Sendable {
-    static let roles = ["smtp-sink", "catalog", "inventory", "orders", "payments", "notifications", "search", "identity", "payments-sandbox"]
+    static let roles = ["smtp-sink", "catalog", "inventory", "orders", "payments", "notifications", "search", "identity", "cart", "payments-sandbox"]
 
     let sandbox: BrokerSandbox
     let databaseName: String

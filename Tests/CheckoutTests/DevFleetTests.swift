@@ -70,7 +70,7 @@ struct DevFleetTests {
             // Every process ready, every queue consumed.
             try await waitUntil(deadline: .seconds(90)) {
                 guard let status = try? await status() else { return false }
-                return status.running && status.processes.count == 9
+                return status.running && status.processes.count == 10
                     && status.processes.allSatisfy { $0.state == "ready" || ($0.role == "smtp-sink" && $0.state == "running") }
             }
             // The management API samples queues every few seconds: the consumers show up in time.
