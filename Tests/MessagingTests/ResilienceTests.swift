@@ -69,8 +69,21 @@ struct ResilienceTests {
                     }
                 }
                 if outcome {
-                    letter = try? await fleet.nextDeadLetter(deadline: .seconds(10))
-                    if letter == nil { _ = try await fleet.stop(signal: SIGKILL) }
+                    // Ready first does not mean spared: the poison message may reach a handler just
+                    // after. Wait for whichever comes: the dead letter, or the crash.
+                    let box = DeliveryBox()
+                    try await waitUntil(deadline: .seconds(10)) {
+                        if let delivery = try? await fleet.channel.get(queue: fleet.sandbox.topology.deadLetterQueue, noAck: true) {
+                            box.set(delivery)
+                            return true
+                        }
+                        return fleet.process!.poll() != nil
+                    }
+                    letter = box.get()
+                    if letter == nil {
+                        #expect(try await fleet.exited() == 128 + SIGKILL)
+                        crashes += 1
+                    }
                 } else {
                     #expect(try await fleet.exited() == 128 + SIGKILL)
                     crashes += 1
