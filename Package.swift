@@ -146,6 +146,18 @@ let package = Package(
             dependencies: ["Contracts", "Messaging", "Sagas", "PostgresClient", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings),
 
+        // The HTTP edge: depends on the contracts and the messaging runtime, never on a domain or the database.
+        .target(
+            name: "Edge",
+            dependencies: [
+                "Contracts", "Messaging", "AMQPClient", "RedisClient", "Auth",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: swiftSettings),
+
         // A local Stripe-compatible gateway (`shopfleet payments-sandbox`) for development and tests.
         .target(
             name: "PaymentsSandbox",
@@ -167,7 +179,7 @@ let package = Package(
             name: "shopfleet",
             dependencies: [
                 "AMQPClient", "PostgresClient", "RedisClient", "Messaging", "Contracts", "Sagas",
-                "Catalog", "Inventory", "Orders", "Payments", "PaymentsSandbox", "Notifications", "Search", "Identity", "Auth", "Cart", "ClientRuntime",
+                "Catalog", "Inventory", "Orders", "Payments", "PaymentsSandbox", "Notifications", "Search", "Identity", "Auth", "Cart", "Edge", "ClientRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -207,11 +219,12 @@ let package = Package(
         .testTarget(
             name: "CheckoutTests",
             dependencies: [
-                "Contracts", "Messaging", "Sagas", "Payments", "PaymentsSandbox", "Notifications", "Auth", "AMQPClient", "PostgresClient", "RedisClient",
+                "Contracts", "Messaging", "Sagas", "Payments", "PaymentsSandbox", "Notifications", "Auth", "Edge", "AMQPClient", "PostgresClient", "RedisClient",
                 "ClientRuntime", "ShopfleetTesting",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: swiftSettings),
         .testTarget(name: "SearchTests", dependencies: ["Search", "Contracts", "Messaging", "PostgresClient", "ShopfleetTesting"],

@@ -10,10 +10,12 @@ public struct AccessTokens: Sendable {
     /// What an access token says.
     public struct Claims: Sendable, Equatable {
         public var customerID: String
+        public var email: String
         public var role: String
         public var expiresAt: Date
-        public init(customerID: String, role: String, expiresAt: Date) {
+        public init(customerID: String, email: String, role: String, expiresAt: Date) {
             self.customerID = customerID
+            self.email = email
             self.role = role
             self.expiresAt = expiresAt
         }
@@ -29,6 +31,7 @@ public struct AccessTokens: Sendable {
         var iat: IssuedAtClaim
         var iss: IssuerClaim
         var role: String
+        var email: String
 
         func verify(using algorithm: some JWTAlgorithm) throws {
             try exp.verifyNotExpired()
@@ -50,10 +53,10 @@ public struct AccessTokens: Sendable {
         self.lifetime = lifetime
     }
 
-    public func sign(customerID: String, role: String, now: Date = Date()) async throws -> (token: String, expiresAt: Date) {
+    public func sign(customerID: String, email: String, role: String, now: Date = Date()) async throws -> (token: String, expiresAt: Date) {
         let expires = now.addingTimeInterval(Double(lifetime.components.seconds))
         let payload = Payload(sub: SubjectClaim(value: customerID), exp: ExpirationClaim(value: expires), iat: IssuedAtClaim(value: now),
-                              iss: IssuerClaim(value: Self.issuer), role: role)
+                              iss: IssuerClaim(value: Self.issuer), role: role, email: email)
         return (try await keys.sign(payload), expires)
     }
 
@@ -62,7 +65,7 @@ public struct AccessTokens: Sendable {
     public func verify(_ token: String) async throws -> Claims {
         do {
             let payload = try await keys.verify(token, as: Payload.self)
-            return Claims(customerID: payload.sub.value, role: payload.role, expiresAt: payload.exp.value)
+            return Claims(customerID: payload.sub.value, email: payload.email, role: payload.role, expiresAt: payload.exp.value)
         } catch let error as JWTError {
             switch error.errorType {
             case .claimVerificationFailure:

@@ -74,14 +74,15 @@ public enum IdentityService {
 
         /// Stores a refresh token and signs an access token for the customer.
         @Sendable func session(_ customerID: String, refreshTokenHash: String, on database: PostgresConnection) async throws -> Session {
-            let rows = try await database.query("SELECT role FROM \(customers) WHERE id = $1", [customerID])
+            let rows = try await database.query("SELECT role, email FROM \(customers) WHERE id = $1", [customerID])
             guard rows.count == 1 else { throw PermanentFailure("not-found", "no customer \(customerID)") }
             let role = try rows[0].decode(String.self, 0)
+            let email = try rows[0].decode(String.self, 1)
             let expires = try await database.query("""
                 INSERT INTO \(refreshTokens) (token_hash, customer_id, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))
                 RETURNING expires_at
                 """, [refreshTokenHash, customerID, Double(settings.refreshLifetime.components.seconds)])
-            let access = try await settings.tokens.sign(customerID: customerID, role: role)
+            let access = try await settings.tokens.sign(customerID: customerID, email: email, role: role)
             return Session(customerID: customerID, role: role, accessToken: access.token,
                            accessTokenExpiresAt: access.expiresAt.formatted(.iso8601),
                            refreshTokenExpiresAt: try expires[0].decode(Date.self, 0).formatted(.iso8601))

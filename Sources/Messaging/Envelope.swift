@@ -249,7 +249,7 @@ public struct TraceParent: Sendable, Equatable, CustomStringConvertible {
 
 extension DecodingError {
     /// Where in the JSON and what went wrong, without the type dump of the default description.
-    var summary: String {
+    public var summary: String {
         func path(_ context: DecodingError.Context) -> String {
             let keys = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }
             return keys.isEmpty ? "the top level" : keys.joined(separator: ".")

@@ -27,6 +27,9 @@ import Messaging
 /// | `SHOPFLEET_JWT_SECRET` | the HMAC key of access tokens (identity signs, the edge verifies), 32 bytes or more | none: identity and the edge need it |
 /// | `SHOPFLEET_ACCESS_TOKEN_TTL` | duration | `15m` |
 /// | `SHOPFLEET_ADMIN_EMAILS` | comma-separated emails that register as admins | none |
+/// | `SHOPFLEET_EDGE_PORT` | port of the HTTP edge | `8080` |
+/// | `SHOPFLEET_EDGE_RATE_LIMIT` | requests a second per client (bursts of twice that) | `50` |
+/// | `SHOPFLEET_OPENAPI_FILE` | path of the OpenAPI document the edge serves | `openapi.yaml` |
 /// | `SHOPFLEET_CART_TTL` | duration: a cart not touched for this long is gone | `168h` (a week) |
 /// | `SHOPFLEET_CHECKOUT_RESERVE_TIMEOUT` | duration (`500ms`, `30s`, `2m`) | `30s` |
 /// | `SHOPFLEET_CHECKOUT_PAYMENT_TIMEOUT` | duration | `30s` |
@@ -82,6 +85,11 @@ struct ShopfleetConfiguration: Sendable {
                                     summary: "how long an access token is good for")
     static let adminEmails = Key(name: "SHOPFLEET_ADMIN_EMAILS", defaultValue: "",
                                  summary: "comma-separated emails that get the admin role when they register")
+    static let edgePort = Key(name: "SHOPFLEET_EDGE_PORT", defaultValue: "8080", summary: "port of the HTTP edge")
+    static let edgeRateLimit = Key(name: "SHOPFLEET_EDGE_RATE_LIMIT", defaultValue: "50",
+                                   summary: "requests a second per client at the edge (bursts of twice that)")
+    static let openAPIFile = Key(name: "SHOPFLEET_OPENAPI_FILE", defaultValue: "openapi.yaml",
+                                 summary: "the OpenAPI document the edge serves at /openapi.yaml")
     static let cartTTL = Key(name: "SHOPFLEET_CART_TTL", defaultValue: "168h",
                              summary: "a cart not touched for this long is gone")
     static let checkoutReserveTimeout = Key(name: "SHOPFLEET_CHECKOUT_RESERVE_TIMEOUT", defaultValue: "30s",
@@ -93,7 +101,7 @@ struct ShopfleetConfiguration: Sendable {
     static let checkoutReservationTTL = Key(name: "SHOPFLEET_CHECKOUT_RESERVATION_TTL", defaultValue: "15m",
                                             summary: "how long inventory holds an order's stock before releasing it by itself")
     static let keys = [amqpURL, amqpManagementURL, databaseURL, redisURL, httpPort, topologyFile, workerPrefetch,
-                       workerConcurrency, logLevel, paymentsURL, paymentsAPIKey, smtpURL, mailFrom, webhookURL, webhookSecret, jwtSecret, accessTokenTTL, adminEmails, cartTTL, checkoutReserveTimeout, checkoutPaymentTimeout,
+                       workerConcurrency, logLevel, paymentsURL, paymentsAPIKey, smtpURL, mailFrom, webhookURL, webhookSecret, jwtSecret, accessTokenTTL, adminEmails, edgePort, edgeRateLimit, openAPIFile, cartTTL, checkoutReserveTimeout, checkoutPaymentTimeout,
                        checkoutStepTimeout, checkoutReservationTTL]
     /// Keys whose value is a secret as a whole: shown only as set or not.
     static let secretKeys: Set<String> = [paymentsAPIKey.name, webhookSecret.name, jwtSecret.name]

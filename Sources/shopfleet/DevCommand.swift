@@ -105,6 +105,9 @@ struct DevCommand: AsyncParsableCommand {
                 roles.append(Role(name: domain, argv: [binary, "worker", domain, "--port", String(port)],
                                   health: "http://127.0.0.1:\(port)/readyz", port: port))
             }
+            let edgePort = try config.integer(ShopfleetConfiguration.edgePort, in: 0...65535)
+            roles.append(Role(name: "edge", argv: [binary, "edge", "--port", String(edgePort)],
+                              health: "http://127.0.0.1:\(edgePort)/readyz", port: edgePort))
             let fleet = Supervisor(roles: roles, environment: environment)
             let (everyone, settings, count) = (roles, config, products)
             try await fleet.run {
@@ -141,6 +144,7 @@ struct DevCommand: AsyncParsableCommand {
               .build/debug/shopfleet saga list                      every saga
               .build/debug/shopfleet dev status                     processes, health, queues
               .build/debug/shopfleet send --list                    every command you can send
+              curl 'http://127.0.0.1:\(roles.last?.port ?? 8080)/v1/products?q=enamle+mug'   the shop's API (openapi.yaml)
 
             Emails land in \(DevCommand.directory)/mail/new. Ctrl-C stops everything.
             ──────────────────────────────────────────────────────────────────────────────

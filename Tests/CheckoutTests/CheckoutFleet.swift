@@ -19,7 +19,7 @@ import Glibc
 /// The checkout fleet as real processes — `shopfleet worker` catalog, inventory, orders and
 /// payments, and `shopfleet payments-sandbox` — against a vhost and a database of their own.
 final class CheckoutFleet: Sendable {
-    static let roles = ["smtp-sink", "catalog", "inventory", "orders", "payments", "notifications", "search", "identity", "cart", "payments-sandbox"]
+    static let roles = ["smtp-sink", "catalog", "inventory", "orders", "payments", "notifications", "search", "identity", "cart", "edge", "payments-sandbox"]
 
     let sandbox: BrokerSandbox
     let databaseName: String
@@ -66,6 +66,7 @@ final class CheckoutFleet: Sendable {
             "SHOPFLEET_SMTP_URL": "smtp://127.0.0.1:\(ports["smtp-sink"]!)",
             "SHOPFLEET_WORKER_CONCURRENCY": "4",
             "SHOPFLEET_JWT_SECRET": Self.jwtSecret,
+            "SHOPFLEET_OPENAPI_FILE": TestServers.repositoryRoot + "/openapi.yaml",
             "SHOPFLEET_ADMIN_EMAILS": "admin@shopfleet.test",
             "SHOPFLEET_LOG_LEVEL": "info",
         ]
@@ -96,6 +97,7 @@ final class CheckoutFleet: Sendable {
         let argv: [String]
         switch role {
         case "payments-sandbox": argv = [Self.binary, "payments-sandbox"]
+        case "edge": argv = [Self.binary, "edge", "--port", String(ports[role]!)]
         case "smtp-sink":
             argv = [try TestServers.environment("SHOPFLEET_PYTHON"), "-m", "aiosmtpd", "-n", "-l", "127.0.0.1:\(ports[role]!)",
                     "-c", "aiosmtpd.handlers.Mailbox", maildir]

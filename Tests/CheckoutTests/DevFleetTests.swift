@@ -46,6 +46,8 @@ struct DevFleetTests {
             "SHOPFLEET_PAYMENTS_URL": "http://127.0.0.1:\(port + 10)",
             "SHOPFLEET_SMTP_URL": "smtp://127.0.0.1:\(port + 11)",
             "SHOPFLEET_WORKER_CONCURRENCY": "2",
+            "SHOPFLEET_EDGE_PORT": String(port + 9),
+            "SHOPFLEET_OPENAPI_FILE": TestServers.repositoryRoot + "/openapi.yaml",
         ]
         let fleet = try ChildProcess.spawn([CheckoutFleet.binary, "dev", "--products", "20", "--first-port", String(port)],
                                            extraEnvironment: fleetEnvironment, logFile: "\(directory).log")
@@ -70,7 +72,7 @@ struct DevFleetTests {
             // Every process ready, every queue consumed.
             try await waitUntil(deadline: .seconds(90)) {
                 guard let status = try? await status() else { return false }
-                return status.running && status.processes.count == 10
+                return status.running && status.processes.count == 11
                     && status.processes.allSatisfy { $0.state == "ready" || ($0.role == "smtp-sink" && $0.state == "running") }
             }
             // The management API samples queues every few seconds: the consumers show up in time.

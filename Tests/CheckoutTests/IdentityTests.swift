@@ -34,7 +34,7 @@ struct IdentityTests {
             let refresh = RefreshTokens.generate()
             let session = try await queries.ask(StartSession(customerID: "cus-ada", refreshTokenHash: RefreshTokens.hash(refresh)))
             let claims = try await tokens.verify(session.accessToken)
-            #expect(claims.customerID == "cus-ada" && claims.role == "customer")
+            #expect(claims.customerID == "cus-ada" && claims.role == "customer" && claims.email == "Ada@Example.com")
             #expect(try await fleet.count("SELECT count(*) FROM identity.refresh_tokens WHERE token_hash = $1", [RefreshTokens.hash(refresh)]) == 1)
 
             // Refreshing rotates: the new token works, the old one is refused, and reusing it
@@ -61,8 +61,8 @@ struct IdentityTests {
     @Test func forgedExpiredAndMalformedTokensAreRefusedWithTheReason() async throws {
         let tokens = try await AccessTokens(secret: CheckoutFleet.jwtSecret)
         let other = try await AccessTokens(secret: String(repeating: "x", count: 40))
-        let forged = try await other.sign(customerID: "cus-eve", role: "admin").token
-        let expired = try await tokens.sign(customerID: "cus-ada", role: "customer", now: Date().addingTimeInterval(-3600)).token
+        let forged = try await other.sign(customerID: "cus-eve", email: "eve@example.com", role: "admin").token
+        let expired = try await tokens.sign(customerID: "cus-ada", email: "ada@example.com", role: "customer", now: Date().addingTimeInterval(-3600)).token
         for (token, reason) in [(forged, "signature"), (expired, "expired"), ("not.a.jwt", "malformed"), ("", "malformed")] {
             do {
                 _ = try await tokens.verify(token)

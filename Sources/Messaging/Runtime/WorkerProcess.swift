@@ -152,7 +152,7 @@ public enum WorkerProcess {
 
     /// Retries `body` with backoff until it succeeds, logging each failure: a worker started
     /// before its servers waits for them.
-    static func waitFor<T>(_ what: String, logger: Logger, _ body: () async throws -> T) async throws -> T {
+    public static func waitFor<T>(_ what: String, logger: Logger, _ body: () async throws -> T) async throws -> T {
         var backoff = Backoff(initial: .milliseconds(250), maximum: .seconds(5))
         while true {
             do {

@@ -1,0 +1,173 @@
+public import AMQPClient
+public import Auth
+import Contracts
+import FoundationEssentials
+public import Hummingbird
+import HTTPTypes
+public import Logging
+public import Messaging
+import NIOCore
+public import Prometheus
+public import RedisClient
+import Synchronization
+
+/// The HTTP edge: translates `/v1` requests into commands and queries on the broker, verifies
+/// access tokens itself, and never opens the database.
+public struct EdgeServer: Sendable {
+    public struct Settings: Sendable {
+        public var queryTimeout: Duration = .seconds(5)
+        public var rateLimit: Double = 50
+        public var rateBurst: Int = 100
+        public var openAPIDocument: String
+        public init(openAPIDocument: String) { self.openAPIDocument = openAPIDocument }
+    }
+
+    let amqp: AMQPConnection
+    let publisher: AMQPChannel
+    let queries: QueryClient
+    let redis: RedisClient
+    let tokens: AccessTokens
+    let passwords: PasswordHasher
+    let settings: Settings
+    let logger: Logger
+
+    public init(amqp: AMQPConnection, redis: RedisClient, tokens: AccessTokens, passwords: PasswordHasher, settings: Settings,
+                logger: Logger) async throws {
+        self.amqp = amqp
+        publisher = try await amqp.openChannel()
+        try await publisher.enableConfirms()
+        queries = try await QueryClient(connection: amqp)
+        self.redis = redis
+        self.tokens = tokens
+        self.passwords = passwords
+        self.settings = settings
+        self.logger = logger
+    }
+
+    public func application(host: String = "0.0.0.0", port: Int, registry: PrometheusCollectorRegistry) -> some ApplicationProtocol {
+        let router = self.router(registry: registry)
+        var quiet = logger
+        quiet.logLevel = max(logger.logLevel, .notice)
+        let logger = self.logger
+        return Application(router: router,
+                           configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: "shopfleet-edge"),
+                           onServerRunning: { channel in
+                               logger.info("edge listening", metadata: ["address": .string("\(channel.localAddress.map { "\($0)" } ?? "?")")])
+                           },
+                           logger: quiet)
+    }
+
+    /// Every route; `openapi.yaml` must describe each under `/v1` (a test compares them).
+    public func router(registry: PrometheusCollectorRegistry) -> Router<EdgeContext> {
+        let router = Router(context: EdgeContext.self)
+        router.add(middleware: ProblemMiddleware())
+        router.add(middleware: Authenticator(tokens: tokens))
+        router.add(middleware: RateLimiter(redis: redis, rate: settings.rateLimit, burst: settings.rateBurst))
+
+        router.get("healthz") { _, _ in "ok\n" }
+        router.get("readyz") { _, _ -> Response in
+            guard amqp.isConnected else { throw Problem.unavailable("not connected to RabbitMQ") }
+            return Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ready\n")))
+        }
+        router.get("metrics") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                     body: ResponseBody(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
+        }
+        let document = settings.openAPIDocument
+        router.get("openapi.yaml") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "application/yaml"], body: ResponseBody(byteBuffer: ByteBuffer(string: document)))
+        }
+
+        let v1 = router.group("v1")
+        AuthRoutes(edge: self).add(to: v1.group("auth"))
+        ProductRoutes(edge: self).add(to: v1.group("products"))
+        CartRoutes(edge: self).add(to: v1.group("cart"))
+        OrderRoutes(edge: self).add(to: v1.group("orders"))
+        AdminRoutes(edge: self).add(to: v1.group("admin"))
+        return router
+    }
+
+    // MARK: - Talking to the fleet
+
+    /// Asks a query; the fleet's failures become problems that say which service and why.
+    func ask<Q: Query>(_ query: Q) async throws -> Q.Reply {
+        guard amqp.isConnected else { throw Problem.unavailable("the message broker is unreachable; try again shortly") }
+        do {
+            return try await queries.ask(query, timeout: settings.queryTimeout)
+        } catch let failure as QueryClient.Failure {
+            switch failure {
+            case .timeout(_, let after): throw Problem.timeout("the \(Q.domain) service did not answer within \(after)")
+            case .noSuchQueue: throw Problem.unavailable("the \(Q.domain) service is not set up (no queue takes its requests)")
+            case .badReply(_, let message): throw Problem(.badGateway, "bad-reply", "A service answered what the edge cannot read", message)
+            case .failed(_, let message):
+                if message.contains("is not valid") { throw Problem.invalid(message) }
+                throw Problem(.badGateway, "service-error", "The \(Q.domain) service could not do it", message)
+            }
+        } catch let error as AMQPError {
+            throw Problem.unavailable("the message broker is unreachable (\(error.code)); try again shortly")
+        }
+    }
+
+    /// Publishes a command and returns once the broker confirmed it.
+    func send<C: Command>(_ command: C, sagaID: String? = nil) async throws {
+        guard amqp.isConnected else { throw Problem.unavailable("the message broker is unreachable; nothing was sent") }
+        if let validatable = command as? any Validatable {
+            do { try validatable.validate() } catch { throw Problem.invalid("\(error)") }
+        }
+        let envelope = try Envelope(command, sagaID: sagaID)
+        do {
+            try await publisher.publish(envelope.body, routingKey: C.queue, properties: envelope.properties, mandatory: true)
+        } catch {
+            throw Problem.unavailable("the message broker did not confirm the \(C.domain) command (\(error)); nothing is known to have been sent")
+        }
+    }
+
+    /// Validates a request before it leaves, so its problems are the caller's 422, not a service error.
+    func checked<T: Validatable>(_ value: T) throws -> T {
+        do { try value.validate() } catch { throw Problem.invalid("\(error)") }
+        return value
+    }
+}
+
+/// Reads `Authorization: Bearer …` when present; routes that need a customer ask for it.
+struct Authenticator: RouterMiddleware {
+    typealias Context = EdgeContext
+    let tokens: AccessTokens
+
+    func handle(_ request: Request, context: EdgeContext, next: (Request, EdgeContext) async throws -> Response) async throws -> Response {
+        var context = context
+        if let header = request.headers[.authorization] {
+            guard header.hasPrefix("Bearer "), header.count > 7 else {
+                throw Problem.unauthorized("the Authorization header must be 'Bearer <access token>'")
+            }
+            do {
+                context.claims = try await tokens.verify(String(header.dropFirst(7)))
+            } catch let invalid as AccessTokens.Invalid {
+                throw Problem.unauthorized(invalid.description)
+            }
+        }
+        return try await next(request, context)
+    }
+}
+
+extension EdgeContext {
+    func customer() throws -> AccessTokens.Claims {
+        guard let claims else { throw Problem.unauthorized("this needs a signed-in customer: send 'Authorization: Bearer <access token>'") }
+        return claims
+    }
+
+    func admin() throws -> AccessTokens.Claims {
+        let claims = try customer()
+        guard claims.role == "admin" else { throw Problem.forbidden("this needs the admin role") }
+        return claims
+    }
+}
+
+/// JSON answers.
+func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) throws -> Response {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    var headers = headers
+    headers[.contentType] = "application/json"
+    return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: try encoder.encode(value))))
+}

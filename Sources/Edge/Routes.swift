@@ -1,0 +1,317 @@
+import Auth
+import Contracts
+import FoundationEssentials
+import Hummingbird
+import HTTPTypes
+import Messaging
+import NIOCore
+import RedisClient
+
+// MARK: - /v1/auth
+
+struct AuthRoutes {
+    let edge: EdgeServer
+
+    struct Tokens: Encodable {
+        var customerId: String
+        var role: String
+        var accessToken: String
+        var accessTokenExpiresAt: String
+        var refreshToken: String
+        var refreshTokenExpiresAt: String
+    }
+
+    func add(to group: RouterGroup<EdgeContext>) {
+        group.post("register") { request, _ -> Response in
+            let body = try await RegisterBody.read(request)
+            guard (8...128).contains(body.password.count) else { throw Problem.invalid("password must be 8 to 128 characters") }
+            let customerID = "cus-" + UUIDv7.generate()
+            let hash = try await edge.passwords.hash(body.password)
+            let reply = try await edge.ask(try edge.checked(RegisterCustomer(customerID: customerID, email: body.email, name: body.name, passwordHash: hash)))
+            guard reply.registered else { throw Problem.conflict("an account with this email exists already") }
+            struct Registered: Encodable { var customerId: String }
+            return try json(Registered(customerId: customerID), status: .created)
+        }
+
+        group.post("login") { request, _ -> Response in
+            let body = try await LoginBody.read(request)
+            let throttle = LoginThrottle(redis: edge.redis, email: body.email)
+            try await throttle.check()
+            guard let credentials = try await edge.ask(GetCredentials(email: body.email)),
+                  try await edge.passwords.verify(body.password, against: credentials.passwordHash) else {
+                try await throttle.failed()
+                throw Problem.unauthorized("the email or the password is wrong")
+            }
+            try await throttle.succeeded()
+            let refresh = RefreshTokens.generate()
+            let session = try await edge.ask(StartSession(customerID: credentials.customerID, refreshTokenHash: RefreshTokens.hash(refresh)))
+            if let anonymous = body.cartId {
+                _ = try await edge.ask(try edge.checked(MergeCarts(fromCartID: anonymous, intoCartID: Cart.id(customer: credentials.customerID))))
+            }
+            return try json(Tokens(customerId: session.customerID, role: session.role, accessToken: session.accessToken,
+                                   accessTokenExpiresAt: session.accessTokenExpiresAt, refreshToken: refresh,
+                                   refreshTokenExpiresAt: session.refreshTokenExpiresAt))
+        }
+
+        group.post("refresh") { request, _ -> Response in
+            let body = try await RefreshBody.read(request)
+            let next = RefreshTokens.generate()
+            let reply = try await edge.ask(RefreshSession(refreshTokenHash: RefreshTokens.hash(body.refreshToken), newRefreshTokenHash: RefreshTokens.hash(next)))
+            guard let session = reply.session else { throw Problem.unauthorized("the refresh token is \(reply.problem ?? "not valid"); log in again") }
+            return try json(Tokens(customerId: session.customerID, role: session.role, accessToken: session.accessToken,
+                                   accessTokenExpiresAt: session.accessTokenExpiresAt, refreshToken: next,
+                                   refreshTokenExpiresAt: session.refreshTokenExpiresAt))
+        }
+
+        group.post("logout") { request, _ -> Response in
+            let body = try await RefreshBody.read(request)
+            _ = try await edge.ask(EndSession(refreshTokenHash: RefreshTokens.hash(body.refreshToken)))
+            return Response(status: .noContent)
+        }
+    }
+}
+
+/// Repeated failed logins for one email are slowed down: after three, each next try waits
+/// longer (2 s, 4 s, 8 s … up to 5 minutes); a success resets it.
+struct LoginThrottle {
+    let redis: RedisClient
+    let key: String
+
+    init(redis: RedisClient, email: String) {
+        self.redis = redis
+        key = "shopfleet:login-failures:\(email.lowercased())"
+    }
+
+    func check() async throws {
+        guard let until = try? await redis.send("HGET", key, "until").integer else { return }
+        let wait = until - Int64(Date().timeIntervalSince1970)
+        if wait > 0 {
+            var problem = Problem(.tooManyRequests, "login-throttled", "Too many failed logins",
+                                  "too many failed logins for this email; try again in \(wait) s")
+            problem.headers[.retryAfter] = String(wait)
+            throw problem
+        }
+    }
+
+    func failed() async throws {
+        let count = (try? await redis.send("HINCRBY", key, "count", 1).integer) ?? 1
+        if count >= 3 {
+            let delay = min(Int64(1) << min(count - 2, 9), 300)
+            _ = try? await redis.send("HSET", key, "until", Int64(Date().timeIntervalSince1970) + delay)
+        }
+        _ = try? await redis.send("EXPIRE", key, 3600)
+    }
+
+    func succeeded() async throws { _ = try? await redis.send("DEL", key) }
+}
+
+// MARK: - /v1/products
+
+struct ProductRoutes {
+    let edge: EdgeServer
+
+    struct Page: Encodable {
+        var items: [SearchProducts.Hit]
+        var nextCursor: String?
+    }
+
+    func add(to group: RouterGroup<EdgeContext>) {
+        group.get { request, _ -> Response in
+            let query = request.uri.queryParameters
+            func integer(_ name: String) throws -> Int? {
+                guard let text = query[name[...]] else { return nil }
+                guard let value = Int(String(text)) else { throw Problem.invalid("\(name) must be a whole number, not '\(text.prefix(40))'") }
+                return value
+            }
+            var sort: SearchProducts.Sort?
+            if let text = query["sort"] {
+                guard let value = SearchProducts.Sort(rawValue: String(text)) else {
+                    throw Problem.invalid("sort must be one of \(SearchProducts.Sort.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                sort = value
+            }
+            var inStock: Bool?
+            if let text = query["inStock"] {
+                guard text == "true" || text == "false" else { throw Problem.invalid("inStock must be true or false") }
+                inStock = text == "true"
+            }
+            let search = try edge.checked(SearchProducts(
+                text: query["q"].map(String.init), category: query["category"].map(String.init), minimumPrice: try integer("minPrice"),
+                maximumPrice: try integer("maxPrice"), inStockOnly: inStock, sort: sort, limit: try integer("limit"),
+                cursor: query["cursor"].map(String.init)))
+            let reply = try await edge.ask(search)
+            return try json(Page(items: reply.hits, nextCursor: reply.nextCursor))
+        }
+
+        group.get(":id") { _, context -> Response in
+            let id = try context.parameters.require("id")
+            guard let product = try await edge.ask(GetProduct(productID: id)), product.active else {
+                throw Problem.notFound("no product \(id)")
+            }
+            return try json(product)
+        }
+    }
+}
+
+// MARK: - /v1/cart
+
+struct CartRoutes {
+    let edge: EdgeServer
+
+    /// The customer's cart when signed in; else the anonymous cart of `X-Cart-ID` (made on the
+    /// first change, and returned in that header).
+    func cartID(_ request: Request, _ context: EdgeContext, create: Bool) throws -> (id: String?, created: Bool) {
+        if let claims = context.claims { return (Cart.id(customer: claims.customerID), false) }
+        if let header = request.headers[EdgeHeaders.cartID] {
+            guard header.hasPrefix("anon-"), header.count == 37, header.dropFirst(5).allSatisfy({ $0.isHexDigit }) else {
+                throw Problem.invalid("X-Cart-ID must be a cart id this edge gave (anon- and 32 hex digits)")
+            }
+            return (header, false)
+        }
+        return create ? ("anon-" + UUIDString.make(), true) : (nil, false)
+    }
+
+    func reply(_ cart: Cart) throws -> Response {
+        try json(cart, headers: cart.cartID.hasPrefix("anon-") ? [EdgeHeaders.cartID: cart.cartID] : [:])
+    }
+
+    func add(to group: RouterGroup<EdgeContext>) {
+        group.get { request, context -> Response in
+            guard let id = try cartID(request, context, create: false).id else { return try json(Cart(cartID: "", lines: [])) }
+            return try reply(try await edge.ask(GetCart(cartID: id)))
+        }
+        group.put("lines/:productId") { request, context -> Response in
+            let productID = try context.parameters.require("productId")
+            let body = try await CartLineBody.read(request)
+            let set = try edge.checked(SetCartLine(cartID: "anon-check", productID: productID, quantity: body.quantity))
+            guard let product = try await edge.ask(GetProduct(productID: productID)), product.active else {
+                throw Problem.invalid("no product \(productID) is for sale")
+            }
+            let id = try cartID(request, context, create: true).id!
+            do {
+                return try reply(try await edge.ask(SetCartLine(cartID: id, productID: set.productID, quantity: set.quantity)))
+            } catch let problem as Problem where problem.detail.contains("already holds") {
+                throw Problem.conflict(problem.detail)
+            }
+        }
+        group.delete("lines/:productId") { request, context -> Response in
+            let productID = try context.parameters.require("productId")
+            guard let id = try cartID(request, context, create: false).id else { throw Problem.notFound("there is no cart") }
+            return try reply(try await edge.ask(try edge.checked(RemoveCartLine(cartID: id, productID: productID))))
+        }
+        group.delete { request, context -> Response in
+            guard let id = try cartID(request, context, create: false).id else { return try json(Cart(cartID: "", lines: [])) }
+            return try reply(try await edge.ask(ClearCart(cartID: id)))
+        }
+    }
+}
+
+// MARK: - /v1/orders
+
+struct OrderRoutes {
+    let edge: EdgeServer
+
+    struct Accepted: Encodable {
+        var orderId: String
+        var status: String
+    }
+
+    func add(to group: RouterGroup<EdgeContext>) {
+        group.post { request, context -> Response in
+            let customer = try context.customer()
+            guard let key = request.headers[EdgeHeaders.idempotencyKey], (1...100).contains(key.count) else {
+                throw Problem.invalid("POST /v1/orders needs an Idempotency-Key header (1 to 100 characters) so that a retry places one order")
+            }
+            let body = try await OrderBody.read(request)
+            // The same key of the same customer is the same order, whatever happens in between.
+            let orderID = "ord-" + RefreshTokens.hash("\(customer.customerID):\(key)").prefix(32)
+            let fingerprint = RefreshTokens.hash("\(body.paymentMethod)|\(body.shippingAddress)")
+            let remembered = "shopfleet:idempotency:\(customer.customerID):\(RefreshTokens.hash(key))"
+            let stored = try await edge.redis.send("SET", remembered, fingerprint, "NX", "GET", "EX", 86_400)
+            let headers: HTTPFields = [.location: "/v1/orders/\(orderID)"]
+            if let previous = stored.string {
+                guard previous == fingerprint else {
+                    throw Problem.invalid("this Idempotency-Key was used for another order; use a new key for a new order")
+                }
+                return try json(Accepted(orderId: orderID, status: "pending"), status: .accepted, headers: headers)
+            }
+            do {
+                let checkout = try edge.checked(CheckoutCart(cartID: Cart.id(customer: customer.customerID), orderID: orderID,
+                                                             customerID: customer.customerID, customerEmail: customer.email,
+                                                             paymentMethod: body.paymentMethod, shippingAddress: body.shippingAddress))
+                _ = try await edge.ask(checkout)
+            } catch let problem as Problem {
+                _ = try? await edge.redis.send("DEL", remembered)  // nothing was placed: the key may be used again
+                if problem.detail.contains("the cart is empty") { throw Problem.conflict("the cart is empty: there is nothing to order") }
+                throw problem
+            }
+            return try json(Accepted(orderId: orderID, status: "pending"), status: .accepted, headers: headers)
+        }
+
+        group.get { request, context -> Response in
+            let customer = try context.customer()
+            let query = request.uri.queryParameters
+            var limit = 20
+            if let text = query["limit"] {
+                guard let value = Int(String(text)), (1...100).contains(value) else { throw Problem.invalid("limit must be 1 to 100") }
+                limit = value
+            }
+            let orders = try await edge.ask(ListCustomerOrders(customerID: customer.customerID, limit: limit, before: query["before"].map(String.init)))
+            struct Orders: Encodable { var items: [OrderSummary] }
+            return try json(Orders(items: orders))
+        }
+
+        group.get(":id") { _, context -> Response in
+            let customer = try context.customer()
+            let id = try context.parameters.require("id")
+            guard let order = try await edge.ask(GetOrder(orderID: id, customerID: customer.customerID)) else {
+                throw Problem.notFound("no order \(id) of yours")
+            }
+            return try json(order)
+        }
+
+        group.post(":id/cancel") { request, context -> Response in
+            let customer = try context.customer()
+            let id = try context.parameters.require("id")
+            let reason = request.headers[.contentLength] == nil && request.headers[.transferEncoding] == nil
+                ? nil : try await CancelBody.read(request).reason
+            guard try await edge.ask(GetOrder(orderID: id, customerID: customer.customerID)) != nil else {
+                throw Problem.notFound("no order \(id) of yours")
+            }
+            try await edge.send(CancelOrder(orderID: id, customerID: customer.customerID, reason: reason ?? "cancelled by the customer"), sagaID: id)
+            return try json(Accepted(orderId: id, status: "cancel requested"), status: .accepted, headers: [.location: "/v1/orders/\(id)"])
+        }
+    }
+}
+
+// MARK: - /v1/admin
+
+struct AdminRoutes {
+    let edge: EdgeServer
+
+    struct Accepted: Encodable { var accepted: String }
+
+    func add(to group: RouterGroup<EdgeContext>) {
+        group.put("products/:id") { request, context -> Response in
+            _ = try context.admin()
+            let id = try context.parameters.require("id")
+            let body = try await ProductBody.read(request)
+            try await edge.send(UpsertProduct(product: Product(id: id, sku: body.sku, name: body.name, description: body.description,
+                                                               category: body.category, price: body.price, active: body.active ?? true)))
+            return try json(Accepted(accepted: "product \(id)"), status: .accepted, headers: [.location: "/v1/products/\(id)"])
+        }
+        group.post("products/:id/deactivate") { _, context -> Response in
+            _ = try context.admin()
+            let id = try context.parameters.require("id")
+            try await edge.send(DeactivateProduct(productID: id))
+            return try json(Accepted(accepted: "deactivate \(id)"), status: .accepted)
+        }
+        group.post("stock/:sku") { request, context -> Response in
+            _ = try context.admin()
+            let sku = try context.parameters.require("sku")
+            let body = try await StockBody.read(request)
+            try await edge.send(AdjustStock(sku: sku, delta: body.delta, reason: body.reason))
+            return try json(Accepted(accepted: "stock \(sku) \(body.delta > 0 ? "+" : "")\(body.delta)"), status: .accepted)
+        }
+    }
+}

@@ -1,0 +1,116 @@
+import AsyncHTTPClient
+import Auth
+import ClientRuntime
+import Contracts
+import FoundationEssentials
+import Messaging
+import NIOCore
+import NIOHTTP1
+import ShopfleetTesting
+import Testing
+
+/// The shop over real HTTP against the running fleet.
+@Suite("The HTTP edge", .serialized)
+struct EdgeTests {
+    struct Answer {
+        var status: Int
+        var headers: HTTPHeaders
+        var body: [String: JSONValue]
+        var text: String
+        var isProblem: Bool { headers["Content-Type"].first == "application/problem+json" }
+    }
+
+    func call(_ fleet: CheckoutFleet, _ method: HTTPMethod, _ path: String, json: String? = nil, token: String? = nil,
+              headers: [(String, String)] = []) async throws -> Answer {
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(fleet.ports["edge"]!)\(path)")
+        request.method = method
+        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        if let json {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(string: json))
+        }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(15))
+        let bytes = try await response.body.collect(upTo: 4 << 20)
+        let text = String(buffer: bytes)
+        let object = (try? JSONDecoder().decode([String: JSONValue].self, from: Data(text.utf8))) ?? [:]
+        return Answer(status: Int(response.status.code), headers: response.headers, body: object, text: text)
+    }
+
+    func string(_ value: JSONValue?) -> String? { if case .string(let text)? = value { return text }; return nil }
+
+    @Test func theWholeJourneyAndEveryKindOfBadInput() async throws {
+        try await CheckoutFleet.with { fleet in
+            let mug = Product(id: "mug-edge", sku: "MUG-EDGE", name: "Enamel mug", description: "A blue enamel mug.", category: "kitchen",
+                              price: Money(amount: 1250, currency: "EUR"))
+            try await fleet.seed([.init(product: mug, stock: 5)])
+
+            // Register, once; log in.
+            let email = "ada-\(UInt32.random(in: 0...UInt32.max))@example.com"
+            let registered = try await call(fleet, .POST, "/v1/auth/register", json: #"{"email": "\#(email)", "password": "correct horse", "name": "Ada"}"#)
+            #expect(registered.status == 201, "\(registered.text)")
+            #expect(registered.headers["X-Request-ID"].first?.isEmpty == false)
+            let twice = try await call(fleet, .POST, "/v1/auth/register", json: #"{"email": "\#(email.uppercased())", "password": "correct horse", "name": "Ada"}"#)
+            #expect(twice.status == 409 && twice.isProblem)
+            let wrong = try await call(fleet, .POST, "/v1/auth/login", json: #"{"email": "\#(email)", "password": "wrong horse"}"#)
+            #expect(wrong.status == 401 && wrong.isProblem)
+            let login = try await call(fleet, .POST, "/v1/auth/login", json: #"{"email": "\#(email)", "password": "correct horse"}"#)
+            #expect(login.status == 200, "\(login.text)")
+            let token = try #require(string(login.body["accessToken"]))
+
+            // Search with a typo.
+            try await waitUntil(deadline: .seconds(20)) {
+                let found = try? await call(fleet, .GET, "/v1/products?q=enamle%20mgu")
+                return found?.text.contains("\"id\":\"mug-edge\"") == true
+            }
+            #expect(try await call(fleet, .GET, "/v1/products/mug-edge").status == 200)
+            #expect(try await call(fleet, .GET, "/v1/products/nope").status == 404)
+
+            // Fill the cart, order with an idempotency key, twice: one order.
+            let line = try await call(fleet, .PUT, "/v1/cart/lines/mug-edge", json: #"{"quantity": 2}"#, token: token)
+            #expect(line.status == 200, "\(line.text)")
+            let order = #"{"paymentMethod": "pm_card_visa", "shippingAddress": {"name": "Ada", "line1": "1 Road", "postalCode": "1000", "city": "Brussels", "country": "BE"}}"#
+            let placed = try await call(fleet, .POST, "/v1/orders", json: order, token: token, headers: [("Idempotency-Key", "k-1")])
+            #expect(placed.status == 202, "\(placed.text)")
+            let location = try #require(placed.headers["Location"].first)
+            let again = try await call(fleet, .POST, "/v1/orders", json: order, token: token, headers: [("Idempotency-Key", "k-1")])
+            #expect(again.status == 202 && again.headers["Location"].first == location)
+            try await waitUntil(deadline: .seconds(30)) {
+                string((try? await call(fleet, .GET, location, token: token))?.body["status"]) == "completed"
+            }
+            let mine = try await call(fleet, .GET, "/v1/orders", token: token)
+            if case .array(let items)? = mine.body["items"] { #expect(items.count == 1) } else { Issue.record("no items: \(mine.text)") }
+            #expect(try await fleet.stock("MUG-EDGE") == (onHand: 3, reserved: 0))
+
+            // Bad input: each a 4xx problem+json that says what is wrong; never a 5xx.
+            let bad: [(HTTPMethod, String, String?, String?, [(String, String)], Int, String)] = [
+                (.POST, "/v1/auth/register", #"{"email": "x@y.z", "password": "#, nil, [], 400, "not a JSON object"),
+                (.POST, "/v1/auth/register", #"{"email": 42, "password": "correct horse", "name": "A"}"#, nil, [], 422, "email"),
+                (.POST, "/v1/auth/register", #"{"email": "a@b.c", "password": "correct horse", "name": "A", "admin": true}"#, nil, [], 422, "unknown field: admin"),
+                (.POST, "/v1/auth/register", "{\"name\": \"" + String(repeating: "x", count: 70_000) + "\"}", nil, [], 413, "larger than"),
+                (.PUT, "/v1/cart/lines/mug-edge", #"{"quantity": -1}"#, token, [], 422, "quantity must be 1 to 99"),
+                (.PUT, "/v1/cart/lines/mug-edge", #"{"quantity": 1000000000000}"#, token, [], 422, "quantity"),
+                (.PUT, "/v1/cart/lines/no-such-thing", #"{"quantity": 1}"#, token, [], 422, "no product no-such-thing"),
+                (.POST, "/v1/orders", order, nil, [("Idempotency-Key", "k-2")], 401, "signed-in customer"),
+                (.POST, "/v1/orders", order, token, [], 422, "Idempotency-Key"),
+                (.GET, "/v1/orders", nil, "not-a-token", [], 401, "malformed"),
+                (.GET, "/v1/orders/ord-someone-elses", nil, token, [], 404, "no order"),
+                (.PUT, "/v1/admin/products/x", #"{"sku": "X", "name": "X", "description": "", "category": "c", "price": {"amount": 1, "currency": "EUR"}}"#, token, [], 403, "admin"),
+                (.GET, "/v1/nowhere", nil, nil, [], 404, "no route"),
+            ]
+            for (method, path, body, bearer, headers, status, detail) in bad {
+                let answer = try await call(fleet, method, path, json: body, token: bearer, headers: headers)
+                #expect(answer.status == status, "\(method) \(path): \(answer.status) \(answer.text.prefix(300))")
+                #expect(answer.isProblem, "\(method) \(path) is not problem+json")
+                #expect(string(answer.body["detail"])?.contains(detail) == true, "\(method) \(path): \(answer.text.prefix(300))")
+            }
+            // Forged and expired tokens.
+            let forged = try await AccessTokens(secret: String(repeating: "f", count: 40)).sign(customerID: "cus-x", email: "x@y.z", role: "admin").token
+            let expired = try await AccessTokens(secret: CheckoutFleet.jwtSecret).sign(customerID: "cus-x", email: "x@y.z", role: "customer",
+                                                                                    now: Date().addingTimeInterval(-7200)).token
+            #expect(string(try await call(fleet, .GET, "/v1/orders", token: forged).body["detail"])?.contains("signature") == true)
+            #expect(string(try await call(fleet, .GET, "/v1/orders", token: expired).body["detail"])?.contains("expired") == true)
+            #expect(try await call(fleet, .GET, "/openapi.yaml").text.hasPrefix("openapi: 3.1.0"))
+        }
+    }
+}
