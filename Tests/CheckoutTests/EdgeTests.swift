@@ -113,4 +113,48 @@ struct EdgeTests {
             #expect(try await call(fleet, .GET, "/openapi.yaml").text.hasPrefix("openapi: 3.1.0"))
         }
     }
+
+    @Test func aClientOverItsRateGets429WithRetryAfter() async throws {
+        try await CheckoutFleet.with(environment: ["SHOPFLEET_EDGE_RATE_LIMIT": "2"]) { fleet in
+            var statuses: [Int] = []
+            var limited: Answer?
+            for _ in 0..<12 {
+                let answer = try await call(fleet, .GET, "/v1/products/none")
+                statuses.append(answer.status)
+                if answer.status == 429 { limited = answer }
+            }
+            // A burst of 4 goes through (404: no such product), then the bucket is empty.
+            #expect(statuses.prefix(4).allSatisfy { $0 == 404 }, "\(statuses)")
+            let answer = try #require(limited, "never limited: \(statuses)")
+            #expect(answer.isProblem)
+            #expect(Int(answer.headers["Retry-After"].first ?? "") ?? 0 >= 1)
+            // Health endpoints are not limited.
+            #expect(try await call(fleet, .GET, "/healthz").status == 200)
+        }
+    }
+
+    @Test func aStoppedBrokerIs503AndTheEdgeRecoversWhenItIsBack() async throws {
+        try await CheckoutFleet.with { fleet in
+            let mug = CheckoutFleet.product("MUG-503", price: 1250)
+            try await fleet.seed([.init(product: mug, stock: 1)])
+            #expect(try await call(fleet, .GET, "/v1/products/\(mug.id)").status == 200)
+            try await TestServers.control("down-rabbitmq")
+            do {
+                try await waitUntil(deadline: .seconds(30)) {
+                    (try? await call(fleet, .GET, "/v1/products/\(mug.id)"))?.status == 503
+                }
+                let down = try await call(fleet, .GET, "/v1/products/\(mug.id)")
+                #expect(down.isProblem)
+                #expect(string(down.body["detail"])?.contains("broker") == true, "\(down.text)")
+                #expect(try await call(fleet, .GET, "/readyz").status == 503)
+            } catch {
+                try? await TestServers.control("up-rabbitmq")
+                throw error
+            }
+            try await TestServers.control("up-rabbitmq")
+            try await waitUntil(deadline: .seconds(90)) {
+                (try? await call(fleet, .GET, "/v1/products/\(mug.id)"))?.status == 200
+            }
+        }
+    }
 }
