@@ -47,6 +47,7 @@ PACKAGES=(rabbitmq-server postgresql redis-server librabbitmq-dev libpq-dev libh
 # Python tools from PyPI (the SMTP sink), in a virtualenv shared by the instances.
 TOOLS_VENV="${SHOPFLEET_TOOLS_VENV:-$ROOT/.shopfleet/tools-venv}"
 AIOSMTPD_VERSION=1.4.6
+SCHEMATHESIS_VERSION=4.32.5
 
 log() { echo "servers[$INSTANCE]: $*" >&2; }
 die() { echo "servers[$INSTANCE]: error: $*" >&2; exit 1; }
@@ -81,11 +82,11 @@ install_packages() {
 }
 
 ensure_python_tools() {
-  if "$TOOLS_VENV/bin/python" -c 'import aiosmtpd' 2>/dev/null; then return 0; fi
-  log "installing aiosmtpd $AIOSMTPD_VERSION (the SMTP sink) into $TOOLS_VENV"
-  python3 -m venv "$TOOLS_VENV" || die "cannot create a Python virtualenv at $TOOLS_VENV (is python3-venv installed?)"
-  "$TOOLS_VENV/bin/pip" install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION" >&2 \
-    || die "cannot install aiosmtpd from PyPI into $TOOLS_VENV"
+  if "$TOOLS_VENV/bin/python" -c 'import aiosmtpd, schemathesis' 2>/dev/null; then return 0; fi
+  log "installing aiosmtpd $AIOSMTPD_VERSION (the SMTP sink) and schemathesis $SCHEMATHESIS_VERSION (API fuzzing) into $TOOLS_VENV"
+  [ -x "$TOOLS_VENV/bin/pip" ] || python3 -m venv "$TOOLS_VENV" || die "cannot create a Python virtualenv at $TOOLS_VENV (is python3-venv installed?)"
+  "$TOOLS_VENV/bin/pip" install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION" "schemathesis==$SCHEMATHESIS_VERSION" >&2 \
+    || die "cannot install aiosmtpd and schemathesis from PyPI into $TOOLS_VENV"
 }
 
 random_secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }

@@ -99,8 +99,13 @@ public struct EdgeServer: Sendable {
             case .timeout(_, let after): throw Problem.timeout("the \(Q.domain) service did not answer within \(after)")
             case .noSuchQueue: throw Problem.unavailable("the \(Q.domain) service is not set up (no queue takes its requests)")
             case .badReply(_, let message): throw Problem(.badGateway, "bad-reply", "A service answered what the edge cannot read", message)
+            case .rejected(_, let kind, let message):
+                switch kind {
+                case "not-found": throw Problem.notFound(message)
+                case "limit", "empty", "conflict", "duplicate": throw Problem.conflict(message)
+                default: throw Problem.invalid(message)
+                }
             case .failed(_, let message):
-                if message.contains("is not valid") { throw Problem.invalid(message) }
                 throw Problem(.badGateway, "service-error", "The \(Q.domain) service could not do it", message)
             }
         } catch let error as AMQPError {

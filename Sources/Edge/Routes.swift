@@ -117,28 +117,30 @@ struct ProductRoutes {
 
     func add(to group: RouterGroup<EdgeContext>) {
         group.get { request, _ -> Response in
-            let query = request.uri.queryParameters
+            let raw = request.uri.queryParameters
+            // An empty parameter (`?cursor=`) is an absent one.
+            func value(_ name: String) -> String? { raw[name[...]].map(String.init).flatMap { $0.isEmpty ? nil : $0 } }
             func integer(_ name: String) throws -> Int? {
-                guard let text = query[name[...]] else { return nil }
+                guard let text = value(name) else { return nil }
                 guard let value = Int(String(text)) else { throw Problem.invalid("\(name) must be a whole number, not '\(text.prefix(40))'") }
                 return value
             }
             var sort: SearchProducts.Sort?
-            if let text = query["sort"] {
-                guard let value = SearchProducts.Sort(rawValue: String(text)) else {
+            if let text = value("sort") {
+                guard let value = SearchProducts.Sort(rawValue: text) else {
                     throw Problem.invalid("sort must be one of \(SearchProducts.Sort.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
                 sort = value
             }
             var inStock: Bool?
-            if let text = query["inStock"] {
+            if let text = value("inStock") {
                 guard text == "true" || text == "false" else { throw Problem.invalid("inStock must be true or false") }
                 inStock = text == "true"
             }
             let search = try edge.checked(SearchProducts(
-                text: query["q"].map(String.init), category: query["category"].map(String.init), minimumPrice: try integer("minPrice"),
+                text: value("q"), category: value("category"), minimumPrice: try integer("minPrice"),
                 maximumPrice: try integer("maxPrice"), inStockOnly: inStock, sort: sort, limit: try integer("limit"),
-                cursor: query["cursor"].map(String.init)))
+                cursor: value("cursor")))
             let reply = try await edge.ask(search)
             return try json(Page(items: reply.hits, nextCursor: reply.nextCursor))
         }
@@ -190,8 +192,6 @@ struct CartRoutes {
             let id = try cartID(request, context, create: true).id!
             do {
                 return try reply(try await edge.ask(SetCartLine(cartID: id, productID: set.productID, quantity: set.quantity)))
-            } catch let problem as Problem where problem.detail.contains("already holds") {
-                throw Problem.conflict(problem.detail)
             }
         }
         group.delete("lines/:productId") { request, context -> Response in
@@ -242,7 +242,6 @@ struct OrderRoutes {
                 _ = try await edge.ask(checkout)
             } catch let problem as Problem {
                 _ = try? await edge.redis.send("DEL", remembered)  // nothing was placed: the key may be used again
-                if problem.detail.contains("the cart is empty") { throw Problem.conflict("the cart is empty: there is nothing to order") }
                 throw problem
             }
             return try json(Accepted(orderId: orderID, status: "pending"), status: .accepted, headers: headers)
@@ -256,7 +255,7 @@ struct OrderRoutes {
                 guard let value = Int(String(text)), (1...100).contains(value) else { throw Problem.invalid("limit must be 1 to 100") }
                 limit = value
             }
-            let orders = try await edge.ask(ListCustomerOrders(customerID: customer.customerID, limit: limit, before: query["before"].map(String.init)))
+            let orders = try await edge.ask(ListCustomerOrders(customerID: customer.customerID, limit: limit, before: query["before"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }))
             struct Orders: Encodable { var items: [OrderSummary] }
             return try json(Orders(items: orders))
         }

@@ -12,8 +12,11 @@ public final class QueryClient: Sendable {
         case timeout(type: String, after: Duration)
         /// No queue takes the query: the topology is not applied.
         case noSuchQueue(type: String, queue: String)
-        /// The domain answered with an error.
+        /// The domain failed to answer (a bug, a server it needs is down).
         case failed(type: String, message: String)
+        /// The domain refused the request for good: `kind` says why (`validation`, `not-found`,
+        /// `limit`, `empty`, …), as its handler's ``PermanentFailure`` did.
+        case rejected(type: String, kind: String, message: String)
         /// The reply could not be decoded.
         case badReply(type: String, message: String)
 
@@ -22,6 +25,7 @@ public final class QueryClient: Sendable {
             case .timeout(let type, let after): return "\(type): no reply within \(after)"
             case .noSuchQueue(let type, let queue): return "\(type): no queue '\(queue)' takes it"
             case .failed(let type, let message): return "\(type) failed: \(message)"
+            case .rejected(let type, let kind, let message): return "\(type) refused (\(kind)): \(message)"
             case .badReply(let type, let message): return "\(type): the reply could not be read: \(message)"
             }
         }
@@ -49,7 +53,9 @@ public final class QueryClient: Sendable {
             throw Failure.noSuchQueue(type: Q.type, queue: Q.queue)
         }
         if reply.properties.type == Self.errorReplyType {
-            let message = (try? JSONDecoder().decode([String: String].self, from: Data(reply.body)))?["error"] ?? reply.bodyString
+            let fields = (try? JSONDecoder().decode([String: String].self, from: Data(reply.body))) ?? [:]
+            let message = fields["error"] ?? reply.bodyString
+            if let kind = fields["kind"] { throw Failure.rejected(type: Q.type, kind: kind, message: message) }
             throw Failure.failed(type: Q.type, message: message)
         }
         do {

@@ -43,7 +43,7 @@ struct CartTests {
             do {
                 _ = try await queries.ask(SetCartLine(cartID: mine, productID: mug.id, quantity: 100))
                 Issue.record("quantity 100 accepted")
-            } catch QueryClient.Failure.failed(_, let message) {
+            } catch QueryClient.Failure.rejected(_, _, let message) {
                 #expect(message.contains("quantity must be 1 to 99"))
             }
             let full = "anon-" + UUIDv7.generate()
@@ -51,7 +51,7 @@ struct CartTests {
             do {
                 _ = try await queries.ask(SetCartLine(cartID: full, productID: "one-too-many", quantity: 1))
                 Issue.record("a 51st product accepted")
-            } catch QueryClient.Failure.failed(_, let message) {
+            } catch QueryClient.Failure.rejected(_, _, let message) {
                 #expect(message.contains("already holds 50 products"))
             }
 
@@ -75,7 +75,7 @@ struct CartTests {
                 _ = try await queries.ask(CheckoutCart(cartID: mine, orderID: UUIDv7.generate(), customerID: customer, customerEmail: "ada@example.com",
                                                        paymentMethod: "pm_card_visa", shippingAddress: address))
                 Issue.record("an empty cart was checked out")
-            } catch QueryClient.Failure.failed(_, let message) {
+            } catch QueryClient.Failure.rejected(_, _, let message) {
                 #expect(message.contains("the cart is empty"))
             }
             await redis.close()

@@ -94,7 +94,7 @@ struct OrderRulesTests {
             do {
                 _ = try await queries.ask(SearchProducts(limit: 1000))
                 Issue.record("an invalid search was answered")
-            } catch QueryClient.Failure.failed(_, let message) {
+            } catch QueryClient.Failure.rejected(_, _, let message) {
                 #expect(message.contains("limit must be 1 to 100"))
             }
         }

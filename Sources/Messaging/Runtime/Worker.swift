@@ -466,7 +466,10 @@ public final class Worker: Service, Sendable {
         do {
             reply = try await produce()
         } catch {
-            reply = Array((try? MessageCodec.encode(["error": "\(error)"])) ?? Data())
+            var fields = ["error": "\(error)"]
+            if let failure = error as? PermanentFailure { fields["kind"] = failure.kind }
+            if error is ValidationFailure { fields["kind"] = "validation" }
+            reply = Array((try? MessageCodec.encode(fields)) ?? Data())
             properties.type = QueryClient.errorReplyType
             logger.warning("query failed", metadata: ["error": .string("\(error)")])
         }
