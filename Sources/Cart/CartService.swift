@@ -49,6 +49,16 @@ public enum CartService {
         return #lines / 2
         """)
 
+    /// Lowers each product's quantity by what was ordered; a line at zero goes.
+    static let takeOut = RedisScript("""
+        local key = KEYS[1]
+        for i = 1, #ARGV, 2 do
+            local left = tonumber(redis.call('HGET', key, ARGV[i]) or '0') - tonumber(ARGV[i + 1])
+            if left > 0 then redis.call('HSET', key, ARGV[i], left) else redis.call('HDEL', key, ARGV[i]) end
+        end
+        return redis.call('HLEN', key)
+        """)
+
     public static func definition(_ settings: Settings, schema: String = schema) -> WorkerDefinition {
         let redis = settings.redis
         let ttl = Int(settings.lifetime.components.seconds)
@@ -97,9 +107,12 @@ public enum CartService {
                                sagaID: request.orderID)
             return CheckoutCart.Reply(orderID: request.orderID, lines: cart.lines)
         }
-        // A confirmed order empties the customer's cart.
+        // A confirmed order takes what it bought out of the customer's cart; what the customer
+        // added since the checkout stays.
         handlers.onWithoutTransaction(OrderConfirmed.self) { event, _ in
-            _ = try await redis.send("DEL", key(Cart.id(customer: event.order.customerID)))
+            var arguments: [any RedisArgument] = []
+            for line in event.order.lines { arguments += [line.productID, line.quantity] }
+            _ = try await redis.evaluate(takeOut, keys: [key(Cart.id(customer: event.order.customerID))], arguments: arguments)
         }
         return WorkerDefinition(service: "cart", schema: schema, queues: ["cart.queries", "cart.order-events"], handlers: handlers)
     }

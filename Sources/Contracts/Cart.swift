@@ -103,7 +103,7 @@ public struct MergeCarts: Query, Contract, Validatable {
 }
 
 /// Turns the cart into a `PlaceOrder` with this order id. The cart is kept until the order is
-/// confirmed (then it is cleared), so a declined order leaves it as it was.
+/// confirmed (then what it bought is taken out), so a declined order leaves it as it was.
 public struct CheckoutCart: Query, Contract, Validatable {
     public struct Reply: Codable, Sendable, Equatable {
         public var orderID: String

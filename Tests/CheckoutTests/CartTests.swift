@@ -59,16 +59,22 @@ struct CartTests {
             #expect(cart.lines == [CartLine(productID: lamp.id, quantity: 1)])
             _ = try await queries.ask(SetCartLine(cartID: mine, productID: mug.id, quantity: 3))
 
-            // Checkout: the cart becomes an order; confirmed, the cart is emptied.
+            // Checkout: the cart becomes an order; confirmed, what it bought leaves the cart, and
+            // what was added after the checkout stays.
             let orderID = UUIDv7.generate()
             let address = Address(name: "Ada", line1: "1 Test Street", postalCode: "1000", city: "Brussels", country: "BE")
             let checkout = try await queries.ask(CheckoutCart(cartID: mine, orderID: orderID, customerID: customer, customerEmail: "ada@example.com",
                                                               paymentMethod: "pm_card_visa", shippingAddress: address))
             #expect(checkout.lines.count == 2)
+            let later = CheckoutFleet.product("LATER-CART", price: 100)
+            _ = try await queries.ask(SetCartLine(cartID: mine, productID: later.id, quantity: 1))
             let order = try await fleet.waitForSaga(orderID, in: ["completed"])
             #expect(order.status == "completed")
             #expect(try await fleet.stock("MUG-CART") == (onHand: 7, reserved: 0))
-            try await waitUntil(deadline: .seconds(20)) { (try? await queries.ask(GetCart(cartID: mine)))?.lines.isEmpty == true }
+            try await waitUntil(deadline: .seconds(20)) {
+                (try? await queries.ask(GetCart(cartID: mine)))?.lines == [CartLine(productID: later.id, quantity: 1)]
+            }
+            _ = try await queries.ask(ClearCart(cartID: mine))
 
             // An empty cart cannot be checked out.
             do {

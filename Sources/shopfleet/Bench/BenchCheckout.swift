@@ -80,7 +80,10 @@ final class CheckoutBench: Sendable {
         self.products = products
     }
 
-    static func start(config: ShopfleetConfiguration, python: String) async throws -> CheckoutBench {
+    /// The whole fleet's extra roles for `bench edge`: identity, cart, search and the edge itself.
+    static let edgeDomains = ["identity", "cart", "search"]
+
+    static func start(config: ShopfleetConfiguration, python: String, edgePort: Int? = nil) async throws -> CheckoutBench {
         let suffix = String(UInt32.random(in: 0...UInt32.max))
         let vhost = "bench-checkout-\(suffix)"
         let management = try RabbitManagement(url: config.amqpManagementURL)
@@ -103,6 +106,9 @@ final class CheckoutBench: Sendable {
             "SHOPFLEET_TOPOLOGY_FILE": config.value(ShopfleetConfiguration.topologyFile),
             "SHOPFLEET_PAYMENTS_URL": "http://127.0.0.1:\(port + 10)", "SHOPFLEET_PAYMENTS_API_KEY": "sk_test_bench_\(suffix)",
             "SHOPFLEET_SMTP_URL": "smtp://127.0.0.1:\(port + 11)", "SHOPFLEET_LOG_LEVEL": "warning",
+            "SHOPFLEET_JWT_SECRET": "bench-secret-\(suffix)-" + String(repeating: "s", count: 32),
+            "SHOPFLEET_EDGE_RATE_LIMIT": "1000000",
+            "SHOPFLEET_OPENAPI_FILE": config.value(ShopfleetConfiguration.openAPIFile),
         ]
         var processes: [(String, RunningProcess)] = []
         processes.append(("smtp-sink", try ChildProcess.spawn(
@@ -110,9 +116,14 @@ final class CheckoutBench: Sendable {
             extraEnvironment: environment, logFile: "\(logDirectory)/smtp-sink.log")))
         processes.append(("payments-sandbox", try ChildProcess.spawn([binary, "payments-sandbox"], extraEnvironment: environment,
                                                                       logFile: "\(logDirectory)/payments-sandbox.log")))
-        for (index, domain) in domains.enumerated() {
-            processes.append((domain, try ChildProcess.spawn([binary, "worker", domain, "--port", String(port + index)],
+        let roles = domains + (edgePort == nil ? [] : edgeDomains)
+        for (index, domain) in roles.enumerated() {
+            processes.append((domain, try ChildProcess.spawn([binary, "worker", domain, "--port", String(port + 20 + index)],
                                                               extraEnvironment: environment, logFile: "\(logDirectory)/\(domain).log")))
+        }
+        if let edgePort {
+            processes.append(("edge", try ChildProcess.spawn([binary, "edge", "--port", String(edgePort)], extraEnvironment: environment,
+                                                              logFile: "\(logDirectory)/edge.log")))
         }
         let database = PostgresClient(configuration: try PostgresConfiguration(url: databaseURL), maximumConnections: 2)
         let amqp = try await AMQPConnection.connect(try AMQPConfiguration(url: amqpURL, connectionName: "shopfleet bench checkout"))
@@ -122,9 +133,9 @@ final class CheckoutBench: Sendable {
         }
         let bench = CheckoutBench(vhost: vhost, management: management, databaseName: databaseName, adminURL: config.databaseURL,
                                   database: database, amqp: amqp, logDirectory: logDirectory, processes: processes, products: products)
-        for index in domains.indices {
+        let ready = roles.indices.map { "http://127.0.0.1:\(port + 20 + $0)/readyz" } + (edgePort.map { ["http://127.0.0.1:\($0)/readyz"] } ?? [])
+        for url in ready {
             try await waitUntil(deadline: .seconds(60)) {
-                let url = "http://127.0.0.1:\(port + index)/readyz"
                 return (try? await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(2)).status.code) == 200
             }
         }

@@ -5,7 +5,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks, each figure beside a baseline measured in the same run.",
-        subcommands: [BenchClientsCommand.self, BenchWorkerCommand.self, BenchCheckoutCommand.self, BenchWorkerChildCommand.self])
+        subcommands: [BenchClientsCommand.self, BenchWorkerCommand.self, BenchCheckoutCommand.self, BenchEdgeCommand.self, BenchWorkerChildCommand.self])
 }
 
 /// One measured figure and its baseline. `--json` prints these fields exactly.
