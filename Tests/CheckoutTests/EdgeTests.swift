@@ -111,6 +111,17 @@ struct EdgeTests {
             #expect(string(try await call(fleet, .GET, "/v1/orders", token: forged).body["detail"])?.contains("signature") == true)
             #expect(string(try await call(fleet, .GET, "/v1/orders", token: expired).body["detail"])?.contains("expired") == true)
             #expect(try await call(fleet, .GET, "/openapi.yaml").text.hasPrefix("openapi: 3.1.0"))
+
+            // Failed logins are slowed down: after three, the next try must wait.
+            let target = "eve-\(UInt32.random(in: 0...UInt32.max))@example.com"
+            _ = try await call(fleet, .POST, "/v1/auth/register", json: #"{"email": "\#(target)", "password": "right password", "name": "Eve"}"#)
+            var statuses: [Int] = []
+            for _ in 0..<4 {
+                statuses.append(try await call(fleet, .POST, "/v1/auth/login", json: #"{"email": "\#(target)", "password": "guess"}"#).status)
+            }
+            #expect(statuses == [401, 401, 401, 429], "\(statuses)")
+            let throttled = try await call(fleet, .POST, "/v1/auth/login", json: #"{"email": "\#(target)", "password": "right password"}"#)
+            #expect(throttled.status == 429 && Int(throttled.headers["Retry-After"].first ?? "") ?? 0 >= 1)
         }
     }
 
