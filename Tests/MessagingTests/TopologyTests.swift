@@ -22,7 +22,12 @@ struct TopologyTests {
 
     @Test func queuesCarryOnlyTheirTypeAndPoliciesCarryTheRest() throws {
         let definitions = try Topology(contentsOfFile: Self.authored).render()
-        #expect(definitions.queues.allSatisfy { $0.arguments == ["x-queue-type": .string("quorum")] && $0.durable })
+        let transient: Set<String> = ["catalog.queries", "inventory.queries", "orders.queries", "search.queries"]
+        #expect(definitions.queues.allSatisfy { queue in
+            queue.arguments == ["x-queue-type": .string(transient.contains(queue.name) ? "classic" : "quorum")] && queue.durable
+        })
+        let query = try #require(definitions.policies.first { $0.name == "shopfleet:catalog.queries" })
+        #expect(query.definition == ["message-ttl": .int(60_000), "overflow": .string("reject-publish"), "max-length": .int(100_000)])
         let orders = try #require(definitions.policies.first { $0.name == "shopfleet:orders.commands" })
         #expect(orders.pattern == #"^orders\.commands$"#)
         #expect(orders.definition["delivery-limit"] == .int(5))

@@ -154,8 +154,8 @@ extension Topology {
         func exchange(_ name: String, _ type: String) -> BrokerDefinitions.Exchange {
             .init(name: name, vhost: v, type: type, durable: true, auto_delete: false, internal: false, arguments: [:])
         }
-        func queue(_ name: String) -> BrokerDefinitions.Queue {
-            .init(name: name, vhost: v, durable: true, auto_delete: false, arguments: ["x-queue-type": .string("quorum")])
+        func queue(_ name: String, transient: Bool = false) -> BrokerDefinitions.Queue {
+            .init(name: name, vhost: v, durable: true, auto_delete: false, arguments: ["x-queue-type": .string(transient ? "classic" : "quorum")])
         }
         func binding(_ source: String, _ destination: String, _ key: String) -> BrokerDefinitions.Binding {
             .init(source: source, vhost: v, destination: destination, destination_type: "queue", routing_key: key, arguments: [:])
@@ -170,7 +170,7 @@ extension Topology {
         exchanges.append(exchange(retryReturnExchange, "direct"))
         exchanges += retryTiers.map { exchange($0.queue, "fanout") }
 
-        var queues = self.queues.map { queue($0.name) }
+        var queues = self.queues.map { queue($0.name, transient: $0.transient) }
         queues.append(queue(deadLetterQueue))
         queues += retryTiers.map { queue($0.queue) }
 
@@ -185,7 +185,12 @@ extension Topology {
         bindings += retryTiers.map { binding($0.queue, $0.queue, "") }
 
         var policies = self.queues.map { q in
-            policy(for: q.name, [
+            // A question nobody is waiting for any more is dropped, not dead-lettered.
+            q.transient ? policy(for: q.name, [
+                "message-ttl": .int(Self.transientTTLMilliseconds),
+                "overflow": .string("reject-publish"),
+                "max-length": .int(100_000),
+            ]) : policy(for: q.name, [
                 "delivery-limit": .int(q.deliveryLimit),
                 "dead-letter-exchange": .string(deadLetterExchange),
                 "dead-letter-strategy": .string("at-least-once"),

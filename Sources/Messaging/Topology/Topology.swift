@@ -3,7 +3,8 @@ import FoundationEssentials
 /// The fleet's messaging, in SNS/SQS terms, as authored in `topology/shopfleet.yaml`.
 ///
 /// - A **topic** is a topic exchange (one per domain, `<domain>.events`).
-/// - A **queue** is a durable quorum queue with one consumer group (competing consumers).
+/// - A **queue** is a durable quorum queue with one consumer group (competing consumers); a
+///   `transient` one (read-only queries) is a classic queue whose messages stay in memory.
 /// - A **subscription** binds a queue to a topic with routing-key filters (`orders.#`), as an SNS
 ///   filter policy would.
 /// - **Redrive**: every queue has a delivery limit and dead-letters into the one dead-letter
@@ -20,7 +21,14 @@ public struct Topology: Sendable, Equatable {
         /// Whether the retry tiers route back to this queue.
         public var retries: Bool
         public var subscriptions: [Subscription]
+        /// A queue for questions that live no longer than their caller's deadline (read-only
+        /// queries over request/reply): a classic queue whose messages are not written to disk and
+        /// expire after ``Topology/transientTTLMilliseconds``, without dead-lettering or retries.
+        public var transient: Bool = false
     }
+
+    /// How long a message may wait in a transient queue: longer than any query deadline.
+    public static let transientTTLMilliseconds = 60_000
 
     public struct Subscription: Sendable, Equatable {
         public var topic: String
@@ -84,6 +92,7 @@ extension Topology {
             var delivery_limit: Int?
             var retries: Bool?
             var subscriptions: [Subscription]?
+            var transient: Bool?
         }
         var vhost: String?
         var dead_letters: DeadLetters
@@ -126,8 +135,9 @@ extension Topology {
             retryTiers: tiers,
             topics: file.topics ?? [],
             queues: file.queues.map { q in
-                Queue(name: q.name, deliveryLimit: q.delivery_limit ?? defaultLimit, retries: q.retries ?? true,
-                      subscriptions: (q.subscriptions ?? []).map { Subscription(topic: $0.topic, filter: $0.filter ?? ["#"]) })
+                Queue(name: q.name, deliveryLimit: q.delivery_limit ?? defaultLimit, retries: q.transient == true ? false : q.retries ?? true,
+                      subscriptions: (q.subscriptions ?? []).map { Subscription(topic: $0.topic, filter: $0.filter ?? ["#"]) },
+                      transient: q.transient ?? false)
             })
         try validate(source: source)
     }
