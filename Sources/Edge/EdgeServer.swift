@@ -30,6 +30,8 @@ public struct EdgeServer: Sendable {
     let passwords: PasswordHasher
     let settings: Settings
     let logger: Logger
+    let products = ProductCache()
+    private let following: Task<Void, Never>
 
     public init(amqp: AMQPConnection, redis: RedisClient, tokens: AccessTokens, passwords: PasswordHasher, settings: Settings,
                 logger: Logger) async throws {
@@ -42,6 +44,8 @@ public struct EdgeServer: Sendable {
         self.passwords = passwords
         self.settings = settings
         self.logger = logger
+        let (products, configuration) = (self.products, amqp.configuration)
+        following = Task { await products.follow(configuration, logger: logger) }
     }
 
     public func application(host: String = "0.0.0.0", port: Int, registry: PrometheusCollectorRegistry) -> some ApplicationProtocol {

@@ -147,7 +147,8 @@ struct ProductRoutes {
 
         group.get(":id") { _, context -> Response in
             let id = try context.parameters.require("id")
-            guard let product = try await edge.ask(GetProduct(productID: id)), product.active else {
+            guard let product = try await edge.products.product(id, fetch: { try await edge.ask(GetProduct(productID: id)) }),
+                  product.active else {
                 throw Problem.notFound("no product \(id)")
             }
             return try json(product)
@@ -186,7 +187,8 @@ struct CartRoutes {
             let productID = try context.parameters.require("productId")
             let body = try await CartLineBody.read(request)
             let set = try edge.checked(SetCartLine(cartID: "anon-check", productID: productID, quantity: body.quantity))
-            guard let product = try await edge.ask(GetProduct(productID: productID)), product.active else {
+            guard let product = try await edge.products.product(productID, fetch: { try await edge.ask(GetProduct(productID: productID)) }),
+                  product.active else {
                 throw Problem.invalid("no product \(productID) is for sale")
             }
             let id = try cartID(request, context, create: true).id!

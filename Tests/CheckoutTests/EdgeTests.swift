@@ -168,4 +168,30 @@ struct EdgeTests {
             }
         }
     }
+
+    @Test func anAdminChangesProductsAndStockAndTheEdgeSeesTheChangesAtOnce() async throws {
+        try await CheckoutFleet.with { fleet in
+            // The admin role comes from SHOPFLEET_ADMIN_EMAILS at registration.
+            _ = try await call(fleet, .POST, "/v1/auth/register", json: #"{"email": "admin@shopfleet.test", "password": "admin password", "name": "Admin"}"#)
+            let login = try await call(fleet, .POST, "/v1/auth/login", json: #"{"email": "admin@shopfleet.test", "password": "admin password"}"#)
+            let admin = try #require(string(login.body["accessToken"]))
+            let product = #"{"sku": "LAMP-ADM", "name": "Oak desk lamp", "description": "Warm light.", "category": "home", "price": {"amount": 6900, "currency": "EUR"}}"#
+            #expect(try await call(fleet, .PUT, "/v1/admin/products/lamp-adm", json: product, token: admin).status == 202)
+            #expect(try await call(fleet, .POST, "/v1/admin/stock/LAMP-ADM", json: #"{"delta": 3, "reason": "delivery"}"#, token: admin).status == 202)
+            try await waitUntil(deadline: .seconds(20)) { (try? await call(fleet, .GET, "/v1/products/lamp-adm"))?.status == 200 }
+            try await waitUntil(deadline: .seconds(20)) { (try? await fleet.stock("LAMP-ADM"))?.onHand == 3 }
+
+            // The edge keeps products it read; a change reaches it through the catalog's events.
+            let repriced = product.replacing("6900", with: "5900")
+            #expect(try await call(fleet, .PUT, "/v1/admin/products/lamp-adm", json: repriced, token: admin).status == 202)
+            try await waitUntil(deadline: .seconds(10)) {
+                (try? await call(fleet, .GET, "/v1/products/lamp-adm"))?.text.contains("\"amount\":5900") == true
+            }
+            #expect(try await call(fleet, .POST, "/v1/admin/products/lamp-adm/deactivate", token: admin).status == 202)
+            try await waitUntil(deadline: .seconds(10)) { (try? await call(fleet, .GET, "/v1/products/lamp-adm"))?.status == 404 }
+            // Off sale: it cannot go into a cart.
+            let cart = try await call(fleet, .PUT, "/v1/cart/lines/lamp-adm", json: #"{"quantity": 1}"#, token: admin)
+            #expect(cart.status == 422 && cart.isProblem)
+        }
+    }
 }
