@@ -93,9 +93,10 @@ struct ResilienceTests {
             #expect(dead.properties.messageID == sent.messageID)
             let death = dead.properties.headers?["x-death"]
             #expect("\(String(describing: death))".contains("delivery_limit"))
-            // The broker counts every return of the message (each crash); with several consumers in
-            // the process it may be handed out more than once before a crash.
-            #expect(crashes >= 2)
+            // It took at least one crash. The broker counts returns, not crashes: a CI run saw the
+            // delivery limit (3) reached after one crash the test observed, so the number of crashes
+            // is not asserted further; the x-death reason above is what proves the redrive.
+            #expect(crashes >= 1)
             let key = TestServers.uniqueName("k")
             _ = try await fleet.send(Work(key: key))
             try await fleet.waitForCount("effects", key: key, toBe: 1)
