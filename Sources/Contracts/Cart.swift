@@ -133,9 +133,8 @@ public struct CheckoutCart: Query, Contract, Validatable {
     }
     public func validate() throws(ValidationFailure) {
         try Validation.identifier(cartID, "cartID")
-        // The order it makes is checked as a whole (lines aside) before anything is sent.
-        try PlaceOrder(orderID: orderID, customerID: customerID, customerEmail: customerEmail,
-                       lines: [OrderLineRequest(productID: "x", quantity: 1)], paymentMethod: paymentMethod,
-                       shippingAddress: shippingAddress).validate()
+        // The order it makes is checked (its lines come from the cart) before anything is sent.
+        try PlaceOrder.validateOrder(orderID: orderID, customerID: customerID, customerEmail: customerEmail,
+                                     paymentMethod: paymentMethod, shippingAddress: shippingAddress)
     }
 }

@@ -71,9 +71,8 @@ public struct PlaceOrder: Command, Contract, Validatable {
     }
 
     public func validate() throws(ValidationFailure) {
-        try Validation.identifier(orderID, "orderID")
-        try Validation.identifier(customerID, "customerID")
-        try Validation.email(customerEmail, "customerEmail")
+        try Self.validateOrder(orderID: orderID, customerID: customerID, customerEmail: customerEmail, paymentMethod: paymentMethod,
+                               shippingAddress: shippingAddress)
         guard (1...Self.maximumLines).contains(lines.count) else {
             throw ValidationFailure("lines must hold 1 to \(Self.maximumLines) lines, not \(lines.count)")
         }
@@ -84,6 +83,14 @@ public struct PlaceOrder: Command, Contract, Validatable {
             }
         }
         guard Set(lines.map(\.productID)).count == lines.count else { throw ValidationFailure("lines name a product more than once") }
+    }
+
+    /// Everything about an order but its lines (a cart checkout has its lines in the cart).
+    static func validateOrder(orderID: String, customerID: String, customerEmail: String, paymentMethod: String,
+                              shippingAddress: Address) throws(ValidationFailure) {
+        try Validation.identifier(orderID, "orderID")
+        try Validation.identifier(customerID, "customerID")
+        try Validation.email(customerEmail, "customerEmail")
         try Validation.identifier(paymentMethod, "paymentMethod")
         try shippingAddress.validate()
     }

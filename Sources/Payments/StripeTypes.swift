@@ -1,4 +1,5 @@
 public import FoundationEssentials
+import Messaging
 
 // The parts of Stripe's API the payments worker uses, shared by the client and the sandbox.
 // JSON fields are snake_case on the wire.
@@ -130,11 +131,5 @@ public enum FormEncoding {
             }
         }
         return String(decoding: bytes, as: UTF8.self)
-    }
-}
-
-extension String {
-    func leftPadded(to width: Int) -> String {
-        count >= width ? self : String(repeating: "0", count: width - count) + self
     }
 }

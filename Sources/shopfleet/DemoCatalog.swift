@@ -20,8 +20,7 @@ enum DemoCatalog {
     static func product(_ number: Int) -> (product: Product, stock: Int) {
         let adjective = adjectives[number % adjectives.count]
         let (thing, category) = things[(number / adjectives.count) % things.count]
-        let digits = String(number)
-        let padded = String(repeating: "0", count: max(0, 4 - digits.count)) + digits
+        let padded = String(number).leftPadded(to: 4)
         let id = "demo-" + padded
         let price = 299 + (number * 7919) % 9700
         let product = Product(id: id, sku: "DEMO-" + padded, name: "\(adjective) \(thing)",

@@ -257,15 +257,5 @@ func say(_ text: String) { emit("[dev] \(text)") }
 
 /// Publishes one command with a confirm.
 func sendCommand<C: Command>(_ command: C, config: ShopfleetConfiguration) async throws {
-    let amqp = try await AMQPConnection.connect(try AMQPConfiguration(url: config.amqpURL, connectionName: "shopfleet \(C.type)"))
-    do {
-        let channel = try await amqp.openChannel()
-        try await channel.enableConfirms()
-        let envelope = try Envelope(command)
-        try await channel.publish(envelope.body, routingKey: C.queue, properties: envelope.properties, mandatory: true)
-        await amqp.close()
-    } catch {
-        await amqp.close()
-        throw error
-    }
+    try await publish(try Envelope(command), to: C.queue, config: config)
 }

@@ -177,18 +177,7 @@ private func withDatabase<T: Sendable>(_ connection: ConnectionOptions, _ body: 
 }
 
 private func send<C: Command>(_ command: C, _ connection: ConnectionOptions) async throws {
-    let config = try connection.configuration()
-    let amqp = try await AMQPConnection.connect(try AMQPConfiguration(url: config.amqpURL, connectionName: "shopfleet saga"))
-    do {
-        let channel = try await amqp.openChannel()
-        try await channel.enableConfirms()
-        let envelope = try Envelope(command, sagaID: nil)
-        try await channel.publish(envelope.body, routingKey: C.queue, properties: envelope.properties, mandatory: true)
-        await amqp.close()
-    } catch {
-        await amqp.close()
-        throw error
-    }
+    try await publish(try Envelope(command), to: C.queue, config: try connection.configuration())
 }
 
 func parseAge(_ text: String) throws -> Duration {

@@ -34,17 +34,7 @@ struct SendCommand: AsyncParsableCommand {
             throw ValidationError("\(type) is not a command" + (contract is any Query.Type ? "; ask it with shopfleet ask" : ""))
         }
         let envelope = try checkedEnvelope(command, body: try readBody(json), sagaID: sagaID)
-        let config = try connection.configuration()
-        let amqp = try await AMQPConnection.connect(try AMQPConfiguration(url: config.amqpURL, connectionName: "shopfleet send"))
-        do {
-            let channel = try await amqp.openChannel()
-            try await channel.enableConfirms()
-            try await channel.publish(envelope.body, routingKey: command.queue, properties: envelope.properties, mandatory: true)
-            await amqp.close()
-        } catch {
-            await amqp.close()
-            throw error
-        }
+        try await publish(envelope, to: command.queue, config: try connection.configuration())
         print(envelope.messageID)
     }
 }
@@ -118,4 +108,19 @@ private func checkedEnvelope<C: Command>(_ type: C.Type, body: [UInt8], sagaID: 
         do { try validatable.validate() } catch { throw ValidationError("\(C.type) is not valid: \(error)") }
     }
     return try Envelope(command, sagaID: sagaID)
+}
+
+/// Publishes one message to a queue on a short connection of its own and returns once the broker
+/// confirmed it: what every CLI command that sends something uses.
+func publish(_ envelope: Envelope, to queue: String, config: ShopfleetConfiguration) async throws {
+    let amqp = try await AMQPConnection.connect(try AMQPConfiguration(url: config.amqpURL, connectionName: "shopfleet \(envelope.type)"))
+    do {
+        let channel = try await amqp.openChannel()
+        try await channel.enableConfirms()
+        try await channel.publish(envelope.body, routingKey: queue, properties: envelope.properties, mandatory: true)
+        await amqp.close()
+    } catch {
+        await amqp.close()
+        throw error
+    }
 }
