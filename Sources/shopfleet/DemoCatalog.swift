@@ -32,7 +32,12 @@ enum DemoCatalog {
     /// Sends the products and stock that are not there yet; how many products it sent.
     static func seed(products count: Int, config: ShopfleetConfiguration) async throws -> Int {
         let database = PostgresClient(configuration: try PostgresConfiguration(url: config.databaseURL), maximumConnections: 1)
-        let existing = (try? await database.query("SELECT count(*) FROM catalog.products WHERE id LIKE 'demo-%'")[0].decode(Int.self, 0)) ?? 0
+        // The catalog and the read models fed by its events (search): a fleet that gained a read
+        // model after it was seeded gets the products sent again (upserts change nothing else).
+        func demoRows(_ table: String) async -> Int {
+            (try? await database.query("SELECT count(*) FROM \(table) WHERE id LIKE 'demo-%'")[0].decode(Int.self, 0)) ?? 0
+        }
+        let existing = min(await demoRows("catalog.products"), await demoRows("search.products"))
         let stocked = (try? await database.query("SELECT sku FROM inventory.stock WHERE sku LIKE 'DEMO-%'")) 
         var withStock = Set<String>()
         if let stocked { for index in 0..<stocked.count { withStock.insert((try? stocked[index].decode(String.self, 0)) ?? "") } }
