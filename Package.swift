@@ -96,6 +96,13 @@ let package = Package(
             dependencies: ["Messaging", "PostgresClient", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings),
 
+        // The dead-letter store, its worker, and what `shopfleet dlq` and `saga show` read from it.
+        .target(
+            name: "DeadLetters",
+            dependencies: ["Messaging", "AMQPClient", "PostgresClient",
+                           .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics")],
+            swiftSettings: swiftSettings),
+
         // Every command, event and query of every domain.
         .target(
             name: "Contracts",
@@ -180,6 +187,7 @@ let package = Package(
             dependencies: [
                 "AMQPClient", "PostgresClient", "RedisClient", "Messaging", "Contracts", "Sagas",
                 "Catalog", "Inventory", "Orders", "Payments", "PaymentsSandbox", "Notifications", "Search", "Identity", "Auth", "Cart", "Edge", "ClientRuntime",
+                "DeadLetters",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -202,6 +210,13 @@ let package = Package(
             name: "MessagingTests",
             dependencies: [
                 "FixtureWorker", "Messaging", "AMQPClient", "PostgresClient", "ClientRuntime", "ShopfleetTesting",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "DeadLetterTests",
+            dependencies: [
+                "DeadLetters", "FixtureWorker", "Messaging", "AMQPClient", "PostgresClient", "ClientRuntime", "ShopfleetTesting",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: swiftSettings),

@@ -115,6 +115,10 @@ public struct Envelope: Sendable, Equatable {
         public static let failedQueue = "x-failed-queue"
         public static let failedAt = "x-failed-at"
         public static let replayedFrom = "x-replayed-from"
+        /// The exchange and routing key the message was first published with, recorded on its first
+        /// failure (a retry tier or the dead-letter exchange changes both).
+        public static let originalExchange = "x-original-exchange"
+        public static let originalRoutingKey = "x-original-routing-key"
     }
 
     /// Reads the envelope of a delivery. A message without an id or a type is not one of ours:

@@ -1,6 +1,7 @@
 import AMQPClient
 import ArgumentParser
 import Contracts
+import DeadLetters
 import FoundationEssentials
 import Messaging
 import Orders
@@ -48,9 +49,10 @@ struct SagaCommand: AsyncParsableCommand {
 
         func run() async throws {
             let reader = SagaReader(schema: SagaCommand.schema)
-            let (saga, steps, timeout) = try await withDatabase(connection) { database in
+            let (saga, steps, timeout, letters) = try await withDatabase(connection) { database in
                 guard let saga = try await reader.saga(id, on: database) else { throw ValidationError("no saga \(id)") }
-                return (saga, try await reader.steps(of: id, on: database), try await reader.pendingTimeout(of: id, on: database))
+                return (saga, try await reader.steps(of: id, on: database), try await reader.pendingTimeout(of: id, on: database),
+                        try await DeadLetterReader(database: database).letters(ofSaga: id))
             }
             if json {
                 struct Output: Encodable {
@@ -58,11 +60,13 @@ struct SagaCommand: AsyncParsableCommand {
                     var data: JSONValue
                     var steps: [SagaStep]
                     var pendingTimeout: Timeout?
+                    var deadLetters: [DeadLetter]
                     struct Timeout: Encodable { var name: String; var dueAt: Date }
                 }
                 let data = (try? JSONDecoder().decode(JSONValue.self, from: Data(saga.data.utf8))) ?? .null
                 return try printJSON(Output(saga: SagaJSON(saga), data: data, steps: steps,
-                                            pendingTimeout: timeout.map { .init(name: $0.name, dueAt: $0.dueAt) }))
+                                            pendingTimeout: timeout.map { .init(name: $0.name, dueAt: $0.dueAt) },
+                                            deadLetters: letters))
             }
             print("saga \(saga.id) (\(saga.type)): \(saga.state)\(saga.terminal ? " (finished)" : "")")
             for (key, value) in saga.labels.sorted(by: { $0.key < $1.key }) { print("  \(key): \(value)") }
@@ -71,19 +75,35 @@ struct SagaCommand: AsyncParsableCommand {
                 let left = timeout.dueAt.timeIntervalSinceNow
                 print("  pending timeout '\(timeout.name)' " + (left > 0 ? "in \(seconds(left))" : "overdue by \(seconds(-left))"))
             }
+            let waiting = letters.filter { $0.status == "waiting" }.count
+            if waiting > 0 {
+                print("  \(waiting) dead letter\(waiting == 1 ? "" : "s") waiting: shopfleet dlq list --saga \(saga.id)")
+            }
             print("")
             let start = steps.first?.at ?? saga.startedAt
             var previous = start
-            print(table(["#", "AT", "+", "STEP", "WHAT", "STATE", "MESSAGE"], steps.map { step in
-                defer { previous = step.at }
+            // The saga's steps, and its dead letters where they failed (they are not steps: the
+            // saga did not see them).
+            var rows: [(at: Date, cells: [String])] = steps.map { step in
                 let transition = step.stateBefore.map { before in
                     step.stateAfter.map { $0 == before ? before : "\(before) → \($0)" } ?? before
                 } ?? step.stateAfter ?? ""
                 let what = step.detail.map { "\(step.name): \($0)" } ?? step.name
-                return [String(step.seq), "+" + seconds(step.at.timeIntervalSince(start)), seconds(step.at.timeIntervalSince(previous)),
-                        step.kind.rawValue, what, transition,
-                        step.kind == .sent || step.kind == .published ? step.messageID ?? ""
-                            : [step.messageType, step.messageID].compactMap { $0 }.joined(separator: " ")]
+                return (step.at, [String(step.seq), step.kind.rawValue, what, transition,
+                                  step.kind == .sent || step.kind == .published ? step.messageID ?? ""
+                                      : [step.messageType, step.messageID].compactMap { $0 }.joined(separator: " ")])
+            }
+            for letter in letters {
+                rows.append((letter.lastFailedAt, ["-", "dead-letter",
+                                                   "\(letter.type) failed on \(letter.failedQueue) [\(letter.errorType)], \(letter.status): "
+                                                       + String(letter.reason.prefix(100)),
+                                                   "", "letter \(letter.id) (shopfleet dlq show \(letter.id))"]))
+            }
+            rows.sort { $0.at < $1.at }
+            print(table(["#", "AT", "+", "STEP", "WHAT", "STATE", "MESSAGE"], rows.map { row in
+                defer { previous = max(previous, row.at) }
+                return [row.cells[0], "+" + seconds(row.at.timeIntervalSince(start)), seconds(max(0, row.at.timeIntervalSince(previous)))]
+                    + row.cells.dropFirst()
             }))
         }
     }
@@ -99,16 +119,36 @@ struct SagaCommand: AsyncParsableCommand {
             filter.olderThan = try parseAge(olderThan)
             filter.openOnly = true
             filter.limit = 10_000
-            let sagas = try await withDatabase(connection) { try await SagaReader(schema: SagaCommand.schema).sagas(filter, on: $0) }
+            let (sagas, letters) = try await withDatabase(connection) { database in
+                let sagas = try await SagaReader(schema: SagaCommand.schema).sagas(filter, on: database)
+                return (sagas, try await DeadLetterReader(database: database).waitingCounts(sagas: sagas.map(\.id)))
+            }
             let groups = Dictionary(grouping: sagas, by: \.state).sorted { $0.key < $1.key }
             if json {
-                struct Group: Encodable { var state: String; var count: Int; var sagas: [SagaJSON] }
-                return try printJSON(groups.map { Group(state: $0.key, count: $0.value.count, sagas: $0.value.map(SagaJSON.init)) })
+                struct Stuck: Encodable {
+                    var saga: SagaJSON
+                    var deadLetters: Int
+                    enum CodingKeys: String, CodingKey { case deadLetters }
+                    func encode(to encoder: any Encoder) throws {
+                        try saga.encode(to: encoder)
+                        var container = encoder.container(keyedBy: CodingKeys.self)
+                        try container.encode(deadLetters, forKey: .deadLetters)
+                    }
+                }
+                struct Group: Encodable { var state: String; var count: Int; var sagas: [Stuck] }
+                return try printJSON(groups.map { group in
+                    Group(state: group.key, count: group.value.count,
+                          sagas: group.value.map { Stuck(saga: SagaJSON($0), deadLetters: letters[$0.id] ?? 0) })
+                })
             }
             if sagas.isEmpty { return print("no saga has been stuck for more than \(olderThan)") }
             for (state, members) in groups {
                 print("\(state): \(members.count)")
-                for saga in members.prefix(20) { print("  \(saga.id)  last change \(age(saga.updatedAt)) ago") }
+                for saga in members.prefix(20) {
+                    let waiting = letters[saga.id] ?? 0
+                    print("  \(saga.id)  last change \(age(saga.updatedAt)) ago"
+                          + (waiting > 0 ? "  — \(waiting) dead letter\(waiting == 1 ? "" : "s") waiting (shopfleet dlq list --saga \(saga.id))" : ""))
+                }
                 if members.count > 20 { print("  … and \(members.count - 20) more (shopfleet saga list --state \(state))") }
             }
         }
@@ -164,7 +204,7 @@ struct SagaJSON: Encodable {
     }
 }
 
-private func withDatabase<T: Sendable>(_ connection: ConnectionOptions, _ body: (PostgresClient) async throws -> T) async throws -> T {
+func withDatabase<T: Sendable>(_ connection: ConnectionOptions, _ body: (PostgresClient) async throws -> T) async throws -> T {
     let client = PostgresClient(configuration: try PostgresConfiguration(url: try connection.configuration().databaseURL), maximumConnections: 1)
     do {
         let value = try await body(client)

@@ -2,6 +2,7 @@ import ArgumentParser
 import Auth
 import Cart
 import Catalog
+import DeadLetters
 import Identity
 import Inventory
 import Logging
@@ -26,6 +27,9 @@ enum WorkerCatalog {
         },
         "notifications": { config in try notifications(config) },
         "orders": { config in OrdersService.definition(timing: try checkoutTiming(config)) },
+        "deadletters": { config in
+            DeadLettersService.definition(topology: try Topology(contentsOfFile: config.value(ShopfleetConfiguration.topologyFile)))
+        },
         "payments": { config in
             let key = config.value(ShopfleetConfiguration.paymentsAPIKey)
             guard !key.isEmpty else {
@@ -62,6 +66,7 @@ enum WorkerCatalog {
         "notifications": (NotificationsService.schema, NotificationsService.migrations),
         "orders": (OrdersService.schema, OrdersService.migrations),
         "payments": (PaymentsService.schema, PaymentsService.migrations),
+        "deadletters": (DeadLettersService.schema, DeadLettersService.migrations),
     ]
 
     static func definition(_ name: String, configuration: ShopfleetConfiguration) async throws -> WorkerDefinition {

@@ -60,6 +60,13 @@ public struct Strict: Command, Validatable {
     }
 }
 
+/// Fails while its key is in the `broken` table: a fault someone can fix, for replays.
+public struct Flaky: Command {
+    public static let type = "fixture.Flaky.v1"
+    public var key: String
+    public init(key: String) { self.key = key }
+}
+
 /// Kills the worker that handles it, every time: a poison message for the delivery limit.
 public struct Crash: Command {
     public static let type = "fixture.Crash.v1"
@@ -84,6 +91,7 @@ public enum Fixture {
             CREATE TABLE downstream_effects (key text NOT NULL, message_id text NOT NULL);
             CREATE TABLE audit (key text NOT NULL, message_id text NOT NULL);
             """),
+        Migration(version: 101, name: "broken", sql: "CREATE TABLE broken (key text PRIMARY KEY);"),
     ]
 
     public static func definition(schema: String) -> WorkerDefinition {
@@ -106,6 +114,13 @@ public enum Fixture {
         handlers.on(Fail.self) { message, _ in
             struct Boom: Error, CustomStringConvertible { var key: String; var description: String { "boom for \(key)" } }
             throw Boom(key: message.key)
+        }
+        handlers.on(Flaky.self) { message, context in
+            let broken = try await context.database.query("SELECT 1 FROM \(table("broken")) WHERE key = $1", [message.key])
+            struct Broken: Error, CustomStringConvertible { var key: String; var description: String { "\(key) is broken" } }
+            if broken.count > 0 { throw Broken(key: message.key) }
+            try await context.database.query("INSERT INTO \(table("effects")) (key, message_id) VALUES ($1, $2)",
+                                             [message.key, context.envelope.messageID])
         }
         handlers.on(Slow.self) { message, context in
             try await Task.sleep(for: .milliseconds(message.milliseconds))

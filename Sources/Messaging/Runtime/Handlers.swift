@@ -1,3 +1,4 @@
+public import AMQPClient
 public import Logging
 public import PostgresClient
 import Synchronization
@@ -81,6 +82,18 @@ public struct MessageContext: Sendable {
     public var logger: Logger { messageLogger.logger }
 }
 
+/// What a handler of raw deliveries gets: the delivery as the broker handed it, the open
+/// transaction and a logger.
+public struct DeliveryContext: Sendable {
+    public let message: AMQPMessage
+    /// Whether the broker delivered it before (to a consumer that did not ack).
+    public let redelivered: Bool
+    public let queue: String
+    /// The handler's transaction. Do not commit or roll back: the runtime does.
+    public let database: PostgresConnection
+    public let logger: Logger
+}
+
 /// Handlers by message type, each decoding and validating its own message.
 public struct HandlerRegistry: Sendable {
     typealias Erased = @Sendable (Envelope, HandlerContext) async throws -> Void
@@ -92,6 +105,7 @@ public struct HandlerRegistry: Sendable {
     private(set) var plain: [String: ErasedPlain] = [:]
     private(set) var queries: [String: ErasedQuery] = [:]
     private(set) var responders: [String: ErasedResponder] = [:]
+    private(set) var everyDelivery: (@Sendable (DeliveryContext) async throws -> Void)?
 
     public init() {}
 
@@ -151,6 +165,16 @@ public struct HandlerRegistry: Sendable {
         responders[R.type] = { envelope, context in
             Array(try MessageCodec.encode(try await handler(try read(envelope), context)))
         }
+    }
+
+    /// Handles every delivery as the broker hands it, before and instead of reading an envelope:
+    /// for a consumer of messages that need not be well formed (the dead-letter store). The handler
+    /// runs in a transaction without inbox or outbox (it deduplicates by itself) and must accept
+    /// anything: an error other than the database being unreachable puts the message back on its
+    /// queue after a pause, since dead-lettering it could loop.
+    public mutating func onEveryDelivery(_ handler: @escaping @Sendable (DeliveryContext) async throws -> Void) {
+        precondition(everyDelivery == nil && types.isEmpty, "a worker of raw deliveries has no other handler")
+        everyDelivery = handler
     }
 
     private func isRegistered(_ type: String) -> Bool {

@@ -270,6 +270,9 @@ public final class Worker: Service, Sendable {
     // MARK: - One delivery
 
     func process(_ delivery: AMQPDelivery, queue: String, publisher: AMQPChannel, pipeline: OutboxPipeline) async {
+        if let handler = handlers.everyDelivery {
+            return await processRaw(delivery, queue: queue, handler: handler)
+        }
         let envelope: Envelope
         do {
             envelope = try Envelope(delivery: delivery.message)
@@ -349,6 +352,44 @@ public final class Worker: Service, Sendable {
         }
     }
 
+    /// A delivery for a handler of raw deliveries: its transaction, then the ack. The database being
+    /// down keeps the message (unacked) while the worker waits; any other error gives it back to
+    /// the queue after a pause.
+    private func processRaw(_ delivery: AMQPDelivery, queue: String, handler: @Sendable (DeliveryContext) async throws -> Void) async {
+        let metrics = self.metrics(queue: queue, type: delivery.properties.type ?? "(none)")
+        metrics.consumed.increment()
+        let started = ContinuousClock.now
+        var backoff = Backoff(initial: .milliseconds(200), maximum: .seconds(5))
+        while true {
+            do {
+                try await database.transaction { tx in
+                    try await handler(DeliveryContext(message: delivery.message, redelivered: delivery.redelivered, queue: queue,
+                                                      database: tx, logger: logger))
+                }
+                health.database(true)
+                metrics.recordDuration(since: started)
+                delivery.ack()
+                metrics.acked.increment()
+                return
+            } catch let error as PostgresError where Self.isInfrastructure(error) {
+                health.database(false, error.description)
+                if !amqp.isConnected || stopping.load(ordering: .acquiring) && ContinuousClock.now - started > options.shutdownDeadline {
+                    return
+                }
+                logger.warning("database unavailable; will retry the message", metadata: ["error": .string(error.description)])
+                try? await Task.sleep(for: backoff.next())
+            } catch {
+                metrics.retried.increment()
+                logger.error("handler failed; the message goes back to its queue",
+                             metadata: ["queue": .string(queue), "message_id": .string(delivery.properties.messageID ?? ""),
+                                        "error": .string("\(error)")])
+                try? await Task.sleep(for: .seconds(1))
+                delivery.nack(requeue: true)
+                return
+            }
+        }
+    }
+
     /// Runs a handler in a span whose parent is the trace context the message carries.
     private func inSpan<T>(_ envelope: Envelope, queue: String, _ body: () async throws -> T) async throws -> T {
         try await withSpan(envelope.type, context: MessageTracing.context(for: envelope), ofKind: .consumer) { span in
@@ -408,10 +449,14 @@ public final class Worker: Service, Sendable {
         let permanent = failure is PermanentFailure || failure is ValidationFailure
         let retriesAllowed = topology.queue(named: queue)?.retries ?? true
         if !permanent, retriesAllowed, let tier = topology.retryExchange(forAttempt: envelope.attempt) {
-            var retry = envelope
-            retry.attempt += 1
+            var properties = delivery.properties
+            var headers = properties.headers ?? [:]
+            headers[Envelope.Header.attempt] = .int(Int64(envelope.attempt + 1))
+            Self.recordOriginalAddress(of: delivery, in: &headers)
+            properties.headers = headers
+            properties.persistent = true
             do {
-                try await publisher.publish(retry.body, exchange: tier, routingKey: queue, properties: retry.properties, mandatory: true)
+                try await publisher.publish(delivery.body, exchange: tier, routingKey: queue, properties: properties, mandatory: true)
                 delivery.ack()
                 metrics(queue: queue, type: envelope.type).retried.increment()
                 logger.warning("handler failed; retrying through \(tier)", metadata: ["error": .string("\(failure)")])
@@ -435,7 +480,8 @@ public final class Worker: Service, Sendable {
         headers[Envelope.Header.error] = .string(String("\(failure)".prefix(2000)))
         headers[Envelope.Header.errorType] = .string(kind)
         headers[Envelope.Header.failedQueue] = .string(queue)
-        headers[Envelope.Header.failedAt] = .string(Date().formatted(.iso8601))
+        headers[Envelope.Header.failedAt] = .string(Date().formatted(Self.failedAtFormat))
+        Self.recordOriginalAddress(of: delivery, in: &headers)
         properties.headers = headers
         properties.persistent = true
         do {
@@ -448,6 +494,17 @@ public final class Worker: Service, Sendable {
             logger.error("could not dead-letter the message; leaving it to the broker", metadata: ["error": .string("\(error)")])
             delivery.nack(requeue: true)
         }
+    }
+
+    /// Milliseconds: two failures of one message within a second are told apart.
+    static let failedAtFormat = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+
+    /// The exchange and routing key the message was published with, unless an earlier failure
+    /// recorded them (then the delivery came back from a retry tier, not from its publisher).
+    static func recordOriginalAddress(of delivery: AMQPDelivery, in headers: inout AMQPTable) {
+        guard headers[Envelope.Header.originalExchange] == nil else { return }
+        headers[Envelope.Header.originalExchange] = .string(delivery.exchange)
+        headers[Envelope.Header.originalRoutingKey] = .string(delivery.routingKey)
     }
 
     /// Runs a query's (or a request's) handler and replies to `reply_to`. A failure gets an error
