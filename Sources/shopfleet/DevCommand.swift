@@ -100,7 +100,7 @@ struct DevCommand: AsyncParsableCommand {
                                                "-c", "aiosmtpd.handlers.Mailbox", DevCommand.directory + "/mail"], health: nil, port: smtpPort),
                 Role(name: "payments-sandbox", argv: [binary, "payments-sandbox"], health: "http://127.0.0.1:\(sandboxPort)/healthz", port: sandboxPort),
             ]
-            for (index, domain) in ["catalog", "inventory", "orders", "payments", "notifications", "search", "identity", "cart"].enumerated() {
+            for (index, domain) in WorkerCatalog.fleet.enumerated() {
                 let port = firstPort + index
                 roles.append(Role(name: domain, argv: [binary, "worker", domain, "--port", String(port)],
                                   health: "http://127.0.0.1:\(port)/readyz", port: port))

@@ -16,6 +16,9 @@ import Search
 
 /// The domains this binary can run as workers, each built from the configuration.
 enum WorkerCatalog {
+    /// Every worker of the fleet, in the order `shopfleet dev` starts them.
+    static let fleet = ["catalog", "inventory", "orders", "payments", "notifications", "search", "identity", "cart", "deadletters"]
+
     static let domains: [String: @Sendable (ShopfleetConfiguration) async throws -> WorkerDefinition] = [
         "catalog": { _ in CatalogService.definition() },
         "inventory": { _ in InventoryService.definition() },

@@ -19,7 +19,7 @@ import Glibc
 /// The checkout fleet as real processes — `shopfleet worker` catalog, inventory, orders and
 /// payments, and `shopfleet payments-sandbox` — against a vhost and a database of their own.
 final class CheckoutFleet: Sendable {
-    static let roles = ["smtp-sink", "catalog", "inventory", "orders", "payments", "notifications", "search", "identity", "cart", "edge", "payments-sandbox"]
+    static let roles = ["smtp-sink", "catalog", "inventory", "orders", "payments", "notifications", "search", "identity", "cart", "deadletters", "edge", "payments-sandbox"]
 
     let sandbox: BrokerSandbox
     let databaseName: String
@@ -40,8 +40,18 @@ final class CheckoutFleet: Sendable {
         return String(exe[..<(exe.lastIndex(of: "/") ?? exe.startIndex)]) + "/shopfleet"
     }
 
-    private init(environment extra: [String: String]) async throws {
-        sandbox = try await BrokerSandbox.create(topologyFile: BrokerSandbox.fleetTopologyFile)
+    /// The fleet's topology with retry tiers of 200 and 400 ms, for tests that wait for a dead letter.
+    static let shortRetriesTopologyFile: String = {
+        let path = "/tmp/shopfleet-short-retries-\(getpid()).yaml"
+        let text = try! String(contentsOfFile: BrokerSandbox.fleetTopologyFile, encoding: .utf8)
+        precondition(text.contains("tiers: [1s, 5s, 30s, 2m]"), "topology/shopfleet.yaml changed its retry tiers; update the test")
+        let short = text.replacing("tiers: [1s, 5s, 30s, 2m]", with: "tiers: [200ms, 400ms]")
+        precondition(FileManager.default.createFile(atPath: path, contents: Data(short.utf8)), "cannot write \(path)")
+        return path
+    }()
+
+    private init(environment extra: [String: String], topologyFile: String) async throws {
+        sandbox = try await BrokerSandbox.create(topologyFile: topologyFile)
         databaseName = TestServers.uniqueName("checkout")
         let admin = PostgresClient(configuration: try PostgresConfiguration(url: try TestServers.databaseURL()), maximumConnections: 1)
         try await admin.query("CREATE DATABASE \(quoteIdentifier(databaseName))")
@@ -60,7 +70,7 @@ final class CheckoutFleet: Sendable {
         var environment = [
             "SHOPFLEET_AMQP_URL": sandbox.amqpURL,
             "SHOPFLEET_DATABASE_URL": databaseURL,
-            "SHOPFLEET_TOPOLOGY_FILE": BrokerSandbox.fleetTopologyFile,
+            "SHOPFLEET_TOPOLOGY_FILE": topologyFile,
             "SHOPFLEET_PAYMENTS_URL": "http://127.0.0.1:\(ports["payments-sandbox"]!)",
             "SHOPFLEET_PAYMENTS_API_KEY": "sk_test_" + TestServers.uniqueName("fleet"),
             "SHOPFLEET_SMTP_URL": "smtp://127.0.0.1:\(ports["smtp-sink"]!)",
@@ -76,8 +86,9 @@ final class CheckoutFleet: Sendable {
 
     /// Runs `body` with a fleet started with `environment` added; stops it and drops its database
     /// and vhost afterwards, printing the processes' logs if `body` failed.
-    static func with(environment: [String: String] = [:], _ body: (CheckoutFleet) async throws -> Void) async throws {
-        let fleet = try await CheckoutFleet(environment: environment)
+    static func with(environment: [String: String] = [:], topologyFile: String = BrokerSandbox.fleetTopologyFile,
+                     _ body: (CheckoutFleet) async throws -> Void) async throws {
+        let fleet = try await CheckoutFleet(environment: environment, topologyFile: topologyFile)
         do {
             for role in roles { try fleet.start(role) }
             for role in roles { try await fleet.waitReady(role) }

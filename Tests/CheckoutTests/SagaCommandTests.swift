@@ -61,6 +61,57 @@ struct SagaCommandTests {
         }
     }
 
+    struct Letter: Decodable { var id: String; var type: String; var errorType: String; var status: String; var sagaID: String? }
+    struct StuckWithLetters: Decodable {
+        struct Saga: Decodable { var id: String; var deadLetters: Int }
+        var state: String
+        var sagas: [Saga]
+    }
+
+    /// The gateway fails every call: the authorization runs out of retries and is dead-lettered.
+    /// The saga waits (its payment timeout is long); `saga stuck` and `saga show` say it has a dead
+    /// letter; once the gateway works, replaying the letter moves the saga on to completion.
+    @Test func aDeadLetteredStepShowsInTheSagaAndAReplayMovesItOn() async throws {
+        try await CheckoutFleet.with(environment: ["SHOPFLEET_CHECKOUT_PAYMENT_TIMEOUT": "10m"],
+                                     topologyFile: CheckoutFleet.shortRetriesTopologyFile) { fleet in
+            let mug = CheckoutFleet.product("MUG-DL", price: 1250)
+            try await fleet.seed([.init(product: mug, stock: 3)])
+            var broken = PaymentsSandbox.Faults()
+            broken.failureRate = 1
+            try await fleet.setFaults(broken)
+            let id = try await fleet.placeOrder([(mug, 1)])
+
+            var letters: [Letter] = []
+            try await waitUntil(deadline: .seconds(60)) {
+                let json = try? await shopfleet(fleet, "dlq", "list", "--saga", id, "--json")
+                letters = json.flatMap { try? JSONDecoder().decode([Letter].self, from: Data($0.utf8)) } ?? []
+                return !letters.isEmpty
+            }
+            let letter = try #require(letters.first)
+            #expect(letters.count == 1)
+            #expect(letter.type == "payments.AuthorizePayment.v1" && letter.errorType == "retries-exhausted")
+            #expect(try await fleet.order(id)?.status == "pending")
+
+            let stuck = try JSONDecoder().decode([StuckWithLetters].self,
+                                                 from: Data(try await shopfleet(fleet, "saga", "stuck", "--older-than", "1ms", "--json").utf8))
+            #expect(stuck.contains { $0.state == "authorizing_payment" && $0.sagas.contains { $0.id == id && $0.deadLetters == 1 } })
+            #expect(try await shopfleet(fleet, "saga", "stuck", "--older-than", "1ms").contains("1 dead letter waiting"))
+            let timeline = try await shopfleet(fleet, "saga", "show", id)
+            #expect(timeline.contains("dead-letter") && timeline.contains(letter.id))
+
+            try await fleet.setFaults(PaymentsSandbox.Faults())
+            _ = try await shopfleet(fleet, "dlq", "replay", letter.id)
+            let order = try await fleet.waitForSaga(id, in: Self.terminal, deadline: .seconds(60))
+            #expect(order.status == "completed")
+            #expect(try await fleet.sandboxStats().intentsPerOrder[id] == 1)
+            #expect(try await fleet.stock("MUG-DL") == (onHand: 2, reserved: 0))
+            let after = try JSONDecoder().decode([Letter].self, from: Data(try await shopfleet(fleet, "dlq", "list", "--saga", id, "--status", "all", "--json").utf8))
+            #expect(after.map(\.status) == ["replayed"])
+        }
+    }
+
+    static let terminal: Set<String> = ["completed", "cancelled"]
+
     @Test func cancelCompensatesASagaInFlightAndListFiltersByState() async throws {
         try await CheckoutFleet.with { fleet in
             let mug = CheckoutFleet.product("MUG-C", price: 1250)
