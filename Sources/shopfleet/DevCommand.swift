@@ -143,6 +143,7 @@ struct DevCommand: AsyncParsableCommand {
               .build/debug/shopfleet saga show <order id>           follow its saga
               .build/debug/shopfleet saga list                      every saga
               .build/debug/shopfleet dev status                     processes, health, queues
+              .build/debug/shopfleet dlq groups                     what could not be processed, and why
               .build/debug/shopfleet send --list                    every command you can send
               curl 'http://127.0.0.1:\(roles.last?.port ?? 8080)/v1/products?q=enamle+mug'   the shop's API (openapi.yaml)
 

@@ -36,7 +36,7 @@ struct DevFleetTests {
         try await admin.query("CREATE DATABASE \(quoteIdentifier(database))")
         let base = try TestServers.databaseURL()
         let directory = "/tmp/\(database)"
-        let port = TestServers.freePort(count: 12)  // workers from port, sandbox port + 10, SMTP port + 11
+        let port = TestServers.freePort(count: 12)  // nine workers from port, edge port + 9, sandbox port + 10, SMTP port + 11
         // The fleet's own settings; the "other terminal" gets none of them, only the folder.
         let fleetEnvironment = [
             "SHOPFLEET_DEV_DIR": directory,
@@ -72,7 +72,7 @@ struct DevFleetTests {
             // Every process ready, every queue consumed.
             try await waitUntil(deadline: .seconds(90)) {
                 guard let status = try? await status() else { return false }
-                return status.running && status.processes.count == 11
+                return status.running && status.processes.count == 12
                     && status.processes.allSatisfy { $0.state == "ready" || ($0.role == "smtp-sink" && $0.state == "running") }
             }
             // The management API samples queues every few seconds: the consumers show up in time.
