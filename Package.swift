@@ -179,7 +179,7 @@ let package = Package(
         // Shared by the test targets: server URLs from the environment, fault injection.
         .target(
             name: "ShopfleetTesting",
-            dependencies: ["ClientRuntime", "Messaging"],
+            dependencies: ["ClientRuntime", "Messaging", "PostgresClient"],
             swiftSettings: swiftSettings),
 
         .executableTarget(

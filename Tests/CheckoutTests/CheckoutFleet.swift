@@ -22,8 +22,9 @@ final class CheckoutFleet: Sendable {
     static let roles = ["smtp-sink", "catalog", "inventory", "orders", "payments", "notifications", "search", "identity", "cart", "deadletters", "edge", "payments-sandbox"]
 
     let sandbox: BrokerSandbox
-    let databaseName: String
-    let databaseURL: String
+    let scratch: ScratchDatabase
+    var databaseName: String { scratch.name }
+    var databaseURL: String { scratch.url }
     let database: PostgresClient
     let amqp: AMQPConnection
     let channel: AMQPChannel
@@ -52,24 +53,19 @@ final class CheckoutFleet: Sendable {
 
     private init(environment extra: [String: String], topologyFile: String) async throws {
         sandbox = try await BrokerSandbox.create(topologyFile: topologyFile)
-        databaseName = TestServers.uniqueName("checkout")
-        let admin = PostgresClient(configuration: try PostgresConfiguration(url: try TestServers.databaseURL()), maximumConnections: 1)
-        try await admin.query("CREATE DATABASE \(quoteIdentifier(databaseName))")
-        await admin.close()
-        let base = try TestServers.databaseURL()
-        databaseURL = String(base[..<base.lastIndex(of: "/")!]) + "/" + databaseName
-        database = PostgresClient(configuration: try PostgresConfiguration(url: databaseURL), maximumConnections: 4)
+        scratch = try await ScratchDatabase.create("checkout")
+        database = PostgresClient(configuration: try PostgresConfiguration(url: scratch.url), maximumConnections: 4)
         amqp = try await AMQPConnection.connect(try AMQPConfiguration(url: sandbox.amqpURL, connectionName: "checkout test"))
         channel = try await amqp.openChannel()
         try await channel.enableConfirms()
         var ports: [String: Int] = [:]
         for role in Self.roles { ports[role] = TestServers.freePort() }
         self.ports = ports
-        logDirectory = "/tmp/\(databaseName)"
+        logDirectory = "/tmp/\(scratch.name)"
         try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
         var environment = [
             "SHOPFLEET_AMQP_URL": sandbox.amqpURL,
-            "SHOPFLEET_DATABASE_URL": databaseURL,
+            "SHOPFLEET_DATABASE_URL": scratch.url,
             "SHOPFLEET_TOPOLOGY_FILE": topologyFile,
             "SHOPFLEET_PAYMENTS_URL": "http://127.0.0.1:\(ports["payments-sandbox"]!)",
             "SHOPFLEET_PAYMENTS_API_KEY": "sk_test_" + TestServers.uniqueName("fleet"),
@@ -148,9 +144,7 @@ final class CheckoutFleet: Sendable {
         }
         await amqp.close()
         await database.close()
-        let admin = PostgresClient(configuration: try! PostgresConfiguration(url: try! TestServers.databaseURL()), maximumConnections: 1)
-        _ = try? await admin.query("DROP DATABASE IF EXISTS \(quoteIdentifier(databaseName)) WITH (FORCE)")
-        await admin.close()
+        await scratch.drop()
         await sandbox.remove()
     }
 

@@ -20,8 +20,8 @@ final class DeadLetterFleet: Sendable {
     static let topologyFile = TestServers.repositoryRoot + "/Tests/MessagingTests/Fixtures/topology.yaml"
 
     let sandbox: BrokerSandbox
-    let databaseName: String
-    let databaseURL: String
+    let scratch: ScratchDatabase
+    var databaseURL: String { scratch.url }
     let database: PostgresClient
     let amqp: AMQPConnection
     let channel: AMQPChannel
@@ -41,19 +41,14 @@ final class DeadLetterFleet: Sendable {
 
     private init() async throws {
         sandbox = try await BrokerSandbox.create(topologyFile: Self.topologyFile)
-        databaseName = TestServers.uniqueName("dlq")
-        let admin = PostgresClient(configuration: try PostgresConfiguration(url: try TestServers.databaseURL()), maximumConnections: 1)
-        try await admin.query("CREATE DATABASE \(quoteIdentifier(databaseName))")
-        await admin.close()
-        let base = try TestServers.databaseURL()
-        databaseURL = String(base[..<base.lastIndex(of: "/")!]) + "/" + databaseName
-        database = PostgresClient(configuration: try PostgresConfiguration(url: databaseURL), maximumConnections: 4)
+        scratch = try await ScratchDatabase.create("dlq")
+        database = PostgresClient(configuration: try PostgresConfiguration(url: scratch.url), maximumConnections: 4)
         amqp = try await AMQPConnection.connect(try AMQPConfiguration(url: sandbox.amqpURL, connectionName: "dead-letter test"))
         channel = try await amqp.openChannel()
         try await channel.enableConfirms()
         let free = TestServers.freePort(count: 2)
         ports = ["fixture": free, "deadletters": free + 1]
-        logDirectory = "/tmp/\(databaseName)"
+        logDirectory = "/tmp/\(scratch.name)"
         try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
     }
 
@@ -113,9 +108,7 @@ final class DeadLetterFleet: Sendable {
         for process in all.values { _ = await process.wait() }
         await amqp.close()
         await database.close()
-        let admin = PostgresClient(configuration: try! PostgresConfiguration(url: try! TestServers.databaseURL()), maximumConnections: 1)
-        _ = try? await admin.query("DROP DATABASE IF EXISTS \(quoteIdentifier(databaseName)) WITH (FORCE)")
-        await admin.close()
+        await scratch.drop()
         await sandbox.remove()
     }
 

@@ -318,36 +318,52 @@ public final class Worker: Service, Sendable {
         }
 
         let started = ContinuousClock.now
+        let outcome = await committing(started: started, warn: { logger.warning("\($0)", metadata: $1) }) {
+            try await inSpan(envelope, queue: queue) {
+                try await handleInTransaction(envelope, queue: queue, handler: handler, logger: logger)
+            }
+        }
+        switch outcome {
+        case nil:
+            return
+        case .success(let records):
+            metrics.recordDuration(since: started)
+            if records == nil {
+                metrics.duplicate.increment()
+                logger.info("duplicate delivery: already handled, acking without effect")
+            }
+            // The effects and the outbox rows are committed: the ack need not wait for the
+            // publish, which the pipeline does (or, after a crash, the relay).
+            await hooks.afterCommit?(envelope)
+            await acknowledge(delivery, envelope, metrics)
+            if let records, !records.isEmpty { await pipeline.submit(records) }
+        case .failure(let error):
+            await fail(delivery, envelope: envelope, queue: queue, failure: error, publisher: publisher, logger: logger)
+        }
+    }
+
+    /// Runs `transaction` until it commits or fails for a reason of the message's own. While the
+    /// database is unreachable the message is not the problem: it stays unacked and the
+    /// transaction is tried again with backoff (if the worker dies meanwhile, the broker redelivers
+    /// it). Nil when the worker gives up on it: the broker connection is gone (the delivery comes
+    /// back), or shutdown's deadline passed.
+    private func committing<T>(started: ContinuousClock.Instant, warn: (String, Logger.Metadata) -> Void,
+                               _ transaction: () async throws -> T) async -> Result<T, any Error>? {
         var backoff = Backoff(initial: .milliseconds(200), maximum: .seconds(5))
         while true {
             do {
-                let records = try await inSpan(envelope, queue: queue) {
-                    try await handleInTransaction(envelope, queue: queue, handler: handler, logger: logger)
-                }
+                let value = try await transaction()
                 health.database(true)
-                metrics.recordDuration(since: started)
-                if records == nil {
-                    metrics.duplicate.increment()
-                    logger.info("duplicate delivery: already handled, acking without effect")
-                }
-                // The effects and the outbox rows are committed: the ack need not wait for the
-                // publish, which the pipeline does (or, after a crash, the relay).
-                await hooks.afterCommit?(envelope)
-                await acknowledge(delivery, envelope, metrics)
-                if let records, !records.isEmpty { await pipeline.submit(records) }
-                return
+                return .success(value)
             } catch let error as PostgresError where Self.isInfrastructure(error) {
-                // Not the message's fault: keep it (unacked) and try again when the database is
-                // back. If the worker dies meanwhile, the broker redelivers it.
                 health.database(false, error.description)
                 if !amqp.isConnected || stopping.load(ordering: .acquiring) && ContinuousClock.now - started > options.shutdownDeadline {
-                    return
+                    return nil
                 }
-                logger.warning("database unavailable; will retry the message", metadata: ["error": .string(error.description)])
+                warn("database unavailable; will retry the message", ["error": .string(error.description)])
                 try? await Task.sleep(for: backoff.next())
             } catch {
-                await fail(delivery, envelope: envelope, queue: queue, failure: error, publisher: publisher, logger: logger)
-                return
+                return .failure(error)
             }
         }
     }
@@ -359,34 +375,26 @@ public final class Worker: Service, Sendable {
         let metrics = self.metrics(queue: queue, type: delivery.properties.type ?? "(none)")
         metrics.consumed.increment()
         let started = ContinuousClock.now
-        var backoff = Backoff(initial: .milliseconds(200), maximum: .seconds(5))
-        while true {
-            do {
-                try await database.transaction { tx in
-                    try await handler(DeliveryContext(message: delivery.message, redelivered: delivery.redelivered, queue: queue,
-                                                      database: tx, logger: logger))
-                }
-                health.database(true)
-                metrics.recordDuration(since: started)
-                delivery.ack()
-                metrics.acked.increment()
-                return
-            } catch let error as PostgresError where Self.isInfrastructure(error) {
-                health.database(false, error.description)
-                if !amqp.isConnected || stopping.load(ordering: .acquiring) && ContinuousClock.now - started > options.shutdownDeadline {
-                    return
-                }
-                logger.warning("database unavailable; will retry the message", metadata: ["error": .string(error.description)])
-                try? await Task.sleep(for: backoff.next())
-            } catch {
-                metrics.retried.increment()
-                logger.error("handler failed; the message goes back to its queue",
-                             metadata: ["queue": .string(queue), "message_id": .string(delivery.properties.messageID ?? ""),
-                                        "error": .string("\(error)")])
-                try? await Task.sleep(for: .seconds(1))
-                delivery.nack(requeue: true)
-                return
+        let outcome = await committing(started: started, warn: { logger.warning("\($0)", metadata: $1) }) {
+            try await database.transaction { tx in
+                try await handler(DeliveryContext(message: delivery.message, redelivered: delivery.redelivered, queue: queue,
+                                                  database: tx, logger: logger))
             }
+        }
+        switch outcome {
+        case nil:
+            return
+        case .success:
+            metrics.recordDuration(since: started)
+            delivery.ack()
+            metrics.acked.increment()
+        case .failure(let error):
+            metrics.retried.increment()
+            logger.error("handler failed; the message goes back to its queue",
+                         metadata: ["queue": .string(queue), "message_id": .string(delivery.properties.messageID ?? ""),
+                                    "error": .string("\(error)")])
+            try? await Task.sleep(for: .seconds(1))
+            delivery.nack(requeue: true)
         }
     }
 
