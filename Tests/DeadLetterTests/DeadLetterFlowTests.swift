@@ -190,6 +190,7 @@ struct DeadLetterFlowTests {
             let rate = 100.0
             let exchange = fleet.sandbox.topology.deadLetterExchange
             var ids: Set<String> = []
+            let publishing = ContinuousClock.now
             for index in 0..<count {
                 let envelope = try Envelope(Work(key: "bulk"))
                 ids.insert(envelope.messageID)
@@ -203,6 +204,7 @@ struct DeadLetterFlowTests {
             try await waitUntil(deadline: .seconds(60)) {
                 (try? await fleet.count("SELECT count(*) FROM deadletters.letters WHERE status = 'waiting'")) == count
             }
+            print("\(count) letters published and stored in \(ContinuousClock.now - publishing)")
             let groups = try JSONDecoder().decode([Group].self, from: Data(try await fleet.shopfleet(["dlq", "groups", "--json"]).utf8))
             #expect(groups.count == 1)
             let fingerprint = try #require(groups.first?.fingerprint)
@@ -224,6 +226,7 @@ struct DeadLetterFlowTests {
                 most = max(most, high - low + 1)
             }
             #expect(most <= Int(rate))
+            print("replayed \(count) at --rate \(Int(rate)) in \(elapsed) (CLI start to exit); busiest second: \(most) sends")
 
             try await waitUntil(deadline: .seconds(60)) { (try? await fleet.effects("bulk").count) == count }
             #expect(Set(try await fleet.effects("bulk")) == ids)
