@@ -98,6 +98,18 @@ public struct DeadLetterReceipt: Sendable, Equatable {
         }
 
         messageID = p.messageID.flatMap { $0.isEmpty ? nil : $0 }
+
+        // PostgreSQL text and jsonb cannot hold NUL: a letter that carries one is still stored.
+        let clean = Self.storable
+        (messageID, type, failedQueue, exchange, routingKey) = (messageID.map(clean), clean(type), clean(failedQueue), clean(exchange), clean(routingKey))
+        (reason, errorType, sagaID) = (clean(reason), clean(errorType), sagaID.map(clean))
+        headers = Dictionary(headers.map { (clean($0.key), $0.value.storable) }) { first, _ in first }
+        properties = properties.mapValues(\.storable)
+    }
+
+    /// The text with every NUL replaced by U+FFFD.
+    static func storable(_ text: String) -> String {
+        text.utf8.contains(0) ? text.replacing("\u{0}", with: "\u{FFFD}") : text
     }
 
     /// The most recent `x-death` entry that is not a trip through a retry tier (those expire on purpose).
@@ -220,6 +232,16 @@ extension JSONValue {
         case .array(let a): return .array(a.map(\.fieldValue))
         case .object(let o): return .table(o.mapValues(\.fieldValue))
         case .null: return .void
+        }
+    }
+
+    /// The same value with no NUL in any string or key.
+    var storable: JSONValue {
+        switch self {
+        case .string(let s): return .string(DeadLetterReceipt.storable(s))
+        case .array(let a): return .array(a.map(\.storable))
+        case .object(let o): return .object(Dictionary(o.map { (DeadLetterReceipt.storable($0.key), $0.value.storable) }) { first, _ in first })
+        default: return self
         }
     }
 

@@ -128,6 +128,14 @@ struct DeadLetterFlowTests {
             let again = try await fleet.waitForLetter(envelope.messageID) { $0.failures == 2 }
             #expect(again.firstFailedAt < again.lastFailedAt)
             #expect(try await fleet.letters().count == 1)
+
+            // A NUL (which PostgreSQL text cannot hold) in the error does not keep a letter out.
+            let odd = try Envelope(Work(key: "odd"))
+            var oddProperties = odd.properties
+            oddProperties.headers?[Envelope.Header.error] = "bad\u{0}byte"
+            oddProperties.headers?[Envelope.Header.failedQueue] = "fixture.commands"
+            try await fleet.channel.publish(odd.body, exchange: exchange, routingKey: "fixture.commands", properties: oddProperties, mandatory: true)
+            #expect(try await fleet.waitForLetter(odd.messageID).reason == "bad\u{FFFD}byte")
         }
     }
 

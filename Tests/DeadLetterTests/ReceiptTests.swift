@@ -55,6 +55,16 @@ struct ReceiptTests {
         #expect(receipt.failedQueue == "fixture.commands")
     }
 
+    @Test func aNulInAHeaderOrTheReasonCannotKeepALetterOutOfTheStore() {
+        let receipt = DeadLetterReceipt(Self.message(headers: [
+            "x-error": "bad\u{0}byte", "x-error-type": "retries-exhausted", "x-failed-queue": "fixture.commands",
+            "odd\u{0}key": .table(["nested": "a\u{0}b"]),
+        ]), deliveryLimit: { _ in nil })
+        #expect(receipt.reason == "bad\u{FFFD}byte")
+        #expect(receipt.headers["odd\u{FFFD}key"] == .object(["nested": .string("a\u{FFFD}b")]))
+        #expect(receipt.headers.keys.allSatisfy { !$0.utf8.contains(0) })
+    }
+
     @Test func fingerprintsIgnoreIdsAndNumbersButNotTheWords() {
         let a = DeadLetterReceipt.normalised("Product 'SKU-123' not found in order 0199a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b  (attempt 3)")
         let b = DeadLetterReceipt.normalised("product 'SKU-77' not found in order 0199ffff-0000-7e4f-8a9b-0c1d2e3f4a5b (attempt 12)")
