@@ -43,7 +43,7 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
             ON CONFLICT (id) DO NOTHING RETURNING 1
             """, [id, Definition.name, initial.rawValue, PostgresJSON(data), PostgresJSON(definition.labels(of: data))])
         if inserted.count == 0 { return nil }
-        return try await apply(input, to: Loaded(id: id, state: initial, data: data, nextSeq: 1), in: context, starting: true)
+        return try await apply(input, to: Loaded(id: id, state: initial, data: data), in: context, starting: true)
     }
 
     /// Runs `input` against saga `sagaID`. Nil when there is no such saga.
@@ -82,7 +82,6 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
         var id: String
         var state: Definition.State
         var data: Definition.Data
-        var nextSeq: Int
     }
 
     private func lock(_ id: String, skipLocked: Bool, on context: HandlerContext) async throws -> Loaded? {
@@ -95,22 +94,20 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
             throw PermanentFailure("saga-state", "saga \(id) is in state '\(stateName)', which \(Definition.name) does not know")
         }
         let data = try JSONDecoder().decode(Definition.Data.self, from: Data(try rows[0].decode(String.self, 1).utf8))
-        let seq = try await context.database.query("SELECT coalesce(max(seq), 0) + 1 FROM \(table).saga_steps WHERE saga_id = $1", [id])
-        return Loaded(id: id, state: state, data: data, nextSeq: try seq[0].decode(Int.self, 0))
+        return Loaded(id: id, state: state, data: data)
     }
 
     @discardableResult
     private func apply(_ input: Definition.Input, to saga: Loaded, in context: HandlerContext,
                        starting: Bool = false) async throws -> SagaChange<Definition> {
         let transition = definition.transition(from: saga.state, data: saga.data, on: input, now: Date())
-        var seq = saga.nextSeq
+        var steps = StepLog()
         let kind: SagaStep.Kind = starting ? .started
             : transition.ignoredBecause != nil ? .ignored : input.timeoutName != nil ? .timeout : .received
         // A fired timeout has no message of its own; the job's envelope would mislead.
         let cause = input.timeoutName == nil ? context.envelope : nil
-        try await log(saga.id, seq: seq, kind, name: input.name, envelope: cause, before: saga.state.rawValue,
-                      after: transition.state.rawValue, detail: transition.ignoredBecause, on: context)
-        seq += 1
+        steps.add(kind, name: input.name, envelope: cause, before: saga.state.rawValue, after: transition.state.rawValue,
+                  detail: transition.ignoredBecause)
         if transition.ignoredBecause == nil {
             try await context.database.query("""
                 UPDATE \(table).sagas SET state = $2, data = $3, labels = $4, terminal = $5, updated_at = now() WHERE id = $1
@@ -122,20 +119,20 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
             switch action {
             case .send(let command):
                 let id = try await context.send(command, sagaID: saga.id)
-                try await log(saga.id, seq: seq, .sent, name: type(of: command).type, messageID: id, on: context)
+                steps.add(.sent, name: type(of: command).type, messageID: id)
             case .publish(let event):
                 let id = try await context.publish(event, sagaID: saga.id)
-                try await log(saga.id, seq: seq, .published, name: type(of: event).type, messageID: id, on: context)
+                steps.add(.published, name: type(of: event).type, messageID: id)
             case .schedule(let name, let after):
                 let seconds = Double(after.components.seconds) + Double(after.components.attoseconds) / 1e18
                 try await context.database.query("""
                     INSERT INTO \(table).saga_timeouts (saga_id, name, due_at) VALUES ($1, $2, now() + make_interval(secs => $3))
                     ON CONFLICT (saga_id) DO UPDATE SET name = excluded.name, due_at = excluded.due_at, scheduled_at = now()
                     """, [saga.id, name, seconds])
-                try await log(saga.id, seq: seq, .scheduled, name: name, detail: "due in \(after)", on: context)
+                steps.add(.scheduled, name: name, detail: "due in \(after)")
             }
-            seq += 1
         }
+        try await steps.write(saga: saga.id, table: table, on: context)
         let change = SagaChange<Definition>(sagaID: saga.id, before: saga.state, after: transition.state, data: transition.data,
                                             ignoredBecause: transition.ignoredBecause)
         if change.moved {
@@ -148,12 +145,32 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
         return change
     }
 
-    private func log(_ id: String, seq: Int, _ kind: SagaStep.Kind, name: String, envelope: Envelope? = nil, messageID: String? = nil,
-                     before: String? = nil, after: String? = nil, detail: String? = nil, on context: HandlerContext) async throws {
-        let messageType: String? = kind == .sent || kind == .published ? name : envelope?.type
-        try await context.database.query("""
-            INSERT INTO \(table).saga_steps (saga_id, seq, kind, name, message_type, message_id, state_before, state_after, detail)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-            """, [id, seq, kind.rawValue, name, messageType, messageID ?? envelope?.messageID, before, after, detail])
+    /// The steps one input adds to the log, written with one statement that numbers them after
+    /// the last (the saga row is locked, so nobody else is numbering).
+    private struct StepLog {
+        var kinds: [String] = [], names: [String] = [], types: [String?] = [], ids: [String?] = []
+        var befores: [String?] = [], afters: [String?] = [], details: [String?] = []
+
+        mutating func add(_ kind: SagaStep.Kind, name: String, envelope: Envelope? = nil, messageID: String? = nil,
+                          before: String? = nil, after: String? = nil, detail: String? = nil) {
+            kinds.append(kind.rawValue)
+            names.append(name)
+            types.append(kind == .sent || kind == .published ? name : envelope?.type)
+            ids.append(messageID ?? envelope?.messageID)
+            befores.append(before)
+            afters.append(after)
+            details.append(detail)
+        }
+
+        func write(saga id: String, table: String, on context: HandlerContext) async throws {
+            try await context.database.query("""
+                INSERT INTO \(table).saga_steps (saga_id, seq, kind, name, message_type, message_id, state_before, state_after, detail)
+                SELECT $1, last.seq + step.n, step.kind, step.name, step.type, step.id, step.before, step.after, step.detail
+                FROM (SELECT coalesce(max(seq), 0) AS seq FROM \(table).saga_steps WHERE saga_id = $1) AS last,
+                     unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+                         WITH ORDINALITY AS step(kind, name, type, id, before, after, detail, n)
+                ORDER BY step.n
+                """, [id, kinds, names, types, ids, befores, afters, details])
+        }
     }
 }
