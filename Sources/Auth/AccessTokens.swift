@@ -115,7 +115,6 @@ public enum RefreshTokens {
 
     /// Lower-case hex SHA-256 of the token.
     public static func hash(_ token: String) -> String {
-        let digits = Array("0123456789abcdef")
-        return String(SHA256.hash(data: Array(token.utf8)).flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 15)]] })
+        SHA256.hash(data: Array(token.utf8)).lowercaseHex
     }
 }

@@ -1,3 +1,4 @@
+import ClientRuntime
 import Crypto
 
 /// SHA-256 and HMAC-SHA256 (swift-crypto), for signing webhooks.
@@ -11,7 +12,6 @@ enum HMACSHA256 {
     }
 
     static func hex(key: [UInt8], message: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef")
-        return String(authenticationCode(key: key, message: message).flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 15)]] })
+        authenticationCode(key: key, message: message).lowercaseHex
     }
 }

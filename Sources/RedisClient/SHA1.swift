@@ -1,3 +1,5 @@
+import ClientRuntime
+
 /// SHA-1, only to name Lua scripts for EVALSHA (not for security), so the client needs no crypto
 /// dependency.
 enum SHA1 {
@@ -32,9 +34,6 @@ enum SHA1 {
             }
             h[0] = h[0] &+ a; h[1] = h[1] &+ b; h[2] = h[2] &+ c; h[3] = h[3] &+ d; h[4] = h[4] &+ e
         }
-        return h.map { word in
-            let s = String(word, radix: 16)
-            return String(repeating: "0", count: 8 - s.count) + s
-        }.joined()
+        return h.flatMap { word in (0..<4).map { UInt8(truncatingIfNeeded: word >> (24 - 8 * $0)) } }.lowercaseHex
     }
 }

@@ -82,7 +82,7 @@ struct DevCommand: AsyncParsableCommand {
             let environment = Dictionary(uniqueKeysWithValues: ShopfleetConfiguration.keys.map { ($0.name, config.value($0)) })
 
             say("migrating")
-            for line in try await MigrateCommand.migrate(WorkerCatalog.schemas.keys.sorted(), databaseURL: config.databaseURL) { say(line) }
+            for line in try await MigrateCommand.migrate(WorkerCatalog.domains.keys.sorted(), databaseURL: config.databaseURL) { say(line) }
             say("applying the topology")
             let topology = try Topology(contentsOfFile: config.value(ShopfleetConfiguration.topologyFile))
             let management = try RabbitManagement(url: config.amqpManagementURL)

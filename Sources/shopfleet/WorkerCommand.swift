@@ -19,21 +19,32 @@ enum WorkerCatalog {
     /// Every worker of the fleet, in the order `shopfleet dev` starts them.
     static let fleet = ["catalog", "inventory", "orders", "payments", "notifications", "search", "identity", "cart", "deadletters"]
 
-    static let domains: [String: @Sendable (ShopfleetConfiguration) async throws -> WorkerDefinition] = [
-        "catalog": { _ in CatalogService.definition() },
-        "inventory": { _ in InventoryService.definition() },
-        "search": { _ in SearchService.definition() },
-        "identity": { config in try await identity(config) },
-        "cart": { config in
+    /// A domain: where its tables live, and how to build its worker from the configuration.
+    struct Domain: Sendable {
+        var schema: String
+        var migrations: [Migration]
+        var make: @Sendable (ShopfleetConfiguration) async throws -> WorkerDefinition
+    }
+
+    static let domains: [String: Domain] = [
+        "catalog": Domain(schema: CatalogService.schema, migrations: CatalogService.migrations) { _ in CatalogService.definition() },
+        "inventory": Domain(schema: InventoryService.schema, migrations: InventoryService.migrations) { _ in InventoryService.definition() },
+        "search": Domain(schema: SearchService.schema, migrations: SearchService.migrations) { _ in SearchService.definition() },
+        "identity": Domain(schema: IdentityService.schema, migrations: IdentityService.migrations) { config in try await identity(config) },
+        "cart": Domain(schema: CartService.schema, migrations: []) { config in
             let redis = RedisClient(configuration: try RedisConfiguration(url: config.redisURL), maximumConnections: 8)
             return CartService.definition(.init(redis: redis, lifetime: try config.duration(ShopfleetConfiguration.cartTTL)))
         },
-        "notifications": { config in try notifications(config) },
-        "orders": { config in OrdersService.definition(timing: try checkoutTiming(config)) },
-        "deadletters": { config in
+        "notifications": Domain(schema: NotificationsService.schema, migrations: NotificationsService.migrations) { config in
+            try notifications(config)
+        },
+        "orders": Domain(schema: OrdersService.schema, migrations: OrdersService.migrations) { config in
+            OrdersService.definition(timing: try checkoutTiming(config))
+        },
+        "deadletters": Domain(schema: DeadLettersService.schema, migrations: DeadLettersService.migrations) { config in
             DeadLettersService.definition(topology: try Topology(contentsOfFile: config.value(ShopfleetConfiguration.topologyFile)))
         },
-        "payments": { config in
+        "payments": Domain(schema: PaymentsService.schema, migrations: PaymentsService.migrations) { config in
             let key = config.value(ShopfleetConfiguration.paymentsAPIKey)
             guard !key.isEmpty else {
                 throw ValidationError("the payments worker needs SHOPFLEET_PAYMENTS_API_KEY (or SHOPFLEET_PAYMENTS_API_KEY_FILE), the gateway's secret key")
@@ -59,24 +70,11 @@ enum WorkerCatalog {
                                                      webhookURL: webhook.isEmpty ? nil : webhook, webhookSecret: secret))
     }
 
-    /// Every domain's schema and migrations, without building its handlers (no keys needed).
-    static let schemas: [String: (schema: String, migrations: [Migration])] = [
-        "catalog": (CatalogService.schema, CatalogService.migrations),
-        "inventory": (InventoryService.schema, InventoryService.migrations),
-        "search": (SearchService.schema, SearchService.migrations),
-        "identity": (IdentityService.schema, IdentityService.migrations),
-        "cart": (CartService.schema, []),
-        "notifications": (NotificationsService.schema, NotificationsService.migrations),
-        "orders": (OrdersService.schema, OrdersService.migrations),
-        "payments": (PaymentsService.schema, PaymentsService.migrations),
-        "deadletters": (DeadLettersService.schema, DeadLettersService.migrations),
-    ]
-
     static func definition(_ name: String, configuration: ShopfleetConfiguration) async throws -> WorkerDefinition {
-        guard let make = domains[name] else {
+        guard let domain = domains[name] else {
             throw ValidationError("unknown domain '\(name)'; this build has " + domains.keys.sorted().joined(separator: ", "))
         }
-        return try await make(configuration)
+        return try await domain.make(configuration)
     }
 
     /// The access tokens of identity (signing) and the edge (verifying).
@@ -148,7 +146,7 @@ struct MigrateCommand: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
 
     func run() async throws {
-        let report = try await Self.migrate(domains.isEmpty ? WorkerCatalog.schemas.keys.sorted() : domains,
+        let report = try await Self.migrate(domains.isEmpty ? WorkerCatalog.domains.keys.sorted() : domains,
                                              databaseURL: try connection.configuration().databaseURL)
         for line in report { print(line) }
     }
@@ -161,11 +159,11 @@ extension MigrateCommand {
         defer { Task { await client.close() } }
         var report: [String] = []
         for name in names {
-            guard let (schema, migrations) = WorkerCatalog.schemas[name] else {
-                throw ValidationError("unknown domain '\(name)'; this build has " + WorkerCatalog.schemas.keys.sorted().joined(separator: ", "))
+            guard let domain = WorkerCatalog.domains[name] else {
+                throw ValidationError("unknown domain '\(name)'; this build has " + WorkerCatalog.domains.keys.sorted().joined(separator: ", "))
             }
-            let applied = try await Migrator(client: client, schema: schema).migrate(try RuntimeMigrations.with(migrations))
-            report.append("\(name): schema \(schema): " + (applied.isEmpty ? "up to date" : "applied \(applied.map(String.init).joined(separator: ", "))"))
+            let applied = try await Migrator(client: client, schema: domain.schema).migrate(try RuntimeMigrations.with(domain.migrations))
+            report.append("\(name): schema \(domain.schema): " + (applied.isEmpty ? "up to date" : "applied \(applied.map(String.init).joined(separator: ", "))"))
         }
         return report
     }
