@@ -67,6 +67,8 @@ final class Supervisor: Sendable {
 
     private func start(_ role: DevCommand.Role, restarts: Int) throws {
         let prefix = "[\(role.name)]" + String(repeating: " ", count: max(0, 19 - role.name.count))
+        var environment = self.environment
+        environment[ParentWatch.variable] = String(getpid())
         let process = try ChildProcess.spawn(role.argv, extraEnvironment: environment) { line in
             let text = Self.readable(line)
             emit(prefix + text)
