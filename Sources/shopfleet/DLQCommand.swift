@@ -60,6 +60,7 @@ struct DLQCommand: AsyncParsableCommand {
                 [letter.id, age(letter.lastFailedAt) + " ago", letter.failedQueue, letter.type, letter.errorType, String(letter.attempts),
                  letter.status, String(letter.reason.prefix(80))]
             }))
+            if letters.count == limit { print("(the first \(limit); --limit shows more, `dlq groups` counts them all)") }
         }
     }
 
