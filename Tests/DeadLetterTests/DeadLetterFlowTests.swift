@@ -184,6 +184,20 @@ struct DeadLetterFlowTests {
             #expect(kept.status == "discarded" && kept.statusNote == "test data, not a real order")
             #expect(!(try await fleet.shopfleet(["dlq", "list"])).contains(letter.id))
             #expect(try await fleet.shopfleet(["dlq", "replay", letter.id]).contains("already discarded"))
+            // A letter whose queue is gone cannot be replayed: it says so, exits 1, and stays waiting.
+            let orphan = try Envelope(Work(key: "orphan"))
+            var properties = orphan.properties
+            properties.headers?[Envelope.Header.error] = "boom"
+            properties.headers?[Envelope.Header.failedQueue] = "fixture.no-such-queue"
+            try await fleet.channel.publish(orphan.body, exchange: fleet.sandbox.topology.deadLetterExchange, routingKey: "x",
+                                            properties: properties, mandatory: true)
+            let stranded = try await fleet.waitForLetter(orphan.messageID)
+            let attempt = try await ChildProcess.run([DeadLetterFleet.directory + "/shopfleet", "dlq", "replay", stranded.id],
+                                                     extraEnvironment: fleet.environment)
+            #expect(attempt.status == 1)
+            #expect(attempt.output.contains("failed \(stranded.id)"))
+            #expect(try await fleet.waitForLetter(orphan.messageID).status == "waiting")
+
             // A replay or discard of everything must be asked for.
             let refused = try await ChildProcess.run([DeadLetterFleet.directory + "/shopfleet", "dlq", "replay"], extraEnvironment: fleet.environment)
             #expect(refused.status != 0)
