@@ -74,42 +74,31 @@ public enum DeadLetterStore {
         let canonical = JSONEncoder()
         canonical.outputFormatting = [.sortedKeys]
         func json(_ value: [String: JSONValue]) throws -> String { String(decoding: try canonical.encode(value), as: UTF8.self) }
-        var keyed = receipt.headers
-        // The dead-letter queue adds this when it delivers a letter again; it is not part of the letter.
-        keyed["x-delivery-count"] = nil
         let headers = try json(receipt.headers)
         let body = Data(receipt.body)
 
-        let inserted = try await tx.query("""
+        // One statement finds or makes the letter and locks its row: a conflict "updates" the row
+        // to itself, which takes the lock and returns the id; `xmax = 0` only for a new row.
+        let row = try await tx.query("""
             INSERT INTO \(letters) (id, message_id, failed_queue, exchange, routing_key, type, properties, headers, body,
                                     reason, error_type, attempts, first_failed_at, last_failed_at, saga_id, fingerprint)
             VALUES ($1, COALESCE($2, 'sha256:' || encode(sha256(convert_to($6, 'UTF8') || '\\x00'::bytea || $9), 'hex')),
                     $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11, $12, $13, $13, $14,
                     left(encode(sha256(convert_to($15, 'UTF8')), 'hex'), 16))
-            ON CONFLICT (message_id, failed_queue) DO NOTHING
-            RETURNING id
+            ON CONFLICT (message_id, failed_queue) DO UPDATE SET message_id = excluded.message_id
+            RETURNING id, xmax = 0
             """, [UUIDv7.generate(), receipt.messageID, receipt.failedQueue, receipt.exchange, receipt.routingKey, receipt.type,
                   try json(receipt.properties), headers, body, receipt.reason, receipt.errorType, receipt.attempts,
                   receipt.failedAt, receipt.sagaID, receipt.fingerprintSource])
-        let isNew = inserted.count == 1
-        let id: String
-        if isNew {
-            id = try inserted[0].decode(String.self, 0)
-        } else {
-            let existing = try await tx.query("""
-                SELECT id FROM \(letters)
-                WHERE message_id = COALESCE($1, 'sha256:' || encode(sha256(convert_to($2, 'UTF8') || '\\x00'::bytea || $3), 'hex'))
-                  AND failed_queue = $4
-                FOR UPDATE
-                """, [receipt.messageID, receipt.type, body, receipt.failedQueue])
-            id = try existing[0].decode(String.self, 0)
-        }
+        let id = try row[0].decode(String.self, 0)
+        let isNew = try row[0].decode(Bool.self, 1)
+        // The dead-letter queue adds `x-delivery-count` when it delivers a letter again: not part of the failure.
         let failure = try await tx.query("""
             INSERT INTO \(history) (letter_id, at, kind, detail, error_type, attempts, delivery_key)
-            VALUES ($1, $2, 'failed', $3, $4, $5, encode(sha256(convert_to($6, 'UTF8') || $7), 'hex'))
+            VALUES ($1, $2, 'failed', $3, $4, $5, encode(sha256(convert_to(($6::jsonb - 'x-delivery-count')::text, 'UTF8') || $7), 'hex'))
             ON CONFLICT (letter_id, delivery_key) DO NOTHING
             RETURNING 1
-            """, [id, receipt.failedAt, receipt.reason, receipt.errorType, receipt.attempts, try json(keyed), body])
+            """, [id, receipt.failedAt, receipt.reason, receipt.errorType, receipt.attempts, headers, body])
         if isNew { return .stored(id: id) }
         if failure.count == 0 { return .duplicate(id: id) }
         // A new failure of a known letter: it is waiting again, with what the latest failure said.

@@ -180,76 +180,78 @@ struct DLQCommand: AsyncParsableCommand {
             filter.statuses = ids.isEmpty ? (again ? ["waiting", "replayed"] : ["waiting"]) : []
             filter.limit = limit
             let config = try connection.configuration()
-            let selected = try await withDatabase(connection) { try await DeadLetterReader(database: $0).letters(filter) }
-            let missing = Set(ids).subtracting(selected.map(\.id))
-            guard missing.isEmpty else { throw ValidationError("no dead letter " + missing.sorted().joined(separator: ", ")) }
-
-            if dryRun {
-                if json {
-                    return try printJSON(selected.map { Line(id: $0.id, outcome: "would-replay", queue: $0.failedQueue, detail: $0.status) })
+            let failed = try await withDatabase(connection) { database -> Int in
+                let selected = try await DeadLetterReader(database: database).letters(filter)
+                let missing = Set(ids).subtracting(selected.map(\.id))
+                guard missing.isEmpty else { throw ValidationError("no dead letter " + missing.sorted().joined(separator: ", ")) }
+                if dryRun {
+                    try printDryRun(selected)
+                    return 0
                 }
-                if selected.isEmpty { return print("nothing to replay") }
-                print(table(["ID", "TYPE", "TO QUEUE", "STATUS", "REASON"], selected.map {
-                    [$0.id, $0.type, $0.failedQueue, $0.status, String($0.reason.prefix(80))]
-                }))
-                return print("would replay \(selected.count) letter\(selected.count == 1 ? "" : "s") at \(rate)/s; nothing was sent (--dry-run)")
-            }
-
-            let database = PostgresClient(configuration: try PostgresConfiguration(url: config.databaseURL), maximumConnections: 1)
-            let amqp: AMQPConnection
-            do {
-                amqp = try await AMQPConnection.connect(try AMQPConfiguration(url: config.amqpURL, connectionName: "shopfleet dlq replay"))
-            } catch {
-                await database.close()
-                throw error
-            }
-            var lines: [Line] = []
-            var failed = 0
-            do {
-                let channel = try await amqp.openChannel()
-                try await channel.enableConfirms()
-                let replayer = DeadLetterOperator(database: database)
-                let clock = ContinuousClock()
-                let start = clock.now
-                let interval = Duration.nanoseconds(Int64((1e9 / rate).rounded(.up)))
-                var previous: ContinuousClock.Instant?
-                for letter in selected {
-                    // Each send starts at least one interval after the one before, even after a slow
-                    // one: no catching up in bursts, so no second ever holds more than --rate.
-                    if let previous { try await clock.sleep(until: previous + interval) }
-                    previous = clock.now
-                    let sentAt = Date()
-                    var line: Line
-                    do {
-                        switch try await replayer.replay(letter.id, on: channel, again: again) {
-                        case .replayed(let queue): line = Line(id: letter.id, outcome: "replayed", queue: queue)
-                        case .skipped(let why): line = Line(id: letter.id, outcome: "skipped", queue: letter.failedQueue, detail: why)
-                        }
-                    } catch {
-                        failed += 1
-                        line = Line(id: letter.id, outcome: "failed", queue: letter.failedQueue, detail: "\(error)")
-                    }
-                    line.at = sentAt.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
-                    lines.append(line)
-                    if !json {
-                        print("\(line.outcome) \(line.id) \(letter.type) → \(line.queue)" + (line.detail.map { ": \($0)" } ?? ""))
-                    }
+                let amqp = try await AMQPConnection.connect(try AMQPConfiguration(url: config.amqpURL, connectionName: "shopfleet dlq replay"))
+                do {
+                    let failed = try await send(selected, database: database, channel: try await amqp.openChannel())
+                    await amqp.close()
+                    return failed
+                } catch {
+                    await amqp.close()
+                    throw error
                 }
-                let elapsed = clock.now - start
-                await amqp.close()
-                await database.close()
-                if json {
-                    try printJSON(lines)
-                } else {
-                    let replayed = lines.filter { $0.outcome == "replayed" }.count
-                    print("replayed \(replayed), skipped \(lines.count - replayed - failed), failed \(failed) in \(seconds(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))")
-                }
-            } catch {
-                await amqp.close()
-                await database.close()
-                throw error
             }
             if failed > 0 { throw ExitCode(1) }
+        }
+
+        func printDryRun(_ selected: [DeadLetter]) throws {
+            if json {
+                return try printJSON(selected.map { Line(id: $0.id, outcome: "would-replay", queue: $0.failedQueue, detail: $0.status) })
+            }
+            if selected.isEmpty { return print("nothing to replay") }
+            print(table(["ID", "TYPE", "TO QUEUE", "STATUS", "REASON"], selected.map {
+                [$0.id, $0.type, $0.failedQueue, $0.status, String($0.reason.prefix(80))]
+            }))
+            print("would replay \(selected.count) letter\(selected.count == 1 ? "" : "s") at \(rate)/s; nothing was sent (--dry-run)")
+        }
+
+        /// Replays the letters one by one at `--rate`, printing each outcome; returns how many failed.
+        func send(_ selected: [DeadLetter], database: PostgresClient, channel: AMQPChannel) async throws -> Int {
+            try await channel.enableConfirms()
+            let replayer = DeadLetterOperator(database: database)
+            var lines: [Line] = []
+            var failed = 0
+            let clock = ContinuousClock()
+            let start = clock.now
+            let interval = Duration.nanoseconds(Int64((1e9 / rate).rounded(.up)))
+            var previous: ContinuousClock.Instant?
+            for letter in selected {
+                // Each send starts at least one interval after the one before, even after a slow
+                // one: no catching up in bursts, so no second ever holds more than --rate.
+                if let previous { try await clock.sleep(until: previous + interval) }
+                previous = clock.now
+                let sentAt = Date()
+                var line: Line
+                do {
+                    switch try await replayer.replay(letter.id, on: channel, again: again) {
+                    case .replayed(let queue): line = Line(id: letter.id, outcome: "replayed", queue: queue)
+                    case .skipped(let why): line = Line(id: letter.id, outcome: "skipped", queue: letter.failedQueue, detail: why)
+                    }
+                } catch {
+                    failed += 1
+                    line = Line(id: letter.id, outcome: "failed", queue: letter.failedQueue, detail: "\(error)")
+                }
+                line.at = sentAt.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+                lines.append(line)
+                if !json {
+                    print("\(line.outcome) \(line.id) \(letter.type) → \(line.queue)" + (line.detail.map { ": \($0)" } ?? ""))
+                }
+            }
+            let elapsed = clock.now - start
+            if json {
+                try printJSON(lines)
+            } else {
+                let replayed = lines.filter { $0.outcome == "replayed" }.count
+                print("replayed \(replayed), skipped \(lines.count - replayed - failed), failed \(failed) in \(seconds(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))")
+            }
+            return failed
         }
     }
 
