@@ -82,7 +82,7 @@ public enum WorkerProcess {
         logger[metadataKey: "service"] = .string(definition.service)
 
         let topology = try Topology(contentsOfFile: settings.topologyFile)
-        for queue in definition.queues where topology.queue(named: queue) == nil && queue != topology.deadLetterQueue {
+        for queue in definition.queues where !topology.declares(queue: queue) {
             throw MessagingError("\(definition.service) consumes '\(queue)', which \(settings.topologyFile) does not declare")
         }
         let postgresConfiguration = try PostgresConfiguration(url: settings.databaseURL)

@@ -54,6 +54,12 @@ public struct Topology: Sendable, Equatable {
 
     public func queue(named name: String) -> Queue? { queues.first { $0.name == name } }
 
+    /// The queues the topology makes besides the authored ones: the dead-letter queue and the retry tiers' delay queues.
+    public var internalQueues: [String] { [deadLetterQueue] + retryTiers.map(\.queue) }
+
+    /// Whether the topology declares this queue, authored or internal.
+    public func declares(queue name: String) -> Bool { queue(named: name) != nil || internalQueues.contains(name) }
+
     /// The exchange a message goes to for its `attempt`-th retry (1-based), or nil after the last tier.
     public func retryExchange(forAttempt attempt: Int) -> String? {
         attempt >= 1 && attempt <= retryTiers.count ? retryTiers[attempt - 1].queue : nil
@@ -151,7 +157,6 @@ extension Topology {
 
     func validate(source: String) throws {
         var names = Set<String>()
-        let internalQueues = [deadLetterQueue] + retryTiers.map(\.queue)
         for name in queues.map(\.name) + internalQueues {
             guard !name.isEmpty, !name.hasPrefix("amq.") else {
                 throw TopologyError("\(source): '\(name)' is not a usable queue name")
