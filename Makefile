@@ -11,6 +11,7 @@ SWIFT ?= swift
 run:
 	@scripts/servers.sh up dev
 	$(SWIFT) build --product shopfleet
+	$(SWIFT) build --product shopfleet-worker
 	@scripts/servers.sh status dev
 	@eval "$$(scripts/servers.sh env dev)" && exec .build/debug/shopfleet dev
 
@@ -26,6 +27,7 @@ test:
 bench:
 	@scripts/servers.sh up test
 	$(SWIFT) build -c release --product shopfleet
+	$(SWIFT) build -c release --product shopfleet-worker
 	@eval "$$(scripts/servers.sh env test)" && .build/release/shopfleet bench clients
 	@eval "$$(scripts/servers.sh env test)" && .build/release/shopfleet bench worker
 

@@ -14,6 +14,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "shopfleet", targets: ["shopfleet"]),
+        .executable(name: "shopfleet-worker", targets: ["shopfleet-worker"]),
         .library(name: "AMQPClient", targets: ["AMQPClient"]),
         .library(name: "PostgresClient", targets: ["PostgresClient"]),
         .library(name: "RedisClient", targets: ["RedisClient"]),
@@ -27,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.21.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.1.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
         .package(url: "https://github.com/vapor/jwt-kit", from: "5.0.0"),
@@ -83,10 +85,21 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "Instrumentation", package: "swift-distributed-tracing"),
+            ],
+            swiftSettings: swiftSettings),
+
+        // The RabbitMQ management API (topology apply and diff, virtual hosts): for the CLI and the
+        // tests, kept out of Messaging so that a worker links no HTTP client.
+        .target(
+            name: "RabbitManagement",
+            dependencies: [
+                "Messaging", "ClientRuntime",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: swiftSettings),
 
@@ -179,7 +192,25 @@ let package = Package(
         // Shared by the test targets: server URLs from the environment, fault injection.
         .target(
             name: "ShopfleetTesting",
-            dependencies: ["ClientRuntime", "Messaging", "PostgresClient"],
+            dependencies: ["ClientRuntime", "Messaging", "PostgresClient", "RabbitManagement"],
+            swiftSettings: swiftSettings),
+
+        // The configuration surface every process shares, the parent watch of `shopfleet dev`'s
+        // children, and the domains whose workers need only the runtime (with `shopfleet worker`'s arguments).
+        .target(
+            name: "WorkerHost",
+            dependencies: [
+                "ClientRuntime", "Messaging", "PostgresClient", "RedisClient",
+                "Catalog", "Inventory", "Orders", "Search", "Cart", "DeadLetters",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        // The small worker executable: the runtime-only domains, no HTTP client, no web framework,
+        // no Foundation beyond FoundationEssentials. `shopfleet worker <domain>` becomes it.
+        .executableTarget(
+            name: "shopfleet-worker",
+            dependencies: ["WorkerHost", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings),
 
         .executableTarget(
@@ -187,7 +218,7 @@ let package = Package(
             dependencies: [
                 "AMQPClient", "PostgresClient", "RedisClient", "Messaging", "Contracts", "Sagas",
                 "Catalog", "Inventory", "Orders", "Payments", "PaymentsSandbox", "Notifications", "Search", "Identity", "Auth", "Cart", "Edge", "ClientRuntime",
-                "DeadLetters",
+                "DeadLetters", "RabbitManagement", "WorkerHost",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -209,8 +240,13 @@ let package = Package(
         .testTarget(
             name: "MessagingTests",
             dependencies: [
-                "FixtureWorker", "Messaging", "AMQPClient", "PostgresClient", "ClientRuntime", "ShopfleetTesting",
+                "FixtureWorker", "Messaging", "AMQPClient", "PostgresClient", "ClientRuntime", "ShopfleetTesting", "RabbitManagement",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings),
         .testTarget(
@@ -221,7 +257,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .testTarget(name: "ContractsTests", dependencies: ["Contracts", "Messaging", "ShopfleetTesting"], swiftSettings: swiftSettings),
-        .testTarget(name: "ShopfleetTests", dependencies: ["shopfleet"], swiftSettings: swiftSettings),
+        .testTarget(name: "ShopfleetTests", dependencies: ["shopfleet", "WorkerHost"], swiftSettings: swiftSettings),
         .testTarget(
             name: "PaymentsTests",
             dependencies: [

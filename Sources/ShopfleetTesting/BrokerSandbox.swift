@@ -1,5 +1,6 @@
 public import ClientRuntime
 public import Messaging
+public import RabbitManagement
 
 /// A virtual host of its own for one test, with a topology applied: tests never see each other's
 /// queues. Deleted (with everything in it) by `remove()`.

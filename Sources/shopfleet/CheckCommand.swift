@@ -3,6 +3,7 @@ import ArgumentParser
 import ClientRuntime
 import PostgresClient
 import RedisClient
+import WorkerHost
 
 /// Connects to each server the configuration names and says what answered. Exit status 1 when
 /// any did not.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ClientRuntime
+import WorkerHost
 
 struct ConfigCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -4,6 +4,7 @@ import DeadLetters
 import FoundationEssentials
 import Messaging
 import PostgresClient
+import WorkerHost
 
 /// `shopfleet dlq`: what the fleet could not process, for a person to look at, fix and send back.
 struct DLQCommand: AsyncParsableCommand {

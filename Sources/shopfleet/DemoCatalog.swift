@@ -3,6 +3,7 @@ import Contracts
 import FoundationEssentials
 import Messaging
 import PostgresClient
+import WorkerHost
 
 /// A demo catalog for the local fleet: products `demo-0001` … with prices and stock made up from
 /// their number (every tenth is out of stock), the same on every machine.

@@ -8,8 +8,10 @@ import Messaging
 import NIOCore
 import NIOHTTP1
 import PostgresClient
+import RabbitManagement
 import Synchronization
 import UnixSignals
+import WorkerHost
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -24,7 +26,7 @@ struct DevCommand: AsyncParsableCommand {
 
     /// The local fleet's folder: its settings file, state, mail. `SHOPFLEET_DEV_DIR`, by default
     /// `.shopfleet/dev` in the current folder (where `make run` runs).
-    static var directory: String { ProcessInfo.processInfo.environment["SHOPFLEET_DEV_DIR"] ?? ".shopfleet/dev" }
+    static var directory: String { ShopfleetConfiguration.devDirectory }
     static var stateFile: String { "\(directory)/fleet.json" }
 
     /// One process of the local fleet.
@@ -82,7 +84,7 @@ struct DevCommand: AsyncParsableCommand {
             let environment = Dictionary(uniqueKeysWithValues: ShopfleetConfiguration.keys.map { ($0.name, config.value($0)) })
 
             say("migrating")
-            for line in try await MigrateCommand.migrate(WorkerCatalog.domains.keys.sorted(), databaseURL: config.databaseURL) { say(line) }
+            for line in try await MigrateCommand.migrate(WorkerCatalog.listed, databaseURL: config.databaseURL) { say(line) }
             say("applying the topology")
             let topology = try Topology(contentsOfFile: config.value(ShopfleetConfiguration.topologyFile))
             let management = try RabbitManagement(url: config.amqpManagementURL)

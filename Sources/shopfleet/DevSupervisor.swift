@@ -6,6 +6,7 @@ import NIOCore
 import NIOHTTP1
 import Synchronization
 import UnixSignals
+import WorkerHost
 #if canImport(Glibc)
 import Glibc
 #endif

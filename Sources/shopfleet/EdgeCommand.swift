@@ -7,6 +7,7 @@ import Hummingbird
 import Logging
 import Messaging
 import RedisClient
+import WorkerHost
 
 struct EdgeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import Messaging
 import PaymentsSandbox
+import WorkerHost
 
 struct PaymentsSandboxCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

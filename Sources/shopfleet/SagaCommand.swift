@@ -7,6 +7,7 @@ import Messaging
 import Orders
 import PostgresClient
 import Sagas
+import WorkerHost
 
 /// `shopfleet saga`: the checkout sagas, for a person at a terminal (or a script, with `--json`).
 struct SagaCommand: AsyncParsableCommand {

@@ -3,6 +3,7 @@ import ArgumentParser
 import Contracts
 import FoundationEssentials
 import Messaging
+import WorkerHost
 
 /// `shopfleet send`: publishes one command of the fleet's contracts, from JSON, with a confirm.
 struct SendCommand: AsyncParsableCommand {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import WorkerHost
 
 @main
 struct Shopfleet: AsyncParsableCommand {

@@ -1,6 +1,8 @@
 import ArgumentParser
 import FoundationEssentials
 import Messaging
+import RabbitManagement
+import WorkerHost
 
 struct TopologyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

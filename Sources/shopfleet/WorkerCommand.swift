@@ -1,50 +1,29 @@
 import ArgumentParser
 import Auth
-import Cart
-import Catalog
-import DeadLetters
+import ClientRuntime
 import Identity
-import Inventory
-import Logging
 import Messaging
 import Notifications
-import Orders
 import Payments
 import PostgresClient
-import RedisClient
-import Search
+import WorkerHost
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// The domains this binary can run as workers, each built from the configuration.
+/// The domains this binary can run as workers, each built from the configuration: the
+/// runtime-only ones (`RuntimeDomains`, which `shopfleet-worker` also has) and the three that need
+/// more (an HTTP client and TLS for payments and notifications, token signing for identity).
 enum WorkerCatalog {
     /// Every worker of the fleet, in the order `shopfleet dev` starts them.
     static let fleet = ["catalog", "inventory", "orders", "payments", "notifications", "search", "identity", "cart", "deadletters"]
 
-    /// A domain: where its tables live, and how to build its worker from the configuration.
-    struct Domain: Sendable {
-        var schema: String
-        var migrations: [Migration]
-        var make: @Sendable (ShopfleetConfiguration) async throws -> WorkerDefinition
-    }
-
-    static let domains: [String: Domain] = [
-        "catalog": Domain(schema: CatalogService.schema, migrations: CatalogService.migrations) { _ in CatalogService.definition() },
-        "inventory": Domain(schema: InventoryService.schema, migrations: InventoryService.migrations) { _ in InventoryService.definition() },
-        "search": Domain(schema: SearchService.schema, migrations: SearchService.migrations) { _ in SearchService.definition() },
-        "identity": Domain(schema: IdentityService.schema, migrations: IdentityService.migrations) { config in try await identity(config) },
-        "cart": Domain(schema: CartService.schema, migrations: []) { config in
-            let redis = RedisClient(configuration: try RedisConfiguration(url: config.redisURL), maximumConnections: 8)
-            return CartService.definition(.init(redis: redis, lifetime: try config.duration(ShopfleetConfiguration.cartTTL)))
-        },
-        "notifications": Domain(schema: NotificationsService.schema, migrations: NotificationsService.migrations) { config in
+    static let domains: [String: WorkerDomain] = RuntimeDomains.table.merging([
+        "identity": WorkerDomain(schema: IdentityService.schema, migrations: IdentityService.migrations) { config in try await identity(config) },
+        "notifications": WorkerDomain(schema: NotificationsService.schema, migrations: NotificationsService.migrations) { config in
             try notifications(config)
         },
-        "orders": Domain(schema: OrdersService.schema, migrations: OrdersService.migrations) { config in
-            OrdersService.definition(timing: try checkoutTiming(config))
-        },
-        "deadletters": Domain(schema: DeadLettersService.schema, migrations: DeadLettersService.migrations) { config in
-            DeadLettersService.definition(topology: try Topology(contentsOfFile: config.value(ShopfleetConfiguration.topologyFile)))
-        },
-        "payments": Domain(schema: PaymentsService.schema, migrations: PaymentsService.migrations) { config in
+        "payments": WorkerDomain(schema: PaymentsService.schema, migrations: PaymentsService.migrations) { config in
             let key = config.value(ShopfleetConfiguration.paymentsAPIKey)
             guard !key.isEmpty else {
                 throw ValidationError("the payments worker needs SHOPFLEET_PAYMENTS_API_KEY (or SHOPFLEET_PAYMENTS_API_KEY_FILE), the gateway's secret key")
@@ -52,7 +31,20 @@ enum WorkerCatalog {
             return PaymentsService.definition(gateway: PaymentGateway(configuration: .init(
                 baseURL: config.value(ShopfleetConfiguration.paymentsURL), apiKey: key)))
         },
-    ]
+    ]) { runtime, _ in runtime }
+
+    /// The domains `shopfleet migrate` applies by default (not the benchmark's).
+    static var listed: [String] { domains.filter(\.value.listed).keys.sorted() }
+
+    /// The small worker executable, built from the runtime-only domains.
+    static let slimName = "shopfleet-worker"
+
+    /// `shopfleet-worker` beside this executable, if it is there.
+    static var slimExecutable: String? {
+        guard let me = ChildProcess.currentExecutable, let slash = me.lastIndex(of: "/") else { return nil }
+        let path = String(me[...slash]) + slimName
+        return access(path, X_OK) == 0 ? path : nil
+    }
 
     static func notifications(_ config: ShopfleetConfiguration) throws -> WorkerDefinition {
         let webhook = config.value(ShopfleetConfiguration.webhookURL)
@@ -68,13 +60,6 @@ enum WorkerCatalog {
         }
         return NotificationsService.definition(.init(smtp: smtp, from: config.value(ShopfleetConfiguration.mailFrom),
                                                      webhookURL: webhook.isEmpty ? nil : webhook, webhookSecret: secret))
-    }
-
-    static func definition(_ name: String, configuration: ShopfleetConfiguration) async throws -> WorkerDefinition {
-        guard let domain = domains[name] else {
-            throw ValidationError("unknown domain '\(name)'; this build has " + domains.keys.sorted().joined(separator: ", "))
-        }
-        return try await domain.make(configuration)
     }
 
     /// The access tokens of identity (signing) and the edge (verifying).
@@ -94,45 +79,37 @@ enum WorkerCatalog {
         let admins = config.value(ShopfleetConfiguration.adminEmails).split(separator: ",").map { String($0.trimmed()) }.filter { !$0.isEmpty }
         return IdentityService.definition(.init(tokens: try await accessTokens(config), adminEmails: Set(admins)))
     }
-
-    static func checkoutTiming(_ config: ShopfleetConfiguration) throws -> Checkout.Timing {
-        var timing = Checkout.Timing()
-        timing.reserve = try config.duration(ShopfleetConfiguration.checkoutReserveTimeout)
-        timing.payment = try config.duration(ShopfleetConfiguration.checkoutPaymentTimeout)
-        timing.step = try config.duration(ShopfleetConfiguration.checkoutStepTimeout)
-        timing.reservationTTL = try config.duration(ShopfleetConfiguration.checkoutReservationTTL)
-        guard timing.reservationTTL >= .seconds(1) else {
-            throw ValidationError("SHOPFLEET_CHECKOUT_RESERVATION_TTL must be at least 1s")
-        }
-        return timing
-    }
 }
 
 struct WorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "worker",
-        abstract: "Run one domain's worker until SIGTERM: consume its queues, serve /healthz, /readyz, /metrics.")
+        abstract: "Run one domain's worker until SIGTERM: consume its queues, serve /healthz, /readyz, /metrics.",
+        discussion: """
+            catalog, inventory, orders, search, cart and deadletters run as `shopfleet-worker` (the \
+            process becomes that smaller executable, found beside this one, with the same arguments \
+            and pid); payments, notifications and identity run in this executable.
+            """)
 
-    @Argument(help: "The domain to run.")
-    var domain: String
-    @OptionGroup var connection: ConnectionOptions
-    @Option(help: "Overrides SHOPFLEET_HTTP_PORT.")
-    var port: Int?
+    @OptionGroup var arguments: WorkerArguments
 
     func run() async throws {
-        let config = try connection.configuration()
-        let definition = try await WorkerCatalog.definition(domain, configuration: config)
-        guard let level = Logger.Level(rawValue: config.value(ShopfleetConfiguration.logLevel)) else {
-            throw ValidationError("SHOPFLEET_LOG_LEVEL '\(config.value(ShopfleetConfiguration.logLevel))' is not a log level")
+        if RuntimeDomains.table[arguments.domain] != nil, let slim = WorkerCatalog.slimExecutable,
+           CommandLine.arguments.count >= 2, CommandLine.arguments[1] == commandName {
+            try Self.exec(slim, arguments: [WorkerCatalog.slimName] + CommandLine.arguments.dropFirst(2))
         }
-        let settings = WorkerSettings(
-            amqpURL: config.amqpURL, databaseURL: config.databaseURL,
-            topologyFile: config.value(ShopfleetConfiguration.topologyFile),
-            httpPort: try port ?? config.integer(ShopfleetConfiguration.httpPort, in: 0...65535),
-            prefetch: UInt16(try config.integer(ShopfleetConfiguration.workerPrefetch, in: 1...65535)),
-            concurrency: try config.integer(ShopfleetConfiguration.workerConcurrency, in: 1...1024),
-            logLevel: level)
-        try await WorkerProcess.run(definition, settings: settings)
+        try await arguments.run(domains: WorkerCatalog.domains)
+    }
+
+    private var commandName: String { Self.configuration.commandName ?? "worker" }
+
+    /// Replaces this process with `path`; returns only by throwing.
+    static func exec(_ path: String, arguments: [String]) throws -> Never {
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) }
+        argv.append(nil)
+        execv(path, &argv)
+        let reason = String(cString: strerror(errno))
+        throw ValidationError("cannot run \(path): \(reason)")
     }
 }
 
@@ -146,7 +123,7 @@ struct MigrateCommand: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
 
     func run() async throws {
-        let report = try await Self.migrate(domains.isEmpty ? WorkerCatalog.domains.keys.sorted() : domains,
+        let report = try await Self.migrate(domains.isEmpty ? WorkerCatalog.listed : domains,
                                              databaseURL: try connection.configuration().databaseURL)
         for line in report { print(line) }
     }
@@ -160,7 +137,7 @@ extension MigrateCommand {
         var report: [String] = []
         for name in names {
             guard let domain = WorkerCatalog.domains[name] else {
-                throw ValidationError("unknown domain '\(name)'; this build has " + WorkerCatalog.domains.keys.sorted().joined(separator: ", "))
+                throw ValidationError("unknown domain '\(name)'; this build has " + WorkerCatalog.listed.joined(separator: ", "))
             }
             let applied = try await Migrator(client: client, schema: domain.schema).migrate(try RuntimeMigrations.with(domain.migrations))
             report.append("\(name): schema \(domain.schema): " + (applied.isEmpty ? "up to date" : "applied \(applied.map(String.init).joined(separator: ", "))"))

@@ -1,5 +1,6 @@
 import FoundationEssentials
 @testable import Messaging
+import RabbitManagement
 import ShopfleetTesting
 import Testing
 

@@ -1,5 +1,6 @@
 import FoundationEssentials
 @testable import shopfleet
+import WorkerHost
 import Testing
 
 @Suite("Configuration surface")

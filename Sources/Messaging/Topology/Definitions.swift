@@ -91,7 +91,7 @@ public struct BrokerDefinitions: Codable, Sendable, Equatable {
             hasher.combine(routing_key)
         }
 
-        var summary: String { "\(source) → \(destination_type) \(destination) (routing key '\(routing_key)')" }
+        public var summary: String { "\(source) → \(destination_type) \(destination) (routing key '\(routing_key)')" }
     }
 
     public struct Policy: Codable, Sendable, Equatable {

@@ -8,7 +8,9 @@ import Messaging
 import NIOCore
 import NIOHTTP1
 import PostgresClient
+import RabbitManagement
 import Synchronization
+import WorkerHost
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -4,6 +4,7 @@ import ClientRuntime
 import FoundationEssentials
 import PostgresClient
 import RedisClient
+import WorkerHost
 #if canImport(Glibc)
 import Glibc
 #endif

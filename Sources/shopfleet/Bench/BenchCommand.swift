@@ -5,7 +5,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks, each figure beside a baseline measured in the same run.",
-        subcommands: [BenchClientsCommand.self, BenchWorkerCommand.self, BenchCheckoutCommand.self, BenchEdgeCommand.self, BenchWorkerChildCommand.self])
+        subcommands: [BenchClientsCommand.self, BenchWorkerCommand.self, BenchCheckoutCommand.self, BenchEdgeCommand.self])
 }
 
 /// One measured figure and its baseline. `--json` prints these fields exactly.
@@ -68,11 +68,3 @@ extension String {
     }
 }
 
-extension StringProtocol {
-    /// Without surrounding white space (and, with `quotes`, double quotes).
-    func trimmed(quotes: Bool = false) -> String {
-        let drop: (Character) -> Bool = { $0.isWhitespace || (quotes && $0 == "\"") }
-        guard let first = firstIndex(where: { !drop($0) }), let last = lastIndex(where: { !drop($0) }) else { return "" }
-        return String(self[first...last])
-    }
-}

@@ -1,11 +1,13 @@
 import ArgumentParser
 import AsyncHTTPClient
 import ClientRuntime
+import Contracts
 import FoundationEssentials
 import Messaging
 import NIOCore
 import NIOHTTP1
 import Synchronization
+import WorkerHost
 
 /// `shopfleet bench edge`: requests a second and latency through the HTTP edge, each beside a
 /// trivial route (`/healthz`) of the same server measured in the same run.

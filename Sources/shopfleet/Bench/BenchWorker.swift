@@ -8,7 +8,9 @@ import Messaging
 import NIOCore
 import NIOHTTP1
 import PostgresClient
+import RabbitManagement
 import Synchronization
+import WorkerHost
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,8 +24,9 @@ import Glibc
 ///   message costs the inbox row, the row, the outbox row, the commit, the publish with confirm,
 ///   the ack, and marking the row sent (batched); beside `pgbench` running the same transaction
 ///   with as many clients as the worker has handlers in flight.
-/// - (c) `worker.rss_idle_mb` and `worker.rss_load_mb`: resident memory of a worker process (this
-///   binary, `bench worker-child`) idle and while it handles (b)'s load; the baseline is the target.
+/// - (c) `worker.rss_idle` and `worker.rss_load`: resident memory of a worker process
+///   (`shopfleet worker bench`, which runs as `shopfleet-worker` like every runtime-only domain)
+///   idle and while it handles (b)'s load; the baseline is the target.
 ///
 /// Everything runs in a virtual host of its own, deleted afterwards.
 struct BenchWorkerCommand: AsyncParsableCommand {
@@ -61,42 +64,6 @@ struct BenchWorkerCommand: AsyncParsableCommand {
     }
 }
 
-/// The benchmark's worker as a process of its own, for the memory figures. Not for people.
-struct BenchWorkerChildCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "worker-child", shouldDisplay: false)
-
-    @Option var topologyFile: String
-    @Option var schema: String
-    @Option var port: Int
-    @Option var concurrency: Int
-
-    func run() async throws {
-        let config = try ShopfleetConfiguration.current()
-        let settings = WorkerSettings(amqpURL: config.amqpURL, databaseURL: config.databaseURL, topologyFile: topologyFile,
-                                      httpPort: port, prefetch: 100, concurrency: concurrency, logLevel: .warning)
-        try await WorkerProcess.run(WorkerBench.definition(schema: schema), settings: settings)
-    }
-}
-
-struct BenchNoop: Command {
-    static let type = "bench.Noop.v1"
-    static let queue = "bench.noop"
-    var n: Int
-    var padding: String
-}
-
-struct BenchRecord: Command {
-    static let type = "bench.Record.v1"
-    static let queue = "bench.tx"
-    var n: Int
-    var padding: String
-}
-
-struct BenchRecorded: Event {
-    static let type = "bench.Recorded.v1"
-    var n: Int
-}
-
 final class WorkerBench: Sendable {
     static let topologyYAML = """
         dead_letters: {exchange: bench.dead-letters, queue: bench.dead-letters}
@@ -116,7 +83,7 @@ final class WorkerBench: Sendable {
     let amqpURL: String
     let amqpConfiguration: AMQPConfiguration
     let topology: Topology
-    let schema = "bench_worker"
+    let schema = BenchDomain.schema
     let pgbenchSchema = "bench_pgbench"
     let messages: Int
     let concurrency: Int
@@ -151,19 +118,7 @@ final class WorkerBench: Sendable {
         try? await management.deleteVirtualHost(vhost)
     }
 
-    /// The benchmark's handlers.
-    static func definition(schema: String) -> WorkerDefinition {
-        var handlers = HandlerRegistry()
-        let table = "\(quoteIdentifier(schema)).records"
-        handlers.onWithoutTransaction(BenchNoop.self) { _, _ in }
-        handlers.on(BenchRecord.self) { record, context in
-            try await context.database.query("INSERT INTO \(table) (n, message_id) VALUES ($1, $2)", [record.n, context.envelope.messageID])
-            try await context.publish(BenchRecorded(n: record.n))
-        }
-        return WorkerDefinition(service: "bench", schema: schema, queues: ["bench.noop", "bench.tx"], migrations: [
-            Migration(version: 100, name: "records", sql: "CREATE TABLE records (n bigint NOT NULL, message_id text NOT NULL)"),
-        ], handlers: handlers)
-    }
+    static func definition(schema: String) -> WorkerDefinition { BenchDomain.definition(schema: schema) }
 
     func run(rounds: Int, baselineSource: String, parts: Set<String>) async throws -> [BenchRow] {
         let database = PostgresClient(configuration: try PostgresConfiguration(url: config.databaseURL), maximumConnections: concurrency + 2)
@@ -323,10 +278,15 @@ final class WorkerBench: Sendable {
         }
         let port = Int.random(in: 40_000...49_999)
         guard let executable = ChildProcess.currentExecutable else { throw ValidationError("cannot find this executable") }
+        guard WorkerCatalog.slimExecutable != nil else {
+            throw ValidationError("\(WorkerCatalog.slimName) is not built beside \(executable): build it (`swift build -c release --product \(WorkerCatalog.slimName)`), the memory figures are of that binary")
+        }
+        // `shopfleet worker bench` runs as `shopfleet-worker`, exactly as a deployed worker does.
         let child = try ChildProcess.spawn(
-            [executable, "bench", "worker-child", "--topology-file", topologyFile, "--schema", schema,
-             "--port", String(port), "--concurrency", String(concurrency)],
-            extraEnvironment: ["SHOPFLEET_AMQP_URL": amqpURL, "SHOPFLEET_DATABASE_URL": config.databaseURL],
+            [executable, "worker", BenchDomain.name, "--port", String(port)],
+            extraEnvironment: ["SHOPFLEET_AMQP_URL": amqpURL, "SHOPFLEET_DATABASE_URL": config.databaseURL,
+                               "SHOPFLEET_TOPOLOGY_FILE": topologyFile, "SHOPFLEET_WORKER_PREFETCH": "100",
+                               "SHOPFLEET_WORKER_CONCURRENCY": String(concurrency), "SHOPFLEET_LOG_LEVEL": "warning"],
             logFile: directory + "/worker-child.log")
         defer { child.signal(SIGKILL) }
         try await waitUntil(deadline: .seconds(30)) {

@@ -8,10 +8,10 @@ import Glibc
 /// and the next `make run` cannot start. The supervisor names itself in `SHOPFLEET_PARENT_PID`;
 /// a thread of the child checks twice a second that it is still the parent, and sends the child
 /// SIGTERM (a graceful stop) when it is not.
-enum ParentWatch {
-    static let variable = "SHOPFLEET_PARENT_PID"
+public enum ParentWatch {
+    public static let variable = "SHOPFLEET_PARENT_PID"
 
-    static func startIfAsked() {
+    public static func startIfAsked() {
         guard let text = getenv(variable).map({ String(cString: $0) }), let parent = pid_t(text), parent > 1 else { return }
         guard getppid() == parent else {
             // Already orphaned (or started by someone else with the variable set): stop now.

@@ -1,4 +1,4 @@
-import ArgumentParser
+public import ArgumentParser
 import ClientRuntime
 import FoundationEssentials
 import Messaging
@@ -42,84 +42,90 @@ import Messaging
 /// `SHOPFLEET_ENV_FILE`, by default `shopfleet.env` in `SHOPFLEET_DEV_DIR` (`.shopfleet/dev` in the
 /// current folder), which
 /// `make run` (`shopfleet dev`) writes, so that every command run beside it needs no setup.
-struct ShopfleetConfiguration: Sendable {
-    struct Key: Sendable {
-        var name: String
-        var defaultValue: String
-        var summary: String
+public struct ShopfleetConfiguration: Sendable {
+    public struct Key: Sendable {
+        public var name: String
+        public var defaultValue: String
+        public var summary: String
     }
 
-    static let amqpURL = Key(name: "SHOPFLEET_AMQP_URL", defaultValue: "amqp://guest:guest@127.0.0.1:5672/%2F",
+    public static let amqpURL = Key(name: "SHOPFLEET_AMQP_URL", defaultValue: "amqp://guest:guest@127.0.0.1:5672/%2F",
                              summary: "RabbitMQ for messages (AMQP 0-9-1); ?heartbeat=<s>&connection_timeout=<ms>")
-    static let amqpManagementURL = Key(name: "SHOPFLEET_AMQP_MANAGEMENT_URL", defaultValue: "http://guest:guest@127.0.0.1:15672",
+    public static let amqpManagementURL = Key(name: "SHOPFLEET_AMQP_MANAGEMENT_URL", defaultValue: "http://guest:guest@127.0.0.1:15672",
                                        summary: "RabbitMQ management API, for topology apply/diff")
-    static let databaseURL = Key(name: "SHOPFLEET_DATABASE_URL", defaultValue: "postgres://shopfleet@127.0.0.1:5432/shopfleet",
+    public static let databaseURL = Key(name: "SHOPFLEET_DATABASE_URL", defaultValue: "postgres://shopfleet@127.0.0.1:5432/shopfleet",
                                  summary: "PostgreSQL; each service uses its own schema")
-    static let redisURL = Key(name: "SHOPFLEET_REDIS_URL", defaultValue: "redis://127.0.0.1:6379/0",
+    public static let redisURL = Key(name: "SHOPFLEET_REDIS_URL", defaultValue: "redis://127.0.0.1:6379/0",
                               summary: "Redis, for carts and rate limits")
-    static let httpPort = Key(name: "SHOPFLEET_HTTP_PORT", defaultValue: "9090",
+    public static let httpPort = Key(name: "SHOPFLEET_HTTP_PORT", defaultValue: "9090",
                               summary: "port of /healthz, /readyz and /metrics (workers)")
-    static let topologyFile = Key(name: "SHOPFLEET_TOPOLOGY_FILE", defaultValue: "topology/shopfleet.yaml",
+    public static let topologyFile = Key(name: "SHOPFLEET_TOPOLOGY_FILE", defaultValue: "topology/shopfleet.yaml",
                                   summary: "the authored topology; workers read retry tiers and dead letters from it")
-    static let workerPrefetch = Key(name: "SHOPFLEET_WORKER_PREFETCH", defaultValue: "32",
+    public static let workerPrefetch = Key(name: "SHOPFLEET_WORKER_PREFETCH", defaultValue: "32",
                                     summary: "unacknowledged deliveries per consumer")
-    static let workerConcurrency = Key(name: "SHOPFLEET_WORKER_CONCURRENCY", defaultValue: "8",
+    public static let workerConcurrency = Key(name: "SHOPFLEET_WORKER_CONCURRENCY", defaultValue: "8",
                                        summary: "handlers in flight per queue")
-    static let logLevel = Key(name: "SHOPFLEET_LOG_LEVEL", defaultValue: "info",
+    public static let logLevel = Key(name: "SHOPFLEET_LOG_LEVEL", defaultValue: "info",
                               summary: "trace, debug, info, notice, warning, error or critical; logs are JSON lines on stderr")
-    static let paymentsURL = Key(name: "SHOPFLEET_PAYMENTS_URL", defaultValue: "http://127.0.0.1:12111",
+    public static let paymentsURL = Key(name: "SHOPFLEET_PAYMENTS_URL", defaultValue: "http://127.0.0.1:12111",
                                  summary: "the Stripe-compatible payment gateway (the payments worker)")
-    static let paymentsAPIKey = Key(name: "SHOPFLEET_PAYMENTS_API_KEY", defaultValue: "",
+    public static let paymentsAPIKey = Key(name: "SHOPFLEET_PAYMENTS_API_KEY", defaultValue: "",
                                     summary: "the gateway's secret key (payments worker, payments-sandbox); never logged")
-    static let smtpURL = Key(name: "SHOPFLEET_SMTP_URL", defaultValue: "smtp://127.0.0.1:2525",
+    public static let smtpURL = Key(name: "SHOPFLEET_SMTP_URL", defaultValue: "smtp://127.0.0.1:2525",
                              summary: "the mail server notifications send through")
-    static let mailFrom = Key(name: "SHOPFLEET_MAIL_FROM", defaultValue: "Shopfleet <orders@shopfleet.local>",
+    public static let mailFrom = Key(name: "SHOPFLEET_MAIL_FROM", defaultValue: "Shopfleet <orders@shopfleet.local>",
                               summary: "the From of customer emails")
-    static let webhookURL = Key(name: "SHOPFLEET_WEBHOOK_URL", defaultValue: "",
+    public static let webhookURL = Key(name: "SHOPFLEET_WEBHOOK_URL", defaultValue: "",
                                 summary: "where notifications POST order events (signed); empty: no webhooks")
-    static let webhookSecret = Key(name: "SHOPFLEET_WEBHOOK_SECRET", defaultValue: "",
+    public static let webhookSecret = Key(name: "SHOPFLEET_WEBHOOK_SECRET", defaultValue: "",
                                    summary: "the HMAC-SHA256 key of X-Shopfleet-Signature on webhook calls")
-    static let jwtSecret = Key(name: "SHOPFLEET_JWT_SECRET", defaultValue: "",
+    public static let jwtSecret = Key(name: "SHOPFLEET_JWT_SECRET", defaultValue: "",
                                summary: "the HMAC-SHA256 key of access tokens (32 bytes or more); identity signs, the edge verifies")
-    static let accessTokenTTL = Key(name: "SHOPFLEET_ACCESS_TOKEN_TTL", defaultValue: "15m",
+    public static let accessTokenTTL = Key(name: "SHOPFLEET_ACCESS_TOKEN_TTL", defaultValue: "15m",
                                     summary: "how long an access token is good for")
-    static let adminEmails = Key(name: "SHOPFLEET_ADMIN_EMAILS", defaultValue: "",
+    public static let adminEmails = Key(name: "SHOPFLEET_ADMIN_EMAILS", defaultValue: "",
                                  summary: "comma-separated emails that get the admin role when they register")
-    static let edgePort = Key(name: "SHOPFLEET_EDGE_PORT", defaultValue: "8080", summary: "port of the HTTP edge")
-    static let edgeRateLimit = Key(name: "SHOPFLEET_EDGE_RATE_LIMIT", defaultValue: "50",
+    public static let edgePort = Key(name: "SHOPFLEET_EDGE_PORT", defaultValue: "8080", summary: "port of the HTTP edge")
+    public static let edgeRateLimit = Key(name: "SHOPFLEET_EDGE_RATE_LIMIT", defaultValue: "50",
                                    summary: "requests a second per client at the edge (bursts of twice that)")
-    static let openAPIFile = Key(name: "SHOPFLEET_OPENAPI_FILE", defaultValue: "openapi.yaml",
+    public static let openAPIFile = Key(name: "SHOPFLEET_OPENAPI_FILE", defaultValue: "openapi.yaml",
                                  summary: "the OpenAPI document the edge serves at /openapi.yaml")
-    static let cartTTL = Key(name: "SHOPFLEET_CART_TTL", defaultValue: "168h",
+    public static let cartTTL = Key(name: "SHOPFLEET_CART_TTL", defaultValue: "168h",
                              summary: "a cart not touched for this long is gone")
-    static let checkoutReserveTimeout = Key(name: "SHOPFLEET_CHECKOUT_RESERVE_TIMEOUT", defaultValue: "30s",
+    public static let checkoutReserveTimeout = Key(name: "SHOPFLEET_CHECKOUT_RESERVE_TIMEOUT", defaultValue: "30s",
                                             summary: "how long the checkout saga waits for inventory before it cancels")
-    static let checkoutPaymentTimeout = Key(name: "SHOPFLEET_CHECKOUT_PAYMENT_TIMEOUT", defaultValue: "30s",
+    public static let checkoutPaymentTimeout = Key(name: "SHOPFLEET_CHECKOUT_PAYMENT_TIMEOUT", defaultValue: "30s",
                                             summary: "how long the checkout saga waits for an authorization before it voids and cancels")
-    static let checkoutStepTimeout = Key(name: "SHOPFLEET_CHECKOUT_STEP_TIMEOUT", defaultValue: "30s",
+    public static let checkoutStepTimeout = Key(name: "SHOPFLEET_CHECKOUT_STEP_TIMEOUT", defaultValue: "30s",
                                          summary: "how long the checkout saga waits on any other step before sending it again")
-    static let checkoutReservationTTL = Key(name: "SHOPFLEET_CHECKOUT_RESERVATION_TTL", defaultValue: "15m",
+    public static let checkoutReservationTTL = Key(name: "SHOPFLEET_CHECKOUT_RESERVATION_TTL", defaultValue: "15m",
                                             summary: "how long inventory holds an order's stock before releasing it by itself")
-    static let keys = [amqpURL, amqpManagementURL, databaseURL, redisURL, httpPort, topologyFile, workerPrefetch,
+    public static let keys = [amqpURL, amqpManagementURL, databaseURL, redisURL, httpPort, topologyFile, workerPrefetch,
                        workerConcurrency, logLevel, paymentsURL, paymentsAPIKey, smtpURL, mailFrom, webhookURL, webhookSecret, jwtSecret, accessTokenTTL, adminEmails, edgePort, edgeRateLimit, openAPIFile, cartTTL, checkoutReserveTimeout, checkoutPaymentTimeout,
                        checkoutStepTimeout, checkoutReservationTTL]
     /// Keys whose value is a secret as a whole: shown only as set or not.
-    static let secretKeys: Set<String> = [paymentsAPIKey.name, webhookSecret.name, jwtSecret.name]
+    public static let secretKeys: Set<String> = [paymentsAPIKey.name, webhookSecret.name, jwtSecret.name]
 
-    enum Source: String, Sendable { case flag, environment, file, local = "local fleet file", `default` }
+    public enum Source: String, Sendable { case flag, environment, file, local = "local fleet file", `default` }
 
     /// The file `shopfleet dev` writes with the local fleet's settings.
-    static var localFleetFile: String {
-        ProcessInfo.processInfo.environment["SHOPFLEET_ENV_FILE"] ?? DevCommand.directory + "/shopfleet.env"
+    public static var localFleetFile: String {
+        ProcessInfo.processInfo.environment["SHOPFLEET_ENV_FILE"] ?? devDirectory + "/shopfleet.env"
     }
 
+    /// This process's environment.
+    public static var processEnvironment: [String: String] { ProcessInfo.processInfo.environment }
+
+    /// Where `shopfleet dev` keeps the local fleet's state: `SHOPFLEET_DEV_DIR`, by default `.shopfleet/dev`.
+    public static var devDirectory: String { ProcessInfo.processInfo.environment["SHOPFLEET_DEV_DIR"] ?? ".shopfleet/dev" }
+
     /// The configuration of this process: flags, the environment, the local fleet's file, defaults.
-    static func current(overrides: [String: String?] = [:]) throws -> ShopfleetConfiguration {
+    public static func current(overrides: [String: String?] = [:]) throws -> ShopfleetConfiguration {
         try ShopfleetConfiguration(overrides: overrides, localFile: localFleetFile)
     }
 
     /// `KEY=value` lines; blank lines and `#` comments are skipped.
-    static func readEnvironmentFile(_ path: String) -> [String: String] {
+    public static func readEnvironmentFile(_ path: String) -> [String: String] {
         guard let data = FileManager.default.contents(atPath: path) else { return [:] }
         var values: [String: String] = [:]
         for line in String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline) {
@@ -130,13 +136,13 @@ struct ShopfleetConfiguration: Sendable {
         return values
     }
 
-    private(set) var values: [String: (value: String, source: Source)] = [:]
+    public private(set) var values: [String: (value: String, source: Source)] = [:]
 
-    struct Invalid: Error, CustomStringConvertible {
-        var description: String
+    public struct Invalid: Error, CustomStringConvertible {
+        public var description: String
     }
 
-    init(environment: [String: String] = ProcessInfo.processInfo.environment, overrides: [String: String?] = [:],
+    public init(environment: [String: String] = ShopfleetConfiguration.processEnvironment, overrides: [String: String?] = [:],
          localFile: String? = nil) throws {
         let local = localFile.map(Self.readEnvironmentFile) ?? [:]
         for key in Self.keys {
@@ -158,16 +164,16 @@ struct ShopfleetConfiguration: Sendable {
         }
     }
 
-    func value(_ key: Key) -> String { values[key.name]!.value }
-    func source(_ key: Key) -> Source { values[key.name]!.source }
+    public func value(_ key: Key) -> String { values[key.name]!.value }
+    public func source(_ key: Key) -> Source { values[key.name]!.source }
 
-    var amqpURL: String { value(Self.amqpURL) }
-    var amqpManagementURL: String { value(Self.amqpManagementURL) }
-    var databaseURL: String { value(Self.databaseURL) }
-    var redisURL: String { value(Self.redisURL) }
+    public var amqpURL: String { value(Self.amqpURL) }
+    public var amqpManagementURL: String { value(Self.amqpManagementURL) }
+    public var databaseURL: String { value(Self.databaseURL) }
+    public var redisURL: String { value(Self.redisURL) }
 
     /// A duration such as `500ms`, `30s` or `2m`, or an error naming the key.
-    func duration(_ key: Key) throws -> Duration {
+    public func duration(_ key: Key) throws -> Duration {
         guard let ms = Topology.milliseconds(value(key)) else {
             throw Invalid(description: "\(key.name) must be a duration such as 500ms, 30s or 2m, not '\(value(key))'")
         }
@@ -175,7 +181,7 @@ struct ShopfleetConfiguration: Sendable {
     }
 
     /// A whole number in `range`, or an error naming the key.
-    func integer(_ key: Key, in range: ClosedRange<Int>) throws -> Int {
+    public func integer(_ key: Key, in range: ClosedRange<Int>) throws -> Int {
         guard let n = Int(value(key)), range.contains(n) else {
             throw Invalid(description: "\(key.name) must be a whole number from \(range.lowerBound) to \(range.upperBound), not '\(value(key))'")
         }
@@ -186,22 +192,33 @@ struct ShopfleetConfiguration: Sendable {
 /// The flags every command that talks to the servers takes. They override the environment; prefer
 /// the environment (or `_FILE`) for URLs holding passwords, since a command line is visible to
 /// every user of the machine.
-struct ConnectionOptions: ParsableArguments {
-    @Option(name: .customLong("amqp-url"), help: "Overrides SHOPFLEET_AMQP_URL.")
-    var amqpURL: String?
-    @Option(name: .customLong("amqp-management-url"), help: "Overrides SHOPFLEET_AMQP_MANAGEMENT_URL.")
-    var amqpManagementURL: String?
-    @Option(name: .customLong("database-url"), help: "Overrides SHOPFLEET_DATABASE_URL.")
-    var databaseURL: String?
-    @Option(name: .customLong("redis-url"), help: "Overrides SHOPFLEET_REDIS_URL.")
-    var redisURL: String?
+public struct ConnectionOptions: ParsableArguments, Sendable {
+    public init() {}
 
-    func configuration() throws -> ShopfleetConfiguration {
+    @Option(name: .customLong("amqp-url"), help: "Overrides SHOPFLEET_AMQP_URL.")
+    public var amqpURL: String?
+    @Option(name: .customLong("amqp-management-url"), help: "Overrides SHOPFLEET_AMQP_MANAGEMENT_URL.")
+    public var amqpManagementURL: String?
+    @Option(name: .customLong("database-url"), help: "Overrides SHOPFLEET_DATABASE_URL.")
+    public var databaseURL: String?
+    @Option(name: .customLong("redis-url"), help: "Overrides SHOPFLEET_REDIS_URL.")
+    public var redisURL: String?
+
+    public func configuration() throws -> ShopfleetConfiguration {
         try ShopfleetConfiguration.current(overrides: [
             ShopfleetConfiguration.amqpURL.name: amqpURL,
             ShopfleetConfiguration.amqpManagementURL.name: amqpManagementURL,
             ShopfleetConfiguration.databaseURL.name: databaseURL,
             ShopfleetConfiguration.redisURL.name: redisURL,
         ])
+    }
+}
+
+extension StringProtocol {
+    /// Without surrounding white space (and, with `quotes`, double quotes).
+    public func trimmed(quotes: Bool = false) -> String {
+        let drop: (Character) -> Bool = { $0.isWhitespace || (quotes && $0 == "\"") }
+        guard let first = firstIndex(where: { !drop($0) }), let last = lastIndex(where: { !drop($0) }) else { return "" }
+        return String(self[first...last])
     }
 }

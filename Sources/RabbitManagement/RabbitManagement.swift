@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import ClientRuntime
 import FoundationEssentials
+public import Messaging
 import NIOCore
 import NIOHTTP1
 
