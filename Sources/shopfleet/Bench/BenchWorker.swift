@@ -27,6 +27,7 @@ import Glibc
 /// - (c) `worker.rss_idle` and `worker.rss_load`: resident memory of a worker process
 ///   (`shopfleet worker bench`, which runs as `shopfleet-worker` like every runtime-only domain)
 ///   idle and while it handles (b)'s load; the baseline is the target.
+/// - (d) `worker.rss_idle.<domain>`: each worker of the fleet idle, as `shopfleet worker <domain>`.
 ///
 /// Everything runs in a virtual host of its own, deleted afterwards.
 struct BenchWorkerCommand: AsyncParsableCommand {
@@ -45,8 +46,8 @@ struct BenchWorkerCommand: AsyncParsableCommand {
     var rounds = 2
     @Option(help: "Path of bench/amqp_baseline.c (default: found next to the working directory or the executable).")
     var baselineSource: String?
-    @Option(help: "Only these parts (noop, tx, memory), comma-separated.")
-    var only = "noop,tx,memory"
+    @Option(help: "Only these parts (noop, tx, memory, domains), comma-separated.")
+    var only = "noop,tx,memory,domains"
 
     func run() async throws {
         let config = try connection.configuration()
@@ -161,6 +162,9 @@ final class WorkerBench: Sendable {
             let memory = try await measureMemory(channel: channel)
             rows.append(BenchRow(metric: "worker.rss_idle", unit: "MB", value: memory.idle, baseline: 40, baselineName: "target: under 40 MB"))
             rows.append(BenchRow(metric: "worker.rss_load", unit: "MB", value: memory.load, baseline: 40, baselineName: "the idle target, for scale"))
+        }
+        if parts.contains("domains") {
+            rows += try await measureDomains()
         }
         for schema in [schema, pgbenchSchema] { try await database.query("DROP SCHEMA IF EXISTS \(schema) CASCADE") }
         await database.close()
@@ -289,10 +293,7 @@ final class WorkerBench: Sendable {
                                "SHOPFLEET_WORKER_CONCURRENCY": String(concurrency), "SHOPFLEET_LOG_LEVEL": "warning"],
             logFile: directory + "/worker-child.log")
         defer { child.signal(SIGKILL) }
-        try await waitUntil(deadline: .seconds(30)) {
-            let request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/readyz")
-            return (try? await HTTPClient.shared.execute(request, timeout: .seconds(2)))?.status == .ok
-        }
+        try await Self.waitReady(port: port)
         printMemorySplit("idle", child.pid)
         // Idle: a few samples over a second, the largest.
         var idle = 0.0
@@ -321,6 +322,68 @@ final class WorkerBench: Sendable {
         child.signal(SIGTERM)
         _ = try await withDeadline(.seconds(30)) { await child.wait() }
         return (idle, Double(peak.load(ordering: .relaxed)))
+    }
+
+    /// Idle resident memory of each worker of the fleet, started as `shopfleet worker <domain>` on
+    /// the fleet's topology in a virtual host of its own (against the configured database, whose
+    /// domain schemas it migrates like any start of a worker). The baseline is the target; its
+    /// name says which executable ran the worker.
+    func measureDomains() async throws -> [BenchRow] {
+        let topologyFile = config.value(ShopfleetConfiguration.topologyFile)
+        let topology = try Topology(contentsOfFile: topologyFile)
+        let user = try ServerURL(config.amqpURL, schemes: ["amqp"]).user ?? "guest"
+        let fleetVHost = vhost + "-fleet"
+        try await management.createVirtualHost(fleetVHost, for: user, loading: topology.render())
+        guard let executable = ChildProcess.currentExecutable else { throw ValidationError("cannot find this executable") }
+        let environment = [
+            "SHOPFLEET_AMQP_URL": RabbitManagement.amqpURL(config.amqpURL, virtualHost: fleetVHost),
+            "SHOPFLEET_DATABASE_URL": config.databaseURL,
+            "SHOPFLEET_TOPOLOGY_FILE": topologyFile,
+            "SHOPFLEET_PAYMENTS_API_KEY": "sk_bench_memory",
+            "SHOPFLEET_JWT_SECRET": UUIDv7.generate() + UUIDv7.generate(),
+            "SHOPFLEET_LOG_LEVEL": "warning",
+        ]
+        var rows: [BenchRow] = []
+        do {
+            for domain in WorkerCatalog.fleet {
+                let port = Int.random(in: 40_000...49_999)
+                let child = try ChildProcess.spawn([executable, "worker", domain, "--port", String(port)],
+                                                   extraEnvironment: environment, logFile: directory + "/\(domain).log")
+                defer { child.signal(SIGKILL) }
+                try await Self.waitReady(port: port)
+                var idle = 0.0
+                for _ in 0..<10 {
+                    idle = max(idle, try Self.residentMegabytes(child.pid))
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                let runs = Self.executableName(child.pid)
+                child.signal(SIGTERM)
+                _ = try await withDeadline(.seconds(30)) { await child.wait() }
+                rows.append(BenchRow(metric: "worker.rss_idle.\(domain)", unit: "MB", value: idle, baseline: 40,
+                                     baselineName: "target: under 40 MB (runs as \(runs))"))
+            }
+        } catch {
+            try? await management.deleteVirtualHost(fleetVHost)
+            throw error
+        }
+        try? await management.deleteVirtualHost(fleetVHost)
+        return rows
+    }
+
+    static func waitReady(port: Int) async throws {
+        try await waitUntil(deadline: .seconds(30)) {
+            let request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/readyz")
+            return (try? await HTTPClient.shared.execute(request, timeout: .seconds(2)))?.status == .ok
+        }
+    }
+
+    /// The file name of the executable a process runs (after any exec).
+    static func executableName(_ pid: pid_t) -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/\(pid)/exe", &buffer, buffer.count - 1)
+        guard n > 0 else { return "?" }
+        let path = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return String(path.split(separator: "/").last ?? "?")
     }
 
     /// The `Name:` lines of `/proc/<pid>/status`.
