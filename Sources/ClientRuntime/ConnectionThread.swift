@@ -43,8 +43,11 @@ public final class ConnectionThread: @unchecked Sendable {
     public let name: String
     /// How long the thread keeps looking for a next job before it sleeps. A caller that awaits a
     /// result and then submits its next job (a transaction's statements, a consumer's ack) usually
-    /// does so within tens of microseconds; catching that job without a wake-up through the pipe
-    /// and the kernel saves about a third of a round trip on loopback.
+    /// does so within tens of microseconds; catching that job saves a wake-up through the pipe.
+    /// Off by default: where the process shares few cores with the servers (two, here), the spinning
+    /// took CPU from RabbitMQ and PostgreSQL and every benchmark did as well or better without it
+    /// (the inbox + outbox worker 17 % better; docs/benchmarks.md). Worth trying where the process
+    /// has cores of its own.
     public let spin: Duration
     private let state = Mutex(State())
     /// Mirrors "jobs is not empty", so spinning reads an atomic instead of taking the lock.
@@ -53,12 +56,12 @@ public final class ConnectionThread: @unchecked Sendable {
     private let wakeFD: Int32
     private let wakeWriteFD: Int32
     private var thread: pthread_t?
-    /// `SHOPFLEET_THREAD_SPIN_US` (microseconds, default 50; 0 turns spinning off).
+    /// `SHOPFLEET_THREAD_SPIN_US` (microseconds, default 0: no spinning).
     public static let defaultSpin: Duration = {
         if let text = getenv("SHOPFLEET_THREAD_SPIN_US"), let micros = Int(String(cString: text)), micros >= 0 {
             return .microseconds(micros)
         }
-        return .microseconds(50)
+        return .zero
     }()
 
     /// Only touched on the thread.
