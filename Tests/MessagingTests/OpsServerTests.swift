@@ -94,6 +94,20 @@ struct OpsServerTests {
         }
     }
 
+    @Test func aPortInUseIsAClearError() async throws {
+        try await Self.withServer(problem: { nil }) { port, registry in
+            let second = OpsServer(host: "127.0.0.1", port: port, registry: registry, logger: Logger(label: "ops test"), problem: { nil })
+            do {
+                try await second.run()
+                Issue.record("a second server listened on the same port")
+            } catch {
+                let text = "\(error)"
+                #expect(text.contains("cannot serve /healthz, /readyz and /metrics on 127.0.0.1:\(port)"), "\(text)")
+                #expect(text.contains("SHOPFLEET_HTTP_PORT"), "\(text)")
+            }
+        }
+    }
+
     @Test func servesManyRequestsOnOneConnection() async throws {
         try await Self.withServer(problem: { nil }) { port, _ in
             // A raw socket: three pipelined requests on one keep-alive connection, then one that closes it.

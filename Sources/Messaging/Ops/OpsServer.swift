@@ -31,17 +31,23 @@ public struct OpsServer: Service {
     /// Listens until graceful shutdown (the other services have stopped by then) or cancellation.
     public func run() async throws {
         let respond = OpsRoutes(registry: registry, problem: problem)
-        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
-            .serverChannelOption(ChannelOptions.backlog, value: 64)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(OpsHandler(respond: respond))
+        let server: any Channel
+        do {
+            server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+                .serverChannelOption(ChannelOptions.backlog, value: 64)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                        try channel.pipeline.syncOperations.addHandler(OpsHandler(respond: respond))
+                    }
                 }
-            }
-            .bind(host: host, port: port)
-            .get()
+                .bind(host: host, port: port)
+                .get()
+        } catch {
+            throw MessagingError("cannot serve /healthz, /readyz and /metrics on \(host):\(port): \(error) "
+                                 + "(SHOPFLEET_HTTP_PORT or --port chooses another port; 0 lets the system pick one)")
+        }
         logger.info("ops endpoint listening", metadata: ["address": .string(server.localAddress.map { "\($0)" } ?? "?")])
         // Returns when graceful shutdown begins, throws when the task is cancelled: close either way.
         try? await gracefulShutdown()
