@@ -69,7 +69,8 @@ struct OpsServerTests {
             #expect(ready.status == 200)
             #expect(ready.body == "ready\n")
 
-            registry.makeCounter(name: "ops_test_total", labels: [("queue", "q")]).increment(by: Int64(3))
+            registry.makeCounter(descriptor: MetricNameDescriptor(metricName: "ops_test_total", unitName: "", helpText: "a counter of the test"),
+                                  labels: [("queue", "q")]).increment(by: Int64(3))
             let metrics = try await Self.request(.GET, "/metrics", port: port)
             #expect(metrics.status == 200)
             #expect(metrics.headers.first(name: "content-type")?.hasPrefix("text/plain; version=0.0.4") == true)
