@@ -140,9 +140,14 @@ public enum ChildProcess {
     }
 
     /// The path of this process's executable (`/proc/self/exe`), or nil if it cannot be read.
-    public static var currentExecutable: String? {
+    public static var currentExecutable: String? { executable(of: "self") }
+
+    /// The executable a process runs now (after any `exec`), from `/proc/<pid>/exe`.
+    public static func executable(of pid: pid_t) -> String? { executable(of: String(pid)) }
+
+    private static func executable(of process: String) -> String? {
         var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        let n = readlink("/proc/\(process)/exe", &buffer, buffer.count - 1)
         guard n > 0 else { return nil }
         return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }

@@ -11,14 +11,6 @@ import Glibc
 /// tests then run every worker through this path against real servers.
 @Suite("shopfleet worker and shopfleet-worker")
 struct WorkerExecutableTests {
-    /// The executable a process runs now, from /proc.
-    static func executable(of pid: pid_t) -> String? {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/\(pid)/exe", &buffer, buffer.count - 1)
-        guard n > 0 else { return nil }
-        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-
     /// Its argv, from /proc.
     static func arguments(of pid: pid_t) -> [String] {
         guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return [] }
@@ -47,7 +39,7 @@ struct WorkerExecutableTests {
                                              extraEnvironment: Self.environment, logFile: log)
         defer { process.signal(SIGKILL) }
         try await waitUntil(deadline: .seconds(30)) { Self.read(log).contains("waiting for PostgreSQL at 127.0.0.1:1") }
-        let exe = try #require(Self.executable(of: process.pid))
+        let exe = try #require(ChildProcess.executable(of: process.pid))
         #expect(exe.hasSuffix("/" + expected), "\(domain) runs \(exe)")
         let argv = Self.arguments(of: process.pid)
         #expect(Array(argv.dropFirst()) == (expected == "shopfleet" ? ["worker"] : []) + [domain, "--port", "0"], "argv: \(argv)")

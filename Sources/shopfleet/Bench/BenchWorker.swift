@@ -356,7 +356,7 @@ final class WorkerBench: Sendable {
                     idle = max(idle, try Self.residentMegabytes(child.pid))
                     try await Task.sleep(for: .milliseconds(100))
                 }
-                let runs = Self.executableName(child.pid)
+                let runs = ChildProcess.executable(of: child.pid).map { String($0.split(separator: "/").last ?? "?") } ?? "?"
                 child.signal(SIGTERM)
                 _ = try await withDeadline(.seconds(30)) { await child.wait() }
                 rows.append(BenchRow(metric: "worker.rss_idle.\(domain)", unit: "MB", value: idle, baseline: 40,
@@ -375,15 +375,6 @@ final class WorkerBench: Sendable {
             let request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/readyz")
             return (try? await HTTPClient.shared.execute(request, timeout: .seconds(2)))?.status == .ok
         }
-    }
-
-    /// The file name of the executable a process runs (after any exec).
-    static func executableName(_ pid: pid_t) -> String {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/\(pid)/exe", &buffer, buffer.count - 1)
-        guard n > 0 else { return "?" }
-        let path = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        return String(path.split(separator: "/").last ?? "?")
     }
 
     /// The `Name:` lines of `/proc/<pid>/status`.
