@@ -4,6 +4,11 @@
  *
  *   amqp_baseline publish <queue> <count> <size> <window>   publish with confirms, <window> in flight
  *   amqp_baseline consume <queue> <count> <prefetch>        consume and ack each delivery
+ *   amqp_baseline consume-coalesced <queue> <count> <prefetch>
+ *                                                           consume; when no further delivery is
+ *                                                           already read, ack everything so far
+ *                                                           with one multiple ack (what the Swift
+ *                                                           client does with a burst of acks)
  *
  * Connection settings come from the environment (never argv): AMQP_HOST, AMQP_PORT, AMQP_VHOST,
  * AMQP_USER, AMQP_PASSWORD. Prints one line: "<messages> <seconds>".
@@ -83,7 +88,7 @@ static int publish(const char *queue, long count, long size, long window) {
     return 0;
 }
 
-static int consume(const char *queue, long count, long prefetch) {
+static int consume(const char *queue, long count, long prefetch, int coalesce) {
     amqp_connection_state_t conn = open_connection();
     amqp_basic_qos(conn, 1, 0, (uint16_t)prefetch, 0);
     die_on_reply(amqp_get_rpc_reply(conn), "basic.qos");
@@ -96,9 +101,13 @@ static int consume(const char *queue, long count, long prefetch) {
         amqp_maybe_release_buffers(conn);
         amqp_rpc_reply_t r = amqp_consume_message(conn, &envelope, NULL, 0);
         die_on_reply(r, "consume");
-        die_on(amqp_basic_ack(conn, 1, envelope.delivery_tag, 0) != AMQP_STATUS_OK, "ack");
-        amqp_destroy_envelope(&envelope);
         received++;
+        if (!coalesce) {
+            die_on(amqp_basic_ack(conn, 1, envelope.delivery_tag, 0) != AMQP_STATUS_OK, "ack");
+        } else if (received == count || (!amqp_data_in_buffer(conn) && !amqp_frames_enqueued(conn))) {
+            die_on(amqp_basic_ack(conn, 1, envelope.delivery_tag, 1) != AMQP_STATUS_OK, "ack multiple");
+        }
+        amqp_destroy_envelope(&envelope);
     }
     double elapsed = now_seconds() - start;
     printf("%ld %.6f\n", received, elapsed);
@@ -109,7 +118,8 @@ static int consume(const char *queue, long count, long prefetch) {
 
 int main(int argc, char **argv) {
     if (argc == 6 && strcmp(argv[1], "publish") == 0) return publish(argv[2], atol(argv[3]), atol(argv[4]), atol(argv[5]));
-    if (argc == 5 && strcmp(argv[1], "consume") == 0) return consume(argv[2], atol(argv[3]), atol(argv[4]));
-    fprintf(stderr, "usage: amqp_baseline publish <queue> <count> <size> <window> | consume <queue> <count> <prefetch>\n");
+    if (argc == 5 && strcmp(argv[1], "consume") == 0) return consume(argv[2], atol(argv[3]), atol(argv[4]), 0);
+    if (argc == 5 && strcmp(argv[1], "consume-coalesced") == 0) return consume(argv[2], atol(argv[3]), atol(argv[4]), 1);
+    fprintf(stderr, "usage: amqp_baseline publish <queue> <count> <size> <window> | consume[-coalesced] <queue> <count> <prefetch>\n");
     return 2;
 }

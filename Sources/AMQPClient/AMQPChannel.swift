@@ -188,6 +188,7 @@ public struct AMQPChannel: Sendable, Hashable {
                                                        routingKey: CValues.string(ok.routing_key)) else {
                 throw connection.error(.connectionLost, "\(doing): connection lost while reading the message")
             }
+            if !noAck { channel.unsettled.append(deliveryTag) }
             return AMQPDelivery(message: message, deliveryTag: deliveryTag, redelivered: redelivered, consumerTag: nil,
                                 channel: self, incarnation: channel.incarnation, noAck: noAck)
         }
@@ -274,6 +275,18 @@ extension AMQPConnection {
         case ack(multiple: Bool)
         case nack(requeue: Bool, multiple: Bool)
         case reject(requeue: Bool)
+
+        var isSingleAck: Bool {
+            if case .ack(multiple: false) = self { return true }
+            return false
+        }
+
+        var isMultiple: Bool {
+            switch self {
+            case .ack(let multiple), .nack(_, let multiple): return multiple
+            case .reject: return false
+            }
+        }
     }
 
     struct PendingSettlement: Sendable {
@@ -297,32 +310,73 @@ extension AMQPConnection {
 
     /// On the thread. A settlement for a channel reopened since its delivery is skipped: the broker
     /// has requeued that message already, and acking the old tag would close the channel.
+    ///
+    /// A run of single acks on one channel that settles the oldest of its unsettled deliveries goes
+    /// out as one ack with `multiple` up to the last of them (the frame the broker would otherwise
+    /// get once per message); the run's other acks, and everything else, go out one by one.
     private func sendSettlements() {
         let batch = settlements.withLock { list in
             let batch = list
             list.removeAll(keepingCapacity: true)
             return batch
         }
-        for item in batch {
+        var index = 0
+        while index < batch.count {
+            let item = batch[index]
             guard let state, let channel = channels[item.channel], channel.open, channel.incarnation == item.incarnation else {
                 logger.debug("settling a delivery of an earlier connection is skipped; the broker redelivers it",
                              metadata: ["deliveryTag": "\(item.deliveryTag)"])
+                index += 1
                 continue
             }
-            let status: Int32
-            switch item.settlement {
-            case .ack(let multiple):
-                status = amqp_basic_ack(state, item.channel, item.deliveryTag, multiple ? 1 : 0)
-            case .nack(let requeue, let multiple):
-                status = amqp_basic_nack(state, item.channel, item.deliveryTag, multiple ? 1 : 0, requeue ? 1 : 0)
-            case .reject(let requeue):
-                status = amqp_basic_reject(state, item.channel, item.deliveryTag, requeue ? 1 : 0)
+            var end = index
+            while end < batch.count, batch[end].channel == item.channel, batch[end].incarnation == item.incarnation,
+                  batch[end].settlement.isSingleAck {
+                end += 1
             }
-            if status != AMQP_STATUS_OK.rawValue {
-                connectionLost("acknowledging: \(Self.statusText(status))")
-                return
+            if end - index >= 2 {
+                let run = batch[index..<end]
+                let acked = Set(run.map(\.deliveryTag))
+                var covered = 0
+                while covered < channel.unsettled.count, acked.contains(channel.unsettled[covered]) { covered += 1 }
+                if covered >= 2 {
+                    let upTo = channel.unsettled[covered - 1]
+                    guard send(.ack(multiple: true), tag: upTo, on: channel, state: state) else { return }
+                    for other in run where other.deliveryTag > upTo {
+                        guard send(other.settlement, tag: other.deliveryTag, on: channel, state: state) else { return }
+                    }
+                    index = end
+                    continue
+                }
             }
+            guard send(item.settlement, tag: item.deliveryTag, on: channel, state: state) else { return }
+            index += 1
         }
+    }
+
+    /// Sends one settlement and forgets what it settles; false when the connection was lost.
+    private func send(_ settlement: Settlement, tag: UInt64, on channel: ChannelState, state: amqp_connection_state_t) -> Bool {
+        let status: Int32
+        switch settlement {
+        case .ack(let multiple):
+            status = amqp_basic_ack(state, channel.id, tag, multiple ? 1 : 0)
+        case .nack(let requeue, let multiple):
+            status = amqp_basic_nack(state, channel.id, tag, multiple ? 1 : 0, requeue ? 1 : 0)
+        case .reject(let requeue):
+            status = amqp_basic_reject(state, channel.id, tag, requeue ? 1 : 0)
+        }
+        if status != AMQP_STATUS_OK.rawValue {
+            connectionLost("acknowledging: \(Self.statusText(status))")
+            return false
+        }
+        settlementFrames.add(1, ordering: .relaxed)
+        if settlement.isMultiple {
+            let settled = channel.unsettled.firstIndex { $0 > tag } ?? channel.unsettled.count
+            channel.unsettled.removeFirst(settled)
+        } else if let at = channel.unsettled.firstIndex(of: tag) {
+            channel.unsettled.remove(at: at)
+        }
+        return true
     }
 }
 

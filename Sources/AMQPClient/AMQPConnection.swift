@@ -36,6 +36,8 @@ public final class AMQPConnection: @unchecked Sendable {
     private var reconnectAttempts = 0
     private var nextHousekeeping = ContinuousClock.now
     let scratch: UnsafeMutablePointer<amqp_pool_t>
+    /// Ack, nack and reject frames sent (a coalesced burst counts once), for the tests.
+    let settlementFrames = Atomic<Int>(0)
 
     /// Confined to the connection thread.
     final class ChannelState: @unchecked Sendable {
@@ -49,6 +51,9 @@ public final class AMQPConnection: @unchecked Sendable {
         var pending: [PendingConfirm] = []
         var lastReturn: (message: AMQPMessage, code: UInt16, text: String)?
         var consumers: [String: ConsumerState] = [:]
+        /// Delivery tags handed out for manual acknowledgement and not settled yet, ascending: a
+        /// burst of acks that covers a prefix of them goes out as one ack with `multiple`.
+        var unsettled: [UInt64] = []
         init(id: UInt16) { self.id = id }
     }
 
@@ -235,6 +240,7 @@ public final class AMQPConnection: @unchecked Sendable {
         try check(amqp_get_rpc_reply(state), channel: channel.id, doing: "open channel \(channel.id)")
         channel.open = true
         channel.incarnation &+= 1
+        channel.unsettled.removeAll()
         channel.publishSeq = 0
         if let prefetch = channel.prefetch {
             _ = amqp_basic_qos(state, channel.id, 0, prefetch, 0)
@@ -368,6 +374,7 @@ public final class AMQPConnection: @unchecked Sendable {
                 if let state { _ = amqp_basic_reject(state, channelID, deliver.delivery_tag, 1) }
                 return
             }
+            if !consumer.noAck { channel.unsettled.append(deliver.delivery_tag) }
             let delivery = AMQPDelivery(
                 message: message, deliveryTag: deliver.delivery_tag, redelivered: deliver.redelivered != 0,
                 consumerTag: tag, channel: AMQPChannel(connection: self, id: channelID),

@@ -79,6 +79,55 @@ struct AMQPClientTests {
         await connection.close()
     }
 
+    /// A burst of acks goes out as one `multiple` ack for the oldest deliveries it settles, and
+    /// never settles a delivery that was not acked: those come back when the channel closes.
+    @Test func aBurstOfAcksIsOneFrameAndSettlesOnlyWhatWasAcked() async throws {
+        let connection = try await AMQPConnection.connect(try amqpConfiguration())
+        let channel = try await connection.openChannel()
+        try await channel.enableConfirms()
+        let queue = try await quorumQueue(channel, "coalesce")
+        for i in 0..<40 { try await channel.publish("\(i)", routingKey: queue) }
+        let consumerChannel = try await connection.openChannel()
+        try await consumerChannel.setPrefetch(40)
+        var deliveries: [AMQPDelivery] = []
+        for try await delivery in try await consumerChannel.consume(queue: queue) {
+            deliveries.append(delivery)
+            if deliveries.count == 40 { break }
+        }
+        #expect(deliveries.map(\.message.bodyString) == (0..<40).map { "\($0)" })
+        let before = connection.settlementFrames.load(ordering: .relaxed)
+        // On the connection's thread, so the 38 acks are one burst: nothing sends them until it yields.
+        let toAck = deliveries.filter { $0.message.bodyString != "20" && $0.message.bodyString != "30" }
+        await withTaskExecutorPreference(connection.executor) {
+            for delivery in toAck { delivery.ack() }
+        }
+        // 0…19 as one multiple ack (20 is not acked, so it must stop there), then 21…29 and 31…39 one by one.
+        try await waitUntil(deadline: .seconds(5)) { connection.settlementFrames.load(ordering: .relaxed) - before == 19 }
+        try await consumerChannel.close()
+        // What was not acked is back, and only that.
+        try await waitUntil(deadline: .seconds(10)) { try await channel.declareQueue(queue, passive: true).messageCount == 2 }
+        var back: [String] = []
+        while let delivery = try await channel.get(queue: queue) {
+            back.append(delivery.message.bodyString)
+            delivery.ack()
+        }
+        #expect(back.sorted() == ["20", "30"])
+        // Deliveries fetched with basic.get are settled the same way: three acks, one frame.
+        for i in 0..<3 { try await channel.publish("g\(i)", routingKey: queue) }
+        var fetched: [AMQPDelivery] = []
+        while fetched.count < 3, let delivery = try await channel.get(queue: queue) { fetched.append(delivery) }
+        let beforeGet = connection.settlementFrames.load(ordering: .relaxed)
+        await withTaskExecutorPreference(connection.executor) {
+            for delivery in fetched { delivery.ack() }
+        }
+        try await waitUntil(deadline: .seconds(5)) { connection.settlementFrames.load(ordering: .relaxed) - beforeGet == 1 }
+        try await channel.close()
+        let check = try await connection.openChannel()
+        try await waitUntil(deadline: .seconds(10)) { try await check.declareQueue(queue, passive: true).messageCount == 0 }
+        try await check.deleteQueue(queue)
+        await connection.close()
+    }
+
     @Test func propertiesAndHeadersRoundTrip() async throws {
         let connection = try await AMQPConnection.connect(try amqpConfiguration())
         let channel = try await connection.openChannel()

@@ -13,7 +13,9 @@ import Glibc
 ///
 /// - AMQP: 1 KB persistent messages on a durable quorum queue; publish with 100 confirms in flight,
 ///   consume with prefetch 100 and an ack per message. Baseline: `bench/amqp_baseline.c`, the same
-///   work written directly against rabbitmq-c (compiled here with `cc -O2`).
+///   work written directly against rabbitmq-c (compiled here with `cc -O2`). The Swift client sends
+///   a burst of acks as one `multiple` ack, so the `_vs_batched_c` rows compare it with the C
+///   consumer doing the same on the wire.
 /// - PostgreSQL: one connection, transactions of one INSERT + one UPDATE. Baseline: `pgbench -c 1
 ///   -M extended` running the same SQL.
 /// - Redis: SET and GET of a 100-byte value, one connection, unpipelined and in pipelines of 100.
@@ -113,7 +115,7 @@ struct AMQPBench {
             return parts[0] / parts[1]
         }
         var publishC = 0.0, publishSwift = 0.0, consumeC = 0.0, consumeSwift = 0.0
-        var publishPinned = 0.0, consumePinned = 0.0
+        var publishPinned = 0.0, consumePinned = 0.0, consumeBatchedC = 0.0
         // Each round runs both sides; which goes first alternates, so neither always meets a
         // broker busier with the other's leftovers (quorum queue log compaction).
         for round in 0..<max(1, rounds) {
@@ -127,6 +129,14 @@ struct AMQPBench {
                 try rate(try await ChildProcess.check(
                     [binary, "consume", cQueue, String(messages), String(window)], extraEnvironment: environment))
             }
+            // The C consumer again, acking each burst with one `multiple` ack as the Swift client
+            // does on the wire, on a queue of its own filled by the C publisher (not timed).
+            let batchedQueue = try await freshQueue()
+            _ = try await ChildProcess.check(
+                [binary, "publish", batchedQueue, String(messages), String(size), String(window)], extraEnvironment: environment)
+            consumeBatchedC = max(consumeBatchedC, try rate(try await ChildProcess.check(
+                [binary, "consume-coalesced", batchedQueue, String(messages), String(window)], extraEnvironment: environment)))
+            try await admin.deleteQueue(batchedQueue)
             if round % 2 == 0 {
                 publishC = max(publishC, try await cPublish())
                 publishSwift = max(publishSwift, try await publish(connection, queue: swiftQueue))
@@ -156,6 +166,10 @@ struct AMQPBench {
                      baselineName: "C rabbitmq-c, 100 confirms in flight"),
             BenchRow(metric: "amqp.consume_ack_pinned", unit: "msg/s", value: consumePinned, baseline: consumeC,
                      baselineName: "C rabbitmq-c, prefetch 100"),
+            BenchRow(metric: "amqp.consume_ack_vs_batched_c", unit: "msg/s", value: consumeSwift, baseline: consumeBatchedC,
+                     baselineName: "C rabbitmq-c, prefetch 100, one multiple ack per burst"),
+            BenchRow(metric: "amqp.consume_ack_pinned_vs_batched_c", unit: "msg/s", value: consumePinned, baseline: consumeBatchedC,
+                     baselineName: "C rabbitmq-c, prefetch 100, one multiple ack per burst"),
         ]
     }
 
