@@ -138,14 +138,17 @@ final class WorkerBench: Sendable {
         try await ChildProcess.check(["cc", "-O2", "-o", binary, baselineSource, "-lrabbitmq"])
         var rows: [BenchRow] = []
         if parts.contains("noop") {
-            var swift = 0.0, c = 0.0
+            var swift = 0.0, c = 0.0, batchedC = 0.0
             for round in 0..<max(1, rounds) {
                 if round % 2 == 0 { c = max(c, try await consumeC(binary, channel: channel)) }
                 swift = max(swift, try await runWorker(queue: BenchNoop.queue, channel: channel, database: database))
                 if round % 2 == 1 { c = max(c, try await consumeC(binary, channel: channel)) }
+                batchedC = max(batchedC, try await consumeC(binary, channel: channel, batched: true))
             }
             rows.append(BenchRow(metric: "worker.consume_noop", unit: "msg/s", value: swift, baseline: c,
                                  baselineName: "C rabbitmq-c consumer, prefetch 100"))
+            rows.append(BenchRow(metric: "worker.consume_noop_vs_batched_c", unit: "msg/s", value: swift, baseline: batchedC,
+                                 baselineName: "the same, one multiple ack per burst"))
         }
         if parts.contains("tx") {
             var swift = 0.0, pg = 0.0
@@ -192,13 +195,15 @@ final class WorkerBench: Sendable {
 
     static let padding = String(repeating: "x", count: 1000)
 
-    func consumeC(_ binary: String, channel: AMQPChannel) async throws -> Double {
+    /// `batched`: the C consumer sends one multiple ack per burst, as the Swift client does on the wire.
+    func consumeC(_ binary: String, channel: AMQPChannel, batched: Bool = false) async throws -> Double {
         try await fill("bench.c", channel: channel) { BenchNoop(n: $0, padding: Self.padding) }
         let environment = [
             "AMQP_HOST": amqpConfiguration.host, "AMQP_PORT": String(amqpConfiguration.port), "AMQP_VHOST": vhost,
             "AMQP_USER": amqpConfiguration.user, "AMQP_PASSWORD": amqpConfiguration.password,
         ]
-        let output = try await ChildProcess.check([binary, "consume", "bench.c", String(messages), "100"], extraEnvironment: environment)
+        let output = try await ChildProcess.check([binary, batched ? "consume-coalesced" : "consume", "bench.c", String(messages), "100"],
+                                                  extraEnvironment: environment)
         let parts = output.split(separator: " ").compactMap { Double($0.trimmed()) }
         guard parts.count == 2, parts[1] > 0 else { throw ValidationError("amqp_baseline printed '\(output)'") }
         return parts[0] / parts[1]
