@@ -59,7 +59,9 @@ final class CheckoutFleet: Sendable {
         channel = try await amqp.openChannel()
         try await channel.enableConfirms()
         var ports: [String: Int] = [:]
-        for role in Self.roles { ports[role] = TestServers.freePort() }
+        // One block of consecutive free ports, so no two roles can draw the same one.
+        let base = TestServers.freePort(count: Self.roles.count)
+        for (index, role) in Self.roles.enumerated() { ports[role] = base + index }
         self.ports = ports
         logDirectory = "/tmp/\(scratch.name)"
         try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)

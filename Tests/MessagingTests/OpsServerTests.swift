@@ -7,6 +7,7 @@ import NIOCore
 import NIOHTTP1
 import Prometheus
 import ServiceLifecycle
+import ShopfleetTesting
 import Synchronization
 import Testing
 #if canImport(Glibc)
@@ -35,7 +36,7 @@ struct OpsServerTests {
                            _ body: @Sendable (_ port: Int, _ registry: PrometheusCollectorRegistry) async throws -> Void) async throws {
         let registry = PrometheusCollectorRegistry()
         let logger = Logger(label: "ops test")
-        let port = Int.random(in: 41_000...44_999)
+        let port = TestServers.freePort()
         let server = OpsServer(host: "127.0.0.1", port: port, registry: registry, logger: logger, problem: problem)
         let group = ServiceGroup(services: [server], logger: logger)
         try await withThrowingTaskGroup(of: Void.self) { tasks in
