@@ -40,6 +40,8 @@ struct WebhookTests {
         }
         let receiver = Task { try await Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port))).run() }
         defer { receiver.cancel() }
+        // Listening before the fleet draws its ports, so none of them can be this one.
+        try await waitUntil(deadline: .seconds(10)) { CheckoutFleet.accepts(port: port) }
 
         let secret = "whsec_" + UUIDv7.generate()
         try await CheckoutFleet.with(environment: ["SHOPFLEET_WEBHOOK_URL": "http://127.0.0.1:\(port)/hook",
