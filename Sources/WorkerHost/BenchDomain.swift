@@ -11,7 +11,7 @@ public enum BenchDomain {
     ]
 
     /// A no-op handler (no transaction) and one doing the inbox + outbox transaction with one row and one event.
-    public static func definition(schema: String) -> WorkerDefinition {
+    public static func definition(schema: String = schema) -> WorkerDefinition {
         var handlers = HandlerRegistry()
         let table = "\(quoteIdentifier(schema)).records"
         handlers.onWithoutTransaction(BenchNoop.self) { _, _ in }

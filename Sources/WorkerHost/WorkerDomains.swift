@@ -27,6 +27,19 @@ public struct WorkerDomain: Sendable {
     }
 }
 
+extension Dictionary where Key == String, Value == WorkerDomain {
+    /// The domains offered to people (not the benchmark's), sorted.
+    public var listedNames: [String] { filter(\.value.listed).keys.sorted() }
+
+    /// The named domain, or an error that names the ones there are.
+    public func domain(named name: String) throws -> WorkerDomain {
+        guard let domain = self[name] else {
+            throw ValidationError("unknown domain '\(name)'; this build has " + listedNames.joined(separator: ", "))
+        }
+        return domain
+    }
+}
+
 /// The domains whose workers need nothing but the runtime and the three servers: no HTTP client,
 /// no TLS, no token signing. `shopfleet-worker` is built from these alone, which keeps it small
 /// (see `docs/benchmarks.md`, memory); `shopfleet worker <domain>` runs that binary for them.
@@ -46,7 +59,7 @@ public enum RuntimeDomains {
             DeadLettersService.definition(topology: try Topology(contentsOfFile: config.value(ShopfleetConfiguration.topologyFile)))
         },
         BenchDomain.name: WorkerDomain(schema: BenchDomain.schema, migrations: BenchDomain.migrations, listed: false) { _ in
-            BenchDomain.definition(schema: BenchDomain.schema)
+            BenchDomain.definition()
         },
     ]
 
@@ -76,11 +89,7 @@ public struct WorkerArguments: ParsableArguments, Sendable {
     /// Runs the domain's worker from `domains` until SIGTERM.
     public func run(domains: [String: WorkerDomain]) async throws {
         let config = try connection.configuration()
-        guard let entry = domains[domain] else {
-            throw ValidationError("unknown domain '\(domain)'; this build has "
-                                  + domains.filter(\.value.listed).keys.sorted().joined(separator: ", "))
-        }
-        let definition = try await entry.make(config)
+        let definition = try await domains.domain(named: domain).make(config)
         guard let level = Logger.Level(rawValue: config.value(ShopfleetConfiguration.logLevel)) else {
             throw ValidationError("SHOPFLEET_LOG_LEVEL '\(config.value(ShopfleetConfiguration.logLevel))' is not a log level")
         }

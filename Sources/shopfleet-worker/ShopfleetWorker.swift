@@ -10,7 +10,7 @@ struct ShopfleetWorker: AsyncParsableCommand {
         commandName: "shopfleet-worker",
         abstract: "Run one domain's worker until SIGTERM: consume its queues, serve /healthz, /readyz, /metrics.",
         discussion: "The small executable behind `shopfleet worker` for: "
-            + RuntimeDomains.table.filter(\.value.listed).keys.sorted().joined(separator: ", ") + ".")
+            + RuntimeDomains.table.listedNames.joined(separator: ", ") + ".")
 
     @OptionGroup var arguments: WorkerArguments
 

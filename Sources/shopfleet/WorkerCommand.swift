@@ -34,7 +34,7 @@ enum WorkerCatalog {
     ]) { runtime, _ in runtime }
 
     /// The domains `shopfleet migrate` applies by default (not the benchmark's).
-    static var listed: [String] { domains.filter(\.value.listed).keys.sorted() }
+    static var listed: [String] { domains.listedNames }
 
     /// The small worker executable, built from the runtime-only domains.
     static let slimName = "shopfleet-worker"
@@ -94,14 +94,13 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var arguments: WorkerArguments
 
     func run() async throws {
+        // `shopfleet worker <domain> …`: the same arguments, after `worker`, go to the small executable.
         if RuntimeDomains.table[arguments.domain] != nil, let slim = WorkerCatalog.slimExecutable,
-           CommandLine.arguments.count >= 2, CommandLine.arguments[1] == commandName {
+           CommandLine.arguments.dropFirst().first == "worker" {
             try Self.exec(slim, arguments: [WorkerCatalog.slimName] + CommandLine.arguments.dropFirst(2))
         }
         try await arguments.run(domains: WorkerCatalog.domains)
     }
-
-    private var commandName: String { Self.configuration.commandName ?? "worker" }
 
     /// Replaces this process with `path`; returns only by throwing.
     static func exec(_ path: String, arguments: [String]) throws -> Never {
@@ -136,9 +135,7 @@ extension MigrateCommand {
         defer { Task { await client.close() } }
         var report: [String] = []
         for name in names {
-            guard let domain = WorkerCatalog.domains[name] else {
-                throw ValidationError("unknown domain '\(name)'; this build has " + WorkerCatalog.listed.joined(separator: ", "))
-            }
+            let domain = try WorkerCatalog.domains.domain(named: name)
             let applied = try await Migrator(client: client, schema: domain.schema).migrate(try RuntimeMigrations.with(domain.migrations))
             report.append("\(name): schema \(domain.schema): " + (applied.isEmpty ? "up to date" : "applied \(applied.map(String.init).joined(separator: ", "))"))
         }

@@ -119,11 +119,9 @@ final class WorkerBench: Sendable {
         try? await management.deleteVirtualHost(vhost)
     }
 
-    static func definition(schema: String) -> WorkerDefinition { BenchDomain.definition(schema: schema) }
-
     func run(rounds: Int, baselineSource: String, parts: Set<String>) async throws -> [BenchRow] {
         let database = PostgresClient(configuration: try PostgresConfiguration(url: config.databaseURL), maximumConnections: concurrency + 2)
-        let definition = Self.definition(schema: schema)
+        let definition = BenchDomain.definition()
         // pgbench gets tables of its own: rows it leaves unpublished in the worker's outbox would
         // keep the worker's relay busy.
         for schema in [schema, pgbenchSchema] {
@@ -227,7 +225,7 @@ final class WorkerBench: Sendable {
         hooks.afterAck = { _ in done.add(1, ordering: .relaxed) }
         var logger = Logger(label: "bench")
         logger.logLevel = .warning
-        let worker = Worker(options: options, topology: topology, handlers: Self.definition(schema: schema).handlers,
+        let worker = Worker(options: options, topology: topology, handlers: BenchDomain.definition().handlers,
                             amqp: amqp, database: database, logger: logger, hooks: hooks)
         let start = ContinuousClock.now
         let task = Task { try await worker.run() }
@@ -285,7 +283,7 @@ final class WorkerBench: Sendable {
         guard FileManager.default.createFile(atPath: topologyFile, contents: Data(Self.topologyYAML.utf8)) else {
             throw ValidationError("cannot write \(topologyFile)")
         }
-        let port = Int.random(in: 40_000...49_999)
+        let port = LocalPort.free()
         guard let executable = ChildProcess.currentExecutable else { throw ValidationError("cannot find this executable") }
         guard WorkerCatalog.slimExecutable != nil else {
             throw ValidationError("\(WorkerCatalog.slimName) is not built beside \(executable): build it (`swift build -c release --product \(WorkerCatalog.slimName)`), the memory figures are of that binary")
@@ -300,12 +298,7 @@ final class WorkerBench: Sendable {
         defer { child.signal(SIGKILL) }
         try await Self.waitReady(port: port)
         printMemorySplit("idle", child.pid)
-        // Idle: a few samples over a second, the largest.
-        var idle = 0.0
-        for _ in 0..<10 {
-            idle = max(idle, try Self.residentMegabytes(child.pid))
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        let idle = try await Self.idleMegabytes(child.pid)
         let database = PostgresClient(configuration: try PostgresConfiguration(url: config.databaseURL), maximumConnections: 1)
         let before = try await database.query("SELECT count(*) FROM \(quoteIdentifier(schema)).records")[0].decode(Int.self, 0)
         let target = before + messages
@@ -351,16 +344,12 @@ final class WorkerBench: Sendable {
         var rows: [BenchRow] = []
         do {
             for domain in WorkerCatalog.fleet {
-                let port = Int.random(in: 40_000...49_999)
+                let port = LocalPort.free()
                 let child = try ChildProcess.spawn([executable, "worker", domain, "--port", String(port)],
                                                    extraEnvironment: environment, logFile: directory + "/\(domain).log")
                 defer { child.signal(SIGKILL) }
                 try await Self.waitReady(port: port)
-                var idle = 0.0
-                for _ in 0..<10 {
-                    idle = max(idle, try Self.residentMegabytes(child.pid))
-                    try await Task.sleep(for: .milliseconds(100))
-                }
+                let idle = try await Self.idleMegabytes(child.pid)
                 let runs = ChildProcess.executable(of: child.pid).map { String($0.split(separator: "/").last ?? "?") } ?? "?"
                 child.signal(SIGTERM)
                 _ = try await withDeadline(.seconds(30)) { await child.wait() }
@@ -393,6 +382,16 @@ final class WorkerBench: Sendable {
             fields[line[..<colon]] = line[line.index(after: colon)...].trimmed()[...]
         }
         return fields
+    }
+
+    /// Resident memory of an idle process: the largest of ten samples over a second.
+    static func idleMegabytes(_ pid: pid_t) async throws -> Double {
+        var idle = 0.0
+        for _ in 0..<10 {
+            idle = max(idle, try residentMegabytes(pid))
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return idle
     }
 
     static func residentMegabytes(_ pid: pid_t) throws -> Double {
