@@ -116,7 +116,27 @@ public struct AMQPChannel: Sendable, Hashable {
         let id = self.id
         try await connection.thread.submitDeferred { (continuation: UnsafeContinuation<Void, any Error>) in
             connection.publishOnThread(id, body: body, exchange: exchange, routingKey: routingKey,
-                                       properties: properties, mandatory: mandatory, continuation: continuation)
+                                       properties: properties, mandatory: mandatory, continuation: .task(continuation))
+        }
+    }
+
+    /// Publishes without waiting: returns once the message is queued for the connection's thread,
+    /// and `confirmed` is called later on that thread, with nil when the broker confirmed the
+    /// message or with the error ``publish(_:exchange:routingKey:properties:mandatory:)`` would
+    /// throw. No task waits per message. Keep `confirmed` short: the connection's I/O waits for it.
+    public func publish(_ body: [UInt8], exchange: String = "", routingKey: String,
+                        properties: AMQPProperties = AMQPProperties(), mandatory: Bool = false,
+                        confirmed: @escaping @Sendable ((any Error)?) -> Void) {
+        let connection = self.connection
+        let id = self.id
+        let job: @Sendable () -> Void = {
+            connection.publishOnThread(id, body: body, exchange: exchange, routingKey: routingKey,
+                                       properties: properties, mandatory: mandatory, continuation: .callback(confirmed))
+        }
+        if connection.thread.isCurrent {
+            job()
+        } else if !connection.thread.execute(job) {
+            confirmed(connection.error(.closed, "connection closed by this process; the message was not sent"))
         }
     }
 
@@ -240,7 +260,7 @@ extension AMQPConnection {
     }
 
     func publishOnThread(_ id: UInt16, body: [UInt8], exchange: String, routingKey: String, properties: AMQPProperties,
-                         mandatory: Bool, continuation: UnsafeContinuation<Void, any Error>) {
+                         mandatory: Bool, continuation: ConfirmWaiter) {
         let doing = "publish to exchange '\(exchange)' with routing key '\(routingKey)'"
         let channel: ChannelState
         do {

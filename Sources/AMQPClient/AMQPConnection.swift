@@ -60,7 +60,27 @@ public final class AMQPConnection: @unchecked Sendable {
     struct PendingConfirm {
         var seq: UInt64
         var messageID: String?
-        var continuation: UnsafeContinuation<Void, any Error>
+        var continuation: ConfirmWaiter
+    }
+
+    /// Who waits for a publish's confirm: a task, or a callback run on the connection's thread.
+    enum ConfirmWaiter: Sendable {
+        case task(UnsafeContinuation<Void, any Error>)
+        case callback(@Sendable ((any Error)?) -> Void)
+
+        func resume() {
+            switch self {
+            case .task(let continuation): continuation.resume()
+            case .callback(let callback): callback(nil)
+            }
+        }
+
+        func resume(throwing error: any Error) {
+            switch self {
+            case .task(let continuation): continuation.resume(throwing: error)
+            case .callback(let callback): callback(error)
+            }
+        }
     }
 
     /// Confined to the connection thread once registered.

@@ -15,8 +15,14 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     /// Touched only on `thread`.
     private var conn: OpaquePointer?
     private let usable = Atomic<Bool>(false)
-    /// A transaction's BEGIN waits to go with its first statement: one thread hop fewer.
+    /// A transaction's BEGIN waits to go with its first statement, in the same round trip.
     private let beginDeferred = Atomic<Bool>(false)
+    /// `commit(after:)` ended the open transaction: `transaction` sends no COMMIT of its own.
+    private let committedEarly = Atomic<Bool>(false)
+    /// Statement text → the name it is prepared under on this server connection. Touched only on
+    /// `thread`; it dies with the connection (a reconnect is a new ``PostgresConnection``).
+    private var prepared: [String: String] = [:]
+    private var preparedNames = 0
 
     private init(configuration: PostgresConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -70,7 +76,8 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     }
 
     /// Runs `body` in a transaction: COMMIT when it returns, ROLLBACK when it throws (the error is
-    /// rethrown). A failed COMMIT throws as well.
+    /// rethrown). A failed COMMIT throws as well. The body may end the transaction itself with
+    /// ``commit(after:)``, which sends its last statements and the COMMIT in one round trip.
     ///
     /// The connection belongs to the transaction until it ends, so the body runs on the
     /// connection's own thread (task executor preference): its statements run inline, with no
@@ -78,31 +85,55 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     public func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
         try await withTaskExecutorPreference(thread) {
             beginDeferred.store(true, ordering: .releasing)
+            committedEarly.store(false, ordering: .releasing)
             let result: T
             do {
                 result = try await body(self)
             } catch {
-                // Nothing reached the server if BEGIN is still waiting: nothing to roll back.
-                if !beginDeferred.exchange(false, ordering: .acquiringAndReleasing), isUsable {
+                // Nothing to roll back if BEGIN is still waiting, or if the body committed.
+                let committed = committedEarly.exchange(false, ordering: .acquiringAndReleasing)
+                let begun = !beginDeferred.exchange(false, ordering: .acquiringAndReleasing)
+                if begun, !committed, isUsable {
                     do { try await simpleQuery("ROLLBACK") } catch {
                         logger.warning("rollback failed", metadata: ["error": "\(error)"])
                     }
                 }
                 throw error
             }
-            if !beginDeferred.exchange(false, ordering: .acquiringAndReleasing) {
+            let committed = committedEarly.exchange(false, ordering: .acquiringAndReleasing)
+            let begun = !beginDeferred.exchange(false, ordering: .acquiringAndReleasing)
+            if begun, !committed {
                 try await simpleQuery("COMMIT")
             }
             return result
         }
     }
 
-    /// Sends a deferred BEGIN before the statement that needs it. On the thread.
+    /// Ends the transaction ``transaction(_:)`` opened: runs `statements`, then COMMIT, sent
+    /// together in one round trip (libpq pipeline mode), and returns the statements' rows. Call it
+    /// last in the body; a statement after it is an error. If a statement fails, nothing commits:
+    /// the error is thrown and `transaction` rolls back.
+    @discardableResult
+    public func commit(after statements: [PostgresStatement]) async throws -> [PostgresRows] {
+        try await thread.submit { try self.runCommit(statements) }
+    }
+
+    private static let begin = PipelinedStatement(sql: "BEGIN", binds: [], prepare: false)
+    private static let commit = PipelinedStatement(sql: "COMMIT", binds: [], prepare: false)
+
+    /// Sends a deferred BEGIN before a simple-protocol statement. On the thread.
     private func beginIfDeferred(_ conn: OpaquePointer, before sql: String) throws {
         guard beginDeferred.exchange(false, ordering: .acquiringAndReleasing) else { return }
         let result = PQexec(conn, "BEGIN")
         defer { PQclear(result) }
         _ = try check(result, sql: "BEGIN")
+    }
+
+    /// A statement sent after ``commit(after:)`` ended the transaction would run outside it.
+    private func refuseAfterCommit(_ sql: String) throws {
+        guard committedEarly.load(ordering: .acquiring) else { return }
+        throw PostgresError(.usage, "the transaction was already committed by commit(after:); this statement would run outside it",
+                            host: configuration.host, port: configuration.port, query: sql)
     }
 
     /// Sends a notification (`pg_notify`, so the channel name needs no quoting).
@@ -167,20 +198,142 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     func run(_ sql: String, _ binds: [String?]) throws -> PostgresRows {
         thread.preconditionOnThread()
         guard let conn else { throw closedError(sql) }
-        try beginIfDeferred(conn, before: sql)
+        try refuseAfterCommit(sql)
+        let statement = PipelinedStatement(sql: sql, binds: binds, prepare: true)
+        if beginDeferred.exchange(false, ordering: .acquiringAndReleasing) {
+            return try runPipeline(conn, [Self.begin, statement])[1]
+        }
+        guard let name = prepared[sql] else {
+            // Prepared and run in one round trip (or run unnamed when the cache is full).
+            return try runPipeline(conn, [statement])[0]
+        }
+        let result = withCStrings(binds) { values in
+            PQexecPrepared(conn, name, Int32(values.count), values.baseAddress, nil, nil, 0)
+        }
+        defer { PQclear(result) }
+        do {
+            return try check(result, sql: sql)
+        } catch let error as PostgresError where Self.invalidatesPrepared(error) {
+            // Someone ran DEALLOCATE or DISCARD, or a table changed under a cached plan: prepare
+            // again, once, unless a transaction was open (it is aborted now; the caller retries).
+            prepared[sql] = nil
+            guard PQtransactionStatus(conn) == PQTRANS_IDLE else { throw error }
+            return try runPipeline(conn, [statement])[0]
+        }
+    }
+
+    /// Errors after which a prepared statement must be prepared again.
+    private static func invalidatesPrepared(_ error: PostgresError) -> Bool {
+        // 26000: no such prepared statement; 0A000: cached plan must not change result type.
+        error.sqlState == "26000" || (error.sqlState == "0A000" && error.message.contains("cached plan"))
+    }
+
+    private func runCommit(_ statements: [PostgresStatement]) throws -> [PostgresRows] {
+        thread.preconditionOnThread()
+        guard let conn else { throw closedError("COMMIT") }
+        try refuseAfterCommit("COMMIT")
+        let begin = beginDeferred.exchange(false, ordering: .acquiringAndReleasing)
+        if begin && statements.isEmpty {
+            // Nothing was sent: nothing to commit.
+            committedEarly.store(true, ordering: .releasing)
+            return []
+        }
+        let list = (begin ? [Self.begin] : []) + statements.map { PipelinedStatement(sql: $0.sql, binds: $0.binds, prepare: true) }
+            + [Self.commit]
+        let rows = try runPipeline(conn, list)
+        committedEarly.store(true, ordering: .releasing)
+        return Array(rows.dropFirst(begin ? 1 : 0).dropLast())
+    }
+
+    /// Sends `statements` in one round trip (libpq pipeline mode) and returns each one's rows.
+    /// Statements marked `prepare` run as prepared statements, prepared in the same round trip the
+    /// first time. The first error is thrown once every result was read (the server skips the rest
+    /// of the pipeline after an error); the connection is then ready for the next statement.
+    private func runPipeline(_ conn: OpaquePointer, _ statements: [PipelinedStatement]) throws -> [PostgresRows] {
+        let first = statements.first?.sql ?? ""
+        guard PQenterPipelineMode(conn) == 1 else {
+            throw lostOrFailed(sql: first, message: String(cString: PQerrorMessage(conn)))
+        }
+        // What was queued, in order: a statement, or the preparation of one under a new name.
+        var queued: [(index: Int, preparing: String?)] = []
+        var sendFailure: PostgresError?
+        for (index, statement) in statements.enumerated() {
+            var name = statement.prepare ? prepared[statement.sql] : nil
+            if statement.prepare, name == nil, prepared.count < configuration.statementCacheSize {
+                preparedNames += 1
+                let fresh = "shopfleet_\(preparedNames)"
+                guard PQsendPrepare(conn, fresh, statement.sql, Int32(statement.binds.count), nil) == 1 else {
+                    sendFailure = lostOrFailed(sql: statement.sql, message: String(cString: PQerrorMessage(conn)))
+                    break
+                }
+                queued.append((index, fresh))
+                name = fresh
+            }
+            let sent = withCStrings(statement.binds) { values in
+                if let name {
+                    PQsendQueryPrepared(conn, name, Int32(values.count), values.baseAddress, nil, nil, 0)
+                } else {
+                    PQsendQueryParams(conn, statement.sql, Int32(values.count), nil, values.baseAddress, nil, nil, 0)
+                }
+            }
+            guard sent == 1 else {
+                sendFailure = lostOrFailed(sql: statement.sql, message: String(cString: PQerrorMessage(conn)))
+                break
+            }
+            queued.append((index, nil))
+        }
+        if sendFailure == nil, PQpipelineSync(conn) != 1 {
+            sendFailure = lostOrFailed(sql: first, message: String(cString: PQerrorMessage(conn)))
+        }
+        if let sendFailure {
+            // What was sent cannot be matched with its results: the pool drops this connection.
+            usable.store(false, ordering: .releasing)
+            throw sendFailure
+        }
+        var rows = [PostgresRows](repeating: PostgresRows(affected: 0), count: statements.count)
+        var failure: (any Error)?
+        for entry in queued {
+            let statement = statements[entry.index]
+            while let result = PQgetResult(conn) {
+                defer { PQclear(result) }
+                if PQresultStatus(result) == PGRES_PIPELINE_ABORTED { continue }
+                do {
+                    let value = try check(result, sql: statement.sql)
+                    if let name = entry.preparing {
+                        prepared[statement.sql] = name
+                    } else if statement.sql == "COMMIT", String(cString: PQcmdStatus(result)) == "ROLLBACK" {
+                        throw PostgresError(.server, "COMMIT rolled back: the transaction had failed before it",
+                                            host: configuration.host, port: configuration.port, sqlState: "25P02", query: statement.sql)
+                    } else {
+                        rows[entry.index] = value
+                    }
+                } catch {
+                    if failure == nil { failure = error }
+                }
+            }
+            if !isUsable { break }
+        }
+        if isUsable {
+            // The sync point; then the connection leaves pipeline mode.
+            if let sync = PQgetResult(conn) { PQclear(sync) }
+            if PQexitPipelineMode(conn) != 1 { usable.store(false, ordering: .releasing) }
+        }
+        if let failure { throw failure }
+        return rows
+    }
+
+    /// Runs `body` with `binds` as C strings (NULL for SQL NULL).
+    private func withCStrings<R>(_ binds: [String?], _ body: (UnsafeMutableBufferPointer<UnsafePointer<CChar>?>) -> R) -> R {
         let values = binds.map { $0.map { strdup($0) } ?? nil }
         defer { values.forEach { free($0) } }
         var pointers = values.map { UnsafePointer<CChar>($0) }
-        let result = pointers.withUnsafeMutableBufferPointer { buffer in
-            PQexecParams(conn, sql, Int32(buffer.count), nil, buffer.baseAddress, nil, nil, 0)
-        }
-        defer { PQclear(result) }
-        return try check(result, sql: sql)
+        return pointers.withUnsafeMutableBufferPointer { body($0) }
     }
 
     func runSimple(_ sql: String) throws {
         thread.preconditionOnThread()
         guard let conn else { throw closedError(sql) }
+        try refuseAfterCommit(sql)
         try beginIfDeferred(conn, before: sql)
         let result = PQexec(conn, sql)
         defer { PQclear(result) }
@@ -235,4 +388,22 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
         while let last = s.last, last.isWhitespace { s = s.dropLast() }
         return String(s)
     }
+}
+
+/// A statement and its parameters, for ``PostgresConnection/commit(after:)``.
+public struct PostgresStatement: Sendable {
+    public let sql: String
+    let binds: [String?]
+
+    public init(_ sql: String, _ binds: [any PostgresEncodable] = []) {
+        self.sql = sql
+        self.binds = binds.map(\.postgresText)
+    }
+}
+
+/// One statement of a pipeline: prepared (cached by its text) or sent unnamed.
+struct PipelinedStatement {
+    let sql: String
+    let binds: [String?]
+    let prepare: Bool
 }

@@ -4,7 +4,7 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Sendable {
             case invalidConfiguration, connectionFailed, authenticationFailed, connectionLost
-            case server, decoding, poolTimeout, closed, migration
+            case server, decoding, poolTimeout, closed, migration, usage
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -27,6 +27,8 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
         public static let closed = Code(.closed)
         /// A migration file is missing, malformed or was changed after it was applied.
         public static let migration = Code(.migration)
+        /// The client was used in a way that cannot work (a statement after the transaction's commit).
+        public static let usage = Code(.usage)
 
         public var description: String { base.rawValue }
     }

@@ -159,6 +159,43 @@ struct AMQPClientTests {
         await connection.close()
     }
 
+    @Test func publishWithAConfirmCallbackReportsEachOutcome() async throws {
+        let connection = try await AMQPConnection.connect(try amqpConfiguration())
+        let channel = try await connection.openChannel()
+        try await channel.enableConfirms()
+        let queue = try await quorumQueue(channel, "callback")
+        let exchange = TestServers.uniqueName("ex")
+        try await channel.declareExchange(exchange, type: .topic, durable: false, autoDelete: true)
+        let outcomes = Mutex<[String: String]>([:])
+        func record(_ id: String) -> @Sendable ((any Error)?) -> Void {
+            { error in
+                let text = error.map { ($0 as? AMQPError).map { "\($0.code)" } ?? "\($0)" } ?? "confirmed"
+                outcomes.withLock { $0[id] = text }
+            }
+        }
+        // Many in flight from one task, none awaited; one that no queue takes, mandatory.
+        let count = 300
+        for i in 0..<count {
+            channel.publish(Array("message \(i)".utf8), routingKey: queue, properties: AMQPProperties(messageID: "m\(i)"),
+                            confirmed: record("m\(i)"))
+        }
+        channel.publish(Array("lost".utf8), exchange: exchange, routingKey: "nobody.listens",
+                        properties: AMQPProperties(messageID: "lost"), mandatory: true, confirmed: record("lost"))
+        try await waitUntil(deadline: .seconds(10)) { outcomes.withLock { $0.count } == count + 1 }
+        let all = outcomes.withLock { $0 }
+        #expect(all["lost"] == "unroutable")
+        #expect(all.filter { $0.key != "lost" }.values.allSatisfy { $0 == "confirmed" })
+        #expect(try await channel.declareQueue(queue, passive: true).messageCount == UInt32(count))
+        // On a closed connection the callback gets the error at once.
+        try await channel.deleteQueue(queue)
+        try await channel.deleteExchange(exchange)
+        await connection.close()
+        let closed = Mutex<(any Error)?>(nil)
+        channel.publish(Array("late".utf8), routingKey: queue) { error in closed.withLock { $0 = error } }
+        try await waitUntil(deadline: .seconds(5)) { closed.withLock { $0 != nil } }
+        #expect(closed.withLock { ($0 as? AMQPError)?.code } == .closed)
+    }
+
     @Test func passiveDeclareOfMissingQueueIs404AndChannelRecovers() async throws {
         let connection = try await AMQPConnection.connect(try amqpConfiguration())
         let channel = try await connection.openChannel()

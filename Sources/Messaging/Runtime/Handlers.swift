@@ -15,7 +15,8 @@ public final class HandlerContext: Sendable {
     public var logger: Logger { messageLogger.logger }
     let schema: String
     let queries: QueryClients?
-    private let written = Mutex<[OutboxRecord]>([])
+    /// What the handler sent, written to the outbox with the COMMIT.
+    private let pending = Mutex<[OutboxRecord]>([])
 
     init(envelope: Envelope, database: PostgresConnection, logger: MessageLogger, schema: String, queries: QueryClients? = nil) {
         self.envelope = envelope
@@ -59,12 +60,24 @@ public final class HandlerContext: Sendable {
             envelope.traceparent = traceparent
             envelope.tracestate = trace[Envelope.Header.tracestate]
         }
-        let record = try await OutboxRecord.insert(envelope, exchange: exchange, routingKey: routingKey, schema: schema, on: database)
-        written.withLock { $0.append(record) }
+        pending.withLock { $0.append(OutboxRecord(id: 0, envelope: envelope, exchange: exchange, routingKey: routingKey)) }
         return envelope.messageID
     }
 
-    var outbox: [OutboxRecord] { written.withLock { $0 } }
+    /// Ends the transaction: writes what the handler sent to the outbox and commits, in one round
+    /// trip. Returns the outbox rows, with their ids, for the publisher. The runtime calls it last.
+    func commit() async throws -> [OutboxRecord] {
+        var records = pending.withLock { $0 }
+        let rows = try await database.commit(after: records.map {
+            OutboxRecord.insert($0.envelope, exchange: $0.exchange, routingKey: $0.routingKey, schema: schema)
+        })
+        for index in records.indices {
+            // Never missing; if it were, the relay would publish the committed row.
+            guard let row = rows[index].first else { throw MessagingError("the outbox INSERT returned no id") }
+            records[index].id = try row.decode(Int64.self, 0)
+        }
+        return records
+    }
 }
 
 /// What a query handler gets: the worker's database pool (read only, by convention) and a logger.

@@ -14,16 +14,16 @@ struct OutboxRecord: Sendable {
     var exchange: String
     var routingKey: String
 
-    static func insert(_ envelope: Envelope, exchange: String, routingKey: String, schema: String,
-                       on database: PostgresConnection) async throws -> OutboxRecord {
-        let rows = try await database.query("""
+    /// The statement writing `envelope` to the outbox, returning the row's id: sent with the
+    /// transaction's COMMIT (``HandlerContext/commit()``).
+    static func insert(_ envelope: Envelope, exchange: String, routingKey: String, schema: String) -> PostgresStatement {
+        PostgresStatement("""
             INSERT INTO \(quoteIdentifier(schema)).outbox
                 (message_id, type, exchange, routing_key, correlation_id, causation_id, saga_id, traceparent, tracestate, reply_to, body)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
             RETURNING id
             """, [envelope.messageID, envelope.type, exchange, routingKey, envelope.correlationID, envelope.causationID,
                   envelope.sagaID, envelope.traceparent, envelope.tracestate, envelope.replyTo, Data(envelope.body)])
-        return OutboxRecord(id: try rows[0].decode(Int64.self, 0), envelope: envelope, exchange: exchange, routingKey: routingKey)
     }
 
     static let columns = "id, message_id, type, exchange, routing_key, correlation_id, causation_id, saga_id, traceparent, tracestate, reply_to, body, extract(epoch from created_at)::bigint"
@@ -50,6 +50,16 @@ struct OutboxRecord: Sendable {
             try await channel.publish(envelope.body, exchange: exchange, routingKey: routingKey,
                                       properties: envelope.properties, mandatory: exchange.isEmpty)
         }
+    }
+
+    /// The same without waiting: `confirmed` runs on the connection's thread with the outcome.
+    func publish(on channel: AMQPChannel, confirmed: @escaping @Sendable ((any Error)?) -> Void) {
+        if Chaos.duplicatePublishes {
+            channel.publish(envelope.body, exchange: exchange, routingKey: routingKey,
+                            properties: envelope.properties, mandatory: exchange.isEmpty) { _ in }
+        }
+        channel.publish(envelope.body, exchange: exchange, routingKey: routingKey,
+                        properties: envelope.properties, mandatory: exchange.isEmpty, confirmed: confirmed)
     }
 
     init(id: Int64, envelope: Envelope, exchange: String, routingKey: String) {
@@ -113,78 +123,69 @@ struct OutboxPublisher: Sendable {
     }
 }
 
-/// Publishes committed outbox rows in the background, so that a handler's slot is free as soon as
-/// its transaction committed and its delivery was acked: the rows are durable, and the relay
-/// publishes them if this process dies first. Confirmed rows are marked sent in batches. Bounded:
-/// when `limit` rows wait for their confirm, the next handler waits for room.
+/// Publishes committed outbox rows without holding up the handlers: a handler's slot is free as
+/// soon as its transaction committed and its delivery was acked, its rows are published with a
+/// confirm callback (no task waits per message), and confirmed rows are marked sent in batches by
+/// `run`. The rows are durable: the relay publishes them if this process dies first. Bounded: when
+/// `limit` rows wait for their confirm, the next handler waits for room.
 final class OutboxPipeline: Sendable {
     let publisher: OutboxPublisher
+    let logger: Logger
     private let room: AsyncSemaphore
-    private let stream: AsyncStream<OutboxRecord>
-    private let continuation: AsyncStream<OutboxRecord>.Continuation
     private let confirmed = Mutex<[Int64]>([])
-    private let publishingDone = Atomic<Bool>(false)
+    /// Published, confirm not yet in.
+    private let outstanding = Atomic<Int>(0)
+    private let finished = Atomic<Bool>(false)
 
-    init(publisher: OutboxPublisher, limit: Int = 1000) {
+    init(publisher: OutboxPublisher, logger: Logger, limit: Int = 1000) {
         self.publisher = publisher
+        self.logger = logger
         self.room = AsyncSemaphore(limit)
-        (stream, continuation) = AsyncStream.makeStream(of: OutboxRecord.self)
     }
 
-    /// Queues records for publishing; waits while the pipeline is full.
+    /// Publishes records; waits while `limit` are unconfirmed.
     func submit(_ records: [OutboxRecord]) async {
         for record in records {
             await room.acquire()
-            continuation.yield(record)
+            outstanding.add(1, ordering: .relaxed)
+            record.publish(on: publisher.channel) { failure in
+                if let failure {
+                    // Unconfirmed: the relay publishes the row again (consumers' inboxes drop a copy).
+                    self.logger.warning("outbox publish failed; the relay will publish it",
+                                        metadata: ["outbox_id": .stringConvertible(record.id), "error": .string("\(failure)")])
+                } else {
+                    self.confirmed.withLock { $0.append(record.id) }
+                }
+                self.outstanding.subtract(1, ordering: .releasing)
+                self.room.release()
+            }
         }
     }
 
-    /// No more records: `run` returns once those queued are published and marked.
-    func finish() { continuation.finish() }
+    /// No more records: `run` returns once those submitted are confirmed (or failed) and marked.
+    func finish() { finished.store(true, ordering: .releasing) }
 
-    func run(logger: Logger, published: @escaping @Sendable (Int) -> Void) async {
-        let channel = publisher.channel
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                // Marks confirmed rows sent, a batch at a time; the last pass runs after `done`.
-                while true {
-                    let finished = self.publishingDone.load(ordering: .acquiring)
-                    let ids = self.confirmed.withLock { ids in
-                        defer { ids.removeAll(keepingCapacity: true) }
-                        return ids
-                    }
-                    if !ids.isEmpty {
-                        do {
-                            try await self.publisher.database.query(
-                                "UPDATE \(quoteIdentifier(self.publisher.schema)).outbox SET published_at = now() WHERE id = ANY($1)", [ids])
-                            published(ids.count)
-                        } catch {
-                            // Unmarked rows are published again by the relay; consumers' inboxes
-                            // drop the duplicates.
-                            logger.warning("could not mark outbox rows sent", metadata: ["error": .string("\(error)")])
-                        }
-                    }
-                    if finished { return }
-                    try? await Task.sleep(for: .milliseconds(ids.isEmpty ? 20 : 2))
+    /// Marks confirmed rows sent, a batch at a time, until `finish()` and the last confirm.
+    func run(published: @escaping @Sendable (Int) -> Void) async {
+        while true {
+            // Read before taking the batch: when nothing is outstanding, every confirm is in it.
+            let done = finished.load(ordering: .acquiring) && outstanding.load(ordering: .acquiring) == 0
+            let ids = confirmed.withLock { ids in
+                defer { ids.removeAll(keepingCapacity: true) }
+                return ids
+            }
+            if !ids.isEmpty {
+                do {
+                    try await publisher.database.query(
+                        "UPDATE \(quoteIdentifier(publisher.schema)).outbox SET published_at = now() WHERE id = ANY($1)", [ids])
+                    published(ids.count)
+                } catch {
+                    // Unmarked rows are published again by the relay; consumers' inboxes drop the copies.
+                    logger.warning("could not mark outbox rows sent", metadata: ["error": .string("\(error)")])
                 }
             }
-            // Discarding: a plain task group keeps every finished child until it is awaited,
-            // which here would be every publish since the process started.
-            await withDiscardingTaskGroup { publishes in
-                for await record in stream {
-                    publishes.addTask {
-                        do {
-                            try await record.publish(on: channel)
-                            self.confirmed.withLock { $0.append(record.id) }
-                        } catch {
-                            logger.warning("outbox publish failed; the relay will publish it",
-                                           metadata: ["outbox_id": .stringConvertible(record.id), "error": .string("\(error)")])
-                        }
-                        self.room.release()
-                    }
-                }
-            }
-            publishingDone.store(true, ordering: .releasing)
+            if done { return }
+            try? await Task.sleep(for: .milliseconds(ids.isEmpty ? 20 : 10))
         }
     }
 }

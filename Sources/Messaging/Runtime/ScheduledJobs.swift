@@ -38,7 +38,7 @@ public struct JobContext: Sendable {
         let (value, records) = try await database.transaction { tx in
             let context = HandlerContext(envelope: envelope, database: tx, logger: messageLogger, schema: schema, queries: queries)
             let value = try await body(context)
-            return (value, context.outbox)
+            return (value, try await context.commit())
         }
         if !records.isEmpty { await pipeline.submit(records) }
         return value

@@ -117,10 +117,10 @@ public final class Worker: Service, Sendable {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { await self.watchConnection() }
                 group.addTask { await self.relayLoop(outbox) }
-                let pipeline = OutboxPipeline(publisher: outbox)
+                let pipeline = OutboxPipeline(publisher: outbox, logger: self.logger)
                 try await withThrowingTaskGroup(of: Void.self) { pipelineGroup in
                     let published = Counter(label: "shopfleet_outbox_published_total", dimensions: [("service", self.options.service)])
-                    pipelineGroup.addTask { await pipeline.run(logger: self.logger) { published.increment(by: $0) } }
+                    pipelineGroup.addTask { await pipeline.run { published.increment(by: $0) } }
                     defer { pipeline.finish() }
                     try await withThrowingTaskGroup(of: Void.self) { work in
                         for job in self.jobs {
@@ -254,13 +254,21 @@ public final class Worker: Service, Sendable {
         }
     }
 
+    /// Handles a consumer's deliveries one at a time until it ends.
+    ///
+    /// The loop and its handlers run on the AMQP connection's thread (task executor preference):
+    /// a delivery reaches its handler, and the handler's ack and publishes reach the connection,
+    /// without waking another thread. A handler's transaction runs on its PostgreSQL connection's
+    /// thread; nothing here blocks.
     private func consumeLoop(_ consumer: AMQPConsumer, queue: String, publisher: AMQPChannel, pipeline: OutboxPipeline,
                              inFlight: InFlightGauge) async {
         do {
-            for try await delivery in consumer {
-                inFlight.begin()
-                await process(delivery, queue: queue, publisher: publisher, pipeline: pipeline)
-                inFlight.end()
+            try await withTaskExecutorPreference(amqp.executor) {
+                for try await delivery in consumer {
+                    inFlight.begin()
+                    await process(delivery, queue: queue, publisher: publisher, pipeline: pipeline)
+                    inFlight.end()
+                }
             }
         } catch {
             logger.error("consumer ended", metadata: ["queue": .string(queue), "error": .string("\(error)")])
@@ -426,7 +434,7 @@ public final class Worker: Service, Sendable {
             if inserted.count == 0 { return nil }
             let context = HandlerContext(envelope: envelope, database: tx, logger: logger, schema: options.schema, queries: queries)
             try await handler(envelope, context)
-            return context.outbox
+            return try await context.commit()
         }
     }
 
@@ -446,7 +454,7 @@ public final class Worker: Service, Sendable {
             }
             let context = HandlerContext(envelope: envelope, database: tx, logger: logger, schema: options.schema, queries: queries)
             let reply = try await responder(envelope, context)
-            return (reply, context.outbox)
+            return (reply, try await context.commit())
         }
     }
 

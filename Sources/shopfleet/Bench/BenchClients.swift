@@ -17,7 +17,9 @@ import Glibc
 ///   a burst of acks as one `multiple` ack, so the `_vs_batched_c` rows compare it with the C
 ///   consumer doing the same on the wire.
 /// - PostgreSQL: one connection, transactions of one INSERT + one UPDATE. Baseline: `pgbench -c 1
-///   -M extended` running the same SQL.
+///   -M extended` running the same SQL; the `_vs_prepared` and `_vs_pipelined` rows set the client
+///   (which prepares each statement once and sends BEGIN with the first one) beside pgbench doing
+///   the same.
 /// - Redis: SET and GET of a 100-byte value, one connection, unpipelined and in pipelines of 100.
 ///   Baseline: `redis-benchmark -c 1` (`-P 100`). It runs against a throwaway password-less Redis
 ///   started for the benchmark, since redis-benchmark takes a password only on its command line.
@@ -236,8 +238,9 @@ struct PostgresBench {
             INSERT INTO bench_accounts (id) SELECT generate_series(1, \(accounts));
             """)
         let directory = try temporaryDirectory()
-        let script = directory + "/transaction.sql"
-        let sql = """
+        // The same SQL; the second script sends BEGIN with the INSERT in one round trip, as the
+        // client does (a transaction's BEGIN waits for its first statement).
+        let plain = """
             \\set aid random(1, \(accounts))
             \\set delta random(-5000, 5000)
             BEGIN;
@@ -246,15 +249,28 @@ struct PostgresBench {
             END;
 
             """
-        guard FileManager.default.createFile(atPath: script, contents: Data(sql.utf8)) else {
-            throw ValidationError("cannot write \(script)")
+        let pipelined = """
+            \\set aid random(1, \(accounts))
+            \\set delta random(-5000, 5000)
+            \\startpipeline
+            BEGIN;
+            INSERT INTO bench_history (account, delta) VALUES (:aid, :delta);
+            \\endpipeline
+            UPDATE bench_accounts SET balance = balance + :delta WHERE id = :aid;
+            END;
+
+            """
+        for (name, sql) in [("transaction.sql", plain), ("pipelined.sql", pipelined)] {
+            guard FileManager.default.createFile(atPath: directory + "/" + name, contents: Data(sql.utf8)) else {
+                throw ValidationError("cannot write \(directory)/\(name)")
+            }
         }
         let c = configuration
         var environment = ["PGHOST": c.host, "PGPORT": String(c.port), "PGUSER": c.user, "PGDATABASE": c.database]
         if let password = c.password { environment["PGPASSWORD"] = password }
-        let runPgbench = {
+        let runPgbench = { (mode: String, script: String) in
             let output = try await ChildProcess.check(
-                ["pgbench", "-n", "-c", "1", "-j", "1", "-M", "extended", "-T", String(seconds), "-f", script],
+                ["pgbench", "-n", "-c", "1", "-j", "1", "-M", mode, "-T", String(seconds), "-f", directory + "/" + script],
                 extraEnvironment: environment)
             guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("tps = ") }),
                   let tps = Double(line.dropFirst(6).prefix { $0 != " " }) else {
@@ -277,20 +293,26 @@ struct PostgresBench {
             }
             return Double(transactions) / (ContinuousClock.now - start).seconds
         }
-        var pgbench = 0.0, swift = 0.0
+        var pgbench = 0.0, swift = 0.0, prepared = 0.0, pipelinedTPS = 0.0
         for round in 0..<max(1, rounds) {
             if round % 2 == 0 {
-                pgbench = max(pgbench, try await runPgbench())
+                pgbench = max(pgbench, try await runPgbench("extended", "transaction.sql"))
                 swift = max(swift, try await runSwift())
             } else {
                 swift = max(swift, try await runSwift())
-                pgbench = max(pgbench, try await runPgbench())
+                pgbench = max(pgbench, try await runPgbench("extended", "transaction.sql"))
             }
+            prepared = max(prepared, try await runPgbench("prepared", "transaction.sql"))
+            pipelinedTPS = max(pipelinedTPS, try await runPgbench("prepared", "pipelined.sql"))
         }
         try await connection.simpleQuery("DROP TABLE bench_history; DROP TABLE bench_accounts;")
         await connection.close()
         return [BenchRow(metric: "postgres.transaction", unit: "tx/s", value: swift, baseline: pgbench,
-                         baselineName: "pgbench -c 1 -M extended, same SQL")]
+                         baselineName: "pgbench -c 1 -M extended, same SQL"),
+                BenchRow(metric: "postgres.transaction_vs_prepared", unit: "tx/s", value: swift, baseline: prepared,
+                         baselineName: "the same, -M prepared (as the client)"),
+                BenchRow(metric: "postgres.transaction_vs_pipelined", unit: "tx/s", value: swift, baseline: pipelinedTPS,
+                         baselineName: "-M prepared, BEGIN sent with the INSERT")]
     }
 }
 

@@ -149,15 +149,21 @@ final class WorkerBench: Sendable {
                                  baselineName: "the same, one multiple ack per burst"))
         }
         if parts.contains("tx") {
-            var swift = 0.0, pg = 0.0
+            var swift = 0.0, pg = 0.0, prepared = 0.0, pipelined = 0.0
             for round in 0..<max(1, rounds) {
-                if round % 2 == 0 { pg = max(pg, try await pgbench()) }
+                if round % 2 == 0 { pg = max(pg, try await pgbench(.extended)) }
                 swift = max(swift, try await runWorker(queue: BenchRecord.queue, channel: channel, database: database))
-                if round % 2 == 1 { pg = max(pg, try await pgbench()) }
+                if round % 2 == 1 { pg = max(pg, try await pgbench(.extended)) }
+                prepared = max(prepared, try await pgbench(.prepared))
+                pipelined = max(pipelined, try await pgbench(.pipelined))
                 _ = try await channel.purgeQueue("bench.sink")
             }
             rows.append(BenchRow(metric: "worker.inbox_outbox", unit: "msg/s", value: swift, baseline: pg,
-                                 baselineName: "pgbench -c \(concurrency), the same transaction"))
+                                 baselineName: "pgbench -c \(concurrency) -M extended, the same transaction"))
+            rows.append(BenchRow(metric: "worker.inbox_outbox_vs_prepared", unit: "msg/s", value: swift, baseline: prepared,
+                                 baselineName: "the same, -M prepared (as the worker)"))
+            rows.append(BenchRow(metric: "worker.inbox_outbox_vs_pipelined", unit: "msg/s", value: swift, baseline: pipelined,
+                                 baselineName: "-M prepared, the worker's 3 round trips"))
         }
         if parts.contains("memory") {
             let memory = try await measureMemory(channel: channel)
@@ -246,21 +252,30 @@ final class WorkerBench: Sendable {
         return Double(messages) / elapsed.seconds
     }
 
+    /// How pgbench sends the transaction.
+    enum PgbenchMode {
+        /// Each statement parsed and planned on every run (unnamed statements), one round trip each.
+        case extended
+        /// Each statement prepared once per connection, as the worker's client does.
+        case prepared
+        /// Prepared, and in the worker's three round trips: BEGIN with the inbox row, the
+        /// handler's row, the outbox row with the COMMIT (pgbench's `\startpipeline`).
+        case pipelined
+    }
+
     /// pgbench with the transaction the worker runs per message: inbox row, the handler's row,
     /// outbox row (returning its id), commit. The worker also marks published rows sent, in
     /// batches; pgbench does not, so the baseline does a little less work than the worker.
-    func pgbench() async throws -> Double {
+    func pgbench(_ mode: PgbenchMode) async throws -> Double {
         let s = quoteIdentifier(pgbenchSchema)
         let script = directory + "/inbox_outbox.sql"
-        let sql = """
-            \\set n random(1, 1000000000)
-            BEGIN;
-            INSERT INTO \(s).inbox (message_id, type, queue) VALUES (gen_random_uuid()::text, 'bench.Record.v1', 'bench.tx') ON CONFLICT (message_id) DO NOTHING RETURNING 1;
-            INSERT INTO \(s).records (n, message_id) VALUES (:n, gen_random_uuid()::text);
-            INSERT INTO \(s).outbox (message_id, type, exchange, routing_key, correlation_id, causation_id, saga_id, traceparent, tracestate, reply_to, body) VALUES (gen_random_uuid()::text, 'bench.Recorded.v1', 'bench.events', 'bench.Recorded.v1', gen_random_uuid()::text, gen_random_uuid()::text, NULL, '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', NULL, NULL, convert_to(repeat('x', 20), 'UTF8')) RETURNING id;
-            END;
-
-            """
+        let inbox = "INSERT INTO \(s).inbox (message_id, type, queue) VALUES (gen_random_uuid()::text, 'bench.Record.v1', 'bench.tx') ON CONFLICT (message_id) DO NOTHING RETURNING 1;"
+        let record = "INSERT INTO \(s).records (n, message_id) VALUES (:n, gen_random_uuid()::text);"
+        let outbox = "INSERT INTO \(s).outbox (message_id, type, exchange, routing_key, correlation_id, causation_id, saga_id, traceparent, tracestate, reply_to, body) VALUES (gen_random_uuid()::text, 'bench.Recorded.v1', 'bench.events', 'bench.Recorded.v1', gen_random_uuid()::text, gen_random_uuid()::text, NULL, '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', NULL, NULL, convert_to(repeat('x', 20), 'UTF8')) RETURNING id;"
+        let sql = mode == .pipelined
+            ? ["\\set n random(1, 1000000000)", "\\startpipeline", "BEGIN;", inbox, "\\endpipeline", record,
+               "\\startpipeline", outbox, "END;", "\\endpipeline", ""].joined(separator: "\n")
+            : ["\\set n random(1, 1000000000)", "BEGIN;", inbox, record, outbox, "END;", ""].joined(separator: "\n")
         guard FileManager.default.createFile(atPath: script, contents: Data(sql.utf8)) else {
             throw ValidationError("cannot write \(script)")
         }
@@ -268,7 +283,7 @@ final class WorkerBench: Sendable {
         var environment = ["PGHOST": c.host, "PGPORT": String(c.port), "PGUSER": c.user, "PGDATABASE": c.database]
         if let password = c.password { environment["PGPASSWORD"] = password }
         let output = try await ChildProcess.check(
-            ["pgbench", "-n", "-c", String(concurrency), "-j", "2", "-M", "extended", "-t", String(max(1, messages / concurrency)), "-f", script],
+            ["pgbench", "-n", "-c", String(concurrency), "-j", "2", "-M", mode == .extended ? "extended" : "prepared", "-t", String(max(1, messages / concurrency)), "-f", script],
             extraEnvironment: environment)
         guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("tps = ") }),
               let tps = Double(line.dropFirst(6).prefix { $0 != " " }) else {
