@@ -15,10 +15,9 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     /// Touched only on `thread`.
     private var conn: OpaquePointer?
     private let usable = Atomic<Bool>(false)
-    /// A transaction's BEGIN waits to go with its first statement, in the same round trip.
-    private let beginDeferred = Atomic<Bool>(false)
-    /// `commit(after:)` ended the open transaction: `transaction` sends no COMMIT of its own.
-    private let committedEarly = Atomic<Bool>(false)
+    /// The open transaction, if any: what waits to go with its next round trip (its BEGIN first,
+    /// then statements from ``sendWithNext(_:)``), whether BEGIN went out, whether it committed.
+    private let transactionState = Mutex(TransactionState())
     /// Statement text → the name it is prepared under on this server connection. Touched only on
     /// `thread`; it dies with the connection (a reconnect is a new ``PostgresConnection``).
     private var prepared: [String: String] = [:]
@@ -84,15 +83,17 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     /// handover between threads. Code isolated to an actor still runs on that actor.
     public func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
         try await withTaskExecutorPreference(thread) {
-            beginDeferred.store(true, ordering: .releasing)
-            committedEarly.store(false, ordering: .releasing)
+            transactionState.withLock { $0 = TransactionState(open: true, queued: [QueuedStatement(Self.begin)]) }
+            defer { transactionState.withLock { $0 = TransactionState() } }
             let result: T
             do {
                 result = try await body(self)
             } catch {
-                // Nothing to roll back if BEGIN is still waiting, or if the body committed.
-                let committed = committedEarly.exchange(false, ordering: .acquiringAndReleasing)
-                let begun = !beginDeferred.exchange(false, ordering: .acquiringAndReleasing)
+                // Nothing to roll back if BEGIN never went out, or if the body committed.
+                let (begun, committed) = transactionState.withLock { state in
+                    state.queued.removeAll()
+                    return (state.begun, state.committed)
+                }
                 if begun, !committed, isUsable {
                     do { try await simpleQuery("ROLLBACK") } catch {
                         logger.warning("rollback failed", metadata: ["error": "\(error)"])
@@ -100,10 +101,8 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
                 }
                 throw error
             }
-            let committed = committedEarly.exchange(false, ordering: .acquiringAndReleasing)
-            let begun = !beginDeferred.exchange(false, ordering: .acquiringAndReleasing)
-            if begun, !committed {
-                try await simpleQuery("COMMIT")
+            if !transactionState.withLock({ $0.committed }) {
+                try await commit(after: [])
             }
             return result
         }
@@ -112,28 +111,50 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     /// Ends the transaction ``transaction(_:)`` opened: runs `statements`, then COMMIT, sent
     /// together in one round trip (libpq pipeline mode), and returns the statements' rows. Call it
     /// last in the body; a statement after it is an error. If a statement fails, nothing commits:
-    /// the error is thrown and `transaction` rolls back.
+    /// the error is thrown and `transaction` rolls back. A transaction that sent nothing commits
+    /// nothing.
     @discardableResult
     public func commit(after statements: [PostgresStatement]) async throws -> [PostgresRows] {
         try await thread.submit { try self.runCommit(statements) }
     }
 
+    /// Sends `statement` in the transaction's next round trip, ahead of its next statement (or of
+    /// its COMMIT), instead of in a round trip of its own; the result is in the returned
+    /// ``PostgresPendingResult`` once that round trip is done. If the statement fails, the
+    /// statement it went with throws its error and the transaction is aborted. Only inside
+    /// ``transaction(_:)``.
+    public func sendWithNext(_ statement: PostgresStatement) throws -> PostgresPendingResult {
+        let pending = PostgresPendingResult()
+        let queued = transactionState.withLock { state -> Bool in
+            guard state.open, !state.committed else { return false }
+            state.queued.append(QueuedStatement(PipelinedStatement(sql: statement.sql, binds: statement.binds, prepare: true), pending))
+            return true
+        }
+        guard queued else {
+            throw PostgresError(.usage, "sendWithNext is only for a transaction that is open", host: configuration.host,
+                                port: configuration.port, query: statement.sql)
+        }
+        return pending
+    }
+
     private static let begin = PipelinedStatement(sql: "BEGIN", binds: [], prepare: false)
     private static let commit = PipelinedStatement(sql: "COMMIT", binds: [], prepare: false)
 
-    /// Sends a deferred BEGIN before a simple-protocol statement. On the thread.
-    private func beginIfDeferred(_ conn: OpaquePointer, before sql: String) throws {
-        guard beginDeferred.exchange(false, ordering: .acquiringAndReleasing) else { return }
-        let result = PQexec(conn, "BEGIN")
-        defer { PQclear(result) }
-        _ = try check(result, sql: "BEGIN")
-    }
-
-    /// A statement sent after ``commit(after:)`` ended the transaction would run outside it.
-    private func refuseAfterCommit(_ sql: String) throws {
-        guard committedEarly.load(ordering: .acquiring) else { return }
-        throw PostgresError(.usage, "the transaction was already committed by commit(after:); this statement would run outside it",
-                            host: configuration.host, port: configuration.port, query: sql)
+    /// Takes what waits to go with the next round trip; refuses a statement after the commit.
+    private func takeQueued(before sql: String) throws -> [QueuedStatement] {
+        let (queued, committed) = transactionState.withLock { state in
+            defer {
+                if !state.queued.isEmpty { state.begun = true }
+                state.queued.removeAll()
+            }
+            return (state.queued, state.committed)
+        }
+        if committed {
+            // It would run outside the transaction.
+            throw PostgresError(.usage, "the transaction was already committed by commit(after:); this statement would run outside it",
+                                host: configuration.host, port: configuration.port, query: sql)
+        }
+        return queued
     }
 
     /// Sends a notification (`pg_notify`, so the channel name needs no quoting).
@@ -198,14 +219,14 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     func run(_ sql: String, _ binds: [String?]) throws -> PostgresRows {
         thread.preconditionOnThread()
         guard let conn else { throw closedError(sql) }
-        try refuseAfterCommit(sql)
+        let queued = try takeQueued(before: sql)
         let statement = PipelinedStatement(sql: sql, binds: binds, prepare: true)
-        if beginDeferred.exchange(false, ordering: .acquiringAndReleasing) {
-            return try runPipeline(conn, [Self.begin, statement])[1]
+        if !queued.isEmpty {
+            return try runPipeline(conn, queued + [QueuedStatement(statement)]).last!
         }
         guard let name = prepared[sql] else {
             // Prepared and run in one round trip (or run unnamed when the cache is full).
-            return try runPipeline(conn, [statement])[0]
+            return try runPipeline(conn, [QueuedStatement(statement)])[0]
         }
         let result = withCStrings(binds) { values in
             PQexecPrepared(conn, name, Int32(values.count), values.baseAddress, nil, nil, 0)
@@ -218,7 +239,7 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
             // again, once, unless a transaction was open (it is aborted now; the caller retries).
             prepared[sql] = nil
             guard PQtransactionStatus(conn) == PQTRANS_IDLE else { throw error }
-            return try runPipeline(conn, [statement])[0]
+            return try runPipeline(conn, [QueuedStatement(statement)])[0]
         }
     }
 
@@ -231,31 +252,32 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     private func runCommit(_ statements: [PostgresStatement]) throws -> [PostgresRows] {
         thread.preconditionOnThread()
         guard let conn else { throw closedError("COMMIT") }
-        try refuseAfterCommit("COMMIT")
-        let begin = beginDeferred.exchange(false, ordering: .acquiringAndReleasing)
-        if begin && statements.isEmpty {
-            // Nothing was sent: nothing to commit.
-            committedEarly.store(true, ordering: .releasing)
+        let queued = try takeQueued(before: "COMMIT")
+        let begun = transactionState.withLock { $0.begun }
+        let nothingSent = !begun || (queued.count == 1 && queued[0].statement.sql == "BEGIN")
+        if nothingSent && statements.isEmpty {
+            transactionState.withLock { $0.committed = true }
             return []
         }
-        let list = (begin ? [Self.begin] : []) + statements.map { PipelinedStatement(sql: $0.sql, binds: $0.binds, prepare: true) }
-            + [Self.commit]
+        let list = queued + statements.map { QueuedStatement(PipelinedStatement(sql: $0.sql, binds: $0.binds, prepare: true)) }
+            + [QueuedStatement(Self.commit)]
         let rows = try runPipeline(conn, list)
-        committedEarly.store(true, ordering: .releasing)
-        return Array(rows.dropFirst(begin ? 1 : 0).dropLast())
+        transactionState.withLock { $0.committed = true }
+        return Array(rows.dropFirst(queued.count).dropLast())
     }
 
     /// Sends `statements` in one round trip (libpq pipeline mode) and returns each one's rows.
     /// Statements marked `prepare` run as prepared statements, prepared in the same round trip the
     /// first time. The first error is thrown once every result was read (the server skips the rest
     /// of the pipeline after an error); the connection is then ready for the next statement.
-    private func runPipeline(_ conn: OpaquePointer, _ statements: [PipelinedStatement]) throws -> [PostgresRows] {
+    private func runPipeline(_ conn: OpaquePointer, _ queued: [QueuedStatement]) throws -> [PostgresRows] {
+        let statements = queued.map(\.statement)
         let first = statements.first?.sql ?? ""
         guard PQenterPipelineMode(conn) == 1 else {
             throw lostOrFailed(sql: first, message: String(cString: PQerrorMessage(conn)))
         }
         // What was queued, in order: a statement, or the preparation of one under a new name.
-        var queued: [(index: Int, preparing: String?)] = []
+        var queuedSends: [(index: Int, preparing: String?)] = []
         var sendFailure: PostgresError?
         for (index, statement) in statements.enumerated() {
             var name = statement.prepare ? prepared[statement.sql] : nil
@@ -266,7 +288,7 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
                     sendFailure = lostOrFailed(sql: statement.sql, message: String(cString: PQerrorMessage(conn)))
                     break
                 }
-                queued.append((index, fresh))
+                queuedSends.append((index, fresh))
                 name = fresh
             }
             let sent = withCStrings(statement.binds) { values in
@@ -280,7 +302,7 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
                 sendFailure = lostOrFailed(sql: statement.sql, message: String(cString: PQerrorMessage(conn)))
                 break
             }
-            queued.append((index, nil))
+            queuedSends.append((index, nil))
         }
         if sendFailure == nil, PQpipelineSync(conn) != 1 {
             sendFailure = lostOrFailed(sql: first, message: String(cString: PQerrorMessage(conn)))
@@ -288,11 +310,13 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
         if let sendFailure {
             // What was sent cannot be matched with its results: the pool drops this connection.
             usable.store(false, ordering: .releasing)
+            for entry in queued { entry.pending?.set(.failure(sendFailure)) }
             throw sendFailure
         }
         var rows = [PostgresRows](repeating: PostgresRows(affected: 0), count: statements.count)
+        var outcomes = [PostgresError?](repeating: nil, count: statements.count)
         var failure: (any Error)?
-        for entry in queued {
+        for entry in queuedSends {
             let statement = statements[entry.index]
             while let result = PQgetResult(conn) {
                 defer { PQclear(result) }
@@ -309,6 +333,7 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
                     }
                 } catch {
                     if failure == nil { failure = error }
+                    if outcomes[entry.index] == nil { outcomes[entry.index] = error as? PostgresError }
                 }
             }
             if !isUsable { break }
@@ -317,6 +342,21 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
             // The sync point; then the connection leaves pipeline mode.
             if let sync = PQgetResult(conn) { PQclear(sync) }
             if PQexitPipelineMode(conn) != 1 { usable.store(false, ordering: .releasing) }
+        }
+        // What waits for a statement sent with others learns its outcome: its rows, its error,
+        // or that it never ran because one before it failed.
+        let skipped = failure.map { PostgresError(.server, "not run: an earlier statement in its round trip failed (\($0))",
+                                                   host: configuration.host, port: configuration.port) }
+        var failedYet = false
+        for (index, entry) in queued.enumerated() {
+            if let error = outcomes[index] {
+                failedYet = true
+                entry.pending?.set(.failure(error))
+            } else if failedYet, let skipped {
+                entry.pending?.set(.failure(skipped))
+            } else {
+                entry.pending?.set(.success(rows[index]))
+            }
         }
         if let failure { throw failure }
         return rows
@@ -333,8 +373,10 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     func runSimple(_ sql: String) throws {
         thread.preconditionOnThread()
         guard let conn else { throw closedError(sql) }
-        try refuseAfterCommit(sql)
-        try beginIfDeferred(conn, before: sql)
+        // What waits (BEGIN, statements sent with the next) goes first, in a round trip of its own:
+        // the simple protocol cannot join a pipeline.
+        let queued = try takeQueued(before: sql)
+        if !queued.isEmpty { _ = try runPipeline(conn, queued) }
         let result = PQexec(conn, sql)
         defer { PQclear(result) }
         _ = try check(result, sql: sql)
@@ -406,4 +448,35 @@ struct PipelinedStatement {
     let sql: String
     let binds: [String?]
     let prepare: Bool
+}
+
+/// A statement sent with the next one (``PostgresConnection/sendWithNext(_:)``): its outcome, once
+/// that round trip is done.
+public final class PostgresPendingResult: Sendable {
+    private let outcome = Mutex<Result<PostgresRows, PostgresError>?>(nil)
+
+    /// Nil until the statement's round trip is done (or if it never went: the transaction
+    /// ended first).
+    public var result: Result<PostgresRows, PostgresError>? { outcome.withLock { $0 } }
+
+    func set(_ result: Result<PostgresRows, PostgresError>) { outcome.withLock { $0 = result } }
+}
+
+/// A statement waiting for the transaction's next round trip, and who waits for its result.
+struct QueuedStatement {
+    let statement: PipelinedStatement
+    let pending: PostgresPendingResult?
+
+    init(_ statement: PipelinedStatement, _ pending: PostgresPendingResult? = nil) {
+        self.statement = statement
+        self.pending = pending
+    }
+}
+
+struct TransactionState {
+    var open = false
+    /// BEGIN went out: a failure must be rolled back.
+    var begun = false
+    var committed = false
+    var queued: [QueuedStatement] = []
 }

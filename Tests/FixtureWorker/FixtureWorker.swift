@@ -26,6 +26,13 @@ public struct Downstream: Command {
     public var key: String
 }
 
+/// Sends `Downstream` and writes nothing itself: its inbox row goes in the COMMIT's round trip.
+public struct Forward: Command {
+    public static let type = "fixture.Forward.v1"
+    public var key: String
+    public init(key: String) { self.key = key }
+}
+
 public struct WorkDone: Event {
     public static let type = "fixture.WorkDone.v1"
     public var key: String
@@ -102,6 +109,9 @@ public enum Fixture {
                                              [work.key, context.envelope.messageID])
             if work.downstream { try await context.send(Downstream(key: work.key)) }
             if work.event { try await context.publish(WorkDone(key: work.key)) }
+        }
+        handlers.on(Forward.self) { message, context in
+            try await context.send(Downstream(key: message.key))
         }
         handlers.on(Downstream.self) { message, context in
             try await context.database.query("INSERT INTO \(table("downstream_effects")) (key, message_id) VALUES ($1, $2)",

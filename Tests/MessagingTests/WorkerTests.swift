@@ -22,11 +22,19 @@ struct WorkerTests {
             try await fleet.waitForCount("effects", key: key, toBe: 1)
             try await fleet.waitForCount("downstream_effects", key: key, toBe: 1)
             try await fleet.waitForCount("audit", key: key, toBe: 1)
-            // The same message again (a redelivery, as the broker would make it) has no second effect.
-            let again = try Envelope(Work(key: key + "-dup"))
+            // The same message again (a redelivery, as the broker would make it) has no second
+            // effect: not its row, not what it sent.
+            let again = try Envelope(Work(key: key + "-dup", downstream: true, event: true))
             try await fleet.send(again, to: Work.queue)
             try await fleet.send(again, to: Work.queue)
-            try await waitUntil(deadline: .seconds(20)) { (try? await fleet.metric("shopfleet_messages_duplicate_total")) ?? 0 >= 1 }
+            // Nor for a handler that only sends (its inbox row goes with the COMMIT).
+            let forward = try Envelope(Forward(key: key + "-fwd"))
+            try await fleet.send(forward, to: Forward.queue)
+            try await fleet.send(forward, to: Forward.queue)
+            try await waitUntil(deadline: .seconds(20)) { (try? await fleet.metric("shopfleet_messages_duplicate_total")) ?? 0 >= 2 }
+            try await fleet.waitForCount("downstream_effects", key: key + "-fwd", toBe: 1)
+            try await fleet.waitForCount("downstream_effects", key: key + "-dup", toBe: 1)
+            try await fleet.waitForCount("audit", key: key + "-dup", toBe: 1)
             #expect(try await fleet.count("effects", key: key + "-dup") == 1)
             // Ops endpoints.
             #expect(try await fleet.http("/healthz").status == 200)

@@ -130,4 +130,48 @@ struct PreparedPipelineTests {
         try await client.query("DROP TABLE \(table)")
         await client.close()
     }
+
+    @Test func aStatementSentWithTheNextOneGetsItsOwnResult() async throws {
+        let client = PostgresClient(configuration: try testConfiguration(), maximumConnections: 1)
+        let table = uniqueName("with_next")
+        try await client.query("CREATE TABLE \(table) (id int PRIMARY KEY)")
+        // Sent with the next statement: its rows arrive with that statement's.
+        let seen = try await client.transaction { tx -> Int in
+            let first = try tx.sendWithNext(PostgresStatement("INSERT INTO \(table) VALUES ($1) RETURNING id", [1]))
+            #expect(first.result == nil)
+            try await tx.query("INSERT INTO \(table) VALUES (2)")
+            return try #require(try first.result?.get().first).decode(Int.self, 0)
+        }
+        #expect(seen == 1)
+        // Sent with the COMMIT when no statement follows.
+        let withCommit = try await client.transaction { tx -> PostgresPendingResult in
+            try tx.sendWithNext(PostgresStatement("INSERT INTO \(table) VALUES ($1)", [3]))
+        }
+        #expect(withCommit.result.map { (try? $0.get())?.affectedRows } == 1)
+        // When it fails, the statement it went with throws its error, that statement never ran,
+        // and the whole transaction rolls back.
+        let error = try await #require(throws: PostgresError.self) {
+            try await client.transaction { tx in
+                try await tx.query("INSERT INTO \(table) VALUES (4)")
+                let duplicate = try tx.sendWithNext(PostgresStatement("INSERT INTO \(table) VALUES ($1)", [1]))
+                do {
+                    try await tx.query("INSERT INTO \(table) VALUES (5)")
+                } catch {
+                    guard case .failure(let failure)? = duplicate.result else { throw error }
+                    #expect(failure.sqlState == "23505")
+                    throw error
+                }
+            }
+        }
+        #expect(error.sqlState == "23505")
+        let ids = try await client.query("SELECT id FROM \(table) ORDER BY id").map { try $0.decode(Int.self, 0) }
+        #expect(ids == [1, 2, 3])
+        // Outside a transaction there is no next round trip to join.
+        let outside = try await client.withConnection { connection in
+            try #require(throws: PostgresError.self) { try connection.sendWithNext(PostgresStatement("SELECT 1")) }
+        }
+        #expect(outside.code == .usage)
+        try await client.query("DROP TABLE \(table)")
+        await client.close()
+    }
 }

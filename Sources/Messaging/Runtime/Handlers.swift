@@ -42,8 +42,10 @@ public final class HandlerContext: Sendable {
 
     /// Asks another domain a query over request/reply, now (not after commit). Ask before the
     /// first statement where you can: the transaction's `BEGIN` is sent only with the first one,
-    /// so no database connection waits idle in a transaction meanwhile. A timeout is an error the
-    /// runtime retries through the tiers.
+    /// so no database connection waits idle in a transaction meanwhile. (A redelivered message
+    /// stops at that first statement, where its inbox row goes: a query asked before it may be
+    /// asked again, which is harmless; an effect outside the database must come after it.) A
+    /// timeout is an error the runtime retries through the tiers.
     public func ask<Q: Query>(_ query: Q, timeout: Duration = .seconds(5)) async throws -> Q.Reply {
         guard let queries else { throw MessagingError("\(Q.type): this worker cannot ask queries") }
         return try await queries.client().ask(query, timeout: timeout, sagaID: envelope.sagaID)

@@ -425,13 +425,7 @@ public final class Worker: Service, Sendable {
     /// handled before (the inbox already has it).
     private func handleInTransaction(_ envelope: Envelope, queue: String, handler: HandlerRegistry.Erased,
                                      logger: MessageLogger) async throws -> [OutboxRecord]? {
-        let schema = quoteIdentifier(options.schema)
-        return try await database.transaction { tx -> [OutboxRecord]? in
-            let inserted = try await tx.query("""
-                INSERT INTO \(schema).inbox (message_id, type, queue) VALUES ($1, $2, $3)
-                ON CONFLICT (message_id) DO NOTHING RETURNING 1
-                """, [envelope.messageID, envelope.type, queue])
-            if inserted.count == 0 { return nil }
+        try await withInbox(envelope, queue: queue) { tx in
             let context = HandlerContext(envelope: envelope, database: tx, logger: logger, schema: options.schema, queries: queries)
             try await handler(envelope, context)
             return try await context.commit()
@@ -443,18 +437,40 @@ public final class Worker: Service, Sendable {
     /// error and has no second effect.
     private func respondInTransaction(_ envelope: Envelope, queue: String, responder: HandlerRegistry.ErasedResponder,
                                       logger: MessageLogger) async throws -> ([UInt8], [OutboxRecord]) {
-        let schema = quoteIdentifier(options.schema)
-        return try await database.transaction { tx in
-            let inserted = try await tx.query("""
-                INSERT INTO \(schema).inbox (message_id, type, queue) VALUES ($1, $2, $3)
-                ON CONFLICT (message_id) DO NOTHING RETURNING 1
-                """, [envelope.messageID, envelope.type, queue])
-            if inserted.count == 0 {
-                throw PermanentFailure("duplicate", "request \(envelope.messageID) was handled before; its answer went to the first delivery")
-            }
+        let answered = try await withInbox(envelope, queue: queue) { tx in
             let context = HandlerContext(envelope: envelope, database: tx, logger: logger, schema: options.schema, queries: queries)
             let reply = try await responder(envelope, context)
             return (reply, try await context.commit())
+        }
+        guard let answered else {
+            throw PermanentFailure("duplicate", "request \(envelope.messageID) was handled before; its answer went to the first delivery")
+        }
+        return answered
+    }
+
+    /// Runs `body` in a transaction that records the message in the inbox; nil, with nothing
+    /// done, when the inbox already has it. The inbox row goes in the round trip of the body's
+    /// first statement (or of its COMMIT) rather than in one of its own: a message handled before
+    /// fails there, on the inbox's key, and the transaction rolls back. So a redelivered message
+    /// stops at its handler's first statement: what a handler does before that (decoding, asking a
+    /// query) it may do again; what it must do once belongs after a statement.
+    private func withInbox<T: Sendable>(_ envelope: Envelope, queue: String,
+                                        _ body: (PostgresConnection) async throws -> T) async throws -> T? {
+        let schema = quoteIdentifier(options.schema)
+        do {
+            return try await database.transaction { tx in
+                let inbox = try tx.sendWithNext(PostgresStatement(
+                    "INSERT INTO \(schema).inbox (message_id, type, queue) VALUES ($1, $2, $3)",
+                    [envelope.messageID, envelope.type, queue]))
+                do {
+                    return try await body(tx)
+                } catch {
+                    if case .failure(let failure)? = inbox.result, failure.sqlState == "23505" { throw HandledBefore() }
+                    throw error
+                }
+            }
+        } catch is HandledBefore {
+            return nil
         }
     }
 
@@ -610,3 +626,6 @@ final class InFlightGauge: Sendable {
     func begin() { gauge.record(count.add(1, ordering: .relaxed).newValue) }
     func end() { gauge.record(count.subtract(1, ordering: .relaxed).newValue) }
 }
+
+/// The inbox already had the message: its transaction rolled back, nothing done.
+private struct HandledBefore: Error {}

@@ -163,7 +163,7 @@ final class WorkerBench: Sendable {
             rows.append(BenchRow(metric: "worker.inbox_outbox_vs_prepared", unit: "msg/s", value: swift, baseline: prepared,
                                  baselineName: "the same, -M prepared (as the worker)"))
             rows.append(BenchRow(metric: "worker.inbox_outbox_vs_pipelined", unit: "msg/s", value: swift, baseline: pipelined,
-                                 baselineName: "-M prepared, the worker's 3 round trips"))
+                                 baselineName: "-M prepared, the worker's 2 round trips"))
         }
         if parts.contains("memory") {
             let memory = try await measureMemory(channel: channel)
@@ -258,8 +258,8 @@ final class WorkerBench: Sendable {
         case extended
         /// Each statement prepared once per connection, as the worker's client does.
         case prepared
-        /// Prepared, and in the worker's three round trips: BEGIN with the inbox row, the
-        /// handler's row, the outbox row with the COMMIT (pgbench's `\startpipeline`).
+        /// Prepared, and in the worker's two round trips: BEGIN, the inbox row and the handler's
+        /// row; the outbox row with the COMMIT (pgbench's `\startpipeline`).
         case pipelined
     }
 
@@ -273,7 +273,7 @@ final class WorkerBench: Sendable {
         let record = "INSERT INTO \(s).records (n, message_id) VALUES (:n, gen_random_uuid()::text);"
         let outbox = "INSERT INTO \(s).outbox (message_id, type, exchange, routing_key, correlation_id, causation_id, saga_id, traceparent, tracestate, reply_to, body) VALUES (gen_random_uuid()::text, 'bench.Recorded.v1', 'bench.events', 'bench.Recorded.v1', gen_random_uuid()::text, gen_random_uuid()::text, NULL, '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', NULL, NULL, convert_to(repeat('x', 20), 'UTF8')) RETURNING id;"
         let sql = mode == .pipelined
-            ? ["\\set n random(1, 1000000000)", "\\startpipeline", "BEGIN;", inbox, "\\endpipeline", record,
+            ? ["\\set n random(1, 1000000000)", "\\startpipeline", "BEGIN;", inbox, record, "\\endpipeline",
                "\\startpipeline", outbox, "END;", "\\endpipeline", ""].joined(separator: "\n")
             : ["\\set n random(1, 1000000000)", "BEGIN;", inbox, record, outbox, "END;", ""].joined(separator: "\n")
         guard FileManager.default.createFile(atPath: script, contents: Data(sql.utf8)) else {
