@@ -12,6 +12,7 @@ run:
 	@scripts/servers.sh up dev
 	$(SWIFT) build --product shopfleet
 	$(SWIFT) build --product shopfleet-worker
+	$(SWIFT) build --product shopfleet-worker-ext
 	@scripts/servers.sh status dev
 	@eval "$$(scripts/servers.sh env dev)" && exec .build/debug/shopfleet dev
 
@@ -28,6 +29,7 @@ bench:
 	@scripts/servers.sh up test
 	$(SWIFT) build -c release --product shopfleet
 	$(SWIFT) build -c release --product shopfleet-worker
+	$(SWIFT) build -c release --product shopfleet-worker-ext
 	@eval "$$(scripts/servers.sh env test)" && .build/release/shopfleet bench clients
 	@eval "$$(scripts/servers.sh env test)" && .build/release/shopfleet bench worker
 

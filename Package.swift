@@ -15,6 +15,7 @@ let package = Package(
     products: [
         .executable(name: "shopfleet", targets: ["shopfleet"]),
         .executable(name: "shopfleet-worker", targets: ["shopfleet-worker"]),
+        .executable(name: "shopfleet-worker-ext", targets: ["shopfleet-worker-ext"]),
         .library(name: "AMQPClient", targets: ["AMQPClient"]),
         .library(name: "PostgresClient", targets: ["PostgresClient"]),
         .library(name: "RedisClient", targets: ["RedisClient"]),
@@ -208,6 +209,18 @@ let package = Package(
             swiftSettings: swiftSettings),
         // The small worker executable: the runtime-only domains, no HTTP client, no web framework,
         // no Foundation beyond FoundationEssentials. `shopfleet worker <domain>` becomes it.
+        // Payments, notifications and identity: an HTTP client with TLS, token signing.
+        .target(
+            name: "ServiceDomains",
+            dependencies: [
+                "WorkerHost", "Messaging", "Identity", "Notifications", "Payments", "Auth",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "shopfleet-worker-ext",
+            dependencies: ["ServiceDomains", "WorkerHost", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: swiftSettings),
         .executableTarget(
             name: "shopfleet-worker",
             dependencies: ["WorkerHost", .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -218,7 +231,7 @@ let package = Package(
             dependencies: [
                 "AMQPClient", "PostgresClient", "RedisClient", "Messaging", "Contracts", "Sagas",
                 "Catalog", "Inventory", "Orders", "Payments", "PaymentsSandbox", "Notifications", "Search", "Identity", "Auth", "Cart", "Edge", "ClientRuntime",
-                "DeadLetters", "RabbitManagement", "WorkerHost",
+                "DeadLetters", "RabbitManagement", "WorkerHost", "ServiceDomains",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

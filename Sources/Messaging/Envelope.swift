@@ -1,6 +1,10 @@
 public import AMQPClient
 public import FoundationEssentials
+import ClientRuntime
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A message of the fleet: a `Codable` body plus the envelope every message carries.
 ///
@@ -190,21 +194,72 @@ public enum MessageCodec {
 /// Time-ordered UUIDs (RFC 9562 version 7): 48 bits of Unix milliseconds, then random bits, so ids
 /// sort by creation time and index well.
 public enum UUIDv7 {
+    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+
     public static func generate(at date: Date = Date()) -> String {
         let ms = UInt64(max(0, date.timeIntervalSince1970 * 1000))
-        var bytes = [UInt8](repeating: 0, count: 16)
-        for i in 0..<6 { bytes[i] = UInt8(truncatingIfNeeded: ms >> (8 * (5 - i))) }
-        // Two draws of 64 bits rather than one per byte: each draw is a getrandom(2) call.
-        var random = SystemRandomNumberGenerator()
-        let high = random.next() as UInt64, low = random.next() as UInt64
-        for i in 6..<14 { bytes[i] = UInt8(truncatingIfNeeded: high >> (8 * (i - 6))) }
-        bytes[14] = UInt8(truncatingIfNeeded: low)
-        bytes[15] = UInt8(truncatingIfNeeded: low >> 8)
-        bytes[6] = 0x70 | (bytes[6] & 0x0F)
-        bytes[8] = 0x80 | (bytes[8] & 0x3F)
-        let hex = bytes.map { String($0, radix: 16).leftPadded(to: 2) }.joined()
-        let h = Array(hex)
-        return String(h[0..<8]) + "-" + String(h[8..<12]) + "-" + String(h[12..<16]) + "-" + String(h[16..<20]) + "-" + String(h[20..<32])
+        var bytes = RandomBytes.sixteen()
+        withUnsafeMutableBytes(of: &bytes) { raw in
+            for i in 0..<6 { raw[i] = UInt8(truncatingIfNeeded: ms >> (8 * (5 - i))) }
+            raw[6] = 0x70 | (raw[6] & 0x0F)
+            raw[8] = 0x80 | (raw[8] & 0x3F)
+        }
+        return withUnsafeBytes(of: &bytes) { raw in
+            String(unsafeUninitializedCapacity: 36) { out in
+                var o = 0
+                for (i, byte) in raw.enumerated() {
+                    if i == 4 || i == 6 || i == 8 || i == 10 { out[o] = UInt8(ascii: "-"); o += 1 }
+                    out[o] = hexDigits[Int(byte >> 4)]
+                    out[o + 1] = hexDigits[Int(byte & 0x0F)]
+                    o += 2
+                }
+                return o
+            }
+        }
+    }
+}
+
+/// Random bytes for ids, read from the kernel's CSPRNG 4 KB at a time instead of one getrandom(2)
+/// call per 8 bytes (a message sent costs two or three ids).
+enum RandomBytes {
+    private struct Pool {
+        var bytes = [UInt8](repeating: 0, count: 4096)
+        var next = 4096
+    }
+    private static let pool = Mutex(Pool())
+    private static let urandom: Int32 = open("/dev/urandom", O_RDONLY | O_CLOEXEC)
+
+    /// 16 random bytes.
+    static func sixteen() -> (UInt64, UInt64) {
+        pool.withLock { pool in
+            if pool.next + 16 > pool.bytes.count {
+                let count = pool.bytes.count
+                let filled = urandom >= 0 && pool.bytes.withUnsafeMutableBytes { read(urandom, $0.baseAddress, count) } == count
+                if !filled {
+                    var generator = SystemRandomNumberGenerator()
+                    pool.bytes.withUnsafeMutableBytes { raw in
+                        for offset in stride(from: 0, to: count, by: 8) {
+                            raw.storeBytes(of: generator.next() as UInt64, toByteOffset: offset, as: UInt64.self)
+                        }
+                    }
+                }
+                pool.next = 0
+            }
+            defer { pool.next += 16 }
+            return pool.bytes.withUnsafeBytes { raw in
+                (raw.loadUnaligned(fromByteOffset: pool.next, as: UInt64.self),
+                 raw.loadUnaligned(fromByteOffset: pool.next + 8, as: UInt64.self))
+            }
+        }
+    }
+
+    /// `count` (8 or 16) random bytes as lowercase hex, never all zero.
+    static func hex(_ count: Int) -> String {
+        var bytes = RandomBytes.sixteen()
+        return withUnsafeMutableBytes(of: &bytes) { raw in
+            if raw[..<count].allSatisfy({ $0 == 0 }) { raw[count - 1] = 1 }
+            return raw[..<count].lowercaseHex
+        }
     }
 }
 
@@ -241,14 +296,7 @@ public struct TraceParent: Sendable, Equatable, CustomStringConvertible {
     public var description: String { "00-\(traceID)-\(parentID)-\(flags)" }
 
     /// `bytes` (8 or 16) random bytes as lowercase hex, never all zero.
-    static func randomHex(_ bytes: Int) -> String {
-        var random = SystemRandomNumberGenerator()
-        var out = ""
-        for _ in 0..<(bytes / 8) {
-            out += String(max(1, random.next() as UInt64), radix: 16).leftPadded(to: 16)
-        }
-        return out
-    }
+    static func randomHex(_ bytes: Int) -> String { RandomBytes.hex(bytes) }
 }
 
 extension DecodingError {

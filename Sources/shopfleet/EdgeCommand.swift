@@ -1,3 +1,4 @@
+import ServiceDomains
 import AMQPClient
 import ArgumentParser
 import Auth
@@ -24,7 +25,7 @@ struct EdgeCommand: AsyncParsableCommand {
         let registry = WorkerProcess.bootstrap(level: level)
         var logger = Logger(label: "shopfleet.edge")
         logger.logLevel = level
-        let tokens = try await WorkerCatalog.accessTokens(config)
+        let tokens = try await ServiceDomains.accessTokens(config)
         let openAPIPath = config.value(ShopfleetConfiguration.openAPIFile)
         guard let document = FileManager.default.contents(atPath: openAPIPath) else {
             throw ValidationError("cannot read the OpenAPI document at \(openAPIPath) (SHOPFLEET_OPENAPI_FILE)")

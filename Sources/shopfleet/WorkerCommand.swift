@@ -1,10 +1,7 @@
 import ArgumentParser
-import Auth
+import ServiceDomains
 import ClientRuntime
-import Identity
 import Messaging
-import Notifications
-import Payments
 import PostgresClient
 import WorkerHost
 #if canImport(Glibc)
@@ -18,20 +15,7 @@ enum WorkerCatalog {
     /// Every worker of the fleet, in the order `shopfleet dev` starts them.
     static let fleet = ["catalog", "inventory", "orders", "payments", "notifications", "search", "identity", "cart", "deadletters"]
 
-    static let domains: [String: WorkerDomain] = RuntimeDomains.table.merging([
-        "identity": WorkerDomain(schema: IdentityService.schema, migrations: IdentityService.migrations) { config in try await identity(config) },
-        "notifications": WorkerDomain(schema: NotificationsService.schema, migrations: NotificationsService.migrations) { config in
-            try notifications(config)
-        },
-        "payments": WorkerDomain(schema: PaymentsService.schema, migrations: PaymentsService.migrations) { config in
-            let key = config.value(ShopfleetConfiguration.paymentsAPIKey)
-            guard !key.isEmpty else {
-                throw ValidationError("the payments worker needs SHOPFLEET_PAYMENTS_API_KEY (or SHOPFLEET_PAYMENTS_API_KEY_FILE), the gateway's secret key")
-            }
-            return PaymentsService.definition(gateway: PaymentGateway(configuration: .init(
-                baseURL: config.value(ShopfleetConfiguration.paymentsURL), apiKey: key)))
-        },
-    ]) { runtime, _ in runtime }
+    static let domains: [String: WorkerDomain] = RuntimeDomains.table.merging(ServiceDomains.table) { runtime, _ in runtime }
 
     /// The domains `shopfleet migrate` applies by default (not the benchmark's).
     static var listed: [String] { domains.listedNames }
@@ -40,44 +24,22 @@ enum WorkerCatalog {
     static let slimName = "shopfleet-worker"
 
     /// `shopfleet-worker` beside this executable, if it is there.
-    static var slimExecutable: String? {
+    static var slimExecutable: String? { sibling(slimName) }
+
+    /// The executable a domain's worker runs as, beside this one: `shopfleet-worker` for the
+    /// runtime-only domains, `shopfleet-worker-ext` for payments, notifications and identity; nil
+    /// when it is not there (the worker then runs in this process).
+    static func executable(for domain: String) -> (name: String, path: String)? {
+        let name = RuntimeDomains.table[domain] != nil ? slimName
+            : ServiceDomains.table[domain] != nil ? ServiceDomains.executableName : nil
+        guard let name, let path = sibling(name) else { return nil }
+        return (name, path)
+    }
+
+    private static func sibling(_ name: String) -> String? {
         guard let me = ChildProcess.currentExecutable, let slash = me.lastIndex(of: "/") else { return nil }
-        let path = String(me[...slash]) + slimName
+        let path = String(me[...slash]) + name
         return access(path, X_OK) == 0 ? path : nil
-    }
-
-    static func notifications(_ config: ShopfleetConfiguration) throws -> WorkerDefinition {
-        let webhook = config.value(ShopfleetConfiguration.webhookURL)
-        let secret = config.value(ShopfleetConfiguration.webhookSecret)
-        if !webhook.isEmpty, secret.isEmpty {
-            throw ValidationError("SHOPFLEET_WEBHOOK_URL is set but SHOPFLEET_WEBHOOK_SECRET is not: webhook calls must be signed")
-        }
-        let smtp: SMTPClient
-        do {
-            smtp = try SMTPClient(url: config.value(ShopfleetConfiguration.smtpURL))
-        } catch {
-            throw ValidationError("SHOPFLEET_SMTP_URL: \(error)")
-        }
-        return NotificationsService.definition(.init(smtp: smtp, from: config.value(ShopfleetConfiguration.mailFrom),
-                                                     webhookURL: webhook.isEmpty ? nil : webhook, webhookSecret: secret))
-    }
-
-    /// The access tokens of identity (signing) and the edge (verifying).
-    static func accessTokens(_ config: ShopfleetConfiguration) async throws -> AccessTokens {
-        let secret = config.value(ShopfleetConfiguration.jwtSecret)
-        guard !secret.isEmpty else {
-            throw ValidationError("SHOPFLEET_JWT_SECRET (or SHOPFLEET_JWT_SECRET_FILE) is not set: the key access tokens are signed with")
-        }
-        do {
-            return try await AccessTokens(secret: secret, lifetime: try config.duration(ShopfleetConfiguration.accessTokenTTL))
-        } catch let invalid as AccessTokens.Invalid {
-            throw ValidationError(invalid.description)
-        }
-    }
-
-    static func identity(_ config: ShopfleetConfiguration) async throws -> WorkerDefinition {
-        let admins = config.value(ShopfleetConfiguration.adminEmails).split(separator: ",").map { String($0.trimmed()) }.filter { !$0.isEmpty }
-        return IdentityService.definition(.init(tokens: try await accessTokens(config), adminEmails: Set(admins)))
     }
 }
 
@@ -86,18 +48,18 @@ struct WorkerCommand: AsyncParsableCommand {
         commandName: "worker",
         abstract: "Run one domain's worker until SIGTERM: consume its queues, serve /healthz, /readyz, /metrics.",
         discussion: """
-            catalog, inventory, orders, search, cart and deadletters run as `shopfleet-worker` (the \
-            process becomes that smaller executable, found beside this one, with the same arguments \
-            and pid); payments, notifications and identity run in this executable.
+            catalog, inventory, orders, search, cart and deadletters run as `shopfleet-worker`; \
+            payments, notifications and identity as `shopfleet-worker-ext`: the process becomes that \
+            smaller executable, found beside this one, with the same arguments and pid (without it, \
+            the worker runs in this executable).
             """)
 
     @OptionGroup var arguments: WorkerArguments
 
     func run() async throws {
-        // `shopfleet worker <domain> …`: the same arguments, after `worker`, go to the small executable.
-        if RuntimeDomains.table[arguments.domain] != nil, let slim = WorkerCatalog.slimExecutable,
-           CommandLine.arguments.dropFirst().first == "worker" {
-            try Self.exec(slim, arguments: [WorkerCatalog.slimName] + CommandLine.arguments.dropFirst(2))
+        // `shopfleet worker <domain> …`: the same arguments, after `worker`, go to the smaller executable.
+        if let target = WorkerCatalog.executable(for: arguments.domain), CommandLine.arguments.dropFirst().first == "worker" {
+            try Self.exec(target.path, arguments: [target.name] + CommandLine.arguments.dropFirst(2))
         }
         try await arguments.run(domains: WorkerCatalog.domains)
     }

@@ -7,9 +7,9 @@ import Glibc
 #endif
 
 /// `shopfleet worker <domain>` for a domain that needs only the runtime becomes `shopfleet-worker`
-/// (same pid, same arguments); payments, notifications and identity stay in `shopfleet`. The fleet
-/// tests then run every worker through this path against real servers.
-@Suite("shopfleet worker and shopfleet-worker")
+/// (same pid, same arguments); payments, notifications and identity become `shopfleet-worker-ext`.
+/// The fleet tests then run every worker through this path against real servers.
+@Suite("shopfleet worker, shopfleet-worker and shopfleet-worker-ext")
 struct WorkerExecutableTests {
     /// Its argv, from /proc.
     static func arguments(of pid: pid_t) -> [String] {
@@ -27,11 +27,12 @@ struct WorkerExecutableTests {
         "SHOPFLEET_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/%2F",
         "SHOPFLEET_TOPOLOGY_FILE": BrokerSandbox.fleetTopologyFile,
         "SHOPFLEET_PAYMENTS_API_KEY": "sk_test_exec",
+        "SHOPFLEET_JWT_SECRET": "exec-test-secret-of-at-least-32-bytes",
         "SHOPFLEET_ENV_FILE": "/nonexistent/shopfleet.env",
     ]
 
     @Test(arguments: [("catalog", "shopfleet-worker"), ("orders", "shopfleet-worker"), ("deadletters", "shopfleet-worker"),
-                      ("payments", "shopfleet")])
+                      ("payments", "shopfleet-worker-ext"), ("identity", "shopfleet-worker-ext")])
     func eachDomainRunsInItsExecutable(domain: String, expected: String) async throws {
         let log = "/tmp/shopfleet-exec-\(getpid())-\(domain)-\(UInt32.random(in: 0...UInt32.max)).log"
         defer { try? FileManager.default.removeItem(atPath: log) }
@@ -42,14 +43,17 @@ struct WorkerExecutableTests {
         let exe = try #require(ChildProcess.executable(of: process.pid))
         #expect(exe.hasSuffix("/" + expected), "\(domain) runs \(exe)")
         let argv = Self.arguments(of: process.pid)
-        #expect(Array(argv.dropFirst()) == (expected == "shopfleet" ? ["worker"] : []) + [domain, "--port", "0"], "argv: \(argv)")
+        #expect(Array(argv.dropFirst()) == [domain, "--port", "0"], "argv: \(argv)")
         #expect(Self.read(log).contains("\"service\":\"\(domain)\""))
         process.signal(SIGTERM)
         _ = try await withDeadline(.seconds(20)) { await process.wait() }
     }
 
     @Test func anUnknownDomainIsNamedWithTheOnesThereAre() async throws {
-        for argv in [[CheckoutFleet.binary, "worker", "nosuch"], [CheckoutFleet.binary + "-worker", "payments"]] {
+        let cases = [([CheckoutFleet.binary, "worker", "nosuch"], "cart, catalog, deadletters, identity"),
+                     ([CheckoutFleet.binary + "-worker", "payments"], "cart, catalog, deadletters"),
+                     ([CheckoutFleet.binary + "-worker-ext", "catalog"], "identity, notifications, payments")]
+        for (argv, offered) in cases {
             let log = "/tmp/shopfleet-exec-\(getpid())-unknown-\(UInt32.random(in: 0...UInt32.max)).log"
             defer { try? FileManager.default.removeItem(atPath: log) }
             let process = try ChildProcess.spawn(argv, extraEnvironment: Self.environment, logFile: log)
@@ -57,7 +61,7 @@ struct WorkerExecutableTests {
             #expect(status != 0)
             let text = Self.read(log)
             #expect(text.contains("unknown domain '\(argv[argv.count - 1])'"), "\(text)")
-            #expect(text.contains("cart, catalog, deadletters"), "\(text)")
+            #expect(text.contains(offered), "\(text)")
             // The benchmark's domain is not offered.
             #expect(!text.contains("bench"), "\(text)")
         }
