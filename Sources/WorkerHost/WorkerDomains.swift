@@ -103,3 +103,30 @@ public struct WorkerArguments: ParsableArguments, Sendable {
         try await WorkerProcess.run(definition, settings: settings)
     }
 }
+
+/// The `@main` of a worker executable (`shopfleet-worker`, `shopfleet-worker-ext`): one domain of
+/// `domains`, with the arguments of `shopfleet worker`. Usually started as `shopfleet worker
+/// <domain>`, which becomes the process; the same arguments and configuration either way.
+public protocol WorkerExecutable: AsyncParsableCommand {
+    static var domains: [String: WorkerDomain] { get }
+    var arguments: WorkerArguments { get }
+}
+
+extension WorkerExecutable {
+    public static func commandConfiguration(name: String) -> CommandConfiguration {
+        CommandConfiguration(
+            commandName: name,
+            abstract: "Run one domain's worker until SIGTERM: consume its queues, serve /healthz, /readyz, /metrics.",
+            discussion: "The executable behind `shopfleet worker` for: " + domains.listedNames.joined(separator: ", ") + ".")
+    }
+
+    /// Watches the parent (`shopfleet dev`) if asked to, then parses the arguments and runs.
+    public static func start() async {
+        ParentWatch.startIfAsked()
+        await main(nil)
+    }
+
+    public func run() async throws {
+        try await arguments.run(domains: Self.domains)
+    }
+}
