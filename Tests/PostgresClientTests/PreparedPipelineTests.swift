@@ -99,7 +99,7 @@ struct PreparedPipelineTests {
 
         // A transaction that sent nothing commits nothing, and the next one works as usual.
         _ = try await client.transaction { tx in try await tx.commit(after: []) }
-        try await client.transaction { tx in try await tx.query("INSERT INTO \(table) (note) VALUES ($1)", "seventh") }
+        _ = try await client.transaction { tx in try await tx.query("INSERT INTO \(table) (note) VALUES ($1)", "seventh") }
         #expect(try await client.query("SELECT count(*) FROM \(table)").first?.decode(Int.self, 0) == 5)
         try await client.query("DROP TABLE \(table)")
         await client.close()
