@@ -2,6 +2,9 @@ import ClientRuntime
 import CRabbitMQ
 import Logging
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A channel of an ``AMQPConnection``. All methods run on the connection's thread. A channel the
 /// broker closed (say, a passive declare of a missing queue: 404) reopens on its next use, with its
@@ -129,13 +132,14 @@ public struct AMQPChannel: Sendable, Hashable {
                         confirmed: @escaping @Sendable ((any Error)?) -> Void) {
         let connection = self.connection
         let id = self.id
-        let job: @Sendable () -> Void = {
-            connection.publishOnThread(id, body: body, exchange: exchange, routingKey: routingKey,
-                                       properties: properties, mandatory: mandatory, continuation: .callback(confirmed))
+        // Sent with the burst's other outgoing frames (acks, other publishes), in one transmit.
+        let scheduled = connection.queueOutgoing { outgoing in
+            outgoing.publishes.append {
+                connection.publishOnThread(id, body: body, exchange: exchange, routingKey: routingKey,
+                                           properties: properties, mandatory: mandatory, continuation: .callback(confirmed))
+            }
         }
-        if connection.thread.isCurrent {
-            job()
-        } else if !connection.thread.execute(job) {
+        if !scheduled {
             confirmed(connection.error(.closed, "connection closed by this process; the message was not sent"))
         }
     }
@@ -316,16 +320,54 @@ extension AMQPConnection {
         var settlement: Settlement
     }
 
+    /// What waits for the next flush of outgoing frames.
+    struct Outgoing {
+        var settlements: [PendingSettlement] = []
+        var publishes: [@Sendable () -> Void] = []
+        var isEmpty: Bool { settlements.isEmpty && publishes.isEmpty }
+    }
+
     /// Queues an ack/nack/reject. Settlements wait in one list; the first of a burst schedules a
     /// single job that sends them all, so a consumer acking each message costs no job per ack.
     func settle(_ delivery: AMQPDelivery, _ settlement: Settlement) {
         let pending = PendingSettlement(channel: delivery.channel.id, incarnation: delivery.incarnation,
                                         deliveryTag: delivery.deliveryTag, settlement: settlement)
-        let first = settlements.withLock { list in
-            list.append(pending)
-            return list.count == 1
+        queueOutgoing { $0.settlements.append(pending) }
+    }
+
+    /// Adds to the outgoing frames; the first of a burst schedules the one job that flushes them.
+    /// False when the thread has stopped (nothing will be sent).
+    @discardableResult
+    func queueOutgoing(_ add: (inout Outgoing) -> Void) -> Bool {
+        let first = outgoing.withLock { outgoing in
+            let wasEmpty = outgoing.isEmpty
+            add(&outgoing)
+            return wasEmpty
         }
-        if first { thread.execute { self.sendSettlements() } }
+        guard first else { return true }
+        return thread.execute { self.flushOutgoing() }
+    }
+
+    /// On the thread: the burst's settlements, then its publishes, with the socket corked so that
+    /// they leave in as few TCP segments as fit (on loopback each transmit also costs the broker's
+    /// side a wake-up). Nothing in here waits for the broker, so the cork is never held across a
+    /// wait.
+    private func flushOutgoing() {
+        let batch = outgoing.withLock { outgoing in
+            defer { outgoing = Outgoing() }
+            return outgoing
+        }
+        let cork = batch.settlements.count + batch.publishes.count >= 2 ? state.map { amqp_get_sockfd($0) } ?? -1 : -1
+        if cork >= 0 { Self.setCork(cork, true) }
+        sendSettlements(batch.settlements)
+        for publish in batch.publishes { publish() }
+        // The socket may have been replaced by a reconnect meanwhile; uncork the one corked.
+        if cork >= 0 { Self.setCork(cork, false) }
+    }
+
+    private static func setCork(_ fd: Int32, _ on: Bool) {
+        var value: Int32 = on ? 1 : 0
+        _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_CORK, &value, socklen_t(MemoryLayout<Int32>.size))
     }
 
     /// On the thread. A settlement for a channel reopened since its delivery is skipped: the broker
@@ -334,12 +376,7 @@ extension AMQPConnection {
     /// A run of single acks on one channel that settles the oldest of its unsettled deliveries goes
     /// out as one ack with `multiple` up to the last of them (the frame the broker would otherwise
     /// get once per message); the run's other acks, and everything else, go out one by one.
-    private func sendSettlements() {
-        let batch = settlements.withLock { list in
-            let batch = list
-            list.removeAll(keepingCapacity: true)
-            return batch
-        }
+    private func sendSettlements(_ batch: [PendingSettlement]) {
         var index = 0
         while index < batch.count {
             let item = batch[index]

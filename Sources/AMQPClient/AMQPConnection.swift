@@ -25,7 +25,9 @@ public final class AMQPConnection: @unchecked Sendable {
     private let connected = Atomic<Bool>(false)
     private let closing = Atomic<Bool>(false)
     /// Acks, nacks and rejects waiting for the thread (see `settle`).
-    let settlements = Mutex<[PendingSettlement]>([])
+    /// Frames that wait for the burst's flush (one job, one transmit): settlements, and messages
+    /// published with a confirm callback.
+    let outgoing = Mutex(Outgoing())
 
     // Everything below is touched only on `thread`.
     var state: amqp_connection_state_t?
