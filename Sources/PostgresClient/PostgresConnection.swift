@@ -252,6 +252,10 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     private func runCommit(_ statements: [PostgresStatement]) throws -> [PostgresRows] {
         thread.preconditionOnThread()
         guard let conn else { throw closedError("COMMIT") }
+        guard transactionState.withLock({ $0.open }) else {
+            throw PostgresError(.usage, "commit(after:) ends a transaction; none is open", host: configuration.host,
+                                port: configuration.port, query: statements.first?.sql)
+        }
         let queued = try takeQueued(before: "COMMIT")
         let begun = transactionState.withLock { $0.begun }
         let nothingSent = !begun || (queued.count == 1 && queued[0].statement.sql == "BEGIN")

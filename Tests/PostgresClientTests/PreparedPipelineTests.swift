@@ -171,6 +171,12 @@ struct PreparedPipelineTests {
             try #require(throws: PostgresError.self) { try connection.sendWithNext(PostgresStatement("SELECT 1")) }
         }
         #expect(outside.code == .usage)
+        let commitOutside = try await client.withConnection { connection in
+            try await #require(throws: PostgresError.self) { try await connection.commit(after: []) }
+        }
+        #expect(commitOutside.code == .usage)
+        // The connection is none the worse for it.
+        #expect(try await client.query("SELECT 1").first?.decode(Int.self, 0) == 1)
         try await client.query("DROP TABLE \(table)")
         await client.close()
     }
