@@ -269,7 +269,7 @@ final class WorkerBench: Sendable {
     func pgbench(_ mode: PgbenchMode) async throws -> Double {
         let s = quoteIdentifier(pgbenchSchema)
         let script = directory + "/inbox_outbox.sql"
-        let inbox = "INSERT INTO \(s).inbox (message_id, type, queue) VALUES (gen_random_uuid()::text, 'bench.Record.v1', 'bench.tx') ON CONFLICT (message_id) DO NOTHING RETURNING 1;"
+        let inbox = "INSERT INTO \(s).inbox (message_id, type, queue) VALUES (gen_random_uuid()::text, 'bench.Record.v1', 'bench.tx');"
         let record = "INSERT INTO \(s).records (n, message_id) VALUES (:n, gen_random_uuid()::text);"
         let outbox = "INSERT INTO \(s).outbox (message_id, type, exchange, routing_key, correlation_id, causation_id, saga_id, traceparent, tracestate, reply_to, body) VALUES (gen_random_uuid()::text, 'bench.Recorded.v1', 'bench.events', 'bench.Recorded.v1', gen_random_uuid()::text, gen_random_uuid()::text, NULL, '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', NULL, NULL, convert_to(repeat('x', 20), 'UTF8')) RETURNING id;"
         let sql = mode == .pipelined
