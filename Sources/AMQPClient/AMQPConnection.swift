@@ -24,7 +24,6 @@ public final class AMQPConnection: @unchecked Sendable {
     private let eventContinuation: AsyncStream<AMQPConnectionEvent>.Continuation
     private let connected = Atomic<Bool>(false)
     private let closing = Atomic<Bool>(false)
-    /// Acks, nacks and rejects waiting for the thread (see `settle`).
     /// Frames that wait for the burst's flush (one job, one transmit): settlements, and messages
     /// published with a confirm callback.
     let outgoing = Mutex(Outgoing())

@@ -14,16 +14,38 @@ public enum LocalPort {
         }
     }
 
+    /// True when something accepts connections on 127.0.0.1:`port`.
+    public static func accepts(_ port: Int) -> Bool {
+        let fd = connect(port)
+        if fd >= 0 { close(fd) }
+        return fd >= 0
+    }
+
+    /// A TCP socket connected to 127.0.0.1:`port`, or -1. The caller closes it.
+    public static func connect(_ port: Int) -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return -1 }
+        if withAddress(port, inet_addr("127.0.0.1"), { Glibc.connect(fd, $0, $1) }) == 0 { return fd }
+        close(fd)
+        return -1
+    }
+
     static func isFree(_ port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
+        return withAddress(port, INADDR_ANY) { bind(fd, $0, $1) } == 0
+    }
+
+    /// Calls `body` with an IPv4 socket address (`host`, network order) and its length.
+    private static func withAddress(_ port: Int, _ host: in_addr_t,
+                                    _ body: (UnsafePointer<sockaddr>, socklen_t) -> Int32) -> Int32 {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = INADDR_ANY
+        address.sin_addr.s_addr = host
         return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
     }
 }

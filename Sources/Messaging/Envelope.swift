@@ -194,8 +194,6 @@ public enum MessageCodec {
 /// Time-ordered UUIDs (RFC 9562 version 7): 48 bits of Unix milliseconds, then random bits, so ids
 /// sort by creation time and index well.
 public enum UUIDv7 {
-    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
-
     public static func generate(at date: Date = Date()) -> String {
         let ms = UInt64(max(0, date.timeIntervalSince1970 * 1000))
         var bytes = RandomBytes.sixteen()
@@ -209,8 +207,8 @@ public enum UUIDv7 {
                 var o = 0
                 for (i, byte) in raw.enumerated() {
                     if i == 4 || i == 6 || i == 8 || i == 10 { out[o] = UInt8(ascii: "-"); o += 1 }
-                    out[o] = hexDigits[Int(byte >> 4)]
-                    out[o + 1] = hexDigits[Int(byte & 0x0F)]
+                    out[o] = HexDigits.lowercase[Int(byte >> 4)]
+                    out[o + 1] = HexDigits.lowercase[Int(byte & 0x0F)]
                     o += 2
                 }
                 return o

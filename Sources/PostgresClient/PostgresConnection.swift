@@ -91,7 +91,7 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
             } catch {
                 // Nothing to roll back if BEGIN never went out, or if the body committed.
                 let (begun, committed) = transactionState.withLock { state in
-                    state.queued.removeAll()
+                    defer { state.queued.removeAll() }
                     return (state.begun, state.committed)
                 }
                 if begun, !committed, isUsable {
@@ -143,10 +143,7 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     /// Takes what waits to go with the next round trip; refuses a statement after the commit.
     private func takeQueued(before sql: String) throws -> [QueuedStatement] {
         let (queued, committed) = transactionState.withLock { state in
-            defer {
-                if !state.queued.isEmpty { state.begun = true }
-                state.queued.removeAll()
-            }
+            defer { state.queued.removeAll() }
             return (state.queued, state.committed)
         }
         if committed {
@@ -257,9 +254,8 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
                                 port: configuration.port, query: statements.first?.sql)
         }
         let queued = try takeQueued(before: "COMMIT")
-        let begun = transactionState.withLock { $0.begun }
-        let nothingSent = !begun || (queued.count == 1 && queued[0].statement.sql == "BEGIN")
-        if nothingSent && statements.isEmpty {
+        // Only the BEGIN waiting: nothing was sent, nothing to commit.
+        if statements.isEmpty, queued.count == 1, queued[0].statement.sql == Self.begin.sql {
             transactionState.withLock { $0.committed = true }
             return []
         }
@@ -280,8 +276,8 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
         guard PQenterPipelineMode(conn) == 1 else {
             throw lostOrFailed(sql: first, message: String(cString: PQerrorMessage(conn)))
         }
-        // What was queued, in order: a statement, or the preparation of one under a new name.
-        var queuedSends: [(index: Int, preparing: String?)] = []
+        // What was sent, in order: a statement, or the preparation of one under a new name.
+        var sent: [(index: Int, preparing: String?)] = []
         var sendFailure: PostgresError?
         for (index, statement) in statements.enumerated() {
             var name = statement.prepare ? prepared[statement.sql] : nil
@@ -292,21 +288,21 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
                     sendFailure = lostOrFailed(sql: statement.sql, message: String(cString: PQerrorMessage(conn)))
                     break
                 }
-                queuedSends.append((index, fresh))
+                sent.append((index, fresh))
                 name = fresh
             }
-            let sent = withCStrings(statement.binds) { values in
+            let accepted = withCStrings(statement.binds) { values in
                 if let name {
                     PQsendQueryPrepared(conn, name, Int32(values.count), values.baseAddress, nil, nil, 0)
                 } else {
                     PQsendQueryParams(conn, statement.sql, Int32(values.count), nil, values.baseAddress, nil, nil, 0)
                 }
             }
-            guard sent == 1 else {
+            guard accepted == 1 else {
                 sendFailure = lostOrFailed(sql: statement.sql, message: String(cString: PQerrorMessage(conn)))
                 break
             }
-            queuedSends.append((index, nil))
+            sent.append((index, nil))
         }
         if sendFailure == nil, PQpipelineSync(conn) != 1 {
             sendFailure = lostOrFailed(sql: first, message: String(cString: PQerrorMessage(conn)))
@@ -320,7 +316,7 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
         var rows = [PostgresRows](repeating: PostgresRows(affected: 0), count: statements.count)
         var outcomes = [PostgresError?](repeating: nil, count: statements.count)
         var failure: (any Error)?
-        for entry in queuedSends {
+        for entry in sent {
             let statement = statements[entry.index]
             while let result = PQgetResult(conn) {
                 defer { PQclear(result) }
@@ -479,8 +475,10 @@ struct QueuedStatement {
 
 struct TransactionState {
     var open = false
-    /// BEGIN went out: a failure must be rolled back.
-    var begun = false
     var committed = false
     var queued: [QueuedStatement] = []
+
+    /// BEGIN went out (it is queued first and leaves with the first round trip): a failure must be
+    /// rolled back.
+    var begun: Bool { open && queued.first?.statement.sql != "BEGIN" }
 }

@@ -113,17 +113,9 @@ struct OpsServerTests {
     @Test func servesManyRequestsOnOneConnection() async throws {
         try await Self.withServer(problem: { nil }) { port, _ in
             // A raw socket: three pipelined requests on one keep-alive connection, then one that closes it.
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            #expect(fd >= 0)
+            let fd = LocalPort.connect(port)
+            try #require(fd >= 0)
             defer { close(fd) }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            #expect(connected == 0)
             let requests = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
                 + "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
             let sent = requests.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
