@@ -18,19 +18,23 @@ public final class ConnectionThread: @unchecked Sendable {
     public struct ServiceRequest: Sendable {
         /// A socket to wait on for readability, or -1.
         public var fd: Int32
+        /// Wait for the socket to be writable too (the owner has bytes the socket would not take).
+        public var writable: Bool
         /// The longest sleep before the next service call, in milliseconds; -1 for no limit.
         public var timeoutMilliseconds: Int32
         /// Call the service again at once (it left work undone).
         public var again: Bool
 
-        public init(fd: Int32 = -1, timeoutMilliseconds: Int32 = -1, again: Bool = false) {
+        public init(fd: Int32 = -1, writable: Bool = false, timeoutMilliseconds: Int32 = -1, again: Bool = false) {
             self.fd = fd
+            self.writable = writable
             self.timeoutMilliseconds = timeoutMilliseconds
             self.again = again
         }
     }
 
-    /// Called on the thread with whether the socket was readable.
+    /// Called on the thread with whether the socket was ready (readable, or writable when asked,
+    /// or closed by the peer).
     public typealias Service = (_ readable: Bool) -> ServiceRequest
 
     private struct State {
@@ -219,7 +223,7 @@ public final class ConnectionThread: @unchecked Sendable {
             }
             var fds = [pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
             if request.fd >= 0 {
-                fds.append(pollfd(fd: request.fd, events: Int16(POLLIN), revents: 0))
+                fds.append(pollfd(fd: request.fd, events: Int16(POLLIN) | (request.writable ? Int16(POLLOUT) : 0), revents: 0))
             }
             let timeout = block ? (service == nil ? -1 : request.timeoutMilliseconds) : 0
             let n = poll(&fds, nfds_t(fds.count), timeout)

@@ -14,14 +14,21 @@ public final class RedisClient: Sendable {
         }
     }
 
-    /// Runs `body` with a connection of the pool, on that connection's own thread: the body's
-    /// calls on it run inline, with no handover between threads (see ``RedisConnection/executor``).
-    /// Keep the body short and non-blocking.
+    /// Runs `body` with a connection of the pool, on that connection's own thread: the body is
+    /// resumed there when its replies arrive, with no handover to Swift's pool (see
+    /// ``RedisConnection/executor``). Keep the body short and non-blocking. The connection is the
+    /// body's alone while it runs (for WATCH and MULTI).
     public func withConnection<T: Sendable>(_ body: (RedisConnection) async throws -> T) async throws -> T {
+        try await withPooled { connection in
+            try await withTaskExecutorPreference(connection.executor) { try await body(connection) }
+        }
+    }
+
+    /// A single call needs no pinning: it writes its command from the caller's thread, and its
+    /// reply wakes the caller once.
+    private func withPooled<T: Sendable>(_ body: (RedisConnection) async throws -> T) async throws -> T {
         do {
-            return try await pool.withConnection { connection in
-                try await withTaskExecutorPreference(connection.executor) { try await body(connection) }
-            }
+            return try await pool.withConnection(body)
         } catch let error as ConnectionPoolError {
             throw RedisError(error.reason == .closed ? .closed : .poolTimeout, error.description,
                              host: configuration.host, port: configuration.port)
@@ -30,7 +37,7 @@ public final class RedisClient: Sendable {
 
     @discardableResult
     public func send(_ command: RedisCommand) async throws -> RedisReply {
-        try await withConnection { try await $0.send(command) }
+        try await withPooled { try await $0.send(command) }
     }
 
     @discardableResult
@@ -39,16 +46,16 @@ public final class RedisClient: Sendable {
     }
 
     public func pipeline(_ commands: [RedisCommand]) async throws -> [RedisReply] {
-        try await withConnection { try await $0.pipeline(commands) }
+        try await withPooled { try await $0.pipeline(commands) }
     }
 
     public func transaction(_ commands: [RedisCommand]) async throws -> [RedisReply]? {
-        try await withConnection { try await $0.transaction(commands) }
+        try await withPooled { try await $0.transaction(commands) }
     }
 
     @discardableResult
     public func evaluate(_ script: RedisScript, keys: [any RedisArgument] = [], arguments: [any RedisArgument] = []) async throws -> RedisReply {
-        try await withConnection { try await $0.evaluate(script, keys: keys, arguments: arguments) }
+        try await withPooled { try await $0.evaluate(script, keys: keys, arguments: arguments) }
     }
 
     public var openConnections: Int { get async { await pool.openCount } }

@@ -134,6 +134,91 @@ struct RedisClientTests {
         await connection.close()
     }
 
+    @Test func concurrentCallersOnOneConnectionEachGetTheirOwnReplies() async throws {
+        let connection = try await RedisConnection.connect(try redisConfiguration())
+        let k = key("shared")
+        // 64 tasks write their requests to one socket at once; replies come back in one stream and
+        // each must reach the task that asked.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for task in 0..<64 {
+                // Half of them run on the connection's thread, where a request with nothing else
+                // in flight is answered inline and leaves any later replies it read to the thread.
+                group.addTask(executorPreference: task % 2 == 0 ? connection.executor : nil) {
+                    for round in 0..<50 {
+                        let value = "\(task):\(round)"
+                        try await connection.send("SET", "\(k):\(task)", value)
+                        let replies = try await connection.pipeline([RedisCommand("GET", "\(k):\(task)"), RedisCommand("ECHO", value)])
+                        #expect(replies == [.bulk(Array(value.utf8)), .bulk(Array(value.utf8))])
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        try await connection.send(RedisCommand("DEL", (0..<64).map { "\(k):\($0)" }))
+        await connection.close()
+    }
+
+    @Test func aPipelineLargerThanTheSocketTakesAtOnceIsWrittenByTheThread() async throws {
+        let connection = try await RedisConnection.connect(try redisConfiguration())
+        let k = key("big")
+        let value = [UInt8](repeating: UInt8(ascii: "v"), count: 4096)
+        // 16 MB of commands: far more than a socket buffer, so most of it waits for the thread.
+        let commands = (0..<4096).map { RedisCommand("SET", "\(k):\($0)", value) }
+        // Both run on the connection's thread, whose jobs run in order: the big pipeline writes
+        // what the socket takes and leaves the rest to the thread, then the small request is made
+        // while that rest still waits, and must go after it.
+        let (replies, small) = try await withTaskExecutorPreference(connection.executor) {
+            async let big = connection.pipeline(commands)
+            async let small = connection.send("EXISTS", "\(k):4095")
+            return try await (big, small)
+        }
+        #expect(connection.requestsHandedToThread > 0)
+        #expect(replies.count == 4096)
+        #expect(replies.allSatisfy { $0 == .status("OK") })
+        #expect(small == .integer(1))
+        #expect(try await connection.send("STRLEN", "\(k):17") == .integer(4096))
+        _ = try await connection.pipeline((0..<4096).map { RedisCommand("DEL", "\(k):\($0)") })
+        await connection.close()
+    }
+
+    @Test func aReplyThatNeverComesFailsWithinTheCommandTimeout() async throws {
+        var config = try redisConfiguration()
+        config.commandTimeout = .milliseconds(300)
+        let connection = try await RedisConnection.connect(config)
+        let start = ContinuousClock.now
+        // BLPOP on an empty list holds its reply for 5 s: longer than the command timeout.
+        let error = try await #require(throws: RedisError.self) { try await connection.send("BLPOP", key("never"), 5) }
+        #expect(error.code == .connectionLost)
+        #expect(error.message.contains("no reply within"))
+        #expect(error.command == "BLPOP")
+        #expect(ContinuousClock.now - start < .seconds(3))
+        #expect(!connection.isUsable)
+        // Later requests fail at once, naming their own command.
+        let later = try await #require(throws: RedisError.self) { try await connection.send("PING") }
+        #expect(later.code == .connectionLost)
+        #expect(later.command == "PING")
+        await connection.close()
+    }
+
+    @Test func aKilledConnectionFailsItsWaitingRequests() async throws {
+        let connection = try await RedisConnection.connect(try redisConfiguration())
+        let admin = try await RedisConnection.connect(try redisConfiguration())
+        let id = try #require(try await connection.send("CLIENT", "ID").integer)
+        let k = key("killed")
+        let waiting = Task { try await connection.send("BLPOP", k, 10) }
+        // Once the BLPOP is blocked at the server, kill the connection from another one.
+        try await waitUntil(deadline: .seconds(5)) {
+            ((try? await admin.send("CLIENT", "LIST", "ID", id).string) ?? "").contains("cmd=blpop")
+        }
+        #expect(try await admin.send("CLIENT", "KILL", "ID", id) == .integer(1))
+        let error = await #expect(throws: RedisError.self) { _ = try await waiting.value }
+        #expect(error?.code == .connectionLost)
+        #expect(error?.command == "BLPOP")
+        #expect(!connection.isUsable)
+        await connection.close()
+        await admin.close()
+    }
+
     @Test func urlParsing() throws {
         let config = try RedisConfiguration(url: "redis://:s%40cret@example.org:6400/3")
         #expect(config.host == "example.org")
