@@ -23,7 +23,7 @@ def group(name):
         return "pg"
     if "pgbench" in name:
         return "pgbench"
-    if "shopfleet" in name or "qos" in name:  # Swift's pool threads are named com.apple.root.*-qos
+    if "shopfleet" in name or "shopfl" in name or "qos" in name:  # Swift's pool threads are named com.apple.root.*-qos
         return "sf"
     return "other"
 

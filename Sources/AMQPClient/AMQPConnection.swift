@@ -143,6 +143,12 @@ public final class AMQPConnection: @unchecked Sendable {
     /// between threads. Keep such code short and non-blocking: the connection is serviced there too.
     public var executor: any TaskExecutor { thread }
 
+    /// The connection's thread, for connections that can share it: a `PostgresClient` created
+    /// `on:` it is driven there without blocking, so code running on this thread (a worker's
+    /// consumers) awaits PostgreSQL without waking another thread. It ends when this connection
+    /// is closed; close such clients first.
+    public var connectionThread: ConnectionThread { thread }
+
     /// True while connected (false while recovering and after close).
     public var isConnected: Bool { connected.load(ordering: .acquiring) }
 

@@ -70,6 +70,13 @@ public final class ConnectionThread: @unchecked Sendable {
 
     /// Only touched on the thread.
     private var service: Service?
+    /// Further sockets the thread waits on (connections it drives without blocking), by fd.
+    /// Only touched on the thread.
+    private var watchers: [Int32: (writable: Bool, callback: Watcher)] = [:]
+
+    /// Called on the thread when a watched socket is ready: readable (or closed by the peer), or
+    /// writable when that was asked for.
+    public typealias Watcher = (_ readable: Bool, _ writable: Bool) -> Void
     private var threadID: pthread_t?
 
     public init(name: String, spin: Duration = ConnectionThread.defaultSpin) {
@@ -114,6 +121,26 @@ public final class ConnectionThread: @unchecked Sendable {
     public func setService(_ service: Service?) {
         preconditionOnThread()
         self.service = service
+    }
+
+    /// Waits on `fd` too, from now on, and calls `callback` on the thread whenever it is ready;
+    /// `writable` asks for writability as well. Watching an fd again replaces its callback. Call on
+    /// the thread; a thread can drive several connections this way besides its own service.
+    public func watch(_ fd: Int32, writable: Bool = false, _ callback: @escaping Watcher) {
+        preconditionOnThread()
+        watchers[fd] = (writable, callback)
+    }
+
+    /// Asks for (or stops asking for) writability of a watched fd.
+    public func watch(_ fd: Int32, writable: Bool) {
+        preconditionOnThread()
+        watchers[fd]?.writable = writable
+    }
+
+    /// Stops waiting on `fd`. Call on the thread, before the fd is closed.
+    public func unwatch(_ fd: Int32) {
+        preconditionOnThread()
+        watchers[fd] = nil
     }
 
     /// Queues a job. Returns false when the thread has stopped (the job will not run).
@@ -222,8 +249,13 @@ public final class ConnectionThread: @unchecked Sendable {
                 if !mayBlock { continue }
             }
             var fds = [pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
-            if request.fd >= 0 {
+            let serviceFD = request.fd >= 0 && service != nil
+            if serviceFD {
                 fds.append(pollfd(fd: request.fd, events: Int16(POLLIN) | (request.writable ? Int16(POLLOUT) : 0), revents: 0))
+            }
+            let watched = fds.count
+            for (fd, watcher) in watchers {
+                fds.append(pollfd(fd: fd, events: Int16(POLLIN) | (watcher.writable ? Int16(POLLOUT) : 0), revents: 0))
             }
             let timeout = block ? (service == nil ? -1 : request.timeoutMilliseconds) : 0
             let n = poll(&fds, nfds_t(fds.count), timeout)
@@ -235,8 +267,13 @@ public final class ConnectionThread: @unchecked Sendable {
                     var drain = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
                     _ = withUnsafeMutableBytes(of: &drain) { read(wakeFD, $0.baseAddress, $0.count) }
                 }
-                if fds.count > 1, fds[1].revents != 0 {
+                if serviceFD, fds[1].revents != 0 {
                     readable = true
+                }
+                for ready in fds[watched...] where ready.revents != 0 {
+                    // Looked up again: an earlier callback may have stopped watching this one.
+                    guard let watcher = watchers[ready.fd] else { continue }
+                    watcher.callback(ready.revents & ~Int16(POLLOUT) != 0, ready.revents & Int16(POLLOUT) != 0)
                 }
             }
         }

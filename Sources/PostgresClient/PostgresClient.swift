@@ -9,12 +9,18 @@ public final class PostgresClient: Sendable {
     public let configuration: PostgresConfiguration
     private let pool: ConnectionPool<PostgresConnection>
 
+    /// With `thread`, every connection of the pool is driven without blocking by that one thread
+    /// (``PostgresConnection/connect(_:logger:on:)``) instead of a thread each: code running on
+    /// that thread (a worker's consumers, on its AMQP connection's thread) then awaits its round
+    /// trips without waking another thread.
     public init(configuration: PostgresConfiguration, maximumConnections: Int = 10,
                 acquireTimeout: Duration = .seconds(10),
-                logger: Logger = Logger(label: "shopfleet.postgres")) {
+                logger: Logger = Logger(label: "shopfleet.postgres"),
+                on thread: ConnectionThread? = nil) {
         self.configuration = configuration
         self.pool = ConnectionPool(maximum: maximumConnections, acquireTimeout: acquireTimeout) {
-            try await PostgresConnection.connect(configuration, logger: logger)
+            if let thread { return try await PostgresConnection.connect(configuration, logger: logger, on: thread) }
+            return try await PostgresConnection.connect(configuration, logger: logger)
         }
     }
 

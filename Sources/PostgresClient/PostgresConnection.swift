@@ -6,11 +6,20 @@ import Synchronization
 import Glibc
 #endif
 
-/// One libpq connection, owned by a thread of its own. Every libpq call happens on that thread;
-/// callers `await` the result.
+/// One libpq connection, owned by a thread: a thread of its own, where libpq's blocking calls run,
+/// or (``connect(_:logger:on:)``) a thread it shares with other connections, which drives it
+/// without blocking. Every libpq call happens on that thread; callers `await` the result.
 public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     public let configuration: PostgresConfiguration
     private let thread: ConnectionThread
+    /// True when `thread` is shared (another connection's): statements are sent and their results
+    /// read without blocking, as the socket becomes ready, and the thread is never stopped here.
+    private let attached: Bool
+    /// The round trip in flight on an attached connection, the ones waiting for it, and the socket
+    /// the thread watches. Touched only on `thread`.
+    private var inFlight: RoundTrip?
+    private var waitingRoundTrips: [() -> Void] = []
+    private var socket: Int32 = -1
     private let logger: Logger
     /// Touched only on `thread`.
     private var conn: OpaquePointer?
@@ -27,6 +36,15 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
         self.configuration = configuration
         self.logger = logger
         self.thread = ConnectionThread(name: "postgres \(configuration.host):\(configuration.port)")
+        self.attached = false
+    }
+
+    private init(configuration: PostgresConfiguration, logger: Logger, attachedTo thread: ConnectionThread, conn: OpaquePointer) {
+        self.configuration = configuration
+        self.logger = logger
+        self.thread = thread
+        self.attached = true
+        self.conn = conn
     }
 
     /// Opens a connection; fails with `.connectionFailed` (naming host and port) or
@@ -45,6 +63,28 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
         return connection
     }
 
+    /// Opens a connection driven by `thread`, a thread it shares (a worker's AMQP connection's, say,
+    /// where its handlers run): its statements are sent and their results read without blocking
+    /// that thread, so code running there awaits a round trip without waking any other thread.
+    /// The connection is opened on a thread of its own that ends once it is open (opening blocks).
+    public static func connect(
+        _ configuration: PostgresConfiguration,
+        logger: Logger = Logger(label: "shopfleet.postgres"),
+        on thread: ConnectionThread
+    ) async throws -> PostgresConnection {
+        let opener = ConnectionThread(name: "postgres \(configuration.host):\(configuration.port) (opening)")
+        defer { opener.stop() }
+        let raw = try await opener.submit { RawConnection(pointer: try openRaw(configuration)) }
+        let connection = PostgresConnection(configuration: configuration, logger: logger, attachedTo: thread, conn: raw.pointer)
+        do {
+            try await thread.submit { try connection.attach() }
+        } catch {
+            PQfinish(raw.pointer)
+            throw error
+        }
+        return connection
+    }
+
     /// The connection's own thread as a task executor: code run under
     /// `withTaskExecutorPreference(connection.executor)` calls this connection without a handover
     /// between threads. Keep such code short and non-blocking: the connection is serviced there too.
@@ -53,6 +93,12 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     public var isUsable: Bool { usable.load(ordering: .acquiring) }
 
     public func close() async {
+        if attached {
+            // The thread is shared and goes on; if it already stopped, nothing else touches the
+            // connection any more and it is finished here.
+            do { try await thread.submit { self.finish() } } catch { finishDetached() }
+            return
+        }
         _ = try? await thread.submit { self.finish() }
         thread.stop()
     }
@@ -61,6 +107,11 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     @discardableResult
     public func query(_ sql: String, _ binds: [any PostgresEncodable] = []) async throws -> PostgresRows {
         let texts = binds.map(\.postgresText)
+        if attached {
+            return try await thread.submitDeferred { continuation in
+                self.runAttached(sql, texts) { continuation.resume(with: $0) }
+            }
+        }
         return try await thread.submit { try self.run(sql, texts) }
     }
 
@@ -71,6 +122,11 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
 
     /// Runs one or more statements with the simple protocol (no parameters): for migrations and DDL.
     public func simpleQuery(_ sql: String) async throws {
+        if attached {
+            return try await thread.submitDeferred { continuation in
+                self.runSimpleAttached(sql) { continuation.resume(with: $0) }
+            }
+        }
         try await thread.submit { try self.runSimple(sql) }
     }
 
@@ -115,7 +171,12 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     /// nothing.
     @discardableResult
     public func commit(after statements: [PostgresStatement]) async throws -> [PostgresRows] {
-        try await thread.submit { try self.runCommit(statements) }
+        if attached {
+            return try await thread.submitDeferred { continuation in
+                self.runCommitAttached(statements) { continuation.resume(with: $0) }
+            }
+        }
+        return try await thread.submit { try self.runCommit(statements) }
     }
 
     /// Sends `statement` in the transaction's next round trip, ahead of its next statement (or of
@@ -209,8 +270,205 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     func finish() {
         thread.preconditionOnThread()
         usable.store(false, ordering: .releasing)
+        let closing = conn
+        conn = nil
+        if attached {
+            if socket >= 0 { thread.unwatch(socket) }
+            socket = -1
+            // Round trips waiting to start find no connection and fail as closed.
+            endRoundTrips(with: closedError(""))
+        }
+        if let closing { PQfinish(closing) }
+    }
+
+    /// `finish` for an attached connection whose thread has stopped: nothing runs there any more.
+    private func finishDetached() {
+        usable.store(false, ordering: .releasing)
         if let conn { PQfinish(conn) }
         conn = nil
+    }
+
+    // MARK: - Attached: driven without blocking by a shared thread
+
+    /// On the shared thread: switch to non-blocking sends and wait on the socket from now on.
+    private func attach() throws {
+        thread.preconditionOnThread()
+        guard let conn, PQsetnonblocking(conn, 1) == 0 else {
+            throw PostgresError(.connectionFailed, "cannot make the connection non-blocking", host: configuration.host, port: configuration.port)
+        }
+        socket = PQsocket(conn)
+        thread.watch(socket) { readable, writable in self.socketReady(readable: readable, writable: writable) }
+        usable.store(true, ordering: .releasing)
+    }
+
+    private func runAttached(_ sql: String, _ binds: [String?], _ done: @escaping (Result<PostgresRows, any Error>) -> Void) {
+        let queued: [QueuedStatement]
+        do { queued = try takeQueuedIfOpen(before: sql) } catch { return done(.failure(error)) }
+        let statement = PipelinedStatement(sql: sql, binds: binds, prepare: true)
+        let cached = queued.isEmpty && prepared[sql] != nil
+        startPipeline(queued + [QueuedStatement(statement)]) { result in
+            if case .failure(let error as PostgresError) = result, cached, Self.invalidatesPrepared(error) {
+                // As `run`: prepare again, and retry once unless a transaction was open.
+                self.prepared[sql] = nil
+                if let conn = self.conn, PQtransactionStatus(conn) == PQTRANS_IDLE {
+                    return self.startPipeline([QueuedStatement(statement)]) { done($0.map { $0[0] }) }
+                }
+            }
+            done(result.map { $0.last! })
+        }
+    }
+
+    /// ``takeQueued(before:)`` on a connection that is still open.
+    private func takeQueuedIfOpen(before sql: String) throws -> [QueuedStatement] {
+        guard conn != nil else { throw closedError(sql) }
+        return try takeQueued(before: sql)
+    }
+
+    private func runCommitAttached(_ statements: [PostgresStatement], _ done: @escaping (Result<[PostgresRows], any Error>) -> Void) {
+        let plan: (list: [QueuedStatement], queuedCount: Int)?
+        do {
+            guard conn != nil else { throw closedError("COMMIT") }
+            plan = try commitPlan(statements)
+        } catch {
+            return done(.failure(error))
+        }
+        guard let plan else { return done(.success([])) }
+        startPipeline(plan.list) { result in
+            done(result.map { rows in
+                self.transactionState.withLock { $0.committed = true }
+                return Array(rows.dropFirst(plan.queuedCount).dropLast())
+            })
+        }
+    }
+
+    private func runSimpleAttached(_ sql: String, _ done: @escaping (Result<Void, any Error>) -> Void) {
+        let queued: [QueuedStatement]
+        do { queued = try takeQueuedIfOpen(before: sql) } catch { return done(.failure(error)) }
+        // What waits goes first, in a round trip of its own: the simple protocol cannot join a pipeline.
+        if queued.isEmpty { return startSimple(sql, done) }
+        startPipeline(queued) { result in
+            if case .failure(let error) = result { return done(.failure(error)) }
+            self.startSimple(sql, done)
+        }
+    }
+
+    /// Starts a round trip now, or after the one in flight (two callers on one connection).
+    private func begin(_ start: @escaping () -> Void) {
+        if inFlight == nil { start() } else { waitingRoundTrips.append(start) }
+    }
+
+    private func startPipeline(_ queued: [QueuedStatement], _ done: @escaping (Result<[PostgresRows], any Error>) -> Void) {
+        begin {
+            let sql = queued.first?.statement.sql ?? ""
+            guard let conn = self.conn else { return done(.failure(self.closedError(sql))) }
+            guard self.isUsable else { return done(.failure(self.brokenError(sql))) }
+            do {
+                self.inFlight = .pipeline(try self.sendPipeline(conn, queued), done)
+            } catch {
+                return done(.failure(error))
+            }
+            self.flush(conn)
+        }
+    }
+
+    private func startSimple(_ sql: String, _ done: @escaping (Result<Void, any Error>) -> Void) {
+        begin {
+            guard let conn = self.conn else { return done(.failure(self.closedError(sql))) }
+            guard self.isUsable else { return done(.failure(self.brokenError(sql))) }
+            guard PQsendQuery(conn, sql) == 1 else { return done(.failure(self.lostOrFailed(sql: sql, message: String(cString: PQerrorMessage(conn))))) }
+            self.inFlight = .simple(sql: sql, failure: nil, done)
+            self.flush(conn)
+        }
+    }
+
+    /// Sends what libpq holds; asks the thread for writability while some is left.
+    private func flush(_ conn: OpaquePointer) {
+        let left = PQflush(conn)
+        if left < 0 { return lostAttached(String(cString: PQerrorMessage(conn))) }
+        thread.watch(socket, writable: left == 1)
+    }
+
+    private func socketReady(readable: Bool, writable: Bool) {
+        guard let conn else { return }
+        if writable { flush(conn) }
+        if readable, PQconsumeInput(conn) == 0 {
+            return lostAttached(String(cString: PQerrorMessage(conn)))
+        }
+        readResults(conn)
+    }
+
+    /// Reads every result that is complete, without blocking; ends the round trip when its last
+    /// one (a pipeline's sync point, or a simple query's end) is read.
+    private func readResults(_ conn: OpaquePointer) {
+        guard let trip = inFlight else { return }
+        switch trip {
+        case .pipeline(var progress, let done):
+            while PQisBusy(conn) == 0 {
+                if progress.reading < progress.sent.count {
+                    if let result = PQgetResult(conn) {
+                        absorb(result, into: &progress)
+                        PQclear(result)
+                        continue
+                    }
+                    progress.reading += 1
+                    if !isUsable { break }
+                } else {
+                    // The sync point; then the connection leaves pipeline mode.
+                    if let sync = PQgetResult(conn) { PQclear(sync) }
+                    if PQexitPipelineMode(conn) != 1 { usable.store(false, ordering: .releasing) }
+                    return endRoundTrip { done(Result { try self.settle(progress) }) }
+                }
+            }
+            if !isUsable { return endRoundTrip { done(Result { try self.settle(progress) }) } }
+            inFlight = .pipeline(progress, done)
+        case .simple(let sql, var failure, let done):
+            while PQisBusy(conn) == 0 {
+                guard let result = PQgetResult(conn) else {
+                    return endRoundTrip { done(failure.map { .failure($0) } ?? .success(())) }
+                }
+                do { _ = try check(result, sql: sql) } catch { if failure == nil { failure = error } }
+                PQclear(result)
+            }
+            inFlight = .simple(sql: sql, failure: failure, done)
+        }
+    }
+
+    /// Ends the round trip in flight, tells its caller, and starts the next one waiting.
+    private func endRoundTrip(_ tell: () -> Void) {
+        inFlight = nil
+        tell()
+        if inFlight == nil, !waitingRoundTrips.isEmpty {
+            waitingRoundTrips.removeFirst()()
+        }
+    }
+
+    /// The server went away (or the socket failed): fails the round trip in flight, and the
+    /// connection; the pool drops it.
+    private func lostAttached(_ message: String) {
+        usable.store(false, ordering: .releasing)
+        if socket >= 0 { thread.unwatch(socket) }
+        socket = -1
+        endRoundTrips(with: PostgresError(.connectionLost, "connection lost: \(Self.trimmed(message))",
+                                          host: configuration.host, port: configuration.port))
+    }
+
+    /// Fails the round trip in flight and every one waiting with `error`.
+    private func endRoundTrips(with error: PostgresError) {
+        let trip = inFlight
+        inFlight = nil
+        switch trip {
+        case .pipeline(let progress, let done)?:
+            for entry in progress.queued { entry.pending?.set(.failure(error)) }
+            done(.failure(error))
+        case .simple(_, _, let done)?:
+            done(.failure(error))
+        case nil:
+            break
+        }
+        // Those waiting start, find the connection unusable or closed, and fail.
+        let waiting = waitingRoundTrips
+        waitingRoundTrips = []
+        for start in waiting { start() }
     }
 
     func run(_ sql: String, _ binds: [String?]) throws -> PostgresRows {
@@ -249,21 +507,27 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     private func runCommit(_ statements: [PostgresStatement]) throws -> [PostgresRows] {
         thread.preconditionOnThread()
         guard let conn else { throw closedError("COMMIT") }
+        guard let plan = try commitPlan(statements) else { return [] }
+        let rows = try runPipeline(conn, plan.list)
+        transactionState.withLock { $0.committed = true }
+        return Array(rows.dropFirst(plan.queuedCount).dropLast())
+    }
+
+    /// What a commit sends: what waits, the statements, COMMIT; nil when nothing was ever sent
+    /// (only the BEGIN waits), so there is nothing to commit.
+    private func commitPlan(_ statements: [PostgresStatement]) throws -> (list: [QueuedStatement], queuedCount: Int)? {
         guard transactionState.withLock({ $0.open }) else {
             throw PostgresError(.usage, "commit(after:) ends a transaction; none is open", host: configuration.host,
                                 port: configuration.port, query: statements.first?.sql)
         }
         let queued = try takeQueued(before: "COMMIT")
-        // Only the BEGIN waiting: nothing was sent, nothing to commit.
         if statements.isEmpty, queued.count == 1, queued[0].statement.sql == Self.begin.sql {
             transactionState.withLock { $0.committed = true }
-            return []
+            return nil
         }
         let list = queued + statements.map { QueuedStatement(PipelinedStatement(sql: $0.sql, binds: $0.binds, prepare: true)) }
             + [QueuedStatement(Self.commit)]
-        let rows = try runPipeline(conn, list)
-        transactionState.withLock { $0.committed = true }
-        return Array(rows.dropFirst(queued.count).dropLast())
+        return (list, queued.count)
     }
 
     /// Sends `statements` in one round trip (libpq pipeline mode) and returns each one's rows.
@@ -271,13 +535,32 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     /// first time. The first error is thrown once every result was read (the server skips the rest
     /// of the pipeline after an error); the connection is then ready for the next statement.
     private func runPipeline(_ conn: OpaquePointer, _ queued: [QueuedStatement]) throws -> [PostgresRows] {
+        var progress = try sendPipeline(conn, queued)
+        while progress.reading < progress.sent.count {
+            while let result = PQgetResult(conn) {
+                absorb(result, into: &progress)
+                PQclear(result)
+            }
+            progress.reading += 1
+            if !isUsable { break }
+        }
+        if isUsable {
+            // The sync point; then the connection leaves pipeline mode.
+            if let sync = PQgetResult(conn) { PQclear(sync) }
+            if PQexitPipelineMode(conn) != 1 { usable.store(false, ordering: .releasing) }
+        }
+        return try settle(progress)
+    }
+
+    /// Enters pipeline mode and sends the statements (each prepared under a new name the first
+    /// time) and a sync point. A failure to send fails every statement and the connection.
+    private func sendPipeline(_ conn: OpaquePointer, _ queued: [QueuedStatement]) throws -> PipelineProgress {
         let statements = queued.map(\.statement)
         let first = statements.first?.sql ?? ""
         guard PQenterPipelineMode(conn) == 1 else {
             throw lostOrFailed(sql: first, message: String(cString: PQerrorMessage(conn)))
         }
-        // What was sent, in order: a statement, or the preparation of one under a new name.
-        var sent: [(index: Int, preparing: String?)] = []
+        var progress = PipelineProgress(queued: queued)
         var sendFailure: PostgresError?
         for (index, statement) in statements.enumerated() {
             var name = statement.prepare ? prepared[statement.sql] : nil
@@ -288,7 +571,7 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
                     sendFailure = lostOrFailed(sql: statement.sql, message: String(cString: PQerrorMessage(conn)))
                     break
                 }
-                sent.append((index, fresh))
+                progress.sent.append((index, fresh))
                 name = fresh
             }
             let accepted = withCStrings(statement.binds) { values in
@@ -302,7 +585,7 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
                 sendFailure = lostOrFailed(sql: statement.sql, message: String(cString: PQerrorMessage(conn)))
                 break
             }
-            sent.append((index, nil))
+            progress.sent.append((index, nil))
         }
         if sendFailure == nil, PQpipelineSync(conn) != 1 {
             sendFailure = lostOrFailed(sql: first, message: String(cString: PQerrorMessage(conn)))
@@ -313,53 +596,48 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
             for entry in queued { entry.pending?.set(.failure(sendFailure)) }
             throw sendFailure
         }
-        var rows = [PostgresRows](repeating: PostgresRows(affected: 0), count: statements.count)
-        var outcomes = [PostgresError?](repeating: nil, count: statements.count)
-        var failure: (any Error)?
-        for entry in sent {
-            let statement = statements[entry.index]
-            while let result = PQgetResult(conn) {
-                defer { PQclear(result) }
-                if PQresultStatus(result) == PGRES_PIPELINE_ABORTED { continue }
-                do {
-                    let value = try check(result, sql: statement.sql)
-                    if let name = entry.preparing {
-                        prepared[statement.sql] = name
-                    } else if statement.sql == "COMMIT", String(cString: PQcmdStatus(result)) == "ROLLBACK" {
-                        throw PostgresError(.server, "COMMIT rolled back: the transaction had failed before it",
-                                            host: configuration.host, port: configuration.port, sqlState: "25P02", query: statement.sql)
-                    } else {
-                        rows[entry.index] = value
-                    }
-                } catch {
-                    if failure == nil { failure = error }
-                    if outcomes[entry.index] == nil { outcomes[entry.index] = error as? PostgresError }
-                }
+        return progress
+    }
+
+    /// One result of the statement being read.
+    private func absorb(_ result: OpaquePointer, into progress: inout PipelineProgress) {
+        if PQresultStatus(result) == PGRES_PIPELINE_ABORTED { return }
+        let entry = progress.sent[progress.reading]
+        let statement = progress.queued[entry.index].statement
+        do {
+            let value = try check(result, sql: statement.sql)
+            if let name = entry.preparing {
+                prepared[statement.sql] = name
+            } else if statement.sql == "COMMIT", String(cString: PQcmdStatus(result)) == "ROLLBACK" {
+                throw PostgresError(.server, "COMMIT rolled back: the transaction had failed before it",
+                                    host: configuration.host, port: configuration.port, sqlState: "25P02", query: statement.sql)
+            } else {
+                progress.rows[entry.index] = value
             }
-            if !isUsable { break }
+        } catch {
+            if progress.failure == nil { progress.failure = error }
+            if progress.outcomes[entry.index] == nil { progress.outcomes[entry.index] = error as? PostgresError }
         }
-        if isUsable {
-            // The sync point; then the connection leaves pipeline mode.
-            if let sync = PQgetResult(conn) { PQclear(sync) }
-            if PQexitPipelineMode(conn) != 1 { usable.store(false, ordering: .releasing) }
-        }
-        // What waits for a statement sent with others learns its outcome: its rows, its error,
-        // or that it never ran because one before it failed.
-        let skipped = failure.map { PostgresError(.server, "not run: an earlier statement in its round trip failed (\($0))",
-                                                   host: configuration.host, port: configuration.port) }
+    }
+
+    /// Tells whoever waits for a statement sent with others its outcome (its rows, its error, or
+    /// that it never ran because one before it failed); then the rows, or the first error.
+    private func settle(_ progress: PipelineProgress) throws -> [PostgresRows] {
+        let skipped = progress.failure.map { PostgresError(.server, "not run: an earlier statement in its round trip failed (\($0))",
+                                                            host: configuration.host, port: configuration.port) }
         var failedYet = false
-        for (index, entry) in queued.enumerated() {
-            if let error = outcomes[index] {
+        for (index, entry) in progress.queued.enumerated() {
+            if let error = progress.outcomes[index] {
                 failedYet = true
                 entry.pending?.set(.failure(error))
             } else if failedYet, let skipped {
                 entry.pending?.set(.failure(skipped))
             } else {
-                entry.pending?.set(.success(rows[index]))
+                entry.pending?.set(.success(progress.rows[index]))
             }
         }
-        if let failure { throw failure }
-        return rows
+        if let failure = progress.failure { throw failure }
+        return progress.rows
     }
 
     /// Runs `body` with `binds` as C strings (NULL for SQL NULL).
@@ -414,6 +692,12 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
             return PostgresError(.connectionLost, "connection lost: \(Self.trimmed(message))", host: c.host, port: c.port, query: sql)
         }
         return PostgresError(.server, Self.trimmed(message), host: c.host, port: c.port, query: sql)
+    }
+
+    /// A statement after the connection broke (an attached connection keeps its handle until the
+    /// pool closes it).
+    private func brokenError(_ sql: String) -> PostgresError {
+        PostgresError(.connectionLost, "connection lost earlier; not sent", host: configuration.host, port: configuration.port, query: sql)
     }
 
     private func closedError(_ sql: String) -> PostgresError {
@@ -481,4 +765,34 @@ struct TransactionState {
     /// BEGIN went out (it is queued first and leaves with the first round trip): a failure must be
     /// rolled back.
     var begun: Bool { open && queued.first?.statement.sql != "BEGIN" }
+}
+
+/// A pipeline sent, and what came back so far.
+struct PipelineProgress {
+    let queued: [QueuedStatement]
+    /// What was sent, in order: a statement (by its index in `queued`), or its preparation under
+    /// a new name.
+    var sent: [(index: Int, preparing: String?)] = []
+    /// The entry of `sent` whose results are being read.
+    var reading = 0
+    var rows: [PostgresRows]
+    var outcomes: [PostgresError?]
+    var failure: (any Error)?
+
+    init(queued: [QueuedStatement]) {
+        self.queued = queued
+        self.rows = [PostgresRows](repeating: PostgresRows(affected: 0), count: queued.count)
+        self.outcomes = [PostgresError?](repeating: nil, count: queued.count)
+    }
+}
+
+/// A round trip in flight on a connection driven without blocking, and who waits for it.
+enum RoundTrip {
+    case pipeline(PipelineProgress, (Result<[PostgresRows], any Error>) -> Void)
+    case simple(sql: String, failure: (any Error)?, (Result<Void, any Error>) -> Void)
+}
+
+/// A libpq connection handed from the thread that opened it to the one that drives it.
+struct RawConnection: @unchecked Sendable {
+    let pointer: OpaquePointer
 }

@@ -5,8 +5,8 @@ import ClientRuntime
 
 @Suite("PostgreSQL client against a real server")
 struct PostgresClientTests {
-    @Test func decodesEveryTypeItSupports() async throws {
-        let connection = try await PostgresConnection.connect(testConfiguration())
+    @Test(arguments: Driving.allCases) func decodesEveryTypeItSupports(driving: Driving) async throws {
+        let connection = try await connect(testConfiguration(), driving)
         defer { Task { await connection.close() } }
         let id = UUID()
         let when = Date(timeIntervalSince1970: 1_764_000_000.123456)
@@ -41,8 +41,8 @@ struct PostgresClientTests {
         #expect(wrong.message.contains("'t'"))
     }
 
-    @Test func sqlErrorCarriesSQLStateAndConnectionStaysUsable() async throws {
-        let client = PostgresClient(configuration: try testConfiguration(), maximumConnections: 1)
+    @Test(arguments: Driving.allCases) func sqlErrorCarriesSQLStateAndConnectionStaysUsable(driving: Driving) async throws {
+        let client = makeClient(try testConfiguration(), driving, maximumConnections: 1)
         let error = try await #require(throws: PostgresError.self) {
             try await client.query("SELECT * FROM table_that_does_not_exist")
         }
@@ -57,8 +57,8 @@ struct PostgresClientTests {
         await client.close()
     }
 
-    @Test func transactionRollsBackWhenBodyThrows() async throws {
-        let client = PostgresClient(configuration: try testConfiguration(), maximumConnections: 2)
+    @Test(arguments: Driving.allCases) func transactionRollsBackWhenBodyThrows(driving: Driving) async throws {
+        let client = makeClient(try testConfiguration(), driving, maximumConnections: 2)
         let table = uniqueName("tx")
         try await client.query("CREATE TABLE \(table) (id int PRIMARY KEY, note text)")
         struct Boom: Error {}
@@ -84,9 +84,8 @@ struct PostgresClientTests {
         await client.close()
     }
 
-    @Test func poolIsBoundedAndTimesOut() async throws {
-        let client = PostgresClient(configuration: try testConfiguration(), maximumConnections: 2,
-                                    acquireTimeout: .milliseconds(300))
+    @Test(arguments: Driving.allCases) func poolIsBoundedAndTimesOut(driving: Driving) async throws {
+        let client = makeClient(try testConfiguration(), driving, maximumConnections: 2, acquireTimeout: .milliseconds(300))
         // Two callers hold both connections in a sleep; a third waits, then times out.
         async let a: Void = client.withConnection { try await $0.query("SELECT pg_sleep(1.5)") }
         async let b: Void = client.withConnection { try await $0.query("SELECT pg_sleep(1.5)") }

@@ -11,8 +11,8 @@ struct PreparedPipelineTests {
         try await connection.query("SELECT statement FROM pg_prepared_statements ORDER BY name").map { try $0.decode(String.self, 0) }
     }
 
-    @Test func aStatementIsPreparedOnceAndRunByName() async throws {
-        let connection = try await PostgresConnection.connect(try testConfiguration())
+    @Test(arguments: Driving.allCases) func aStatementIsPreparedOnceAndRunByName(driving: Driving) async throws {
+        let connection = try await connect(try testConfiguration(), driving)
         let sql = "SELECT $1::int * 2"
         for n in 1...3 {
             #expect(try await connection.query(sql, n).first?.decode(Int.self, 0) == n * 2)
@@ -24,10 +24,10 @@ struct PreparedPipelineTests {
         await connection.close()
     }
 
-    @Test func statementCacheZeroPreparesNothing() async throws {
+    @Test(arguments: Driving.allCases) func statementCacheZeroPreparesNothing(driving: Driving) async throws {
         var configuration = try testConfiguration()
         configuration.statementCacheSize = 0
-        let connection = try await PostgresConnection.connect(configuration)
+        let connection = try await connect(configuration, driving)
         #expect(try await connection.query("SELECT $1::int + 1", 41).first?.decode(Int.self, 0) == 42)
         let inTransaction = try await connection.transaction { tx in
             try await tx.query("SELECT $1::int + 1", 1).first?.decode(Int.self, 0)
@@ -44,8 +44,8 @@ struct PreparedPipelineTests {
         #expect(error.message.contains("statement_cache"))
     }
 
-    @Test func aTableChangedUnderACachedPlanIsPreparedAgain() async throws {
-        let connection = try await PostgresConnection.connect(try testConfiguration())
+    @Test(arguments: Driving.allCases) func aTableChangedUnderACachedPlanIsPreparedAgain(driving: Driving) async throws {
+        let connection = try await connect(try testConfiguration(), driving)
         let table = uniqueName("replan")
         try await connection.query("CREATE TABLE \(table) (a int)")
         try await connection.query("INSERT INTO \(table) VALUES (1)")
@@ -60,8 +60,8 @@ struct PreparedPipelineTests {
         await connection.close()
     }
 
-    @Test func commitAfterSendsTheLastStatementsWithTheCommit() async throws {
-        let client = PostgresClient(configuration: try testConfiguration(), maximumConnections: 1)
+    @Test(arguments: Driving.allCases) func commitAfterSendsTheLastStatementsWithTheCommit(driving: Driving) async throws {
+        let client = makeClient(try testConfiguration(), driving, maximumConnections: 1)
         let table = uniqueName("commit_after")
         try await client.query("CREATE TABLE \(table) (id serial PRIMARY KEY, note text UNIQUE)")
         let ids = try await client.transaction { tx -> [Int] in
@@ -105,8 +105,8 @@ struct PreparedPipelineTests {
         await client.close()
     }
 
-    @Test func aFailedFirstStatementRollsBackAndACommitOfAFailedTransactionIsAnError() async throws {
-        let client = PostgresClient(configuration: try testConfiguration(), maximumConnections: 1)
+    @Test(arguments: Driving.allCases) func aFailedFirstStatementRollsBackAndACommitOfAFailedTransactionIsAnError(driving: Driving) async throws {
+        let client = makeClient(try testConfiguration(), driving, maximumConnections: 1)
         let table = uniqueName("begin_pipe")
         try await client.query("CREATE TABLE \(table) (id int PRIMARY KEY)")
         // The first statement goes with BEGIN; its error is the one reported.
@@ -131,8 +131,8 @@ struct PreparedPipelineTests {
         await client.close()
     }
 
-    @Test func aStatementSentWithTheNextOneGetsItsOwnResult() async throws {
-        let client = PostgresClient(configuration: try testConfiguration(), maximumConnections: 1)
+    @Test(arguments: Driving.allCases) func aStatementSentWithTheNextOneGetsItsOwnResult(driving: Driving) async throws {
+        let client = makeClient(try testConfiguration(), driving, maximumConnections: 1)
         let table = uniqueName("with_next")
         try await client.query("CREATE TABLE \(table) (id int PRIMARY KEY)")
         // Sent with the next statement: its rows arrive with that statement's.

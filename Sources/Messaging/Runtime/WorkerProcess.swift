@@ -88,19 +88,36 @@ public enum WorkerProcess {
         let postgresConfiguration = try PostgresConfiguration(url: settings.databaseURL)
         let amqpConfiguration = try AMQPConfiguration(url: settings.amqpURL, connectionName: "shopfleet \(definition.service)")
 
-        let database = PostgresClient(configuration: postgresConfiguration, maximumConnections: settings.concurrency * definition.queues.count + 2)
-        try await waitFor("PostgreSQL at \(postgresConfiguration.host):\(postgresConfiguration.port)", logger: logger) {
-            _ = try await database.query("SELECT 1")
+        // Waiting for the database and migrating go through a connection of their own.
+        let setup = PostgresClient(configuration: postgresConfiguration, maximumConnections: 1)
+        do {
+            try await waitFor("PostgreSQL at \(postgresConfiguration.host):\(postgresConfiguration.port)", logger: logger) {
+                _ = try await setup.query("SELECT 1")
+            }
+            if settings.migrateOnStart {
+                let applied = try await Migrator(client: setup, schema: definition.schema)
+                    .migrate(try RuntimeMigrations.with(definition.migrations))
+                if !applied.isEmpty { logger.info("migrated", metadata: ["schema": .string(definition.schema), "versions": .string("\(applied)")]) }
+            }
+        } catch {
+            await setup.close()
+            throw error
         }
-        if settings.migrateOnStart {
-            let applied = try await Migrator(client: database, schema: definition.schema)
-                .migrate(try RuntimeMigrations.with(definition.migrations))
-            if !applied.isEmpty { logger.info("migrated", metadata: ["schema": .string(definition.schema), "versions": .string("\(applied)")]) }
-        }
+        await setup.close()
         let amqp = try await waitFor("RabbitMQ at \(amqpConfiguration.host):\(amqpConfiguration.port)", logger: logger) {
             try await AMQPConnection.connect(amqpConfiguration, logger: logger)
         }
-        try await checkTopology(definition.queues, topology: topology, amqp: amqp)
+        // The worker's PostgreSQL connections are driven by its AMQP connection's thread, where its
+        // consumers and handlers run: a handler awaits its round trips without waking another thread.
+        let database = PostgresClient(configuration: postgresConfiguration, maximumConnections: settings.concurrency * definition.queues.count + 2,
+                                      logger: logger, on: amqp.connectionThread)
+        do {
+            try await checkTopology(definition.queues, topology: topology, amqp: amqp)
+        } catch {
+            await database.close()
+            await amqp.close()
+            throw error
+        }
 
         var options = WorkerOptions(service: definition.service, schema: definition.schema, queues: definition.queues)
         options.prefetch = settings.prefetch
@@ -120,12 +137,13 @@ public enum WorkerProcess {
             try await group.run()
         } catch {
             logger.error("worker stopped", metadata: ["error": .string("\(error)")])
-            await amqp.close()
+            // The database's connections run on the AMQP connection's thread: close them first.
             await database.close()
+            await amqp.close()
             throw error
         }
-        await amqp.close()
         await database.close()
+        await amqp.close()
         logger.info("worker stopped")
     }
 

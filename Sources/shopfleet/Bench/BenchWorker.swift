@@ -231,8 +231,12 @@ final class WorkerBench: Sendable {
         hooks.afterAck = { _ in done.add(1, ordering: .relaxed) }
         var logger = Logger(label: "bench")
         logger.logLevel = .warning
+        // As `shopfleet worker` does: the worker's PostgreSQL connections are driven by its AMQP
+        // connection's thread, where its consumers run.
+        let workerDatabase = PostgresClient(configuration: database.configuration, maximumConnections: options.concurrency + 2,
+                                            on: amqp.connectionThread)
         let worker = Worker(options: options, topology: topology, handlers: BenchDomain.definition().handlers,
-                            amqp: amqp, database: database, logger: logger, hooks: hooks)
+                            amqp: amqp, database: workerDatabase, logger: logger, hooks: hooks)
         let start = ContinuousClock.now
         let task = Task { try await worker.run() }
         let target = messages
@@ -248,6 +252,7 @@ final class WorkerBench: Sendable {
         await worker.stopConsuming()
         task.cancel()
         _ = try? await task.value
+        await workerDatabase.close()
         await amqp.close()
         return Double(messages) / elapsed.seconds
     }
