@@ -278,7 +278,11 @@ struct PostgresBench {
             }
             return tps
         }
-        let runSwift = {
+        // The same loop on a connection driven by a thread it could share (as a worker's are, by
+        // its AMQP connection's thread), the loop running on that thread as a consumer does.
+        let host = ConnectionThread(name: "bench: shared thread")
+        let shared = try await PostgresConnection.connect(configuration, on: host)
+        func transactions(_ connection: PostgresConnection) async throws -> Double {
             let end = ContinuousClock.now + .seconds(seconds)
             var transactions = 0
             let start = ContinuousClock.now
@@ -293,26 +297,34 @@ struct PostgresBench {
             }
             return Double(transactions) / (ContinuousClock.now - start).seconds
         }
-        var pgbench = 0.0, swift = 0.0, prepared = 0.0, pipelinedTPS = 0.0
+        func runSwift(_ connection: PostgresConnection, _ thread: ConnectionThread?) async throws -> Double {
+            try await withTaskExecutorPreference(thread) { try await transactions(connection) }
+        }
+        var pgbench = 0.0, swift = 0.0, prepared = 0.0, pipelinedTPS = 0.0, sharedTPS = 0.0
         for round in 0..<max(1, rounds) {
             if round % 2 == 0 {
                 pgbench = max(pgbench, try await runPgbench("extended", "transaction.sql"))
-                swift = max(swift, try await runSwift())
+                swift = max(swift, try await runSwift(connection, nil))
             } else {
-                swift = max(swift, try await runSwift())
+                swift = max(swift, try await runSwift(connection, nil))
                 pgbench = max(pgbench, try await runPgbench("extended", "transaction.sql"))
             }
             prepared = max(prepared, try await runPgbench("prepared", "transaction.sql"))
             pipelinedTPS = max(pipelinedTPS, try await runPgbench("prepared", "pipelined.sql"))
+            sharedTPS = max(sharedTPS, try await runSwift(shared, host))
         }
         try await connection.simpleQuery("DROP TABLE bench_history; DROP TABLE bench_accounts;")
         await connection.close()
+        await shared.close()
+        host.stop()
         return [BenchRow(metric: "postgres.transaction", unit: "tx/s", value: swift, baseline: pgbench,
                          baselineName: "pgbench -c 1 -M extended, same SQL"),
                 BenchRow(metric: "postgres.transaction_vs_prepared", unit: "tx/s", value: swift, baseline: prepared,
                          baselineName: "the same, -M prepared (as the client)"),
                 BenchRow(metric: "postgres.transaction_vs_pipelined", unit: "tx/s", value: swift, baseline: pipelinedTPS,
-                         baselineName: "-M prepared, BEGIN sent with the INSERT")]
+                         baselineName: "-M prepared, BEGIN sent with the INSERT"),
+                BenchRow(metric: "postgres.transaction_shared_thread", unit: "tx/s", value: sharedTPS, baseline: pipelinedTPS,
+                         baselineName: "the same; the connection driven by a shared thread")]
     }
 }
 
