@@ -19,8 +19,7 @@ public final class PostgresClient: Sendable {
                 on thread: ConnectionThread? = nil) {
         self.configuration = configuration
         self.pool = ConnectionPool(maximum: maximumConnections, acquireTimeout: acquireTimeout) {
-            if let thread { return try await PostgresConnection.connect(configuration, logger: logger, on: thread) }
-            return try await PostgresConnection.connect(configuration, logger: logger)
+            try await PostgresConnection.connect(configuration, logger: logger, on: thread)
         }
     }
 

@@ -6,17 +6,17 @@ import Synchronization
 import Glibc
 #endif
 
-/// One libpq connection, owned by a thread: a thread of its own, where libpq's blocking calls run,
-/// or (``connect(_:logger:on:)``) a thread it shares with other connections, which drives it
-/// without blocking. Every libpq call happens on that thread; callers `await` the result.
+/// One libpq connection, driven without blocking by a thread: a thread of its own, or one it
+/// shares with other connections (``connect(_:logger:on:)``). libpq runs in non-blocking mode; the
+/// thread sends statements and reads their results as the socket becomes ready, so it never waits
+/// on one connection. Every libpq call happens on that thread; callers `await` the result.
 public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     public let configuration: PostgresConfiguration
     private let thread: ConnectionThread
-    /// True when `thread` is shared (another connection's): statements are sent and their results
-    /// read without blocking, as the socket becomes ready, and the thread is never stopped here.
-    private let attached: Bool
-    /// The round trip in flight on an attached connection, the ones waiting for it, and the socket
-    /// the thread watches. Touched only on `thread`.
+    /// The thread is this connection's own: closing the connection ends it.
+    private let ownsThread: Bool
+    /// The round trip in flight, the ones waiting for it, and the socket the thread watches.
+    /// Touched only on `thread`.
     private var inFlight: RoundTrip?
     private var waitingRoundTrips: [() -> Void] = []
     private var socket: Int32 = -1
@@ -32,60 +32,48 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     private var prepared: [String: String] = [:]
     private var preparedNames = 0
 
-    private init(configuration: PostgresConfiguration, logger: Logger) {
-        self.configuration = configuration
-        self.logger = logger
-        self.thread = ConnectionThread(name: "postgres \(configuration.host):\(configuration.port)")
-        self.attached = false
-    }
-
-    private init(configuration: PostgresConfiguration, logger: Logger, attachedTo thread: ConnectionThread, conn: OpaquePointer) {
+    private init(configuration: PostgresConfiguration, logger: Logger, thread: ConnectionThread, ownsThread: Bool, conn: OpaquePointer) {
         self.configuration = configuration
         self.logger = logger
         self.thread = thread
-        self.attached = true
+        self.ownsThread = ownsThread
         self.conn = conn
     }
 
     /// Opens a connection; fails with `.connectionFailed` (naming host and port) or
     /// `.authenticationFailed` within the configured connect timeout.
-    public static func connect(
-        _ configuration: PostgresConfiguration,
-        logger: Logger = Logger(label: "shopfleet.postgres")
-    ) async throws -> PostgresConnection {
-        let connection = PostgresConnection(configuration: configuration, logger: logger)
-        do {
-            try await connection.thread.submit { try connection.open() }
-        } catch {
-            connection.thread.stop()
-            throw error
-        }
-        return connection
-    }
-
-    /// Opens a connection driven by `thread`, a thread it shares (a worker's AMQP connection's, say,
-    /// where its handlers run): its statements are sent and their results read without blocking
-    /// that thread, so code running there awaits a round trip without waking any other thread.
-    /// The connection is opened on a thread of its own that ends once it is open (opening blocks).
+    ///
+    /// Without `thread`, the connection gets a thread of its own. With it, `thread` drives the
+    /// connection alongside whatever else it serves (a worker's AMQP connection, where its handlers
+    /// run): code running there awaits a round trip without waking any other thread. Opening
+    /// blocks, so a shared thread's connection is opened on a short-lived thread of its own first.
     public static func connect(
         _ configuration: PostgresConfiguration,
         logger: Logger = Logger(label: "shopfleet.postgres"),
-        on thread: ConnectionThread
+        on thread: ConnectionThread? = nil
     ) async throws -> PostgresConnection {
-        let opener = ConnectionThread(name: "postgres \(configuration.host):\(configuration.port) (opening)")
-        defer { opener.stop() }
-        let raw = try await opener.submit { RawConnection(pointer: try openRaw(configuration)) }
-        let connection = PostgresConnection(configuration: configuration, logger: logger, attachedTo: thread, conn: raw.pointer)
+        let name = "postgres \(configuration.host):\(configuration.port)"
+        let opener = ConnectionThread(name: thread == nil ? name : name + " (opening)")
+        let driver = thread ?? opener
         do {
-            try await thread.submit { try connection.attach() }
+            let raw = try await opener.submit { RawConnection(pointer: try openRaw(configuration)) }
+            let connection = PostgresConnection(configuration: configuration, logger: logger, thread: driver,
+                                                ownsThread: thread == nil, conn: raw.pointer)
+            do {
+                try await driver.submit { try connection.attach() }
+            } catch {
+                PQfinish(raw.pointer)
+                throw error
+            }
+            if thread != nil { opener.stop() }
+            return connection
         } catch {
-            PQfinish(raw.pointer)
+            opener.stop()
             throw error
         }
-        return connection
     }
 
-    /// The connection's own thread as a task executor: code run under
+    /// The connection's thread as a task executor: code run under
     /// `withTaskExecutorPreference(connection.executor)` calls this connection without a handover
     /// between threads. Keep such code short and non-blocking: the connection is serviced there too.
     public var executor: any TaskExecutor { thread }
@@ -93,26 +81,18 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     public var isUsable: Bool { usable.load(ordering: .acquiring) }
 
     public func close() async {
-        if attached {
-            // The thread is shared and goes on; if it already stopped, nothing else touches the
-            // connection any more and it is finished here.
-            do { try await thread.submit { self.finish() } } catch { finishDetached() }
-            return
-        }
-        _ = try? await thread.submit { self.finish() }
-        thread.stop()
+        // A shared thread that already stopped runs nothing any more: the connection is finished here.
+        do { try await thread.submit { self.finish() } } catch { finishDetached() }
+        if ownsThread { thread.stop() }
     }
 
     /// Runs one statement with `$1…$n` parameters and returns its rows.
     @discardableResult
     public func query(_ sql: String, _ binds: [any PostgresEncodable] = []) async throws -> PostgresRows {
         let texts = binds.map(\.postgresText)
-        if attached {
-            return try await thread.submitDeferred { continuation in
-                self.runAttached(sql, texts) { continuation.resume(with: $0) }
-            }
+        return try await thread.submitDeferred { continuation in
+            self.run(sql, texts) { continuation.resume(with: $0) }
         }
-        return try await thread.submit { try self.run(sql, texts) }
     }
 
     @discardableResult
@@ -122,12 +102,9 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
 
     /// Runs one or more statements with the simple protocol (no parameters): for migrations and DDL.
     public func simpleQuery(_ sql: String) async throws {
-        if attached {
-            return try await thread.submitDeferred { continuation in
-                self.runSimpleAttached(sql) { continuation.resume(with: $0) }
-            }
+        try await thread.submitDeferred { continuation in
+            self.runSimple(sql) { continuation.resume(with: $0) }
         }
-        try await thread.submit { try self.runSimple(sql) }
     }
 
     /// Runs `body` in a transaction: COMMIT when it returns, ROLLBACK when it throws (the error is
@@ -135,8 +112,9 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     /// ``commit(after:)``, which sends its last statements and the COMMIT in one round trip.
     ///
     /// The connection belongs to the transaction until it ends, so the body runs on the
-    /// connection's own thread (task executor preference): its statements run inline, with no
-    /// handover between threads. Code isolated to an actor still runs on that actor.
+    /// connection's thread (task executor preference): its statements are sent inline and it
+    /// resumes there when their results arrive, with no handover between threads. Code isolated to
+    /// an actor still runs on that actor.
     public func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
         try await withTaskExecutorPreference(thread) {
             transactionState.withLock { $0 = TransactionState(open: true, queued: [QueuedStatement(Self.begin)]) }
@@ -171,12 +149,9 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     /// nothing.
     @discardableResult
     public func commit(after statements: [PostgresStatement]) async throws -> [PostgresRows] {
-        if attached {
-            return try await thread.submitDeferred { continuation in
-                self.runCommitAttached(statements) { continuation.resume(with: $0) }
-            }
+        try await thread.submitDeferred { continuation in
+            self.runCommit(statements) { continuation.resume(with: $0) }
         }
-        return try await thread.submit { try self.runCommit(statements) }
     }
 
     /// Sends `statement` in the transaction's next round trip, ahead of its next statement (or of
@@ -201,8 +176,10 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     private static let begin = PipelinedStatement(sql: "BEGIN", binds: [], prepare: false)
     private static let commit = PipelinedStatement(sql: "COMMIT", binds: [], prepare: false)
 
-    /// Takes what waits to go with the next round trip; refuses a statement after the commit.
+    /// Takes what waits to go with the next round trip; refuses a statement on a closed connection
+    /// or after the commit. On the thread.
     private func takeQueued(before sql: String) throws -> [QueuedStatement] {
+        guard conn != nil else { throw closedError(sql) }
         let (queued, committed) = transactionState.withLock { state in
             defer { state.queued.removeAll() }
             return (state.queued, state.committed)
@@ -221,12 +198,6 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     }
 
     // MARK: - On the connection thread
-
-    func open() throws {
-        thread.preconditionOnThread()
-        conn = try Self.openRaw(configuration)
-        usable.store(true, ordering: .releasing)
-    }
 
     /// Opens a libpq connection (blocking: call on a connection thread). The one place connection
     /// failures become ``PostgresError``s.
@@ -272,25 +243,23 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
         usable.store(false, ordering: .releasing)
         let closing = conn
         conn = nil
-        if attached {
-            if socket >= 0 { thread.unwatch(socket) }
-            socket = -1
-            // Round trips waiting to start find no connection and fail as closed.
-            endRoundTrips(with: closedError(""))
-        }
+        if socket >= 0 { thread.unwatch(socket) }
+        socket = -1
+        // Round trips waiting to start find no connection and fail as closed.
+        endRoundTrips(with: closedError(""))
         if let closing { PQfinish(closing) }
     }
 
-    /// `finish` for an attached connection whose thread has stopped: nothing runs there any more.
+    /// `finish` for a connection whose (shared) thread has stopped: nothing runs there any more.
     private func finishDetached() {
         usable.store(false, ordering: .releasing)
         if let conn { PQfinish(conn) }
         conn = nil
     }
 
-    // MARK: - Attached: driven without blocking by a shared thread
+    // MARK: - On the connection's thread
 
-    /// On the shared thread: switch to non-blocking sends and wait on the socket from now on.
+    /// Switches to non-blocking sends and waits on the socket from now on.
     private func attach() throws {
         thread.preconditionOnThread()
         guard let conn, PQsetnonblocking(conn, 1) == 0 else {
@@ -301,14 +270,16 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
         usable.store(true, ordering: .releasing)
     }
 
-    private func runAttached(_ sql: String, _ binds: [String?], _ done: @escaping (Result<PostgresRows, any Error>) -> Void) {
+    private func run(_ sql: String, _ binds: [String?], _ done: @escaping (Result<PostgresRows, any Error>) -> Void) {
         let queued: [QueuedStatement]
-        do { queued = try takeQueuedIfOpen(before: sql) } catch { return done(.failure(error)) }
+        do { queued = try takeQueued(before: sql) } catch { return done(.failure(error)) }
         let statement = PipelinedStatement(sql: sql, binds: binds, prepare: true)
         let cached = queued.isEmpty && prepared[sql] != nil
         startPipeline(queued + [QueuedStatement(statement)]) { result in
             if case .failure(let error as PostgresError) = result, cached, Self.invalidatesPrepared(error) {
-                // As `run`: prepare again, and retry once unless a transaction was open.
+                // Someone ran DEALLOCATE or DISCARD, or a table changed under a cached plan: prepare
+                // again, and retry once unless a transaction was open (it is aborted now; the
+                // caller retries).
                 self.prepared[sql] = nil
                 if let conn = self.conn, PQtransactionStatus(conn) == PQTRANS_IDLE {
                     return self.startPipeline([QueuedStatement(statement)]) { done($0.map { $0[0] }) }
@@ -318,20 +289,9 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
         }
     }
 
-    /// ``takeQueued(before:)`` on a connection that is still open.
-    private func takeQueuedIfOpen(before sql: String) throws -> [QueuedStatement] {
-        guard conn != nil else { throw closedError(sql) }
-        return try takeQueued(before: sql)
-    }
-
-    private func runCommitAttached(_ statements: [PostgresStatement], _ done: @escaping (Result<[PostgresRows], any Error>) -> Void) {
+    private func runCommit(_ statements: [PostgresStatement], _ done: @escaping (Result<[PostgresRows], any Error>) -> Void) {
         let plan: (list: [QueuedStatement], queuedCount: Int)?
-        do {
-            guard conn != nil else { throw closedError("COMMIT") }
-            plan = try commitPlan(statements)
-        } catch {
-            return done(.failure(error))
-        }
+        do { plan = try commitPlan(statements) } catch { return done(.failure(error)) }
         guard let plan else { return done(.success([])) }
         startPipeline(plan.list) { result in
             done(result.map { rows in
@@ -341,9 +301,9 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
         }
     }
 
-    private func runSimpleAttached(_ sql: String, _ done: @escaping (Result<Void, any Error>) -> Void) {
+    private func runSimple(_ sql: String, _ done: @escaping (Result<Void, any Error>) -> Void) {
         let queued: [QueuedStatement]
-        do { queued = try takeQueuedIfOpen(before: sql) } catch { return done(.failure(error)) }
+        do { queued = try takeQueued(before: sql) } catch { return done(.failure(error)) }
         // What waits goes first, in a round trip of its own: the simple protocol cannot join a pipeline.
         if queued.isEmpty { return startSimple(sql, done) }
         startPipeline(queued) { result in
@@ -357,6 +317,10 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
         if inFlight == nil { start() } else { waitingRoundTrips.append(start) }
     }
 
+    /// Sends `queued` in one round trip (libpq pipeline mode) and calls `done` with each one's rows.
+    /// Statements marked `prepare` run as prepared statements, prepared in the same round trip the
+    /// first time. The first error is reported once every result was read (the server skips the
+    /// rest of the pipeline after an error); the connection is then ready for the next statement.
     private func startPipeline(_ queued: [QueuedStatement], _ done: @escaping (Result<[PostgresRows], any Error>) -> Void) {
         begin {
             let sql = queued.first?.statement.sql ?? ""
@@ -384,7 +348,7 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     /// Sends what libpq holds; asks the thread for writability while some is left.
     private func flush(_ conn: OpaquePointer) {
         let left = PQflush(conn)
-        if left < 0 { return lostAttached(String(cString: PQerrorMessage(conn))) }
+        if left < 0 { return lost(String(cString: PQerrorMessage(conn))) }
         thread.watch(socket, writable: left == 1)
     }
 
@@ -392,7 +356,7 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
         guard let conn else { return }
         if writable { flush(conn) }
         if readable, PQconsumeInput(conn) == 0 {
-            return lostAttached(String(cString: PQerrorMessage(conn)))
+            return lost(String(cString: PQerrorMessage(conn)))
         }
         readResults(conn)
     }
@@ -444,7 +408,7 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
 
     /// The server went away (or the socket failed): fails the round trip in flight, and the
     /// connection; the pool drops it.
-    private func lostAttached(_ message: String) {
+    private func lost(_ message: String) {
         usable.store(false, ordering: .releasing)
         if socket >= 0 { thread.unwatch(socket) }
         socket = -1
@@ -471,46 +435,10 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
         for start in waiting { start() }
     }
 
-    func run(_ sql: String, _ binds: [String?]) throws -> PostgresRows {
-        thread.preconditionOnThread()
-        guard let conn else { throw closedError(sql) }
-        let queued = try takeQueued(before: sql)
-        let statement = PipelinedStatement(sql: sql, binds: binds, prepare: true)
-        if !queued.isEmpty {
-            return try runPipeline(conn, queued + [QueuedStatement(statement)]).last!
-        }
-        guard let name = prepared[sql] else {
-            // Prepared and run in one round trip (or run unnamed when the cache is full).
-            return try runPipeline(conn, [QueuedStatement(statement)])[0]
-        }
-        let result = withCStrings(binds) { values in
-            PQexecPrepared(conn, name, Int32(values.count), values.baseAddress, nil, nil, 0)
-        }
-        defer { PQclear(result) }
-        do {
-            return try check(result, sql: sql)
-        } catch let error as PostgresError where Self.invalidatesPrepared(error) {
-            // Someone ran DEALLOCATE or DISCARD, or a table changed under a cached plan: prepare
-            // again, once, unless a transaction was open (it is aborted now; the caller retries).
-            prepared[sql] = nil
-            guard PQtransactionStatus(conn) == PQTRANS_IDLE else { throw error }
-            return try runPipeline(conn, [QueuedStatement(statement)])[0]
-        }
-    }
-
     /// Errors after which a prepared statement must be prepared again.
     private static func invalidatesPrepared(_ error: PostgresError) -> Bool {
         // 26000: no such prepared statement; 0A000: cached plan must not change result type.
         error.sqlState == "26000" || (error.sqlState == "0A000" && error.message.contains("cached plan"))
-    }
-
-    private func runCommit(_ statements: [PostgresStatement]) throws -> [PostgresRows] {
-        thread.preconditionOnThread()
-        guard let conn else { throw closedError("COMMIT") }
-        guard let plan = try commitPlan(statements) else { return [] }
-        let rows = try runPipeline(conn, plan.list)
-        transactionState.withLock { $0.committed = true }
-        return Array(rows.dropFirst(plan.queuedCount).dropLast())
     }
 
     /// What a commit sends: what waits, the statements, COMMIT; nil when nothing was ever sent
@@ -528,28 +456,6 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
         let list = queued + statements.map { QueuedStatement(PipelinedStatement(sql: $0.sql, binds: $0.binds, prepare: true)) }
             + [QueuedStatement(Self.commit)]
         return (list, queued.count)
-    }
-
-    /// Sends `statements` in one round trip (libpq pipeline mode) and returns each one's rows.
-    /// Statements marked `prepare` run as prepared statements, prepared in the same round trip the
-    /// first time. The first error is thrown once every result was read (the server skips the rest
-    /// of the pipeline after an error); the connection is then ready for the next statement.
-    private func runPipeline(_ conn: OpaquePointer, _ queued: [QueuedStatement]) throws -> [PostgresRows] {
-        var progress = try sendPipeline(conn, queued)
-        while progress.reading < progress.sent.count {
-            while let result = PQgetResult(conn) {
-                absorb(result, into: &progress)
-                PQclear(result)
-            }
-            progress.reading += 1
-            if !isUsable { break }
-        }
-        if isUsable {
-            // The sync point; then the connection leaves pipeline mode.
-            if let sync = PQgetResult(conn) { PQclear(sync) }
-            if PQexitPipelineMode(conn) != 1 { usable.store(false, ordering: .releasing) }
-        }
-        return try settle(progress)
     }
 
     /// Enters pipeline mode and sends the statements (each prepared under a new name the first
@@ -648,18 +554,6 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
         return pointers.withUnsafeMutableBufferPointer { body($0) }
     }
 
-    func runSimple(_ sql: String) throws {
-        thread.preconditionOnThread()
-        guard let conn else { throw closedError(sql) }
-        // What waits (BEGIN, statements sent with the next) goes first, in a round trip of its own:
-        // the simple protocol cannot join a pipeline.
-        let queued = try takeQueued(before: sql)
-        if !queued.isEmpty { _ = try runPipeline(conn, queued) }
-        let result = PQexec(conn, sql)
-        defer { PQclear(result) }
-        _ = try check(result, sql: sql)
-    }
-
     /// The one place libpq statuses become Swift errors.
     private func check(_ result: OpaquePointer?, sql: String) throws -> PostgresRows {
         let c = configuration
@@ -694,8 +588,7 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
         return PostgresError(.server, Self.trimmed(message), host: c.host, port: c.port, query: sql)
     }
 
-    /// A statement after the connection broke (an attached connection keeps its handle until the
-    /// pool closes it).
+    /// A statement after the connection broke (it keeps its handle until the pool closes it).
     private func brokenError(_ sql: String) -> PostgresError {
         PostgresError(.connectionLost, "connection lost earlier; not sent", host: configuration.host, port: configuration.port, query: sql)
     }

@@ -51,6 +51,20 @@ public final class RedisConnection: PooledConnection, @unchecked Sendable {
 
         var oldest: Waiter? { head < waiters.count ? waiters[head] : nil }
 
+        /// Writes `bytes` after whatever already waits, without blocking; what the socket does not
+        /// take waits in the backlog. True when this left the thread a backlog it did not have.
+        mutating func write(_ bytes: [UInt8]) -> Bool {
+            if !backlog.isEmpty {
+                backlog.append(contentsOf: bytes)
+                return false
+            }
+            let written = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+            if written == bytes.count { return false }
+            // A full socket, or an error the thread will report: the rest is the thread's to write.
+            backlog.append(contentsOf: bytes[max(0, written)...])
+            return true
+        }
+
         mutating func popOldest() -> Waiter {
             let waiter = waiters[head]
             head += 1
@@ -172,16 +186,7 @@ public final class RedisConnection: PooledConnection, @unchecked Sendable {
                     return .failed(failure)
                 }
                 s.waiters.append(Waiter(continuation: continuation, expected: count, command: name, sent: .now))
-                if !s.backlog.isEmpty {
-                    // Earlier bytes still wait for the socket: these go after them, in order.
-                    s.backlog.append(contentsOf: bytes)
-                    return .sent
-                }
-                let written = bytes.withUnsafeBytes { Glibc.send(s.fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
-                if written == bytes.count { return .sent }
-                // A full socket, or an error the thread will report: the rest is the thread's to write.
-                s.backlog.append(contentsOf: bytes[max(0, written)...])
-                return .handToThread
+                return s.write(bytes) ? .handToThread : .sent
             }
             switch outcome {
             case .sent:
@@ -213,6 +218,9 @@ public final class RedisConnection: PooledConnection, @unchecked Sendable {
         }
         context = ctx
         redisSetTimeout(ctx, Self.timeval(c.commandTimeout))
+        // From here on requests are written by their callers and replies read on this thread; the
+        // setup commands are the first, answered inline (nothing else can be in flight yet).
+        shared.withLock { $0.fd = ctx.pointee.fd }
         do {
             var setup: [RedisCommand] = []
             if let password = c.password {
@@ -221,42 +229,28 @@ public final class RedisConnection: PooledConnection, @unchecked Sendable {
             // PING surfaces NOAUTH now rather than on the first real command.
             setup.append(RedisCommand("PING"))
             if c.database != 0 { setup.append(RedisCommand("SELECT", c.database)) }
-            for (command, reply) in zip(setup, try setupRoundTrip(setup)) {
+            let answered: [RedisReply]?
+            do {
+                answered = try requestInline(Self.encode(setup), count: setup.count, name: setup[0].name)
+            } catch var error as RedisError where error.code == .connectionLost {
+                error.code = .connectionFailed
+                throw error
+            }
+            guard let replies = answered else {
+                throw RedisError(.connectionFailed, "cannot send the setup commands", host: c.host, port: c.port)
+            }
+            for (command, reply) in zip(setup, replies) {
                 if case .error(let message) = reply {
                     throw RedisError(Self.isAuthError(message) ? .authenticationFailed : .server,
                                      message, host: c.host, port: c.port, command: command.name)
                 }
             }
         } catch {
-            redisFree(ctx)
-            context = nil
+            if context != nil { fail(RedisError(.closed, "connection is closed", host: c.host, port: c.port)) }
             throw error
         }
-        // From here on requests are written by their callers and replies read on this thread.
-        shared.withLock { $0.fd = ctx.pointee.fd }
         usable.store(true, ordering: .releasing)
         thread.setService { readable in self.pump(readable: readable) }
-    }
-
-    /// The setup commands, before anything else uses the connection: hiredis's blocking calls, on
-    /// this thread.
-    private func setupRoundTrip(_ commands: [RedisCommand]) throws -> [RedisReply] {
-        let ctx = context!
-        let protocolBytes = Self.encode(commands)
-        let status = protocolBytes.withUnsafeBufferPointer { buffer in
-            buffer.withMemoryRebound(to: CChar.self) { redisAppendFormattedCommand(ctx, $0.baseAddress, $0.count) }
-        }
-        if status != REDIS_OK { throw RedisError(.connectionFailed, Self.errorString(ctx), host: configuration.host, port: configuration.port, command: commands[0].name) }
-        var replies: [RedisReply] = []
-        for command in commands {
-            var raw: UnsafeMutableRawPointer?
-            if redisGetReply(ctx, &raw) != REDIS_OK || raw == nil {
-                throw RedisError(.connectionFailed, Self.errorString(ctx), host: configuration.host, port: configuration.port, command: command.name)
-            }
-            replies.append(Self.convert(raw!.assumingMemoryBound(to: redisReply.self)))
-            freeReplyObject(raw)
-        }
-        return replies
     }
 
     /// Writes what waits in the backlog, reads and parses what arrived, hands out complete replies,
@@ -368,9 +362,9 @@ public final class RedisConnection: PooledConnection, @unchecked Sendable {
         let fd = ctx.pointee.fd
         let started: Bool = shared.withLock { s in
             guard s.failure == nil, s.oldest == nil, s.backlog.isEmpty, received.isEmpty else { return false }
-            let written = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
-            // What the socket did not take waits in the backlog, so later requests go after it.
-            if written != bytes.count { s.backlog.append(contentsOf: bytes[max(0, written)...]) }
+            // What the socket does not take waits in the backlog (written below), so later requests
+            // go after it.
+            _ = s.write(bytes)
             return true
         }
         guard started else { return nil }

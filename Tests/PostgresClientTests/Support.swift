@@ -9,26 +9,24 @@ func testConfiguration() throws -> PostgresConfiguration {
 
 func uniqueName(_ prefix: String) -> String { TestServers.uniqueName(prefix) }
 
-/// How a connection is driven: by a thread of its own (blocking libpq calls there), or by a
-/// thread it shares, without blocking (`PostgresConnection.connect(_:logger:on:)`). Every test
-/// of the client's behaviour runs both ways.
+/// How a connection is driven: by a thread of its own, or by a thread it shares with others
+/// (`PostgresConnection.connect(_:logger:on:)`). The client's tests run both ways.
 enum Driving: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case ownThread, sharedThread
     var testDescription: String { rawValue }
+    /// The thread to pass as `on:`.
+    var thread: ConnectionThread? { self == .sharedThread ? testsSharedThread : nil }
 }
 
 /// The thread the shared-thread connections of the tests are driven by.
-let sharedThread = ConnectionThread(name: "tests: shared thread")
+let testsSharedThread = ConnectionThread(name: "tests: shared thread")
 
 func connect(_ configuration: PostgresConfiguration, _ driving: Driving) async throws -> PostgresConnection {
-    switch driving {
-    case .ownThread: try await PostgresConnection.connect(configuration)
-    case .sharedThread: try await PostgresConnection.connect(configuration, on: sharedThread)
-    }
+    try await PostgresConnection.connect(configuration, on: driving.thread)
 }
 
 func makeClient(_ configuration: PostgresConfiguration, _ driving: Driving, maximumConnections: Int,
-            acquireTimeout: Duration = .seconds(10)) -> PostgresClient {
+                acquireTimeout: Duration = .seconds(10)) -> PostgresClient {
     PostgresClient(configuration: configuration, maximumConnections: maximumConnections, acquireTimeout: acquireTimeout,
-                   on: driving == .sharedThread ? sharedThread : nil)
+                   on: driving.thread)
 }
