@@ -115,11 +115,9 @@ public struct AMQPChannel: Sendable, Hashable {
     /// publish again). Many publishes may be in flight at once; each caller awaits its own confirm.
     public func publish(_ body: [UInt8], exchange: String = "", routingKey: String,
                         properties: AMQPProperties = AMQPProperties(), mandatory: Bool = false) async throws {
-        let connection = self.connection
-        let id = self.id
-        try await connection.thread.submitDeferred { (continuation: UnsafeContinuation<Void, any Error>) in
-            connection.publishOnThread(id, body: body, exchange: exchange, routingKey: routingKey,
-                                       properties: properties, mandatory: mandatory, continuation: .task(continuation))
+        try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
+            queuePublish(body, exchange: exchange, routingKey: routingKey, properties: properties,
+                         mandatory: mandatory, waiter: .task(continuation))
         }
     }
 
@@ -130,17 +128,24 @@ public struct AMQPChannel: Sendable, Hashable {
     public func publish(_ body: [UInt8], exchange: String = "", routingKey: String,
                         properties: AMQPProperties = AMQPProperties(), mandatory: Bool = false,
                         confirmed: @escaping @Sendable ((any Error)?) -> Void) {
+        queuePublish(body, exchange: exchange, routingKey: routingKey, properties: properties,
+                     mandatory: mandatory, waiter: .callback(confirmed))
+    }
+
+    /// Sent with the burst's other outgoing frames (acks, other publishes, from every task that
+    /// published meanwhile), in one transmit and one job of the connection's thread.
+    private func queuePublish(_ body: [UInt8], exchange: String, routingKey: String, properties: AMQPProperties,
+                              mandatory: Bool, waiter: AMQPConnection.ConfirmWaiter) {
         let connection = self.connection
         let id = self.id
-        // Sent with the burst's other outgoing frames (acks, other publishes), in one transmit.
         let scheduled = connection.queueOutgoing { outgoing in
             outgoing.publishes.append {
                 connection.publishOnThread(id, body: body, exchange: exchange, routingKey: routingKey,
-                                           properties: properties, mandatory: mandatory, continuation: .callback(confirmed))
+                                           properties: properties, mandatory: mandatory, continuation: waiter)
             }
         }
         if !scheduled {
-            confirmed(connection.error(.closed, "connection closed by this process; the message was not sent"))
+            waiter.resume(throwing: connection.error(.closed, "connection closed by this process; the message was not sent"))
         }
     }
 
