@@ -53,11 +53,11 @@ public enum InventoryService {
             switch reservation.status {
             case "reserved":
                 for line in try await tables.lines(of: command.reservationID, context) {
-                    try await context.database.query(
+                    try context.write(
                         "UPDATE \(tables.stock) SET on_hand = on_hand - $2, reserved = reserved - $2, updated_at = now() WHERE sku = $1",
                         [line.sku, line.quantity])
                 }
-                try await tables.setStatus(command.reservationID, "committed", reason: nil, context)
+                try tables.setStatus(command.reservationID, "committed", reason: nil, context)
                 try await context.publish(ReservationCommitted(reservationID: command.reservationID))
             case "committed":
                 try await context.publish(ReservationCommitted(reservationID: command.reservationID))
@@ -135,13 +135,13 @@ public enum InventoryService {
         }
         if !shortages.isEmpty {
             let reason = "out of stock: " + shortages.map { "\($0.sku) (asked \($0.requested), \($0.available) available)" }.joined(separator: ", ")
-            try await tables.setStatus(id, "failed", reason: reason, context)
+            try tables.setStatus(id, "failed", reason: reason, context)
             try await context.publish(StockReservationFailed(reservationID: id, reason: reason, shortages: shortages))
             return
         }
         for line in lines {
             try await tables.changeReserved(line.sku, by: line.quantity, context)
-            try await context.database.query(
+            try context.write(
                 "INSERT INTO \(tables.reservationLines) (reservation_id, sku, quantity) VALUES ($1, $2, $3)", [id, line.sku, line.quantity])
         }
         let expires = try await context.database.query(
@@ -165,14 +165,14 @@ public enum InventoryService {
                 }
             case "committed":
                 for line in try await tables.lines(of: id, context) {
-                    try await context.database.query(
+                    try context.write(
                         "UPDATE \(tables.stock) SET on_hand = on_hand + $2, updated_at = now() WHERE sku = $1", [line.sku, line.quantity])
                 }
             default:
                 break  // failed or released: nothing is held
             }
             if reservation.status != "released" {
-                try await tables.setStatus(id, "released", reason: reason, context)
+                try tables.setStatus(id, "released", reason: reason, context)
             }
         }
         try await context.publish(ReservationReleased(reservationID: id, reason: reason))
@@ -239,8 +239,9 @@ public enum InventoryService {
             }
         }
 
-        func setStatus(_ id: String, _ status: String, reason: String?, _ context: HandlerContext) async throws {
-            try await context.database.query(
+        /// Sent with the transaction's next statement or its COMMIT.
+        func setStatus(_ id: String, _ status: String, reason: String?, _ context: HandlerContext) throws {
+            try context.write(
                 "UPDATE \(reservations) SET status = $2, reason = coalesce($3, reason), updated_at = now() WHERE id = $1", [id, status, reason])
         }
     }

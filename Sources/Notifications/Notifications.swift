@@ -119,19 +119,19 @@ public enum NotificationsService {
                 throw PermanentFailure("unknown-channel", "notification \(id) has channel '\(channel)'")
             }
         } catch let failure as SMTPClient.Failure where failure.permanent {
-            try await refuse(id, failure.description, table, context)
+            try refuse(id, failure.description, table, context)
             return
         } catch let failure as WebhookRefused {
-            try await refuse(id, failure.description, table, context)
+            try refuse(id, failure.description, table, context)
             return
         }
-        try await context.database.query("UPDATE \(table) SET status = 'sent', sent_at = now(), error = NULL WHERE id = $1", [id])
+        try context.write("UPDATE \(table) SET status = 'sent', sent_at = now(), error = NULL WHERE id = $1", [id])
         try await context.publish(NotificationSent(orderID: order, event: event, channel: channel, recipient: channel == "email" ? recipient : "webhook"),
                                   sagaID: order)
     }
 
-    static func refuse(_ id: Int, _ reason: String, _ table: String, _ context: HandlerContext) async throws {
-        try await context.database.query("UPDATE \(table) SET status = 'failed', error = $2 WHERE id = $1", [id, reason])
+    static func refuse(_ id: Int, _ reason: String, _ table: String, _ context: HandlerContext) throws {
+        try context.write("UPDATE \(table) SET status = 'failed', error = $2 WHERE id = $1", [id, reason])
         context.logger.error("notification refused for good", metadata: ["notification_id": .stringConvertible(id), "error": .string(reason)])
     }
 

@@ -43,8 +43,8 @@ public enum OrdersService {
     public static func definition(timing: Checkout.Timing = Checkout.Timing(), schema: String = schema) -> WorkerDefinition {
         let tables = Tables(schema: schema)
         let saga = SagaEngine(Checkout(timing: timing), schema: schema) { change, context in
-            // The customer's view follows the saga.
-            try await context.database.query("""
+            // The customer's view follows the saga (sent with the COMMIT).
+            try context.write("""
                 UPDATE \(tables.orders) SET status = $2, status_reason = $3, updated_at = now() WHERE id = $1
                 """, [change.sagaID, change.after.orderStatus.rawValue,
                       change.after == .compensationFailed ? change.data.failure : change.data.cancelReason])
@@ -149,14 +149,15 @@ public enum OrdersService {
         let data = Checkout.Data(orderID: command.orderID, customerID: command.customerID, customerEmail: command.customerEmail,
                                  lines: lines, total: total, paymentMethod: command.paymentMethod, placedAt: now)
         let rejected = problems.isEmpty ? nil : problems.joined(separator: "; ")
-        try await context.database.query("""
+        // The order and its lines go with the saga's first statement: no round trip of their own.
+        try context.write("""
             INSERT INTO \(tables.orders) (id, customer_id, customer_email, status, status_reason, total_amount, currency, shipping_address, placed_at)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
             """, [command.orderID, command.customerID, command.customerEmail,
                   (rejected == nil ? OrderStatus.pending : .cancelled).rawValue, rejected, total.amount, total.currency,
                   PostgresJSON(command.shippingAddress), now])
         for (index, line) in lines.enumerated() {
-            try await context.database.query("""
+            try context.write("""
                 INSERT INTO \(tables.lines) (order_id, line, product_id, sku, name, quantity, unit_amount, currency)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                 """, [command.orderID, index + 1, line.productID, line.sku, line.name, line.quantity, line.unitPrice.amount,

@@ -43,7 +43,7 @@ public enum PaymentsService {
 
         handlers.on(AuthorizePayment.self) { command, context in
             let id = command.orderID
-            try await context.database.query("""
+            try context.write("""
                 INSERT INTO \(tables.payments) (order_id, status, amount, currency) VALUES ($1, 'pending', $2, $3) ON CONFLICT (order_id) DO NOTHING
                 """, [id, command.amount.amount, command.amount.currency])
             let payment = try await tables.lock(id, context)
@@ -53,17 +53,17 @@ public enum PaymentsService {
                 do {
                     let intent = try await gateway.authorize(amount: command.amount.amount, currency: command.amount.currency,
                                                              paymentMethod: command.paymentMethod, orderID: id, idempotencyKey: key)
-                    try await tables.record(id, "authorize", key, "authorized \(intent.id)", context)
-                    try await tables.update(id, status: "authorized", intentID: intent.id, context)
+                    try tables.record(id, "authorize", key, "authorized \(intent.id)", context)
+                    try tables.update(id, status: "authorized", intentID: intent.id, context)
                     try await context.publish(PaymentAuthorized(orderID: id, paymentIntentID: intent.id, amount: command.amount))
                 } catch PaymentGateway.Failure.declined(let code, let declineCode, let message) {
-                    try await tables.record(id, "authorize", key, "declined \(declineCode)", context)
-                    try await tables.update(id, status: "declined", declineCode: declineCode, message: message, context)
+                    try tables.record(id, "authorize", key, "declined \(declineCode)", context)
+                    try tables.update(id, status: "declined", declineCode: declineCode, message: message, context)
                     try await context.publish(PaymentDeclined(orderID: id, code: code, declineCode: declineCode, message: message))
                 } catch let failure as PaymentGateway.Failure {
                     guard case .rejected = failure else { throw failure }  // unavailable: retried through the tiers
-                    try await tables.record(id, "authorize", key, "rejected: \(failure)", context)
-                    try await tables.update(id, status: "failed", message: failure.description, context)
+                    try tables.record(id, "authorize", key, "rejected: \(failure)", context)
+                    try tables.update(id, status: "failed", message: failure.description, context)
                     try await context.publish(PaymentOperationFailed(orderID: id, operation: "authorize", reason: failure.description))
                 }
             case "authorized", "captured":
@@ -89,13 +89,13 @@ public enum PaymentsService {
                 let key = idempotencyKey(context, id, "capture")
                 do {
                     let intent = try await gateway.capture(payment.intentID ?? "", idempotencyKey: key)
-                    try await tables.record(id, "capture", key, "captured \(intent.amountReceived)", context)
-                    try await tables.update(id, status: "captured", context)
+                    try tables.record(id, "capture", key, "captured \(intent.amountReceived)", context)
+                    try tables.update(id, status: "captured", context)
                     try await context.publish(PaymentCaptured(orderID: id, paymentIntentID: intent.id,
                                                               amount: Money(amount: intent.amountReceived, currency: intent.currency.uppercased())))
                 } catch let failure as PaymentGateway.Failure {
                     if case .unavailable = failure { throw failure }
-                    try await tables.record(id, "capture", key, "failed: \(failure)", context)
+                    try tables.record(id, "capture", key, "failed: \(failure)", context)
                     try await context.publish(PaymentOperationFailed(orderID: id, operation: "capture", reason: failure.description))
                 }
             case "captured":
@@ -109,7 +109,7 @@ public enum PaymentsService {
         handlers.on(VoidPayment.self) { command, context in
             let id = command.orderID
             // A void that comes first leaves a voided row: the authorization, when it arrives, does nothing.
-            try await context.database.query("""
+            try context.write("""
                 INSERT INTO \(tables.payments) (order_id, status, message) VALUES ($1, 'pending', $2) ON CONFLICT (order_id) DO NOTHING
                 """, [id, "void arrived before the authorization"])
             let payment = try await tables.lock(id, context)
@@ -131,12 +131,12 @@ public enum PaymentsService {
                     do {
                         let intent = try await gateway.authorize(amount: amount.amount, currency: amount.currency, paymentMethod: method,
                                                                  orderID: id, idempotencyKey: key)
-                        try await tables.record(id, "authorize", key, "replayed for the void: \(intent.status) \(intent.id)", context)
+                        try tables.record(id, "authorize", key, "replayed for the void: \(intent.status) \(intent.id)", context)
                         intentID = intent.id
                         held = intent.status == "requires_capture"
                     } catch let failure as PaymentGateway.Failure {
                         if case .unavailable = failure { throw failure }
-                        try await tables.record(id, "authorize", key, "replayed for the void: \(failure)", context)
+                        try tables.record(id, "authorize", key, "replayed for the void: \(failure)", context)
                     }
                 }
             default:
@@ -146,15 +146,15 @@ public enum PaymentsService {
                 let key = idempotencyKey(context, id, "void")
                 do {
                     _ = try await gateway.cancel(intentID, idempotencyKey: key)
-                    try await tables.record(id, "void", key, "canceled \(intentID)", context)
+                    try tables.record(id, "void", key, "canceled \(intentID)", context)
                 } catch let failure as PaymentGateway.Failure {
                     if case .unavailable = failure { throw failure }
-                    try await tables.record(id, "void", key, "failed: \(failure)", context)
+                    try tables.record(id, "void", key, "failed: \(failure)", context)
                     try await context.publish(PaymentOperationFailed(orderID: id, operation: "void", reason: failure.description))
                     return
                 }
             }
-            try await tables.update(id, status: "voided", intentID: intentID, message: command.reason, context)
+            try tables.update(id, status: "voided", intentID: intentID, message: command.reason, context)
             try await context.publish(PaymentVoided(orderID: id, hadAuthorization: intentID != nil))
         }
 
@@ -172,8 +172,8 @@ public enum PaymentsService {
             let key = idempotencyKey(context, id, "refund")
             do {
                 let refund = try await gateway.refund(payment.intentID ?? "", idempotencyKey: key)
-                try await tables.record(id, "refund", key, "refunded \(refund.id)", context)
-                try await tables.update(id, status: "refunded", refundID: refund.id, message: command.reason, context)
+                try tables.record(id, "refund", key, "refunded \(refund.id)", context)
+                try tables.update(id, status: "refunded", refundID: refund.id, message: command.reason, context)
                 try await context.publish(PaymentRefunded(orderID: id, refundID: refund.id,
                                                           amount: Money(amount: refund.amount, currency: refund.currency.uppercased())))
             } catch let failure as PaymentGateway.Failure {
@@ -226,16 +226,16 @@ public enum PaymentsService {
         }
 
         func update(_ id: String, status: String, intentID: String? = nil, refundID: String? = nil, declineCode: String? = nil,
-                    message: String? = nil, _ context: HandlerContext) async throws {
-            try await context.database.query("""
+                    message: String? = nil, _ context: HandlerContext) throws {
+            try context.write("""
                 UPDATE \(payments) SET status = $2, payment_intent_id = coalesce($3, payment_intent_id), refund_id = coalesce($4, refund_id),
                     decline_code = coalesce($5, decline_code), message = coalesce($6, message), updated_at = now()
                 WHERE order_id = $1
                 """, [id, status, intentID, refundID, declineCode, message])
         }
 
-        func record(_ id: String, _ operation: String, _ key: String, _ outcome: String, _ context: HandlerContext) async throws {
-            try await context.database.query(
+        func record(_ id: String, _ operation: String, _ key: String, _ outcome: String, _ context: HandlerContext) throws {
+            try context.write(
                 "INSERT INTO \(calls) (order_id, operation, idempotency_key, outcome) VALUES ($1, $2, $3, $4)", [id, operation, key, outcome])
         }
     }

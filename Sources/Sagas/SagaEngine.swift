@@ -109,11 +109,11 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
         steps.add(kind, name: input.name, envelope: cause, before: saga.state.rawValue, after: transition.state.rawValue,
                   detail: transition.ignoredBecause)
         if transition.ignoredBecause == nil {
-            try await context.database.query("""
+            try context.write("""
                 UPDATE \(table).sagas SET state = $2, data = $3, labels = $4, terminal = $5, updated_at = now() WHERE id = $1
                 """, [saga.id, transition.state.rawValue, PostgresJSON(transition.data), PostgresJSON(definition.labels(of: transition.data)),
                       Definition.terminalStates.contains(transition.state)])
-            try await context.database.query("DELETE FROM \(table).saga_timeouts WHERE saga_id = $1", [saga.id])
+            try context.write("DELETE FROM \(table).saga_timeouts WHERE saga_id = $1", [saga.id])
         }
         for action in transition.actions {
             switch action {
@@ -125,14 +125,14 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
                 steps.add(.published, name: type(of: event).type, messageID: id)
             case .schedule(let name, let after):
                 let seconds = Double(after.components.seconds) + Double(after.components.attoseconds) / 1e18
-                try await context.database.query("""
+                try context.write("""
                     INSERT INTO \(table).saga_timeouts (saga_id, name, due_at) VALUES ($1, $2, now() + make_interval(secs => $3))
                     ON CONFLICT (saga_id) DO UPDATE SET name = excluded.name, due_at = excluded.due_at, scheduled_at = now()
                     """, [saga.id, name, seconds])
                 steps.add(.scheduled, name: name, detail: "due in \(after)")
             }
         }
-        try await steps.write(saga: saga.id, table: table, on: context)
+        try steps.write(saga: saga.id, table: table, on: context)
         let change = SagaChange<Definition>(sagaID: saga.id, before: saga.state, after: transition.state, data: transition.data,
                                             ignoredBecause: transition.ignoredBecause)
         if change.moved {
@@ -162,8 +162,8 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
             details.append(detail)
         }
 
-        func write(saga id: String, table: String, on context: HandlerContext) async throws {
-            try await context.database.query("""
+        func write(saga id: String, table: String, on context: HandlerContext) throws {
+            try context.write("""
                 INSERT INTO \(table).saga_steps (saga_id, seq, kind, name, message_type, message_id, state_before, state_after, detail)
                 SELECT $1, last.seq + step.n, step.kind, step.name, step.type, step.id, step.before, step.after, step.detail
                 FROM (SELECT coalesce(max(seq), 0) AS seq FROM \(table).saga_steps WHERE saga_id = $1) AS last,

@@ -41,7 +41,11 @@ struct CheckoutFlowTests {
             #expect(mail.headers["message-id"] == "<\(id).orders.OrderConfirmed.v1@shopfleet>")
             #expect(mail.body.contains("2 × Product MUG-1"))
             #expect(mail.body.contains("Total: 25.00 EUR"))
-            #expect(try await fleet.count("SELECT count(*) FROM notifications.notifications WHERE order_id = $1 AND status = 'sent'", [id]) == 1)
+            // The row is marked sent in the transaction that follows the SMTP exchange, so it may
+            // commit a moment after the mail arrived.
+            try await waitUntil(deadline: .seconds(20)) {
+                try await fleet.count("SELECT count(*) FROM notifications.notifications WHERE order_id = $1 AND status = 'sent'", [id]) == 1
+            }
         }
     }
 

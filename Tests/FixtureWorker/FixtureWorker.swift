@@ -74,6 +74,18 @@ public struct Flaky: Command {
     public init(key: String) { self.key = key }
 }
 
+/// Writes its effect with `context.write` (sent with the COMMIT); `failing` adds a second write
+/// that the server refuses (a NULL in a NOT NULL column), also sent with the COMMIT.
+public struct Deferred: Command {
+    public static let type = "fixture.Deferred.v1"
+    public var key: String
+    public var failing: Bool
+    public init(key: String, failing: Bool) {
+        self.key = key
+        self.failing = failing
+    }
+}
+
 /// Kills the worker that handles it, every time: a poison message for the delivery limit.
 public struct Crash: Command {
     public static let type = "fixture.Crash.v1"
@@ -120,6 +132,13 @@ public enum Fixture {
         handlers.on(WorkDone.self) { message, context in
             try await context.database.query("INSERT INTO \(table("audit")) (key, message_id) VALUES ($1, $2)",
                                              [message.key, context.envelope.messageID])
+        }
+        handlers.on(Deferred.self) { message, context in
+            try context.write("INSERT INTO \(table("effects")) (key, message_id) VALUES ($1, $2)",
+                              [message.key, context.envelope.messageID])
+            if message.failing {
+                try context.write("INSERT INTO \(table("effects")) (key, message_id) VALUES ($1, NULL)", [message.key])
+            }
         }
         handlers.on(Fail.self) { message, _ in
             struct Boom: Error, CustomStringConvertible { var key: String; var description: String { "boom for \(key)" } }

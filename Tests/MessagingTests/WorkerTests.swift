@@ -48,6 +48,34 @@ struct WorkerTests {
         }
     }
 
+    /// Statements a handler writes with `context.write` go with the COMMIT: their rows commit with
+    /// the inbox row, a redelivery has no second effect, and one the server refuses fails the
+    /// message (through the retry tiers, then dead-lettered naming the error) with none of the
+    /// transaction's rows left behind.
+    @Test func writesSentWithTheCommitCommitTogetherOrNotAtAll() async throws {
+        try await FixtureFleet.with { fleet in
+            try await fleet.start()
+            let key = TestServers.uniqueName("d")
+            let once = try Envelope(Deferred(key: key, failing: false))
+            try await fleet.send(once, to: Deferred.queue)
+            try await fleet.send(once, to: Deferred.queue)
+            try await fleet.waitForCount("effects", key: key, toBe: 1)
+            try await waitUntil(deadline: .seconds(20)) { (try? await fleet.metric("shopfleet_messages_duplicate_total")) ?? 0 >= 1 }
+            #expect(try await fleet.count("effects", key: key) == 1)
+
+            let bad = TestServers.uniqueName("d")
+            let sent = try await fleet.send(Deferred(key: bad, failing: true))
+            let letter = try await fleet.nextDeadLetter()
+            #expect(letter.properties.messageID == sent.messageID)
+            #expect(letter.header("x-error")?.contains("message_id") == true)
+            #expect(letter.header("x-error")?.contains("23502") == true)
+            #expect(letter.header("x-error-type") == "retries-exhausted")
+            // The first write of each attempt was rolled back with the second.
+            #expect(try await fleet.count("effects", key: bad) == 0)
+            #expect(try await fleet.stop() == 0)
+        }
+    }
+
     /// Killed after its transaction committed, before it published or acked: the broker
     /// redelivers, the inbox turns the redelivery into a no-op, and the relay publishes the outbox
     /// rows the crash left behind. Each effect happens once.

@@ -26,6 +26,15 @@ public final class HandlerContext: Sendable {
         self.queries = queries
     }
 
+    /// Runs a statement whose result the handler does not need (an INSERT, UPDATE or DELETE) in the
+    /// transaction's next round trip, with its next awaited statement or with the COMMIT, instead
+    /// of in a round trip of its own. Statements run in the order they were written. If it fails,
+    /// that next statement (or the commit) throws its error and the message fails as from any
+    /// statement: nothing of the transaction stays.
+    public func write(_ sql: String, _ binds: [any PostgresEncodable] = []) throws {
+        _ = try database.sendWithNext(PostgresStatement(sql, binds))
+    }
+
     /// Sends a command to its domain's queue, after this handler's transaction commits. Returns
     /// the message id.
     @discardableResult

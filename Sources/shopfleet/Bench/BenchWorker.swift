@@ -163,7 +163,7 @@ final class WorkerBench: Sendable {
             rows.append(BenchRow(metric: "worker.inbox_outbox_vs_prepared", unit: "msg/s", value: swift, baseline: prepared,
                                  baselineName: "the same, -M prepared (as the worker)"))
             rows.append(BenchRow(metric: "worker.inbox_outbox_vs_pipelined", unit: "msg/s", value: swift, baseline: pipelined,
-                                 baselineName: "-M prepared, the worker's 2 round trips"))
+                                 baselineName: "-M prepared, the worker's 1 round trip"))
         }
         if parts.contains("memory") {
             let memory = try await measureMemory(channel: channel)
@@ -220,7 +220,7 @@ final class WorkerBench: Sendable {
         } else {
             try await fill(queue, channel: channel) { BenchRecord(n: $0, padding: Self.padding) }
         }
-        let done = Atomic<Int>(0)
+        let done = Countdown(messages)
         let amqp = try await AMQPConnection.connect(amqpConfiguration)
         var options = WorkerOptions(service: "bench", schema: schema, queues: [queue])
         options.prefetch = 100
@@ -228,7 +228,7 @@ final class WorkerBench: Sendable {
         // has `concurrency` consumers, as many as pgbench has clients.
         options.concurrency = queue == BenchNoop.queue ? 1 : concurrency
         var hooks = WorkerHooks()
-        hooks.afterAck = { _ in done.add(1, ordering: .relaxed) }
+        hooks.afterAck = { _ in done.tick() }
         var logger = Logger(label: "bench")
         logger.logLevel = .warning
         // As `shopfleet worker` does: the worker's PostgreSQL connections are driven by its AMQP
@@ -239,8 +239,9 @@ final class WorkerBench: Sendable {
                             amqp: amqp, database: workerDatabase, logger: logger, hooks: hooks)
         let start = ContinuousClock.now
         let task = Task { try await worker.run() }
-        let target = messages
-        try await waitUntil(deadline: .seconds(600), interval: .milliseconds(2)) { done.load(ordering: .relaxed) >= target }
+        // Woken by the last ack rather than polling: a poll every few milliseconds would take CPU
+        // (timers, wake-ups) from the worker it measures.
+        try await withDeadline(.seconds(600)) { await done.wait() }
         if queue == BenchRecord.queue {
             // Done means published too: every outbox row confirmed by the broker and marked sent.
             let unpublished = "SELECT count(*) FROM \(quoteIdentifier(schema)).outbox WHERE published_at IS NULL"
@@ -263,8 +264,8 @@ final class WorkerBench: Sendable {
         case extended
         /// Each statement prepared once per connection, as the worker's client does.
         case prepared
-        /// Prepared, and in the worker's two round trips: BEGIN, the inbox row and the handler's
-        /// row; the outbox row with the COMMIT (pgbench's `\startpipeline`).
+        /// Prepared, and in the worker's one round trip: BEGIN, the inbox row, the handler's row,
+        /// the outbox row and COMMIT in one pipeline (pgbench's `\startpipeline`).
         case pipelined
     }
 
@@ -278,8 +279,8 @@ final class WorkerBench: Sendable {
         let record = "INSERT INTO \(s).records (n, message_id) VALUES (:n, gen_random_uuid()::text);"
         let outbox = "INSERT INTO \(s).outbox (message_id, type, exchange, routing_key, correlation_id, causation_id, saga_id, traceparent, tracestate, reply_to, body) VALUES (gen_random_uuid()::text, 'bench.Recorded.v1', 'bench.events', 'bench.Recorded.v1', gen_random_uuid()::text, gen_random_uuid()::text, NULL, '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', NULL, NULL, convert_to(repeat('x', 20), 'UTF8')) RETURNING id;"
         let sql = mode == .pipelined
-            ? ["\\set n random(1, 1000000000)", "\\startpipeline", "BEGIN;", inbox, record, "\\endpipeline",
-               "\\startpipeline", outbox, "END;", "\\endpipeline", ""].joined(separator: "\n")
+            ? ["\\set n random(1, 1000000000)", "\\startpipeline", "BEGIN;", inbox, record, outbox, "END;", "\\endpipeline",
+               ""].joined(separator: "\n")
             : ["\\set n random(1, 1000000000)", "BEGIN;", inbox, record, outbox, "END;", ""].joined(separator: "\n")
         guard FileManager.default.createFile(atPath: script, contents: Data(sql.utf8)) else {
             throw ValidationError("cannot write \(script)")
@@ -425,5 +426,48 @@ final class WorkerBench: Sendable {
     func printMemorySplit(_ moment: String, _ pid: pid_t) {
         guard getenv("SHOPFLEET_BENCH_DEBUG") != nil, let fields = try? Self.status(pid) else { return }
         print("\(moment): " + ["RssAnon", "RssFile", "Threads"].map { "\($0) \(fields[$0[...]] ?? "?")" }.joined(separator: ", "))
+    }
+}
+
+/// Counts down to zero from the thread that ticks; `wait` returns once it got there (or when the
+/// waiting task is cancelled).
+final class Countdown: Sendable {
+    private struct State {
+        var left: Int
+        var waiter: UnsafeContinuation<Void, Never>?
+        var cancelled = false
+    }
+    private let state: Mutex<State>
+
+    init(_ count: Int) { state = Mutex(State(left: count)) }
+
+    func tick() {
+        let waiter = state.withLock { s -> UnsafeContinuation<Void, Never>? in
+            s.left -= 1
+            guard s.left <= 0 else { return nil }
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        waiter?.resume()
+    }
+
+    func wait() async {
+        await withTaskCancellationHandler {
+            await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                let now = state.withLock { s -> Bool in
+                    if s.left <= 0 || s.cancelled { return true }
+                    s.waiter = continuation
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            let waiter = state.withLock { s -> UnsafeContinuation<Void, Never>? in
+                s.cancelled = true
+                defer { s.waiter = nil }
+                return s.waiter
+            }
+            waiter?.resume()
+        }
     }
 }
