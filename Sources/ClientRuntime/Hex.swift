@@ -1,17 +1,24 @@
 /// Lower-case hex digits, as ASCII bytes: how digests and ids are written.
 public enum HexDigits {
-    public static let lowercase: [UInt8] = Array("0123456789abcdef".utf8)
+    /// The digit for a value of 0 to 15.
+    @inlinable
+    public static func digit(_ value: UInt8) -> UInt8 {
+        value < 10 ? UInt8(ascii: "0") + value : UInt8(ascii: "a") + value - 10
+    }
 }
 
 extension Sequence<UInt8> {
-    /// The bytes as lower-case hex, two digits each: how digests are written.
+    /// The bytes as lower-case hex, two digits each: how digests and ids are written. Inlinable, so
+    /// that a caller's concrete sequence gets a specialised loop writing straight into the string.
+    @inlinable
     public var lowercaseHex: String {
-        var out: [UInt8] = []
-        out.reserveCapacity(underestimatedCount * 2)
-        for byte in self {
-            out.append(HexDigits.lowercase[Int(byte >> 4)])
-            out.append(HexDigits.lowercase[Int(byte & 15)])
+        let bytes = Array(self)
+        return String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+            for (index, byte) in bytes.enumerated() {
+                out[2 * index] = HexDigits.digit(byte >> 4)
+                out[2 * index + 1] = HexDigits.digit(byte & 15)
+            }
+            return bytes.count * 2
         }
-        return String(decoding: out, as: UTF8.self)
     }
 }

@@ -207,8 +207,8 @@ public enum UUIDv7 {
                 var o = 0
                 for (i, byte) in raw.enumerated() {
                     if i == 4 || i == 6 || i == 8 || i == 10 { out[o] = UInt8(ascii: "-"); o += 1 }
-                    out[o] = HexDigits.lowercase[Int(byte >> 4)]
-                    out[o + 1] = HexDigits.lowercase[Int(byte & 0x0F)]
+                    out[o] = HexDigits.digit(byte >> 4)
+                    out[o + 1] = HexDigits.digit(byte & 0x0F)
                     o += 2
                 }
                 return o
@@ -256,7 +256,13 @@ enum RandomBytes {
         var bytes = RandomBytes.sixteen()
         return withUnsafeMutableBytes(of: &bytes) { raw in
             if raw[..<count].allSatisfy({ $0 == 0 }) { raw[count - 1] = 1 }
-            return raw[..<count].lowercaseHex
+            return String(unsafeUninitializedCapacity: count * 2) { out in
+                for index in 0..<count {
+                    out[2 * index] = HexDigits.digit(raw[index] >> 4)
+                    out[2 * index + 1] = HexDigits.digit(raw[index] & 15)
+                }
+                return count * 2
+            }
         }
     }
 }
@@ -268,14 +274,25 @@ public struct TraceParent: Sendable, Equatable, CustomStringConvertible {
     public var flags: String
 
     public init?(_ text: String) {
-        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
-        guard parts.count == 4, parts[0].count == 2, parts[1].count == 32, parts[2].count == 16, parts[3].count == 2,
-              parts.allSatisfy({ $0.allSatisfy(\.isHexDigit) }),
-              parts[1] != Substring(String(repeating: "0", count: 32)), parts[2] != Substring(String(repeating: "0", count: 16))
-        else { return nil }
-        traceID = String(parts[1]).lowercased()
-        parentID = String(parts[2]).lowercased()
-        flags = String(parts[3])
+        // `vv-<32>-<16>-ff`: 55 bytes, dashes at 2, 35 and 52, hex digits elsewhere; the trace and
+        // parent ids not all zero. Checked on the UTF-8 bytes (this runs for every message).
+        let utf8 = Array(text.utf8)
+        guard utf8.count == 55, utf8[2] == UInt8(ascii: "-"), utf8[35] == UInt8(ascii: "-"), utf8[52] == UInt8(ascii: "-") else {
+            return nil
+        }
+        func isHex(_ byte: UInt8) -> Bool {
+            (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte | 0x20)
+        }
+        for (index, byte) in utf8.enumerated() where index != 2 && index != 35 && index != 52 {
+            guard isHex(byte) else { return nil }
+        }
+        func lowered(_ range: Range<Int>) -> String { String(decoding: utf8[range].map { $0 > UInt8(ascii: "9") ? $0 | 0x20 : $0 }, as: UTF8.self) }
+        guard utf8[3..<35].contains(where: { $0 != UInt8(ascii: "0") }), utf8[36..<52].contains(where: { $0 != UInt8(ascii: "0") }) else {
+            return nil
+        }
+        traceID = lowered(3..<35)
+        parentID = lowered(36..<52)
+        flags = String(decoding: utf8[53..<55], as: UTF8.self)
     }
 
     init(traceID: String, parentID: String, flags: String) {

@@ -1,4 +1,5 @@
 import AMQPClient
+import ClientRuntime
 import FoundationEssentials
 @testable import Messaging
 import Testing
@@ -59,6 +60,18 @@ struct EnvelopeTests {
         #expect(TraceParent("garbage") == nil)
         let random = TraceParent.random()
         #expect(TraceParent(random.description) == random)
+        #expect(random.traceID.count == 32 && random.parentID.count == 16)
+        // Upper-case digits are read and kept lower-case; a zero parent id, a non-hex digit, a
+        // wrong length or a missing dash is refused.
+        let upper = TraceParent("00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01")
+        #expect(upper?.traceID == "0af7651916cd43dd8448eb211c80319c" && upper?.parentID == "b7ad6b7169203331" && upper?.flags == "01")
+        #expect(TraceParent("00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01") == nil)
+        #expect(TraceParent("00-0af7651916cd43dd8448eb211c80319g-b7ad6b7169203331-01") == nil)
+        #expect(TraceParent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-011") == nil)
+        #expect(TraceParent("00-0af7651916cd43dd8448eb211c80319c+b7ad6b7169203331-01") == nil)
+        #expect([UInt8]([0x00, 0x0f, 0xa5, 0xff]).lowercaseHex == "000fa5ff")
+        let id = UUIDv7.generate()
+        #expect(id.count == 36 && id.allSatisfy { $0 == "-" || $0.isHexDigit && !$0.isUppercase })
     }
 
     @Test func undecodableBodiesNameTheTypeAndTheField() {
