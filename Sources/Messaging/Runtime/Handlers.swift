@@ -30,7 +30,9 @@ public final class HandlerContext: Sendable {
     /// transaction's next round trip, with its next awaited statement or with the COMMIT, instead
     /// of in a round trip of its own. Statements run in the order they were written. If it fails,
     /// that next statement (or the commit) throws its error and the message fails as from any
-    /// statement: nothing of the transaction stays.
+    /// statement: nothing of the transaction stays. A write alone does not reach the server, and so
+    /// does not stop a redelivered message (its inbox row goes with the first round trip): an
+    /// effect outside the database that must happen once belongs after an awaited statement.
     public func write(_ sql: String, _ binds: [any PostgresEncodable] = []) throws {
         _ = try database.sendWithNext(PostgresStatement(sql, binds))
     }
