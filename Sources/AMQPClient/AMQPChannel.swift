@@ -355,19 +355,28 @@ extension AMQPConnection {
 
     /// On the thread: the burst's settlements, then its publishes, with the socket corked so that
     /// they leave in as few TCP segments as fit (on loopback each transmit also costs the broker's
-    /// side a wake-up). Nothing in here waits for the broker, so the cork is never held across a
-    /// wait.
+    /// side a wake-up). A publish whose channel must be reopened first waits for the broker's
+    /// answers: `reopen` uncorks before it does.
     private func flushOutgoing() {
         let batch = outgoing.withLock { outgoing in
             defer { outgoing = Outgoing() }
             return outgoing
         }
-        let cork = batch.settlements.count + batch.publishes.count >= 2 ? state.map { amqp_get_sockfd($0) } ?? -1 : -1
-        if cork >= 0 { Self.setCork(cork, true) }
+        if batch.settlements.count + batch.publishes.count >= 2, let state {
+            corkedSocket = amqp_get_sockfd(state)
+            Self.setCork(corkedSocket, true)
+        }
         sendSettlements(batch.settlements)
         for publish in batch.publishes { publish() }
-        // The socket may have been replaced by a reconnect meanwhile; uncork the one corked.
-        if cork >= 0 { Self.setCork(cork, false) }
+        uncork()
+    }
+
+    /// Sends what the cork holds. The socket may have been replaced by a reconnect meanwhile: the
+    /// one corked is uncorked.
+    func uncork() {
+        guard corkedSocket >= 0 else { return }
+        Self.setCork(corkedSocket, false)
+        corkedSocket = -1
     }
 
     private static func setCork(_ fd: Int32, _ on: Bool) {

@@ -24,8 +24,7 @@ public final class AMQPConnection: @unchecked Sendable {
     private let eventContinuation: AsyncStream<AMQPConnectionEvent>.Continuation
     private let connected = Atomic<Bool>(false)
     private let closing = Atomic<Bool>(false)
-    /// Frames that wait for the burst's flush (one job, one transmit): settlements, and messages
-    /// published with a confirm callback.
+    /// Frames that wait for the burst's flush (one job, one transmit): settlements and publishes.
     let outgoing = Mutex(Outgoing())
 
     // Everything below is touched only on `thread`.
@@ -36,6 +35,8 @@ public final class AMQPConnection: @unchecked Sendable {
     private var reconnectAt: ContinuousClock.Instant?
     private var reconnectAttempts = 0
     private var nextHousekeeping = ContinuousClock.now
+    /// The socket a burst's flush corked, or -1.
+    var corkedSocket: Int32 = -1
     let scratch: UnsafeMutablePointer<amqp_pool_t>
     /// Ack, nack and reject frames sent (a coalesced burst counts once), for the tests.
     let settlementFrames = Atomic<Int>(0)
@@ -263,6 +264,8 @@ public final class AMQPConnection: @unchecked Sendable {
     /// Opens (or reopens) a channel and re-applies QoS, confirms and consumers.
     func reopen(_ channel: ChannelState) throws {
         guard let state else { throw error(.notConnected, "connection is down; recovering") }
+        // Reopening waits for the broker's answers: frames must not wait behind a cork meanwhile.
+        uncork()
         _ = amqp_channel_open(state, channel.id)
         try check(amqp_get_rpc_reply(state), channel: channel.id, doing: "open channel \(channel.id)")
         channel.open = true

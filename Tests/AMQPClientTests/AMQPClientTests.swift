@@ -212,6 +212,41 @@ struct AMQPClientTests {
         await connection.close()
     }
 
+    /// A publish to a missing exchange closes its channel (404); the next publish reopens it.
+    /// The reopening waits for the broker's answers, so it must not sit behind the corked socket
+    /// of the burst it is sent in (Linux would hold the frames up to 200 ms).
+    @Test func aPublishAfterAChannelErrorReopensTheChannelWithoutDelay() async throws {
+        let connection = try await AMQPConnection.connect(try amqpConfiguration())
+        let channel = try await connection.openChannel()
+        try await channel.enableConfirms()
+        let queue = try await quorumQueue(channel, "reopened")
+        let missing = TestServers.uniqueName("no-such-exchange")
+        var slowest = Duration.zero
+        for round in 0..<5 {
+            let error = try await #require(throws: AMQPError.self) {
+                try await channel.publish("x", exchange: missing, routingKey: "k")
+            }
+            #expect(error.code == .channelClosed)
+            #expect(error.replyCode == 404)
+            #expect(error.message.contains(missing))
+            // Ten at once: they leave in one burst, the first of which reopens the channel.
+            let started = ContinuousClock.now
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for n in 0..<10 {
+                    group.addTask { try await channel.publish("y\(round)-\(n)", routingKey: queue) }
+                }
+                try await group.waitForAll()
+            }
+            slowest = max(slowest, ContinuousClock.now - started)
+        }
+        // Corked, each of the reopening's two requests (channel.open, confirm.select) waited for
+        // the kernel's 200 ms cork timeout: 400 ms or more per burst. Uncorked, a few milliseconds.
+        #expect(slowest < .milliseconds(300), "slowest burst after a reopen took \(slowest)")
+        #expect(try await channel.declareQueue(queue, passive: true).messageCount == 50)
+        try await channel.deleteQueue(queue)
+        await connection.close()
+    }
+
     @Test func unroutableMandatoryPublishIsReported() async throws {
         let connection = try await AMQPConnection.connect(try amqpConfiguration())
         let channel = try await connection.openChannel()
