@@ -253,7 +253,7 @@ public struct AMQPChannel: Sendable, Hashable {
             let state = connection.state!
             defer { recycle_amqp_pool(connection.scratch) }
             let result = try body(channel, state, connection.scratch)
-            try connection.check(amqp_get_rpc_reply(state), channel: id, doing: doing)
+            try connection.awaitReply(state, channel: id, doing: doing)
             return result
         }
     }
@@ -356,7 +356,7 @@ extension AMQPConnection {
     /// On the thread: the burst's settlements, then its publishes, with the socket corked so that
     /// they leave in as few TCP segments as fit (on loopback each transmit also costs the broker's
     /// side a wake-up). A publish whose channel must be reopened first waits for the broker's
-    /// answers: `reopen` uncorks before it does.
+    /// answers: every such wait (`awaitReply`) uncorks first.
     private func flushOutgoing() {
         let batch = outgoing.withLock { outgoing in
             defer { outgoing = Outgoing() }

@@ -264,21 +264,19 @@ public final class AMQPConnection: @unchecked Sendable {
     /// Opens (or reopens) a channel and re-applies QoS, confirms and consumers.
     func reopen(_ channel: ChannelState) throws {
         guard let state else { throw error(.notConnected, "connection is down; recovering") }
-        // Reopening waits for the broker's answers: frames must not wait behind a cork meanwhile.
-        uncork()
         _ = amqp_channel_open(state, channel.id)
-        try check(amqp_get_rpc_reply(state), channel: channel.id, doing: "open channel \(channel.id)")
+        try awaitReply(state, channel: channel.id, doing: "open channel \(channel.id)")
         channel.open = true
         channel.incarnation &+= 1
         channel.unsettled.removeAll()
         channel.publishSeq = 0
         if let prefetch = channel.prefetch {
             _ = amqp_basic_qos(state, channel.id, 0, prefetch, 0)
-            try check(amqp_get_rpc_reply(state), channel: channel.id, doing: "set prefetch \(prefetch)")
+            try awaitReply(state, channel: channel.id, doing: "set prefetch \(prefetch)")
         }
         if channel.confirms {
             _ = amqp_confirm_select(state, channel.id)
-            try check(amqp_get_rpc_reply(state), channel: channel.id, doing: "enable publisher confirms")
+            try awaitReply(state, channel: channel.id, doing: "enable publisher confirms")
         }
         for consumer in channel.consumers.values.sorted(by: { $0.tag < $1.tag }) {
             do {
@@ -299,7 +297,7 @@ public final class AMQPConnection: @unchecked Sendable {
         defer { recycle_amqp_pool(scratch) }
         _ = amqp_basic_consume(state, channel.id, CValues.bytes(consumer.queue, scratch), CValues.bytes(consumer.tag, scratch),
                                0, consumer.noAck ? 1 : 0, consumer.exclusive ? 1 : 0, arguments)
-        try check(amqp_get_rpc_reply(state), channel: channel.id, doing: "consume from queue '\(consumer.queue)'")
+        try awaitReply(state, channel: channel.id, doing: "consume from queue '\(consumer.queue)'")
     }
 
     // MARK: - The service loop (on the thread)
@@ -543,6 +541,14 @@ public final class AMQPConnection: @unchecked Sendable {
     }
 
     /// The one place an RPC reply from rabbitmq-c becomes a Swift error.
+    /// Waits for the broker's answer to the request just sent, and checks it. What a burst's cork
+    /// holds is sent first: the request may be among it, and nothing may wait behind the cork while
+    /// the thread waits for the broker (a channel reopened in the middle of a burst).
+    func awaitReply(_ state: amqp_connection_state_t, channel channelID: UInt16, doing: String) throws {
+        uncork()
+        try check(amqp_get_rpc_reply(state), channel: channelID, doing: doing)
+    }
+
     func check(_ reply: amqp_rpc_reply_t, channel channelID: UInt16, doing: String) throws {
         switch reply.reply_type {
         case AMQP_RESPONSE_NORMAL:

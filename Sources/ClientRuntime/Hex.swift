@@ -9,14 +9,22 @@ public enum HexDigits {
 
 extension Sequence<UInt8> {
     /// The bytes as lower-case hex, two digits each: how digests and ids are written. Inlinable, so
-    /// that a caller's concrete sequence gets a specialised loop writing straight into the string.
+    /// that a caller's concrete sequence gets a specialised loop writing straight into the string
+    /// (contiguous bytes are read in place).
     @inlinable
     public var lowercaseHex: String {
-        let bytes = Array(self)
-        return String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+        if let hex = withContiguousStorageIfAvailable(HexDigits.string) { return hex }
+        return Array(self).withUnsafeBufferPointer(HexDigits.string)
+    }
+}
+
+extension HexDigits {
+    @inlinable
+    static func string(_ bytes: UnsafeBufferPointer<UInt8>) -> String {
+        String(unsafeUninitializedCapacity: bytes.count * 2) { out in
             for (index, byte) in bytes.enumerated() {
-                out[2 * index] = HexDigits.digit(byte >> 4)
-                out[2 * index + 1] = HexDigits.digit(byte & 15)
+                out[2 * index] = digit(byte >> 4)
+                out[2 * index + 1] = digit(byte & 15)
             }
             return bytes.count * 2
         }

@@ -256,13 +256,7 @@ enum RandomBytes {
         var bytes = RandomBytes.sixteen()
         return withUnsafeMutableBytes(of: &bytes) { raw in
             if raw[..<count].allSatisfy({ $0 == 0 }) { raw[count - 1] = 1 }
-            return String(unsafeUninitializedCapacity: count * 2) { out in
-                for index in 0..<count {
-                    out[2 * index] = HexDigits.digit(raw[index] >> 4)
-                    out[2 * index + 1] = HexDigits.digit(raw[index] & 15)
-                }
-                return count * 2
-            }
+            return UnsafeBufferPointer(start: raw.baseAddress!.assumingMemoryBound(to: UInt8.self), count: count).lowercaseHex
         }
     }
 }

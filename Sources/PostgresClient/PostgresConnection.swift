@@ -240,13 +240,10 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
 
     func finish() {
         thread.preconditionOnThread()
-        usable.store(false, ordering: .releasing)
         let closing = conn
         conn = nil
-        if socket >= 0 { thread.unwatch(socket) }
-        socket = -1
         // Round trips waiting to start find no connection and fail as closed.
-        endRoundTrips(with: closedError(""))
+        stop(failing: closedError(""))
         if let closing { PQfinish(closing) }
     }
 
@@ -409,11 +406,17 @@ public final class PostgresConnection: PooledConnection, @unchecked Sendable {
     /// The server went away (or the socket failed): fails the round trip in flight, and the
     /// connection; the pool drops it.
     private func lost(_ message: String) {
+        stop(failing: PostgresError(.connectionLost, "connection lost: \(Self.trimmed(message))",
+                                    host: configuration.host, port: configuration.port))
+    }
+
+    /// Marks the connection unusable, stops watching its socket, and fails the round trip in flight
+    /// and every one waiting with `error`.
+    private func stop(failing error: PostgresError) {
         usable.store(false, ordering: .releasing)
         if socket >= 0 { thread.unwatch(socket) }
         socket = -1
-        endRoundTrips(with: PostgresError(.connectionLost, "connection lost: \(Self.trimmed(message))",
-                                          host: configuration.host, port: configuration.port))
+        endRoundTrips(with: error)
     }
 
     /// Fails the round trip in flight and every one waiting with `error`.

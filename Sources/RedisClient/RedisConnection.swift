@@ -26,7 +26,7 @@ public final class RedisConnection: PooledConnection, @unchecked Sendable {
     private let shared = Mutex(Shared())
     private let usable = Atomic<Bool>(false)
     /// How many requests left bytes for the thread to write (for tests).
-    let handedToThread = Atomic<Int>(0)
+    private let handedToThread = Atomic<Int>(0)
     var requestsHandedToThread: Int { handedToThread.load(ordering: .relaxed) }
 
     /// A request waiting for its replies.
