@@ -23,6 +23,8 @@ import Glibc
 /// - Redis: SET and GET of a 100-byte value, one connection, unpipelined and in pipelines of 100.
 ///   Baseline: `redis-benchmark -c 1` (`-P 100`). It runs against a throwaway password-less Redis
 ///   started for the benchmark, since redis-benchmark takes a password only on its command line.
+///   The `_per_cpu_second` rows divide GETs by the CPU time the client used (this process, every
+///   thread; redis-benchmark's from `getrusage(RUSAGE_CHILDREN)`, its SETs and GETs together).
 struct BenchClientsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "clients",
@@ -347,8 +349,9 @@ struct RedisBench {
 
     private func measure(port: Int) async throws -> [BenchRow] {
         let connection = try await RedisConnection.connect(RedisConfiguration(host: "127.0.0.1", port: port))
-        func baseline(pipeline: Int) async throws -> (set: Double, get: Double) {
+        func baseline(pipeline: Int) async throws -> (set: Double, get: Double, cpuPerOperation: Double) {
             let n = operations * (pipeline > 1 ? 10 : 1)
+            let cpu = CPUTime.waitedChildren()
             let output = try await ChildProcess.check(
                 ["redis-benchmark", "-h", "127.0.0.1", "-p", String(port), "-c", "1", "-n", String(n), "-P", String(pipeline),
                  "-d", String(value.count), "-t", "set,get", "--csv"])
@@ -360,14 +363,16 @@ struct RedisBench {
             guard let set = rates["SET"], let get = rates["GET"] else {
                 throw ValidationError("unexpected redis-benchmark output: \(output.prefix(300))")
             }
-            return (set, get)
+            return (set, get, (CPUTime.waitedChildren() - cpu) / Double(2 * n))
         }
-        func swift(pipeline: Int, command: String, pinned: Bool = false) async throws -> Double {
+        /// Operations a second, and CPU seconds (the whole process's, user and system) per operation.
+        func swift(pipeline: Int, command: String, pinned: Bool = false) async throws -> (rate: Double, cpuPerOperation: Double) {
             let n = operations * (pipeline > 1 ? 10 : 1)
             let key = "key:__rand_int__"
             let value = self.value
             let make = { command == "SET" ? RedisCommand("SET", key, value) : RedisCommand("GET", key) }
             let start = ContinuousClock.now
+            let cpu = CPUTime.process()
             try await withTaskExecutorPreference(pinned ? connection.executor : nil) {
                 if pipeline == 1 {
                     for _ in 0..<n { _ = try await connection.send(make()) }
@@ -376,19 +381,26 @@ struct RedisBench {
                     for _ in 0..<(n / pipeline) { _ = try await connection.pipeline(batch) }
                 }
             }
-            return Double(n) / (ContinuousClock.now - start).seconds
+            return (Double(n) / (ContinuousClock.now - start).seconds, (CPUTime.process() - cpu) / Double(n))
         }
         var rows: [BenchRow] = []
         for pipeline in [1, 100] {
             var baseSet = 0.0, baseGet = 0.0, swiftSet = 0.0, swiftGet = 0.0, pinnedSet = 0.0, pinnedGet = 0.0
+            // CPU per operation, the least of the rounds.
+            var baseCPU = Double.infinity, swiftGetCPU = Double.infinity, pinnedGetCPU = Double.infinity
             for _ in 0..<max(1, rounds) {
                 let b = try await baseline(pipeline: pipeline)
                 baseSet = max(baseSet, b.set)
                 baseGet = max(baseGet, b.get)
-                swiftSet = max(swiftSet, try await swift(pipeline: pipeline, command: "SET"))
-                swiftGet = max(swiftGet, try await swift(pipeline: pipeline, command: "GET"))
-                pinnedSet = max(pinnedSet, try await swift(pipeline: pipeline, command: "SET", pinned: true))
-                pinnedGet = max(pinnedGet, try await swift(pipeline: pipeline, command: "GET", pinned: true))
+                baseCPU = min(baseCPU, b.cpuPerOperation)
+                swiftSet = max(swiftSet, try await swift(pipeline: pipeline, command: "SET").rate)
+                let get = try await swift(pipeline: pipeline, command: "GET")
+                swiftGet = max(swiftGet, get.rate)
+                swiftGetCPU = min(swiftGetCPU, get.cpuPerOperation)
+                pinnedSet = max(pinnedSet, try await swift(pipeline: pipeline, command: "SET", pinned: true).rate)
+                let pinned = try await swift(pipeline: pipeline, command: "GET", pinned: true)
+                pinnedGet = max(pinnedGet, pinned.rate)
+                pinnedGetCPU = min(pinnedGetCPU, pinned.cpuPerOperation)
             }
             let label = pipeline == 1 ? "unpipelined" : "pipelined_\(pipeline)"
             let name = "redis-benchmark -c 1" + (pipeline == 1 ? "" : " -P \(pipeline)")
@@ -396,6 +408,13 @@ struct RedisBench {
             rows.append(BenchRow(metric: "redis.get_\(label)", unit: "ops/s", value: swiftGet, baseline: baseGet, baselineName: name))
             rows.append(BenchRow(metric: "redis.set_\(label)_pinned", unit: "ops/s", value: pinnedSet, baseline: baseSet, baselineName: name))
             rows.append(BenchRow(metric: "redis.get_\(label)_pinned", unit: "ops/s", value: pinnedGet, baseline: baseGet, baselineName: name))
+            // Operations per CPU-second of the client process (redis-benchmark's: its SETs and GETs
+            // together): where the time of the rows above goes besides the server's.
+            let cpuName = name + " (CPU)"
+            rows.append(BenchRow(metric: "redis.get_\(label)_per_cpu_second", unit: "ops/cpu-s", value: 1 / swiftGetCPU,
+                                 baseline: 1 / baseCPU, baselineName: cpuName))
+            rows.append(BenchRow(metric: "redis.get_\(label)_pinned_per_cpu_second", unit: "ops/cpu-s", value: 1 / pinnedGetCPU,
+                                 baseline: 1 / baseCPU, baselineName: cpuName))
         }
         await connection.close()
         return rows

@@ -1,5 +1,8 @@
 import ArgumentParser
 import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -68,3 +71,18 @@ extension String {
     }
 }
 
+
+/// CPU time (user and system, in seconds) from `getrusage(2)`.
+enum CPUTime {
+    /// All threads of this process.
+    static func process() -> Double { seconds(RUSAGE_SELF) }
+    /// Children this process has waited for (a baseline tool, once it exited).
+    static func waitedChildren() -> Double { seconds(RUSAGE_CHILDREN) }
+
+    private static func seconds(_ who: __rusage_who) -> Double {
+        var usage = rusage()
+        getrusage(__rusage_who_t(who.rawValue), &usage)
+        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+            + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1_000_000
+    }
+}
