@@ -45,9 +45,11 @@ public final class ConnectionThread: @unchecked Sendable {
     }
 
     public let name: String
-    /// How long the thread keeps looking for a next job before it sleeps. A caller that awaits a
-    /// result and then submits its next job (a transaction's statements, a consumer's ack) usually
-    /// does so within tens of microseconds; catching that job saves a wake-up through the pipe.
+    /// How long the thread keeps looking for a next job, or for its service's socket to turn
+    /// readable, before it sleeps. A caller that awaits a result and then submits its next job (a
+    /// transaction's statements, a consumer's ack) usually does so within tens of microseconds, and
+    /// a Redis reply on loopback comes within about fifty; catching either saves the thread a
+    /// wake-up, which on a virtual machine with idle cores costs more than the system calls.
     /// Off by default: where the process shares few cores with the servers (two, here), the spinning
     /// took CPU from RabbitMQ and PostgreSQL and every benchmark did as well or better without it
     /// (the inbox + outbox worker 17 % better; docs/benchmarks.md). Worth trying where the process
@@ -56,6 +58,9 @@ public final class ConnectionThread: @unchecked Sendable {
     private let state = Mutex(State())
     /// Mirrors "jobs is not empty", so spinning reads an atomic instead of taking the lock.
     private let hasJobs = Atomic<Bool>(false)
+    private let caughtSpinning = Atomic<Int>(0)
+    /// How many times spinning found a job or a readable socket, and so the thread did not sleep.
+    public var wakeUpsSavedBySpinning: Int { caughtSpinning.load(ordering: .relaxed) }
     /// The pipe a job writes to when the thread sleeps: [read end, write end].
     private let wakeFD: Int32
     private let wakeWriteFD: Int32
@@ -199,14 +204,28 @@ public final class ConnectionThread: @unchecked Sendable {
         }
     }
 
-    /// Spins up to `spin` for a job to arrive; true if one did.
-    private func spinForJob() -> Bool {
+    /// Spins up to `spin` for a job to arrive or the service's socket to turn readable (a reply);
+    /// true if one did. Sockets of ``watch(_:writable:_:)`` are not looked at while spinning.
+    private func spinForWork(fd: Int32, readable: inout Bool) -> Bool {
         let until = ContinuousClock.now + spin
         var checks = 0
         while true {
-            if hasJobs.load(ordering: .acquiring) { return true }
+            if hasJobs.load(ordering: .acquiring) {
+                caughtSpinning.add(1, ordering: .relaxed)
+                return true
+            }
             checks += 1
-            if checks % 16 == 0 && ContinuousClock.now >= until { return false }
+            if checks % 16 == 0 {
+                if fd >= 0 {
+                    var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                    if poll(&ready, 1, 0) > 0 {
+                        readable = true
+                        caughtSpinning.add(1, ordering: .relaxed)
+                        return true
+                    }
+                }
+                if ContinuousClock.now >= until { return false }
+            }
         }
     }
 
@@ -239,7 +258,7 @@ public final class ConnectionThread: @unchecked Sendable {
                 if request.again { continue }
             }
             let block = jobs.isEmpty
-            if block && spin > .zero && spinForJob() { continue }
+            if block && spin > .zero && spinForWork(fd: service == nil ? -1 : request.fd, readable: &readable) { continue }
             if block {
                 let mayBlock = state.withLock { s -> Bool in
                     if !s.jobs.isEmpty || s.stopping { return false }

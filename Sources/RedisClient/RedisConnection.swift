@@ -28,6 +28,8 @@ public final class RedisConnection: PooledConnection, @unchecked Sendable {
     /// How many requests left bytes for the thread to write (for tests).
     private let handedToThread = Atomic<Int>(0)
     var requestsHandedToThread: Int { handedToThread.load(ordering: .relaxed) }
+    /// Replies (or jobs) the thread caught while spinning instead of sleeping (for tests).
+    var wakeUpsSavedBySpinning: Int { thread.wakeUpsSavedBySpinning }
 
     /// A request waiting for its replies.
     private struct Waiter {
@@ -85,7 +87,7 @@ public final class RedisConnection: PooledConnection, @unchecked Sendable {
 
     private init(configuration: RedisConfiguration) {
         self.configuration = configuration
-        self.thread = ConnectionThread(name: "redis \(configuration.host):\(configuration.port)")
+        self.thread = ConnectionThread(name: "redis \(configuration.host):\(configuration.port)", spin: configuration.spin)
     }
 
     /// Connects, authenticates and selects the database; fails with `.connectionFailed` naming host

@@ -1,5 +1,8 @@
 import ClientRuntime
 public import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A reply, as RESP2 has them. Bulk strings stay bytes (binary-safe); use ``string`` for text.
 public enum RedisReply: Sendable, Equatable, CustomStringConvertible {
@@ -178,9 +181,22 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     public var connectTimeout: Duration
     /// How long a reply may take before the connection is considered lost.
     public var commandTimeout: Duration
+    /// How long the connection's thread keeps polling for a reply (or a job) before it sleeps; zero:
+    /// it sleeps at once. Spinning spares a caller on Swift's pool the cost of waking that thread
+    /// for its reply, at the price of CPU time. Default: ``defaultSpin``.
+    public var spin: Duration
+
+    /// `SHOPFLEET_REDIS_SPIN_US` (microseconds), else `SHOPFLEET_THREAD_SPIN_US`, else 0.
+    public static let defaultSpin: Duration = {
+        if let text = getenv("SHOPFLEET_REDIS_SPIN_US"), let micros = Int(String(cString: text)), micros >= 0 {
+            return .microseconds(micros)
+        }
+        return ConnectionThread.defaultSpin
+    }()
 
     public init(host: String = "localhost", port: Int = 6379, username: String? = nil, password: String? = nil,
-                database: Int = 0, connectTimeout: Duration = .seconds(5), commandTimeout: Duration = .seconds(10)) {
+                database: Int = 0, connectTimeout: Duration = .seconds(5), commandTimeout: Duration = .seconds(10),
+                spin: Duration = RedisConfiguration.defaultSpin) {
         self.host = host
         self.port = port
         self.username = username
@@ -188,6 +204,7 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         self.database = database
         self.connectTimeout = connectTimeout
         self.commandTimeout = commandTimeout
+        self.spin = spin
     }
 
     public init(url: String) throws {

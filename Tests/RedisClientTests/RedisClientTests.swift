@@ -181,6 +181,35 @@ struct RedisClientTests {
         await connection.close()
     }
 
+    @Test func aSpinningConnectionCatchesRepliesWithoutSleepingAndKeepsItsDeadlines() async throws {
+        var config = try redisConfiguration()
+        config.spin = .milliseconds(2)
+        config.commandTimeout = .milliseconds(300)
+        let spinning = try await RedisConnection.connect(config)
+        config.spin = .zero
+        let sleeping = try await RedisConnection.connect(config)
+        let k = key("spin")
+        for connection in [spinning, sleeping] {
+            for round in 0..<200 {
+                try await connection.send("SET", k, round)
+                #expect(try await connection.send("GET", k) == .bulk(Array(String(round).utf8)))
+            }
+            #expect(try await connection.pipeline((0..<100).map { RedisCommand("ECHO", $0) }) == (0..<100).map { .bulk(Array(String($0).utf8)) })
+        }
+        // A reply within the spin is read without the thread going to sleep; 2 ms covers a loopback
+        // round trip many times over, so most of the 400 replies must have been caught that way.
+        #expect(spinning.wakeUpsSavedBySpinning > 200)
+        #expect(sleeping.wakeUpsSavedBySpinning == 0)
+        // The spin ends: a reply that does not come still fails within the command timeout.
+        let start = ContinuousClock.now
+        let error = try await #require(throws: RedisError.self) { try await spinning.send("BLPOP", key("never"), 5) }
+        #expect(error.code == .connectionLost)
+        #expect(ContinuousClock.now - start < .seconds(3))
+        try await sleeping.send("DEL", k)
+        await spinning.close()
+        await sleeping.close()
+    }
+
     @Test func aReplyThatNeverComesFailsWithinTheCommandTimeout() async throws {
         var config = try redisConfiguration()
         config.commandTimeout = .milliseconds(300)

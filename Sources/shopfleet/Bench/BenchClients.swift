@@ -43,6 +43,9 @@ struct BenchClientsCommand: AsyncParsableCommand {
     var rounds = 2
     @Option(help: "Path of bench/amqp_baseline.c (default: found next to the working directory or the executable).")
     var baselineSource: String?
+    @Option(help: "Microseconds the connection of the Redis `_spinning` rows polls for a reply before it sleeps.")
+    var redisSpinMicroseconds = 100
+
     @Option(help: "Only these groups (amqp, postgres, redis), comma-separated.")
     var only: String = "amqp,postgres,redis"
 
@@ -57,7 +60,7 @@ struct BenchClientsCommand: AsyncParsableCommand {
                                             seconds: seconds, rounds: rounds).run()
         }
         if groups.contains("redis") {
-            rows += try await RedisBench(operations: redisOperations, rounds: rounds).run()
+            rows += try await RedisBench(operations: redisOperations, rounds: rounds, spin: .microseconds(redisSpinMicroseconds)).run()
         }
         if groups.contains("amqp") {
             rows = try await AMQPBench(configuration: try AMQPConfiguration(url: config.amqpURL, connectionName: "shopfleet bench"),
@@ -333,6 +336,8 @@ struct PostgresBench {
 struct RedisBench {
     var operations: Int
     var rounds: Int
+    /// The spin of the `_spinning` rows' connection.
+    var spin: Duration = .microseconds(100)
     let value = [UInt8](repeating: UInt8(ascii: "x"), count: 100)
 
     func run() async throws -> [BenchRow] {
@@ -348,7 +353,7 @@ struct RedisBench {
     }
 
     private func measure(port: Int) async throws -> [BenchRow] {
-        let connection = try await RedisConnection.connect(RedisConfiguration(host: "127.0.0.1", port: port))
+        let connection = try await RedisConnection.connect(RedisConfiguration(host: "127.0.0.1", port: port, spin: .zero))
         func baseline(pipeline: Int) async throws -> (set: Double, get: Double, cpuPerOperation: Double) {
             let n = operations * (pipeline > 1 ? 10 : 1)
             let cpu = CPUTime.waitedChildren()
@@ -365,15 +370,25 @@ struct RedisBench {
             }
             return (set, get, (CPUTime.waitedChildren() - cpu) / Double(2 * n))
         }
+        /// The Swift loop's three ways: a task on Swift's pool; the same with a connection whose
+        /// thread spins for replies (`RedisConfiguration.spin`); a task on the connection's thread.
+        enum Mode: CaseIterable {
+            case plain, spinning, pinned
+            var suffix: String { self == .plain ? "" : self == .spinning ? "_spinning" : "_pinned" }
+        }
+        var spinningConfiguration = RedisConfiguration(host: "127.0.0.1", port: port)
+        spinningConfiguration.spin = spin
+        let spinning = try await RedisConnection.connect(spinningConfiguration)
         /// Operations a second, and CPU seconds (the whole process's, user and system) per operation.
-        func swift(pipeline: Int, command: String, pinned: Bool = false) async throws -> (rate: Double, cpuPerOperation: Double) {
+        func swift(pipeline: Int, command: String, mode: Mode) async throws -> (rate: Double, cpuPerOperation: Double) {
             let n = operations * (pipeline > 1 ? 10 : 1)
             let key = "key:__rand_int__"
             let value = self.value
             let make = { command == "SET" ? RedisCommand("SET", key, value) : RedisCommand("GET", key) }
+            let connection = mode == .spinning ? spinning : connection
             let start = ContinuousClock.now
             let cpu = CPUTime.process()
-            try await withTaskExecutorPreference(pinned ? connection.executor : nil) {
+            try await withTaskExecutorPreference(mode == .pinned ? connection.executor : nil) {
                 if pipeline == 1 {
                     for _ in 0..<n { _ = try await connection.send(make()) }
                 } else {
@@ -385,37 +400,37 @@ struct RedisBench {
         }
         var rows: [BenchRow] = []
         for pipeline in [1, 100] {
-            var baseSet = 0.0, baseGet = 0.0, swiftSet = 0.0, swiftGet = 0.0, pinnedSet = 0.0, pinnedGet = 0.0
-            // CPU per operation, the least of the rounds.
-            var baseCPU = Double.infinity, swiftGetCPU = Double.infinity, pinnedGetCPU = Double.infinity
+            // The best rate of the rounds, and the least CPU per operation.
+            var baseSet = 0.0, baseGet = 0.0, baseCPU = Double.infinity
+            var set: [Mode: Double] = [:], get: [Mode: Double] = [:], getCPU: [Mode: Double] = [:]
             for _ in 0..<max(1, rounds) {
                 let b = try await baseline(pipeline: pipeline)
                 baseSet = max(baseSet, b.set)
                 baseGet = max(baseGet, b.get)
                 baseCPU = min(baseCPU, b.cpuPerOperation)
-                swiftSet = max(swiftSet, try await swift(pipeline: pipeline, command: "SET").rate)
-                let get = try await swift(pipeline: pipeline, command: "GET")
-                swiftGet = max(swiftGet, get.rate)
-                swiftGetCPU = min(swiftGetCPU, get.cpuPerOperation)
-                pinnedSet = max(pinnedSet, try await swift(pipeline: pipeline, command: "SET", pinned: true).rate)
-                let pinned = try await swift(pipeline: pipeline, command: "GET", pinned: true)
-                pinnedGet = max(pinnedGet, pinned.rate)
-                pinnedGetCPU = min(pinnedGetCPU, pinned.cpuPerOperation)
+                for mode in Mode.allCases {
+                    set[mode] = max(set[mode] ?? 0, try await swift(pipeline: pipeline, command: "SET", mode: mode).rate)
+                    let measured = try await swift(pipeline: pipeline, command: "GET", mode: mode)
+                    get[mode] = max(get[mode] ?? 0, measured.rate)
+                    getCPU[mode] = min(getCPU[mode] ?? .infinity, measured.cpuPerOperation)
+                }
             }
             let label = pipeline == 1 ? "unpipelined" : "pipelined_\(pipeline)"
             let name = "redis-benchmark -c 1" + (pipeline == 1 ? "" : " -P \(pipeline)")
-            rows.append(BenchRow(metric: "redis.set_\(label)", unit: "ops/s", value: swiftSet, baseline: baseSet, baselineName: name))
-            rows.append(BenchRow(metric: "redis.get_\(label)", unit: "ops/s", value: swiftGet, baseline: baseGet, baselineName: name))
-            rows.append(BenchRow(metric: "redis.set_\(label)_pinned", unit: "ops/s", value: pinnedSet, baseline: baseSet, baselineName: name))
-            rows.append(BenchRow(metric: "redis.get_\(label)_pinned", unit: "ops/s", value: pinnedGet, baseline: baseGet, baselineName: name))
+            for mode in Mode.allCases {
+                rows.append(BenchRow(metric: "redis.set_\(label)\(mode.suffix)", unit: "ops/s", value: set[mode]!,
+                                     baseline: baseSet, baselineName: name))
+                rows.append(BenchRow(metric: "redis.get_\(label)\(mode.suffix)", unit: "ops/s", value: get[mode]!,
+                                     baseline: baseGet, baselineName: name))
+            }
             // Operations per CPU-second of the client process (redis-benchmark's: its SETs and GETs
             // together): where the time of the rows above goes besides the server's.
-            let cpuName = name + " (CPU)"
-            rows.append(BenchRow(metric: "redis.get_\(label)_per_cpu_second", unit: "ops/cpu-s", value: 1 / swiftGetCPU,
-                                 baseline: 1 / baseCPU, baselineName: cpuName))
-            rows.append(BenchRow(metric: "redis.get_\(label)_pinned_per_cpu_second", unit: "ops/cpu-s", value: 1 / pinnedGetCPU,
-                                 baseline: 1 / baseCPU, baselineName: cpuName))
+            for mode in Mode.allCases {
+                rows.append(BenchRow(metric: "redis.get_\(label)\(mode.suffix)_per_cpu_second", unit: "ops/cpu-s",
+                                     value: 1 / getCPU[mode]!, baseline: 1 / baseCPU, baselineName: name + " (CPU)"))
+            }
         }
+        await spinning.close()
         await connection.close()
         return rows
     }
