@@ -71,7 +71,6 @@ extension String {
     }
 }
 
-
 /// CPU time (user and system, in seconds) from `getrusage(2)`.
 enum CPUTime {
     /// All threads of this process.
