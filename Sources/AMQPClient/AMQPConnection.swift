@@ -540,7 +540,6 @@ public final class AMQPConnection: @unchecked Sendable {
         }
     }
 
-    /// The one place an RPC reply from rabbitmq-c becomes a Swift error.
     /// Waits for the broker's answer to the request just sent, and checks it. What a burst's cork
     /// holds is sent first: the request may be among it, and nothing may wait behind the cork while
     /// the thread waits for the broker (a channel reopened in the middle of a burst).
@@ -549,6 +548,7 @@ public final class AMQPConnection: @unchecked Sendable {
         try check(amqp_get_rpc_reply(state), channel: channelID, doing: doing)
     }
 
+    /// The one place an RPC reply from rabbitmq-c becomes a Swift error.
     func check(_ reply: amqp_rpc_reply_t, channel channelID: UInt16, doing: String) throws {
         switch reply.reply_type {
         case AMQP_RESPONSE_NORMAL:

@@ -66,12 +66,14 @@ public final class ConnectionThread: @unchecked Sendable {
     private let wakeWriteFD: Int32
     private var thread: pthread_t?
     /// `SHOPFLEET_THREAD_SPIN_US` (microseconds, default 0: no spinning).
-    public static let defaultSpin: Duration = {
-        if let text = getenv("SHOPFLEET_THREAD_SPIN_US"), let micros = Int(String(cString: text)), micros >= 0 {
-            return .microseconds(micros)
-        }
-        return .zero
-    }()
+    public static let defaultSpin: Duration = spin(fromEnvironment: "SHOPFLEET_THREAD_SPIN_US") ?? .zero
+
+    /// A spin in microseconds from the environment variable `name`; nil when it is not set or not
+    /// a whole number of zero or more.
+    public static func spin(fromEnvironment name: String) -> Duration? {
+        guard let text = getenv(name), let micros = Int(String(cString: text)), micros >= 0 else { return nil }
+        return .microseconds(micros)
+    }
 
     /// Only touched on the thread.
     private var service: Service?

@@ -1,8 +1,5 @@
 import ClientRuntime
 public import FoundationEssentials
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// A reply, as RESP2 has them. Bulk strings stay bytes (binary-safe); use ``string`` for text.
 public enum RedisReply: Sendable, Equatable, CustomStringConvertible {
@@ -187,12 +184,8 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     public var spin: Duration
 
     /// `SHOPFLEET_REDIS_SPIN_US` (microseconds), else `SHOPFLEET_THREAD_SPIN_US`, else 0.
-    public static let defaultSpin: Duration = {
-        if let text = getenv("SHOPFLEET_REDIS_SPIN_US"), let micros = Int(String(cString: text)), micros >= 0 {
-            return .microseconds(micros)
-        }
-        return ConnectionThread.defaultSpin
-    }()
+    public static let defaultSpin: Duration =
+        ConnectionThread.spin(fromEnvironment: "SHOPFLEET_REDIS_SPIN_US") ?? ConnectionThread.defaultSpin
 
     public init(host: String = "localhost", port: Int = 6379, username: String? = nil, password: String? = nil,
                 database: Int = 0, connectTimeout: Duration = .seconds(5), commandTimeout: Duration = .seconds(10),

@@ -376,9 +376,7 @@ struct RedisBench {
             case plain, spinning, pinned
             var suffix: String { self == .plain ? "" : self == .spinning ? "_spinning" : "_pinned" }
         }
-        var spinningConfiguration = RedisConfiguration(host: "127.0.0.1", port: port)
-        spinningConfiguration.spin = spin
-        let spinning = try await RedisConnection.connect(spinningConfiguration)
+        let spinning = try await RedisConnection.connect(RedisConfiguration(host: "127.0.0.1", port: port, spin: spin))
         /// Operations a second, and CPU seconds (the whole process's, user and system) per operation.
         func swift(pipeline: Int, command: String, mode: Mode) async throws -> (rate: Double, cpuPerOperation: Double) {
             let n = operations * (pipeline > 1 ? 10 : 1)
