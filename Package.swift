@@ -190,6 +190,20 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
 
+        // The local fleet: which processes (every role, its replicas, ports, settings) and a supervisor
+        // that runs them. `shopfleet dev`, the benchmarks, the chaos runner and the tests start fleets
+        // only through it.
+        .target(
+            name: "Fleet",
+            dependencies: [
+                "ClientRuntime", "Messaging", "PostgresClient", "RabbitManagement",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings),
+
         // Shared by the test targets: server URLs from the environment, fault injection.
         .target(
             name: "ShopfleetTesting",
@@ -231,8 +245,9 @@ let package = Package(
             dependencies: [
                 "AMQPClient", "PostgresClient", "RedisClient", "Messaging", "Contracts", "Sagas",
                 "Catalog", "Inventory", "Orders", "Payments", "PaymentsSandbox", "Notifications", "Search", "Identity", "Auth", "Cart", "Edge", "ClientRuntime",
-                "DeadLetters", "RabbitManagement", "WorkerHost", "ServiceDomains",
+                "DeadLetters", "RabbitManagement", "WorkerHost", "ServiceDomains", "Fleet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -284,7 +299,7 @@ let package = Package(
             name: "CheckoutTests",
             dependencies: [
                 "Contracts", "Messaging", "Sagas", "Payments", "PaymentsSandbox", "Notifications", "Auth", "Edge", "AMQPClient", "PostgresClient", "RedisClient",
-                "ClientRuntime", "ShopfleetTesting",
+                "ClientRuntime", "ShopfleetTesting", "Fleet",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -294,6 +309,7 @@ let package = Package(
         .testTarget(name: "SearchTests", dependencies: ["Search", "Contracts", "Messaging", "PostgresClient", "ShopfleetTesting"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "NotificationsTests", dependencies: ["Notifications"], swiftSettings: swiftSettings),
+        .testTarget(name: "FleetTests", dependencies: ["Fleet"], swiftSettings: swiftSettings),
         .testTarget(name: "OrdersTests", dependencies: ["Orders", "Sagas", "Contracts", "Messaging"], swiftSettings: swiftSettings),
     ]
 )

@@ -44,8 +44,16 @@ public struct Checkout: SagaDefinition {
         public var cancelReason: String?
         /// Why compensation stopped, when it did.
         public var failure: String?
-        /// Timeouts in a row in the current state.
+        /// Times the current step was sent again (its timeout fired without an answer).
         public var attempts: Int = 0
+        /// When the saga entered its current state: a step gives up this long after it began,
+        /// however often it was sent again meanwhile. (Nil in sagas stored before it was kept.)
+        public var stateSince: Date?
+        /// Whether inventory confirmed the commit: stock left the shelf for this order.
+        public var stockCommitted: Bool?
+        /// The compensation step that failed, when the saga is `compensation_failed`: where an
+        /// operator's retry starts again. (Nil in sagas stored before it was kept: from the payment.)
+        public var failedStep: String?
         public var updatedAt: Date
 
         public init(orderID: String, customerID: String, customerEmail: String, lines: [OrderLine], total: Money,
@@ -102,19 +110,43 @@ public struct Checkout: SagaDefinition {
         }
     }
 
-    /// How long each step may take before the saga acts, and how often a step is sent again.
+    /// When a step is sent again, and when the saga gives up on it. Every handler is idempotent,
+    /// so a step with no answer is sent again early and often; giving up (and compensating) is for
+    /// a dependency that is really gone, not for a restart, a database outage or a message waiting
+    /// in a retry tier (tiers reach 2 minutes). A reply that comes after the saga gave up can still
+    /// finish or unwind it.
     public struct Timing: Sendable, Equatable {
-        /// Waiting for inventory to answer a reservation.
-        public var reserve: Duration = .seconds(30)
-        /// Waiting for the payment gateway: after this the saga gives up and voids whatever is authorized later.
-        public var payment: Duration = .seconds(30)
-        /// Every other step (commit, capture, void, release): sent again after this.
-        public var step: Duration = .seconds(30)
-        /// How many times a step is sent before the saga gives up on it.
-        public var maximumAttempts: Int = 3
+        /// A step with no answer is sent again after this, then after twice as long each time, up
+        /// to `resendLimit` between sends.
+        public var resend: Duration = .seconds(10)
+        public var resendLimit: Duration = .seconds(60)
+        /// Waiting for inventory to answer a reservation before cancelling the order.
+        public var reserve: Duration = .seconds(300)
+        /// Waiting for the gateway before voiding whatever it authorizes and cancelling.
+        public var payment: Duration = .seconds(300)
+        /// Every other step (commit, capture, void, release) before compensating, or, for a
+        /// compensation, parking the saga in `compensation_failed` for an operator.
+        public var step: Duration = .seconds(300)
         /// How long inventory holds the stock; longer than the steps up to the commit.
         public var reservationTTL: Duration = .seconds(900)
         public init() {}
+
+        /// How long `state` waits in all before the saga gives up on it.
+        func giveUp(_ state: State) -> Duration? {
+            switch state {
+            case .reservingStock: return reserve
+            case .authorizingPayment: return payment
+            case .committingStock, .capturingPayment, .voidingPayment, .releasingStock: return step
+            case .placed, .completed, .cancelled, .compensationFailed: return nil
+            }
+        }
+
+        /// The wait before sending a step again after it was sent `sent` times.
+        func resendDelay(afterSending sent: Int) -> Duration {
+            var delay = resend
+            for _ in 1..<max(1, sent) where delay < resendLimit { delay = delay * 2 }
+            return min(delay, resendLimit)
+        }
     }
 
     public static let name = "checkout"
@@ -128,12 +160,19 @@ public struct Checkout: SagaDefinition {
 
     public func transition(from state: State, data: Data, on input: Input, now: Date) -> SagaTransition<State, Data> {
         var data = data
+        // Sagas stored before `stateSince` was kept count from their last change.
+        let since = data.stateSince ?? data.updatedAt
         data.updatedAt = now
 
         func move(_ to: State, _ actions: [SagaAction] = []) -> SagaTransition<State, Data> {
-            if to != state { data.attempts = 0 }
+            if to != state {
+                data.attempts = 0
+                data.stateSince = now
+            }
             var actions = actions
-            if let timeout = timeout(for: to) { actions.append(.schedule(timeout: to.rawValue, after: timeout)) }
+            if let wait = timing.giveUp(to) {
+                actions.append(.schedule(timeout: to.rawValue, after: min(timing.resendDelay(afterSending: data.attempts + 1), wait)))
+            }
             return SagaTransition(state: to, data: data, actions: actions)
         }
         func ignore(_ reason: String, _ actions: [SagaAction] = []) -> SagaTransition<State, Data> {
@@ -143,6 +182,12 @@ public struct Checkout: SagaDefinition {
         func compensate(_ reason: String, paymentHeld: Bool) -> SagaTransition<State, Data> {
             data.cancelReason = data.cancelReason ?? reason
             return paymentHeld ? move(.voidingPayment, [voidPayment(data)]) : move(.releasingStock, [releaseStock(data)])
+        }
+        /// Parks the saga for an operator, remembering where its compensation stopped.
+        func park(_ failure: String) -> SagaTransition<State, Data> {
+            data.failure = failure
+            data.failedStep = state.rawValue
+            return move(.compensationFailed)
         }
         func summary(_ status: State, reason: String? = nil) -> OrderSummary {
             Self.summary(data, status: status.orderStatus, reason: reason)
@@ -164,8 +209,6 @@ public struct Checkout: SagaDefinition {
         case (.reservingStock, .stockUnavailable(let reason)):
             data.cancelReason = reason
             return move(.cancelled, [.publish(OrderCancelled(order: summary(.cancelled, reason: reason), reason: reason))])
-        case (.reservingStock, .timeout(let name)) where name == state.rawValue:
-            return compensate("inventory did not answer within \(timing.reserve)", paymentHeld: false)
         case (.reservingStock, .cancelRequested(let reason)):
             return compensate(reason, paymentHeld: false)
 
@@ -175,13 +218,11 @@ public struct Checkout: SagaDefinition {
             return compensate("payment declined: \(reason)", paymentHeld: false)
         case (.authorizingPayment, .paymentFailed(_, let reason)):
             return compensate("payment failed: \(reason)", paymentHeld: true)
-        case (.authorizingPayment, .timeout(let name)) where name == state.rawValue:
-            // The gateway may still authorize later: void whatever it did.
-            return compensate("the payment was not authorized within \(timing.payment)", paymentHeld: true)
         case (.authorizingPayment, .cancelRequested(let reason)):
             return compensate(reason, paymentHeld: true)
 
         case (.committingStock, .reservationCommitted):
+            data.stockCommitted = true
             return move(.capturingPayment, [
                 .publish(OrderConfirmed(order: summary(.capturingPayment))),
                 .send(CapturePayment(orderID: data.orderID)),
@@ -200,37 +241,66 @@ public struct Checkout: SagaDefinition {
                 .publish(OrderCancellationRejected(orderID: data.orderID, reason: "the payment is already being captured")),
             ])
 
+        // A capture that answers after the saga gave up on it: the stock is gone and the money
+        // taken, so the order is complete; the void on its way finds the payment captured.
+        case (.voidingPayment, .paymentCaptured) where data.stockCommitted == true,
+             (.compensationFailed, .paymentCaptured) where data.stockCommitted == true:
+            data.failure = nil
+            data.failedStep = nil
+            return move(.completed, [.publish(OrderCompleted(order: summary(.completed)))])
+
         case (.voidingPayment, .paymentVoided):
             return move(.releasingStock, [releaseStock(data)])
         case (.voidingPayment, .paymentFailed(_, let reason)):
-            data.failure = "the payment could not be voided: \(reason)"
-            return move(.compensationFailed)
+            return park("the payment could not be voided: \(reason)")
 
         case (.releasingStock, .reservationReleased):
             let reason = data.cancelReason ?? "cancelled"
             return move(.cancelled, [.publish(OrderCancelled(order: summary(.cancelled, reason: reason), reason: reason))])
 
-        case (.compensationFailed, .retryRequested):
-            // An operator fixed the cause: start the compensation over from the payment.
+        // Replies that come after the saga parked itself still move it on.
+        case (.compensationFailed, .paymentVoided) where data.failedStep != State.releasingStock.rawValue:
             data.failure = nil
-            return move(.voidingPayment, [voidPayment(data)])
+            data.failedStep = nil
+            return move(.releasingStock, [releaseStock(data)])
+        case (.compensationFailed, .reservationReleased) where data.failedStep == State.releasingStock.rawValue:
+            data.failure = nil
+            data.failedStep = nil
+            let reason = data.cancelReason ?? "cancelled"
+            return move(.cancelled, [.publish(OrderCancelled(order: summary(.cancelled, reason: reason), reason: reason))])
+
+        case (.compensationFailed, .retryRequested):
+            // An operator fixed the cause: start the compensation again where it stopped.
+            data.failure = nil
+            let step = data.failedStep.flatMap(State.init(rawValue:)) ?? .voidingPayment
+            data.failedStep = nil
+            return step == .releasingStock ? move(.releasingStock, [releaseStock(data)]) : move(.voidingPayment, [voidPayment(data)])
 
         case (_, .retryRequested):
             guard let resend = currentCommand(state, data) else { return ignore("nothing to send again in \(state.rawValue)") }
             data.attempts = 0
+            data.stateSince = now
             return move(state, [resend])
 
         case (_, .timeout(let name)) where name == state.rawValue:
-            guard let resend = currentCommand(state, data) else { return ignore("no step to repeat in \(state.rawValue)") }
-            if data.attempts + 1 >= timing.maximumAttempts {
-                if state == .voidingPayment || state == .releasingStock {
-                    data.failure = "\(state.rawValue): no answer after \(timing.maximumAttempts) attempts"
-                    return move(.compensationFailed)
+            guard let resend = currentCommand(state, data), let wait = timing.giveUp(state) else {
+                return ignore("no step to repeat in \(state.rawValue)")
+            }
+            let waited = Duration.seconds(max(0, now.timeIntervalSince(since)))
+            if waited >= wait {
+                let said = "\(state.rawValue): no answer within \(Self.describe(wait)), sent \(data.attempts + 1) times"
+                switch state {
+                case .reservingStock: return compensate("inventory did not answer within \(Self.describe(wait))", paymentHeld: false)
+                case .authorizingPayment: return compensate("the payment was not authorized within \(Self.describe(wait))", paymentHeld: true)
+                case .voidingPayment, .releasingStock: return park(said)
+                default: return compensate(said, paymentHeld: true)
                 }
-                return compensate("\(state.rawValue): no answer after \(timing.maximumAttempts) attempts", paymentHeld: true)
             }
             data.attempts += 1
-            return move(state, [resend])
+            var transition = SagaTransition(state: state, data: data, actions: [resend])
+            transition.actions.append(.schedule(timeout: state.rawValue,
+                                                after: min(timing.resendDelay(afterSending: data.attempts + 1), wait - waited)))
+            return transition
 
         case (.voidingPayment, .cancelRequested), (.releasingStock, .cancelRequested), (.compensationFailed, .cancelRequested):
             return ignore("the order is already being cancelled")
@@ -240,14 +310,13 @@ public struct Checkout: SagaDefinition {
         }
     }
 
-    /// The pending timeout of each waiting state.
-    func timeout(for state: State) -> Duration? {
-        switch state {
-        case .reservingStock: return timing.reserve
-        case .authorizingPayment: return timing.payment
-        case .committingStock, .capturingPayment, .voidingPayment, .releasingStock: return timing.step
-        case .placed, .completed, .cancelled, .compensationFailed: return nil
-        }
+    /// `5m`, `30s`, `1.5s`: how the saga names a wait in reasons and logs.
+    static func describe(_ duration: Duration) -> String {
+        let seconds = duration.components.seconds
+        let fraction = duration.components.attoseconds
+        if fraction == 0, seconds >= 60, seconds % 60 == 0 { return "\(seconds / 60)m" }
+        if fraction == 0 { return "\(seconds)s" }
+        return "\(Double(seconds) + Double(fraction) / 1e18)s"
     }
 
     /// The command a waiting state waits on, to send again on a timeout or an operator's retry.
@@ -292,13 +361,17 @@ public struct Checkout: SagaDefinition {
         .init(.authorizingPayment, "payment-declined", .releasingStock),
         .init(.authorizingPayment, "timeout / failed / cancel", .voidingPayment),
         .init(.committingStock, "reservation-committed", .capturingPayment),
-        .init(.committingStock, "commit-failed / cancel / attempts used up", .voidingPayment),
+        .init(.committingStock, "commit-failed / cancel / given up", .voidingPayment),
         .init(.capturingPayment, "payment-captured", .completed),
-        .init(.capturingPayment, "capture-failed / attempts used up", .voidingPayment),
+        .init(.capturingPayment, "capture-failed / given up", .voidingPayment),
         .init(.voidingPayment, "payment-voided", .releasingStock),
-        .init(.voidingPayment, "void-failed / attempts used up", .compensationFailed),
+        .init(.voidingPayment, "payment-captured (late, stock committed)", .completed),
+        .init(.voidingPayment, "void-failed / given up", .compensationFailed),
         .init(.releasingStock, "reservation-released", .cancelled),
-        .init(.releasingStock, "attempts used up", .compensationFailed),
-        .init(.compensationFailed, "retry (operator)", .voidingPayment),
+        .init(.releasingStock, "given up", .compensationFailed),
+        .init(.compensationFailed, "retry (operator), the void had failed", .voidingPayment),
+        .init(.compensationFailed, "retry (operator), the release had failed / payment-voided (late)", .releasingStock),
+        .init(.compensationFailed, "reservation-released (late)", .cancelled),
+        .init(.compensationFailed, "payment-captured (late, stock committed)", .completed),
     ]
 }

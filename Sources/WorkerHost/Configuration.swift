@@ -31,9 +31,11 @@ import Messaging
 /// | `SHOPFLEET_EDGE_RATE_LIMIT` | requests a second per client (bursts of twice that) | `50` |
 /// | `SHOPFLEET_OPENAPI_FILE` | path of the OpenAPI document the edge serves | `openapi.yaml` |
 /// | `SHOPFLEET_CART_TTL` | duration: a cart not touched for this long is gone | `168h` (a week) |
-/// | `SHOPFLEET_CHECKOUT_RESERVE_TIMEOUT` | duration (`500ms`, `30s`, `2m`) | `30s` |
-/// | `SHOPFLEET_CHECKOUT_PAYMENT_TIMEOUT` | duration | `30s` |
-/// | `SHOPFLEET_CHECKOUT_STEP_TIMEOUT` | duration | `30s` |
+/// | `SHOPFLEET_CHECKOUT_RESEND_AFTER` | duration (`500ms`, `30s`, `2m`): a saga step with no answer is sent again after this, then after twice as long each time | `10s` |
+/// | `SHOPFLEET_CHECKOUT_RESEND_LIMIT` | duration: the longest wait between two sends of a step | `1m` |
+/// | `SHOPFLEET_CHECKOUT_RESERVE_TIMEOUT` | duration: give up on inventory and cancel | `5m` |
+/// | `SHOPFLEET_CHECKOUT_PAYMENT_TIMEOUT` | duration: give up on an authorization, void and cancel | `5m` |
+/// | `SHOPFLEET_CHECKOUT_STEP_TIMEOUT` | duration: give up on any other step | `5m` |
 /// | `SHOPFLEET_CHECKOUT_RESERVATION_TTL` | duration | `15m` |
 ///
 /// Values holding passwords are printed only redacted (`ServerURL.redact`).
@@ -92,16 +94,20 @@ public struct ShopfleetConfiguration: Sendable {
                                  summary: "the OpenAPI document the edge serves at /openapi.yaml")
     public static let cartTTL = Key(name: "SHOPFLEET_CART_TTL", defaultValue: "168h",
                              summary: "a cart not touched for this long is gone")
-    public static let checkoutReserveTimeout = Key(name: "SHOPFLEET_CHECKOUT_RESERVE_TIMEOUT", defaultValue: "30s",
-                                            summary: "how long the checkout saga waits for inventory before it cancels")
-    public static let checkoutPaymentTimeout = Key(name: "SHOPFLEET_CHECKOUT_PAYMENT_TIMEOUT", defaultValue: "30s",
-                                            summary: "how long the checkout saga waits for an authorization before it voids and cancels")
-    public static let checkoutStepTimeout = Key(name: "SHOPFLEET_CHECKOUT_STEP_TIMEOUT", defaultValue: "30s",
-                                         summary: "how long the checkout saga waits on any other step before sending it again")
+    public static let checkoutResendAfter = Key(name: "SHOPFLEET_CHECKOUT_RESEND_AFTER", defaultValue: "10s",
+                                         summary: "a checkout step with no answer is sent again after this, then after twice as long each time")
+    public static let checkoutResendLimit = Key(name: "SHOPFLEET_CHECKOUT_RESEND_LIMIT", defaultValue: "1m",
+                                         summary: "the longest wait between two sends of a checkout step")
+    public static let checkoutReserveTimeout = Key(name: "SHOPFLEET_CHECKOUT_RESERVE_TIMEOUT", defaultValue: "5m",
+                                            summary: "how long the checkout saga waits for inventory (sending again meanwhile) before it cancels")
+    public static let checkoutPaymentTimeout = Key(name: "SHOPFLEET_CHECKOUT_PAYMENT_TIMEOUT", defaultValue: "5m",
+                                            summary: "how long the checkout saga waits for an authorization (asking again meanwhile) before it voids and cancels")
+    public static let checkoutStepTimeout = Key(name: "SHOPFLEET_CHECKOUT_STEP_TIMEOUT", defaultValue: "5m",
+                                         summary: "how long the checkout saga waits on any other step (sending again meanwhile) before it gives up")
     public static let checkoutReservationTTL = Key(name: "SHOPFLEET_CHECKOUT_RESERVATION_TTL", defaultValue: "15m",
                                             summary: "how long inventory holds an order's stock before releasing it by itself")
     public static let keys = [amqpURL, amqpManagementURL, databaseURL, redisURL, httpPort, topologyFile, workerPrefetch,
-                       workerConcurrency, logLevel, paymentsURL, paymentsAPIKey, smtpURL, mailFrom, webhookURL, webhookSecret, jwtSecret, accessTokenTTL, adminEmails, edgePort, edgeRateLimit, openAPIFile, cartTTL, checkoutReserveTimeout, checkoutPaymentTimeout,
+                       workerConcurrency, logLevel, paymentsURL, paymentsAPIKey, smtpURL, mailFrom, webhookURL, webhookSecret, jwtSecret, accessTokenTTL, adminEmails, edgePort, edgeRateLimit, openAPIFile, cartTTL, checkoutResendAfter, checkoutResendLimit, checkoutReserveTimeout, checkoutPaymentTimeout,
                        checkoutStepTimeout, checkoutReservationTTL]
     /// Keys whose value is a secret as a whole: shown only as set or not.
     public static let secretKeys: Set<String> = [paymentsAPIKey.name, webhookSecret.name, jwtSecret.name]

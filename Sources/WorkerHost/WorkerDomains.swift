@@ -1,5 +1,6 @@
 public import ArgumentParser
 import Cart
+import ClientRuntime
 import Catalog
 import DeadLetters
 import Inventory
@@ -65,6 +66,11 @@ public enum RuntimeDomains {
 
     public static func checkoutTiming(_ config: ShopfleetConfiguration) throws -> Checkout.Timing {
         var timing = Checkout.Timing()
+        timing.resend = try config.duration(ShopfleetConfiguration.checkoutResendAfter)
+        timing.resendLimit = try config.duration(ShopfleetConfiguration.checkoutResendLimit)
+        guard timing.resend >= .milliseconds(100), timing.resendLimit >= timing.resend else {
+            throw ValidationError("SHOPFLEET_CHECKOUT_RESEND_AFTER must be at least 100ms and SHOPFLEET_CHECKOUT_RESEND_LIMIT no shorter")
+        }
         timing.reserve = try config.duration(ShopfleetConfiguration.checkoutReserveTimeout)
         timing.payment = try config.duration(ShopfleetConfiguration.checkoutPaymentTimeout)
         timing.step = try config.duration(ShopfleetConfiguration.checkoutStepTimeout)

@@ -3,12 +3,15 @@ import ArgumentParser
 import AsyncHTTPClient
 import ClientRuntime
 import Contracts
+import Fleet
 import FoundationEssentials
+import Logging
 import Messaging
 import NIOCore
 import NIOHTTP1
 import PostgresClient
 import RabbitManagement
+import ServiceLifecycle
 import Synchronization
 import UnixSignals
 import WorkerHost
@@ -29,28 +32,11 @@ struct DevCommand: AsyncParsableCommand {
     static var directory: String { ShopfleetConfiguration.devDirectory }
     static var stateFile: String { "\(directory)/fleet.json" }
 
-    /// One process of the local fleet.
-    struct Role: Sendable {
-        var name: String
-        var argv: [String]
-        /// Its health endpoint, if it has one.
-        var health: String?
-        var port: Int
-    }
-
     /// What `dev status` reads: the supervisor and each child as last (re)started.
     struct State: Codable, Sendable {
-        struct Process: Codable, Sendable {
-            var role: String
-            var pid: Int32
-            var port: Int
-            var health: String?
-            var restarts: Int
-            var startedAt: Date
-        }
         var supervisor: Int32
         var startedAt: Date
-        var processes: [Process]
+        var processes: [FleetSupervisor.Status]
     }
 
     /// The vhost the workers use: the one in SHOPFLEET_AMQP_URL, else the topology's.
@@ -64,8 +50,15 @@ struct DevCommand: AsyncParsableCommand {
             abstract: "Migrate, apply the topology, seed a demo catalog, run every worker, the payments sandbox and an SMTP sink until Ctrl-C.")
 
         @Option(help: "Products in the demo catalog.") var products = 300
-        @Option(help: "First port for the workers' /healthz, /readyz and /metrics.") var firstPort = 9101
+        @Option(help: "First port for the workers' /healthz, /readyz and /metrics (each replica takes the next).") var firstPort = 9101
+        @Option(help: ArgumentHelp("Processes per role, competing on the same queues as pods would: 2 for every role, or 2,orders=3,edge=1.",
+                                   valueName: "replicas"))
+        var replicas: String?
         @OptionGroup var connection: ConnectionOptions
+
+        func validate() throws {
+            if let replicas { _ = try FleetPlan.replicas(parsing: replicas) }
+        }
 
         func run() async throws {
             // The SMTP sink makes its Maildir (mail/new, cur, tmp) itself, if the folder is not there.
@@ -95,30 +88,47 @@ struct DevCommand: AsyncParsableCommand {
             guard let python = ProcessInfo.processInfo.environment["SHOPFLEET_PYTHON"] else {
                 throw ValidationError("SHOPFLEET_PYTHON is not set: start through `make run`, or eval \"$(scripts/servers.sh env dev)\" first (it installs the SMTP sink)")
             }
-            let smtpPort = (try? ServerURL(config.value(ShopfleetConfiguration.smtpURL), schemes: ["smtp"]))?.port ?? 2525
-            let sandboxPort = (try? ServerURL(config.value(ShopfleetConfiguration.paymentsURL), schemes: ["http", "https"]))?.port ?? 12111
-            var roles = [
-                Role(name: "smtp-sink", argv: [python, "-m", "aiosmtpd", "-n", "-l", "127.0.0.1:\(smtpPort)",
-                                               "-c", "aiosmtpd.handlers.Mailbox", DevCommand.directory + "/mail"], health: nil, port: smtpPort),
-                Role(name: "payments-sandbox", argv: [binary, "payments-sandbox"], health: "http://127.0.0.1:\(sandboxPort)/healthz", port: sandboxPort),
-            ]
-            for (index, domain) in WorkerCatalog.fleet.enumerated() {
-                let port = firstPort + index
-                roles.append(Role(name: domain, argv: [binary, "worker", domain, "--port", String(port)],
-                                  health: "http://127.0.0.1:\(port)/readyz", port: port))
+            let ports = FleetPlan.Ports(
+                firstWorker: firstPort, edge: try config.integer(ShopfleetConfiguration.edgePort, in: 0...65535),
+                paymentsSandbox: (try? ServerURL(config.value(ShopfleetConfiguration.paymentsURL), schemes: ["http", "https"]))?.port ?? 12111,
+                smtpSink: (try? ServerURL(config.value(ShopfleetConfiguration.smtpURL), schemes: ["smtp"]))?.port ?? 2525)
+            let plan = FleetPlan.shop(binary: binary, python: python, environment: environment, ports: ports,
+                                      replicas: try replicas.map(FleetPlan.replicas(parsing:)) ?? [:],
+                                      mail: .maildir(DevCommand.directory + "/mail"))
+            let state = Mutex<FleetSupervisor?>(nil)
+            let started = Date()
+            let fleet = FleetSupervisor(plan: plan, output: .lines(DevOutput.line)) {
+                guard let fleet = state.withLock({ $0 }) else { return }
+                try? DevCommand.writeState(State(supervisor: getpid(), startedAt: started, processes: fleet.status()))
             }
-            let edgePort = try config.integer(ShopfleetConfiguration.edgePort, in: 0...65535)
-            roles.append(Role(name: "edge", argv: [binary, "edge", "--port", String(edgePort)],
-                              health: "http://127.0.0.1:\(edgePort)/readyz", port: edgePort))
-            let fleet = Supervisor(roles: roles, environment: environment)
-            let (everyone, settings, count) = (roles, config, products)
-            try await fleet.run {
-                say("seeding the demo catalog")
-                let seeded = try await DemoCatalog.seed(products: count, config: settings)
-                say(seeded == 0 ? "demo catalog already there" : "sent \(seeded) products with their stock")
-                try await fleet.waitUntilReady()
-                printWelcome(everyone)
+            state.withLock { $0 = fleet }
+            var logger = Logger(label: "shopfleet.dev")
+            logger.logLevel = .warning
+            let services = ServiceGroup(services: [fleet], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            let (settings, count) = (config, products)
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    do {
+                        try await waitUntil(deadline: .seconds(30)) { !fleet.status().isEmpty }
+                        say("seeding the demo catalog")
+                        let seeded = try await DemoCatalog.seed(products: count, config: settings)
+                        say(seeded == 0 ? "demo catalog already there" : "sent \(seeded) products with their stock")
+                        do {
+                            try await fleet.waitUntilReady()
+                        } catch {
+                            say("\(error); `shopfleet dev status` says more")
+                        }
+                        printWelcome(plan)
+                    } catch is CancellationError {
+                    } catch {
+                        say("setup step failed (the fleet keeps running): \(error)")
+                    }
+                }
+                // Until Ctrl-C or SIGTERM; then stop the setup if it is still going.
+                do { try await services.run() } catch { say("the fleet stopped: \(error)") }
+                group.cancelAll()
             }
+            say("stopped")
         }
 
         func writeLocalFile(_ config: ShopfleetConfiguration) throws {
@@ -134,11 +144,11 @@ struct DevCommand: AsyncParsableCommand {
             close(fd)
         }
 
-        func printWelcome(_ roles: [Role]) {
+        func printWelcome(_ plan: FleetPlan) {
             emit("""
 
             ──────────────────────────────────────────────────────────────────────────────
-            Shopfleet is running: \(roles.map(\.name).joined(separator: ", ")).
+            Shopfleet is running: \(plan.processes.map(\.name).joined(separator: ", ")).
             From another terminal in this folder (no setup needed):
 
               .build/debug/shopfleet dev order                      place a demo order (prints its id)
@@ -147,7 +157,7 @@ struct DevCommand: AsyncParsableCommand {
               .build/debug/shopfleet dev status                     processes, health, queues
               .build/debug/shopfleet dlq groups                     what could not be processed, and why
               .build/debug/shopfleet send --list                    every command you can send
-              curl 'http://127.0.0.1:\(roles.last?.port ?? 8080)/v1/products?q=enamle+mug'   the shop's API (openapi.yaml)
+              curl 'http://127.0.0.1:\(plan.replicas(of: "edge").first?.port ?? 8080)/v1/products?q=enamle+mug'   the shop's API (openapi.yaml)
 
             Emails land in \(DevCommand.directory)/mail/new. Ctrl-C stops everything.
             ──────────────────────────────────────────────────────────────────────────────
@@ -163,6 +173,7 @@ struct DevCommand: AsyncParsableCommand {
 
         struct Output: Encodable {
             struct Process: Encodable {
+                var name: String
                 var role: String
                 var pid: Int32
                 var health: String?
@@ -199,7 +210,7 @@ struct DevCommand: AsyncParsableCommand {
                         status = code == 200 ? "ready" : code.map { "not ready (\($0))" } ?? "not answering"
                     }
                 }
-                processes.append(.init(role: process.role, pid: process.pid, health: process.health, state: status, restarts: process.restarts))
+                processes.append(.init(name: process.name, role: process.role, pid: process.pid, health: process.health, state: status, restarts: process.restarts))
             }
             let config = try connection.configuration()
             let topology = try Topology(contentsOfFile: config.value(ShopfleetConfiguration.topologyFile))
@@ -212,8 +223,8 @@ struct DevCommand: AsyncParsableCommand {
             }.sorted { $0.name < $1.name }
             if json { return try printJSON(Output(running: running, processes: processes, queues: queues)) }
             print(running ? "local fleet running (supervisor pid \(state.supervisor), started \(age(state.startedAt)) ago)" : "local fleet stopped")
-            print(table(["ROLE", "PID", "STATE", "RESTARTS", "HEALTH"], processes.map {
-                [$0.role, String($0.pid), $0.state, String($0.restarts), $0.health ?? "-"]
+            print(table(["PROCESS", "PID", "STATE", "RESTARTS", "HEALTH"], processes.map {
+                [$0.name, String($0.pid), $0.state, String($0.restarts), $0.health ?? "-"]
             }))
             print("")
             print(table(["QUEUE", "MESSAGES", "READY", "UNACKED", "CONSUMERS"], queues.map {
@@ -257,6 +268,15 @@ struct DevCommand: AsyncParsableCommand {
 }
 
 func say(_ text: String) { emit("[dev] \(text)") }
+
+extension DevCommand {
+    static func writeState(_ state: State) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        try encoder.encode(state).write(to: URL(fileURLWithPath: stateFile))
+    }
+}
 
 /// Publishes one command with a confirm.
 func sendCommand<C: Command>(_ command: C, config: ShopfleetConfiguration) async throws {

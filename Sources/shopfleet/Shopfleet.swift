@@ -1,4 +1,5 @@
 import ArgumentParser
+import ClientRuntime
 import WorkerHost
 
 @main

@@ -2,6 +2,7 @@ import AMQPClient
 import AsyncHTTPClient
 import ClientRuntime
 import Contracts
+import Fleet
 import FoundationEssentials
 import Messaging
 import NIOCore
@@ -16,11 +17,10 @@ import Synchronization
 import Glibc
 #endif
 
-/// The checkout fleet as real processes — `shopfleet worker` catalog, inventory, orders and
-/// payments, and `shopfleet payments-sandbox` — against a vhost and a database of their own.
+/// The whole fleet as real processes — every `shopfleet worker`, the edge, `shopfleet
+/// payments-sandbox` and an SMTP sink, from the fleet plan every fleet is started from — against a
+/// vhost and a database of their own. The supervisor restarts whatever dies.
 final class CheckoutFleet: Sendable {
-    static let roles = ["smtp-sink", "catalog", "inventory", "orders", "payments", "notifications", "search", "identity", "cart", "deadletters", "edge", "payments-sandbox"]
-
     let sandbox: BrokerSandbox
     let scratch: ScratchDatabase
     var databaseName: String { scratch.name }
@@ -28,10 +28,11 @@ final class CheckoutFleet: Sendable {
     let database: PostgresClient
     let amqp: AMQPConnection
     let channel: AMQPChannel
+    let supervisor: FleetSupervisor
+    /// Each process's port, by name (one replica per role, so a role's name).
     let ports: [String: Int]
-    let environment: [String: String]
+    var environment: [String: String] { supervisor.plan.environment }
     let logDirectory: String
-    private let processes = Mutex<[String: RunningProcess]>([:])
 
     /// The access-token key of every test fleet (tests sign and verify with it too).
     static let jwtSecret = "test-secret-" + String(repeating: "k", count: 40)
@@ -58,20 +59,13 @@ final class CheckoutFleet: Sendable {
         amqp = try await AMQPConnection.connect(try AMQPConfiguration(url: sandbox.amqpURL, connectionName: "checkout test"))
         channel = try await amqp.openChannel()
         try await channel.enableConfirms()
-        var ports: [String: Int] = [:]
-        // One block of consecutive free ports, so no two roles can draw the same one.
-        let base = TestServers.freePort(count: Self.roles.count)
-        for (index, role) in Self.roles.enumerated() { ports[role] = base + index }
-        self.ports = ports
         logDirectory = "/tmp/\(scratch.name)"
         try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
         var environment = [
             "SHOPFLEET_AMQP_URL": sandbox.amqpURL,
             "SHOPFLEET_DATABASE_URL": scratch.url,
             "SHOPFLEET_TOPOLOGY_FILE": topologyFile,
-            "SHOPFLEET_PAYMENTS_URL": "http://127.0.0.1:\(ports["payments-sandbox"]!)",
             "SHOPFLEET_PAYMENTS_API_KEY": "sk_test_" + TestServers.uniqueName("fleet"),
-            "SHOPFLEET_SMTP_URL": "smtp://127.0.0.1:\(ports["smtp-sink"]!)",
             "SHOPFLEET_WORKER_CONCURRENCY": "4",
             "SHOPFLEET_JWT_SECRET": Self.jwtSecret,
             "SHOPFLEET_OPENAPI_FILE": TestServers.repositoryRoot + "/openapi.yaml",
@@ -79,7 +73,12 @@ final class CheckoutFleet: Sendable {
             "SHOPFLEET_LOG_LEVEL": "info",
         ]
         environment.merge(extra) { _, new in new }
-        self.environment = environment
+        // One block of consecutive free ports, so no two processes can draw the same one.
+        let first = TestServers.freePort(count: FleetPlan.Ports.blockSize(workers: FleetPlan.workerRoles.count, edges: 1))
+        let plan = FleetPlan.shop(binary: Self.binary, python: try TestServers.environment("SHOPFLEET_PYTHON"), environment: environment,
+                                  ports: .block(from: first, edges: 1), mail: .maildir(logDirectory + "/maildir"))
+        supervisor = FleetSupervisor(plan: plan, output: .files(directory: logDirectory))
+        ports = Dictionary(uniqueKeysWithValues: plan.processes.map { ($0.name, $0.port) })
     }
 
     /// Runs `body` with a fleet started with `environment` added; stops it and drops its database
@@ -88,9 +87,13 @@ final class CheckoutFleet: Sendable {
                      _ body: (CheckoutFleet) async throws -> Void) async throws {
         let fleet = try await CheckoutFleet(environment: environment, topologyFile: topologyFile)
         do {
-            for role in roles { try fleet.start(role) }
-            for role in roles { try await fleet.waitReady(role) }
-            try await body(fleet)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await fleet.supervisor.run() }
+                try await fleet.supervisor.waitUntilReady(deadline: .seconds(60))
+                try await body(fleet)
+                await fleet.supervisor.stopAll()
+                try await group.waitForAll()
+            }
         } catch {
             fleet.printLogs()
             await fleet.shutdown()
@@ -102,48 +105,17 @@ final class CheckoutFleet: Sendable {
     /// Where the SMTP sink keeps what it received (a Maildir).
     var maildir: String { "\(logDirectory)/maildir" }
 
-    func start(_ role: String) throws {
-        let argv: [String]
-        switch role {
-        case "payments-sandbox": argv = [Self.binary, "payments-sandbox"]
-        case "edge": argv = [Self.binary, "edge", "--port", String(ports[role]!)]
-        case "smtp-sink":
-            argv = [try TestServers.environment("SHOPFLEET_PYTHON"), "-m", "aiosmtpd", "-n", "-l", "127.0.0.1:\(ports[role]!)",
-                    "-c", "aiosmtpd.handlers.Mailbox", maildir]
-        default: argv = [Self.binary, "worker", role]
-        }
-        var environment = self.environment
-        environment["SHOPFLEET_HTTP_PORT"] = String(ports[role]!)
-        let process = try ChildProcess.spawn(argv, extraEnvironment: environment, logFile: "\(logDirectory)/\(role).log")
-        processes.withLock { $0[role] = process }
-    }
-
     func waitReady(_ role: String) async throws {
-        if role == "smtp-sink" {
-            return try await waitUntil(deadline: .seconds(30)) { [self] in Self.accepts(port: ports[role]!) }
-        }
-        let path = role == "payments-sandbox" ? "/healthz" : "/readyz"
-        try await waitUntil(deadline: .seconds(60)) { [self] in
-            (try? await get(role, path).status) == 200
-        }
+        try await supervisor.waitUntilReady([role], deadline: .seconds(60))
     }
 
-    /// SIGKILLs a process and waits for it to be gone.
+    /// SIGKILLs a process and waits for it to be gone; the supervisor starts it again.
     func kill(_ role: String) async throws {
-        guard let process = processes.withLock({ $0[role] }) else { return }
-        process.signal(SIGKILL)
-        _ = try await withDeadline(.seconds(10)) { await process.wait() }
+        try await supervisor.kill(role)
     }
 
     func shutdown() async {
-        let all = processes.withLock { $0 }
-        for process in all.values { process.signal(SIGTERM) }
-        for process in all.values {
-            if (try? await withDeadline(.seconds(25), { await process.wait() })) == nil {
-                process.signal(SIGKILL)
-                _ = await process.wait()
-            }
-        }
+        await supervisor.stopAll()
         await amqp.close()
         await database.close()
         await scratch.drop()
@@ -151,9 +123,9 @@ final class CheckoutFleet: Sendable {
     }
 
     func printLogs() {
-        for role in Self.roles {
-            let text = (try? String(contentsOfFile: "\(logDirectory)/\(role).log", encoding: .utf8)) ?? ""
-            print("==== \(role) (last lines)\n" + text.split(separator: "\n").suffix(40).joined(separator: "\n"))
+        for process in supervisor.plan.processes {
+            let text = (try? String(contentsOfFile: "\(logDirectory)/\(process.name).log", encoding: .utf8)) ?? ""
+            print("==== \(process.name) (last lines)\n" + text.split(separator: "\n").suffix(40).joined(separator: "\n"))
         }
     }
 

@@ -177,7 +177,6 @@ struct CheckoutFlowTests {
             try await Task.sleep(for: .milliseconds(500))
             try await fleet.kill("payments")
             try await fleet.setFaults(PaymentsSandbox.Faults())
-            try fleet.start("payments")
             try await fleet.waitReady("payments")
             let order = try await fleet.waitForSaga(id, in: Self.terminal, deadline: .seconds(60))
             #expect(order.status == "completed")

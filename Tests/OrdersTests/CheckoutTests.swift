@@ -74,8 +74,29 @@ struct CheckoutTransitionTests {
         #expect(steps[3].data.cancelReason == "payment declined: Your card was declined.")
     }
 
+    /// Runs timed inputs: each input at `now + seconds`.
+    func run(_ inputs: [(Double, Checkout.Input)], saga: Checkout? = nil) -> [SagaTransition<Checkout.State, Checkout.Data>] {
+        let saga = saga ?? self.saga
+        var state = Checkout.initialState
+        var current = data
+        var out: [SagaTransition<Checkout.State, Checkout.Data>] = []
+        for (seconds, input) in inputs {
+            let next = saga.transition(from: state, data: current, on: input, now: now.addingTimeInterval(seconds))
+            out.append(next)
+            state = next.state
+            current = next.data
+        }
+        return out
+    }
+
+    func scheduled(_ transition: SagaTransition<Checkout.State, Checkout.Data>) -> Duration? {
+        for case .schedule(_, let after) in transition.actions { return after }
+        return nil
+    }
+
     @Test func paymentTimeoutVoidsWhateverWasAuthorizedThenReleasesAndCancels() {
-        let steps = run([.place, .stockReserved, .timeout("authorizing_payment"), .paymentAuthorized, .paymentVoided, .reservationReleased])
+        let steps = run([(0, .place), (1, .stockReserved), (302, .timeout("authorizing_payment")), (303, .paymentAuthorized),
+                         (304, .paymentVoided), (305, .reservationReleased)])
         #expect(steps[2].state == .voidingPayment)
         #expect(sent(steps[2]) == ["payments.VoidPayment.v1", "timeout:voiding_payment"])
         // The authorization that comes late changes nothing: the void covers it.
@@ -83,7 +104,71 @@ struct CheckoutTransitionTests {
         #expect(steps[3].state == .voidingPayment)
         #expect(steps[4].state == .releasingStock)
         #expect(steps[5].state == .cancelled)
-        #expect(steps[5].data.cancelReason?.contains("not authorized within") == true)
+        #expect(steps[5].data.cancelReason == "the payment was not authorized within 5m")
+    }
+
+    /// A step without an answer is sent again (10 s, 20 s, 40 s, then every minute) for as long as
+    /// a restart, an outage or a retry tier can take; the saga gives up only after 5 minutes.
+    @Test func aStepWithoutAnAnswerIsSentAgainLongBeforeTheSagaGivesUp() {
+        var inputs: [(Double, Checkout.Input)] = [(0, .place)]
+        var at = 0.0
+        for delay in [10.0, 20, 40, 60, 60, 60, 50] {
+            at += delay
+            inputs.append((at, .timeout("reserving_stock")))
+        }
+        let steps = run(inputs)
+        #expect(scheduled(steps[0]) == .seconds(10))
+        for index in 1...6 {
+            #expect(steps[index].state == .reservingStock, "gave up at send \(index)")
+            #expect(sent(steps[index]).first == "inventory.ReserveStock.v1")
+            #expect(steps[index].data.attempts == index)
+        }
+        #expect([2, 3, 4, 5, 6].map { scheduled(steps[$0]) } == [.seconds(40), .seconds(60), .seconds(60), .seconds(60), .seconds(50)])
+        // At 5 minutes: give up and release whatever a late reservation holds.
+        #expect(steps[7].state == .releasingStock)
+        #expect(steps[7].data.cancelReason == "inventory did not answer within 5m")
+    }
+
+    /// After a database outage every pending timeout fires at once: each only sends its step again.
+    @Test func aTimeoutFiredLateAfterAnOutageSendsAgainInsteadOfCancelling() {
+        let steps = run([(0, .place), (1, .stockReserved), (61, .timeout("authorizing_payment")), (62, .paymentAuthorized),
+                         (63, .reservationCommitted), (64, .paymentCaptured)])
+        #expect(steps[2].state == .authorizingPayment)
+        #expect(sent(steps[2]) == ["payments.AuthorizePayment.v1", "timeout:authorizing_payment"])
+        #expect(steps.last?.state == .completed)
+    }
+
+    /// A capture that answers after the saga gave up on it completes the order: the stock is
+    /// committed and the money taken.
+    @Test func aLateCaptureFinishesTheSagaInsteadOfAVoid() {
+        let steps = run([(0, .place), (1, .stockReserved), (2, .paymentAuthorized), (3, .reservationCommitted),
+                         (400, .timeout("capturing_payment")), (401, .paymentCaptured)])
+        #expect(steps[4].state == .voidingPayment)
+        #expect(steps[5].state == .completed)
+        #expect(sent(steps[5]) == ["orders.OrderCompleted.v1"])
+    }
+
+    /// Replies that come after a compensation was parked still move the saga on.
+    @Test func lateRepliesMoveAParkedSagaOn() {
+        let steps = run([(0, .place), (1, .stockReserved), (302, .timeout("authorizing_payment")), (700, .timeout("voiding_payment")),
+                         (701, .paymentVoided), (702, .reservationReleased)])
+        #expect(steps[3].state == .compensationFailed)
+        #expect(steps[3].data.failedStep == "voiding_payment")
+        #expect(steps[4].state == .releasingStock)
+        #expect(sent(steps[4]) == ["inventory.ReleaseReservation.v1", "timeout:releasing_stock"])
+        #expect(steps[5].state == .cancelled)
+        #expect(steps[5].data.failure == nil)
+    }
+
+    /// An operator's retry starts the compensation again where it stopped: a saga whose release
+    /// failed (it never reached payment) releases again, and sends no void, which would replay an
+    /// authorization for an order that never asked for one.
+    @Test func anOperatorsRetryResumesTheCompensationThatFailed() {
+        let steps = run([(0, .place), (301, .timeout("reserving_stock")), (700, .timeout("releasing_stock")), (800, .retryRequested)])
+        #expect(steps[1].state == .releasingStock)
+        #expect(steps[2].state == .compensationFailed)
+        #expect(steps[3].state == .releasingStock)
+        #expect(sent(steps[3]) == ["inventory.ReleaseReservation.v1", "timeout:releasing_stock"])
     }
 
     @Test func customerCancelBeforeCaptureUndoesWhatIsHeld() {
@@ -105,19 +190,19 @@ struct CheckoutTransitionTests {
     }
 
     @Test func aStepThatTimesOutIsSentAgainThenCompensated() {
-        var steps = run([.place, .stockReserved, .paymentAuthorized])
-        #expect(steps[2].state == .committingStock)
-        steps = run([.place, .stockReserved, .paymentAuthorized, .timeout("committing_stock"), .timeout("committing_stock"), .timeout("committing_stock")])
+        let steps = run([(0, .place), (1, .stockReserved), (2, .paymentAuthorized), (12, .timeout("committing_stock")),
+                         (32, .timeout("committing_stock")), (303, .timeout("committing_stock"))])
         #expect(sent(steps[3]) == ["inventory.CommitReservation.v1", "timeout:committing_stock"])
         #expect(steps[3].state == .committingStock && steps[3].data.attempts == 1)
         #expect(steps[4].data.attempts == 2)
-        // Attempts used up: give back what is held.
+        // Five minutes without an answer: give back what is held.
         #expect(steps[5].state == .voidingPayment)
     }
 
     @Test func aCompensationThatKeepsFailingParksTheSagaUntilAnOperatorRetries() {
-        let steps = run([.place, .stockReserved, .timeout("authorizing_payment"),
-                         .paymentFailed(operation: "void", reason: "gateway refused"), .retryRequested, .paymentVoided, .reservationReleased])
+        let steps = run([(0, .place), (1, .stockReserved), (302, .timeout("authorizing_payment")),
+                         (303, .paymentFailed(operation: "void", reason: "gateway refused")), (304, .retryRequested), (305, .paymentVoided),
+                         (306, .reservationReleased)])
         #expect(steps[3].state == .compensationFailed)
         #expect(steps[3].data.failure?.contains("gateway refused") == true)
         #expect(steps[3].state.orderStatus == .cancelling)

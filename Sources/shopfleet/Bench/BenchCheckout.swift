@@ -3,6 +3,7 @@ import ArgumentParser
 import AsyncHTTPClient
 import ClientRuntime
 import Contracts
+import Fleet
 import FoundationEssentials
 import Messaging
 import NIOCore
@@ -52,14 +53,13 @@ struct BenchCheckoutCommand: AsyncParsableCommand {
 }
 
 final class CheckoutBench: Sendable {
-    let vhost: String
-    let management: RabbitManagement
-    let databaseName: String
-    let adminURL: String
+    let sandbox: FleetSandbox
+    var vhost: String { sandbox.vhost }
+    var management: RabbitManagement { sandbox.management }
     let database: PostgresClient
     let amqp: AMQPConnection
     let logDirectory: String
-    let processes: [(String, RunningProcess)]
+    let fleet: FleetSupervisor
     let products: [Product]
     /// When each order was placed, confirmed and completed (seconds on the continuous clock).
     let placed = Mutex<[String: ContinuousClock.Instant]>([:])
@@ -69,16 +69,13 @@ final class CheckoutBench: Sendable {
 
     static let domains = ["catalog", "inventory", "orders", "payments", "notifications"]
 
-    private init(vhost: String, management: RabbitManagement, databaseName: String, adminURL: String, database: PostgresClient,
-                 amqp: AMQPConnection, logDirectory: String, processes: [(String, RunningProcess)], products: [Product]) {
-        self.vhost = vhost
-        self.management = management
-        self.databaseName = databaseName
-        self.adminURL = adminURL
+    private init(sandbox: FleetSandbox, database: PostgresClient, amqp: AMQPConnection, logDirectory: String, fleet: FleetSupervisor,
+                 products: [Product]) {
+        self.sandbox = sandbox
         self.database = database
         self.amqp = amqp
         self.logDirectory = logDirectory
-        self.processes = processes
+        self.fleet = fleet
         self.products = products
     }
 
@@ -86,61 +83,38 @@ final class CheckoutBench: Sendable {
     static let edgeDomains = ["identity", "cart", "search"]
 
     static func start(config: ShopfleetConfiguration, python: String, edgePort: Int? = nil) async throws -> CheckoutBench {
-        let suffix = String(UInt32.random(in: 0...UInt32.max))
-        let vhost = "bench-checkout-\(suffix)"
-        let management = try RabbitManagement(url: config.amqpManagementURL)
         let topology = try Topology(contentsOfFile: config.value(ShopfleetConfiguration.topologyFile))
-        try await management.createVirtualHost(vhost, for: try ServerURL(config.amqpURL, schemes: ["amqp"]).user ?? "guest",
-                                               loading: topology.render())
-        let amqpURL = RabbitManagement.amqpURL(config.amqpURL, virtualHost: vhost)
-        let databaseName = "bench_checkout_\(suffix)"
-        let admin = PostgresClient(configuration: try PostgresConfiguration(url: config.databaseURL), maximumConnections: 1)
-        try await admin.query("CREATE DATABASE \(quoteIdentifier(databaseName))")
-        await admin.close()
-        let databaseURL = String(config.databaseURL[..<config.databaseURL.lastIndex(of: "/")!]) + "/" + databaseName
-        let logDirectory = "/tmp/shopfleet-bench-checkout-\(suffix)"
+        let sandbox = try await FleetSandbox.create(prefix: "bench-checkout", amqpURL: config.amqpURL, managementURL: config.amqpManagementURL,
+                                                    databaseURL: config.databaseURL, topology: topology)
+        let logDirectory = "/tmp/shopfleet-\(sandbox.vhost)"
         try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
 
-        let port = Int.random(in: 21_000...31_000)  // below the ephemeral range
+        let roles = domains + (edgePort == nil ? [] : edgeDomains)
+        let port = LocalPort.free(count: FleetPlan.Ports.blockSize(workers: roles.count, edges: 1))
+        var ports = FleetPlan.Ports.block(from: port, edges: 1)
+        if let edgePort { ports.edge = edgePort }
         let binary = ChildProcess.currentExecutable ?? CommandLine.arguments[0]
         let environment = [
-            "SHOPFLEET_AMQP_URL": amqpURL, "SHOPFLEET_DATABASE_URL": databaseURL,
+            "SHOPFLEET_AMQP_URL": sandbox.amqpURL, "SHOPFLEET_DATABASE_URL": sandbox.databaseURL,
+            "SHOPFLEET_REDIS_URL": config.redisURL,
             "SHOPFLEET_TOPOLOGY_FILE": config.value(ShopfleetConfiguration.topologyFile),
-            "SHOPFLEET_PAYMENTS_URL": "http://127.0.0.1:\(port + 10)", "SHOPFLEET_PAYMENTS_API_KEY": "sk_test_bench_\(suffix)",
-            "SHOPFLEET_SMTP_URL": "smtp://127.0.0.1:\(port + 11)", "SHOPFLEET_LOG_LEVEL": "warning",
-            "SHOPFLEET_JWT_SECRET": "bench-secret-\(suffix)-" + String(repeating: "s", count: 32),
+            "SHOPFLEET_PAYMENTS_API_KEY": "sk_test_bench_\(sandbox.databaseName)", "SHOPFLEET_LOG_LEVEL": "warning",
+            "SHOPFLEET_JWT_SECRET": "bench-secret-\(sandbox.databaseName)-" + String(repeating: "s", count: 32),
             "SHOPFLEET_EDGE_RATE_LIMIT": "1000000",
             "SHOPFLEET_OPENAPI_FILE": config.value(ShopfleetConfiguration.openAPIFile),
         ]
-        var processes: [(String, RunningProcess)] = []
-        processes.append(("smtp-sink", try ChildProcess.spawn(
-            [python, "-m", "aiosmtpd", "-n", "-l", "127.0.0.1:\(port + 11)", "-c", "aiosmtpd.handlers.Sink"],
-            extraEnvironment: environment, logFile: "\(logDirectory)/smtp-sink.log")))
-        processes.append(("payments-sandbox", try ChildProcess.spawn([binary, "payments-sandbox"], extraEnvironment: environment,
-                                                                      logFile: "\(logDirectory)/payments-sandbox.log")))
-        let roles = domains + (edgePort == nil ? [] : edgeDomains)
-        for (index, domain) in roles.enumerated() {
-            processes.append((domain, try ChildProcess.spawn([binary, "worker", domain, "--port", String(port + 20 + index)],
-                                                              extraEnvironment: environment, logFile: "\(logDirectory)/\(domain).log")))
-        }
-        if let edgePort {
-            processes.append(("edge", try ChildProcess.spawn([binary, "edge", "--port", String(edgePort)], extraEnvironment: environment,
-                                                              logFile: "\(logDirectory)/edge.log")))
-        }
-        let database = PostgresClient(configuration: try PostgresConfiguration(url: databaseURL), maximumConnections: 2)
-        let amqp = try await AMQPConnection.connect(try AMQPConfiguration(url: amqpURL, connectionName: "shopfleet bench checkout"))
+        let plan = FleetPlan.shop(binary: binary, python: python, environment: environment, ports: ports, workers: roles,
+                                  edge: edgePort != nil, mail: .discard)
+        let fleet = FleetSupervisor(plan: plan, output: .files(directory: logDirectory))
+        try fleet.start()
+        let database = PostgresClient(configuration: try PostgresConfiguration(url: sandbox.databaseURL), maximumConnections: 2)
+        let amqp = try await AMQPConnection.connect(try AMQPConfiguration(url: sandbox.amqpURL, connectionName: "shopfleet bench checkout"))
         let products = (1...100).map { number in
             Product(id: "bench-\(number)", sku: "BENCH-\(number)", name: "Bench product \(number)", description: "for the benchmark",
                     category: "bench", price: Money(amount: 100 + number, currency: "EUR"))
         }
-        let bench = CheckoutBench(vhost: vhost, management: management, databaseName: databaseName, adminURL: config.databaseURL,
-                                  database: database, amqp: amqp, logDirectory: logDirectory, processes: processes, products: products)
-        let ready = roles.indices.map { "http://127.0.0.1:\(port + 20 + $0)/readyz" } + (edgePort.map { ["http://127.0.0.1:\($0)/readyz"] } ?? [])
-        for url in ready {
-            try await waitUntil(deadline: .seconds(60)) {
-                return (try? await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(2)).status.code) == 200
-            }
-        }
+        let bench = CheckoutBench(sandbox: sandbox, database: database, amqp: amqp, logDirectory: logDirectory, fleet: fleet, products: products)
+        try await fleet.waitUntilReady(deadline: .seconds(60))
         try await bench.seed()
         try await bench.observe()
         return bench
@@ -357,25 +331,16 @@ final class CheckoutBench: Sendable {
     }
 
     func printLogs() {
-        for (role, _) in processes {
-            let text = (try? String(contentsOfFile: "\(logDirectory)/\(role).log", encoding: .utf8)) ?? ""
-            Swift.print("==== \(role)\n" + text.split(separator: "\n").suffix(20).joined(separator: "\n"))
+        for process in fleet.plan.processes {
+            let text = (try? String(contentsOfFile: "\(logDirectory)/\(process.name).log", encoding: .utf8)) ?? ""
+            Swift.print("==== \(process.name)\n" + text.split(separator: "\n").suffix(20).joined(separator: "\n"))
         }
     }
 
     func stop() async {
-        for (_, process) in processes { process.signal(SIGTERM) }
-        for (_, process) in processes {
-            if (try? await withDeadline(.seconds(25), { await process.wait() })) == nil {
-                process.signal(SIGKILL)
-                _ = await process.wait()
-            }
-        }
+        await fleet.stopAll()
         await amqp.close()
         await database.close()
-        let admin = try? PostgresClient(configuration: PostgresConfiguration(url: adminURL), maximumConnections: 1)
-        _ = try? await admin?.query("DROP DATABASE IF EXISTS \(quoteIdentifier(databaseName)) WITH (FORCE)")
-        await admin?.close()
-        try? await management.deleteVirtualHost(vhost)
+        await sandbox.remove()
     }
 }

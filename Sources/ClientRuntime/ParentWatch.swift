@@ -1,4 +1,3 @@
-import ClientRuntime
 #if canImport(Glibc)
 import Glibc
 #endif
