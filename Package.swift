@@ -151,7 +151,8 @@ let package = Package(
             name: "Identity",
             dependencies: ["Contracts", "Messaging", "PostgresClient", "Auth", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings),
-        .target(name: "Cart", dependencies: ["Contracts", "Messaging", "PostgresClient", "RedisClient"], swiftSettings: swiftSettings),
+        .target(name: "Cart", dependencies: ["Contracts", "Messaging", "PostgresClient", "RedisClient", .product(name: "Logging", package: "swift-log")],
+                swiftSettings: swiftSettings),
         .target(name: "Search", dependencies: ["Contracts", "Messaging", "PostgresClient"], swiftSettings: swiftSettings),
         .target(
             name: "Notifications",

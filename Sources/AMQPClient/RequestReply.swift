@@ -32,14 +32,19 @@ public final class AMQPRequester: Sendable {
     }
 
     /// Sends a request and waits for its reply up to `timeout`.
+    ///
+    /// With `expires` (the default) the request carries `timeout` as its `expiration`, so the
+    /// broker drops it when nobody took it in time. A queue with a dead-letter policy dead-letters
+    /// expired messages instead (quorum queues do so since RabbitMQ 3.10): a caller of such a queue
+    /// passes `expires: false` and tells the consumer its deadline another way.
     public func request(_ body: [UInt8], exchange: String = "", routingKey: String,
                         properties: AMQPProperties = AMQPProperties(persistent: false),
-                        timeout: Duration) async throws -> AMQPMessage {
+                        timeout: Duration, expires: Bool = true) async throws -> AMQPMessage {
         var properties = properties
         let correlationID = properties.correlationID ?? "rr-\(UInt64.random(in: 0...UInt64.max))"
         properties.correlationID = correlationID
         properties.replyTo = "amq.rabbitmq.reply-to"
-        if properties.expiration == nil {
+        if expires, properties.expiration == nil {
             // A request nobody answered in time is worthless: let the broker drop it.
             properties.expiration = String(max(1, Int(timeout.seconds * 1000)))
         }

@@ -1,14 +1,29 @@
 public import Contracts
 import FoundationEssentials
+import Logging
 public import Messaging
 public import PostgresClient
 public import RedisClient
 
 /// Carts in Redis: one hash per cart (product → quantity) with a sliding expiry. The worker's
-/// PostgreSQL schema holds only its inbox and outbox (so a checkout's `PlaceOrder` leaves with the
-/// request that made it, once).
+/// PostgreSQL schema holds its inbox and outbox (so a checkout's `PlaceOrder` leaves with the
+/// request that made it, once) and the checkouts made, so that a checkout asked again (a client
+/// retrying after a timeout) answers what the first one did.
 public enum CartService {
     public static let schema = "cart"
+
+    public static let migrations = [
+        Migration(version: 100, name: "checkouts", sql: """
+            -- One row per order a cart was checked out into: its lines as ordered.
+            CREATE TABLE checkouts (
+                order_id text PRIMARY KEY,
+                cart_id text NOT NULL,
+                lines jsonb NOT NULL,
+                created_at timestamptz NOT NULL DEFAULT now()
+            );
+            CREATE INDEX checkouts_created_at ON checkouts (created_at);
+            """),
+    ]
 
     public struct Settings: Sendable {
         public var redis: RedisClient
@@ -49,15 +64,21 @@ public enum CartService {
         return #lines / 2
         """)
 
-    /// Lowers each product's quantity by what was ordered; a line at zero goes.
+    /// Lowers each product's quantity by what was ordered (a line at zero goes), once per order:
+    /// the order's marker (KEYS[2], kept for a week) is set in the same script, so an event
+    /// delivered again, or published twice, takes nothing more out. Returns -1 when the order was
+    /// taken out before.
     static let takeOut = RedisScript("""
-        local key = KEYS[1]
-        for i = 1, #ARGV, 2 do
+        local key, marker, ttl = KEYS[1], KEYS[2], ARGV[1]
+        if not redis.call('SET', marker, '1', 'NX', 'EX', ttl) then return -1 end
+        for i = 2, #ARGV, 2 do
             local left = tonumber(redis.call('HGET', key, ARGV[i]) or '0') - tonumber(ARGV[i + 1])
             if left > 0 then redis.call('HSET', key, ARGV[i], left) else redis.call('HDEL', key, ARGV[i]) end
         end
         return redis.call('HLEN', key)
         """)
+
+    static func takenOutKey(_ orderID: String) -> String { "shopfleet:cart-taken-out:\(orderID)" }
 
     public static func definition(_ settings: Settings, schema: String = schema) -> WorkerDefinition {
         let redis = settings.redis
@@ -98,22 +119,38 @@ public enum CartService {
                                          arguments: [Cart.maximumLines, Cart.maximumQuantity, ttl])
             return try await read(request.intoCartID)
         }
+        // The same order asked again (the caller timed out and retried) answers what the first
+        // checkout did and sends nothing: the cart may have changed since, or been emptied by the
+        // order's confirmation.
+        let checkouts = "\(quoteIdentifier(schema)).checkouts"
         handlers.respond(CheckoutCart.self) { request, context in
+            let done = try await context.database.query("SELECT lines::text FROM \(checkouts) WHERE order_id = $1", [request.orderID])
+            if done.count == 1 {
+                let lines = try JSONDecoder().decode([CartLine].self, from: Data(try done[0].decode(String.self, 0).utf8))
+                return CheckoutCart.Reply(orderID: request.orderID, lines: lines)
+            }
             let cart = try await read(request.cartID)
             guard !cart.lines.isEmpty else { throw PermanentFailure("empty", "the cart is empty: there is nothing to order") }
+            try context.write("INSERT INTO \(checkouts) (order_id, cart_id, lines) VALUES ($1, $2, $3)",
+                              [request.orderID, request.cartID, PostgresJSON(cart.lines)])
             try await context.send(PlaceOrder(orderID: request.orderID, customerID: request.customerID, customerEmail: request.customerEmail,
                                               lines: cart.lines.map { OrderLineRequest(productID: $0.productID, quantity: $0.quantity) },
                                               paymentMethod: request.paymentMethod, shippingAddress: request.shippingAddress),
                                sagaID: request.orderID)
             return CheckoutCart.Reply(orderID: request.orderID, lines: cart.lines)
         }
-        // A confirmed order takes what it bought out of the customer's cart; what the customer
-        // added since the checkout stays.
-        handlers.onWithoutTransaction(OrderConfirmed.self) { event, _ in
-            var arguments: [any RedisArgument] = []
+        // A confirmed order takes what it bought out of the customer's cart, once; what the
+        // customer added since the checkout stays.
+        handlers.onWithoutTransaction(OrderConfirmed.self) { event, context in
+            var arguments: [any RedisArgument] = [7 * 24 * 3600]
             for line in event.order.lines { arguments += [line.productID, line.quantity] }
-            _ = try await redis.evaluate(takeOut, keys: [key(Cart.id(customer: event.order.customerID))], arguments: arguments)
+            let left = try await redis.evaluate(takeOut, keys: [key(Cart.id(customer: event.order.customerID)), takenOutKey(event.order.orderID)],
+                                                arguments: arguments)
+            if left.integer == -1 {
+                context.logger.info("order already taken out of the cart; nothing to do", metadata: ["order_id": .string(event.order.orderID)])
+            }
         }
-        return WorkerDefinition(service: "cart", schema: schema, queues: ["cart.queries", "cart.order-events"], handlers: handlers)
+        return WorkerDefinition(service: "cart", schema: schema, queues: ["cart.queries", "cart.order-events"], migrations: migrations,
+                                handlers: handlers)
     }
 }

@@ -117,13 +117,15 @@ public struct EdgeServer: Sendable {
         }
     }
 
-    /// Publishes a command and returns once the broker confirmed it.
-    func send<C: Command>(_ command: C, sagaID: String? = nil) async throws {
+    /// Publishes a command and returns once the broker confirmed it. `messageID`, when given,
+    /// makes a retry the same message (the domain's inbox then drops the copy).
+    func send<C: Command>(_ command: C, sagaID: String? = nil, messageID: String? = nil) async throws {
         guard amqp.isConnected else { throw Problem.unavailable("the message broker is unreachable; nothing was sent") }
         if let validatable = command as? any Validatable {
             do { try validatable.validate() } catch { throw Problem.invalid("\(error)") }
         }
-        let envelope = try Envelope(command, sagaID: sagaID)
+        var envelope = try Envelope(command, sagaID: sagaID)
+        if let messageID { envelope.messageID = messageID }
         do {
             try await publisher.publish(envelope.body, routingKey: C.queue, properties: envelope.properties, mandatory: true)
         } catch {

@@ -230,23 +230,22 @@ struct OrderRoutes {
             let fingerprint = RefreshTokens.hash("\(body.paymentMethod)|\(body.shippingAddress)")
             let remembered = "shopfleet:idempotency:\(customer.customerID):\(RefreshTokens.hash(key))"
             let stored = try await edge.redis.send("SET", remembered, fingerprint, "NX", "GET", "EX", 86_400)
-            let headers: HTTPFields = [.location: "/v1/orders/\(orderID)"]
-            if let previous = stored.string {
-                guard previous == fingerprint else {
-                    throw Problem.invalid("this Idempotency-Key was used for another order; use a new key for a new order")
-                }
-                return try json(Accepted(orderId: orderID, status: "pending"), status: .accepted, headers: headers)
+            if let previous = stored.string, previous != fingerprint {
+                throw Problem.invalid("this Idempotency-Key was used for another order; use a new key for a new order")
             }
+            // Asked every time, a retry too: the cart worker remembers the checkout of this order
+            // and answers the same (sending nothing twice), so a 202 always means the order was
+            // handed over, even when the first attempt's answer was lost or this edge died.
             do {
                 let checkout = try edge.checked(CheckoutCart(cartID: Cart.id(customer: customer.customerID), orderID: orderID,
                                                              customerID: customer.customerID, customerEmail: customer.email,
                                                              paymentMethod: body.paymentMethod, shippingAddress: body.shippingAddress))
                 _ = try await edge.ask(checkout)
-            } catch let problem as Problem {
+            } catch let problem as Problem where problem.status.code < 500 && stored.string == nil {
                 _ = try? await edge.redis.send("DEL", remembered)  // nothing was placed: the key may be used again
                 throw problem
             }
-            return try json(Accepted(orderId: orderID, status: "pending"), status: .accepted, headers: headers)
+            return try json(Accepted(orderId: orderID, status: "pending"), status: .accepted, headers: [.location: "/v1/orders/\(orderID)"])
         }
 
         group.get { request, context -> Response in
@@ -310,8 +309,14 @@ struct AdminRoutes {
         group.post("stock/:sku") { request, context -> Response in
             _ = try context.admin()
             let sku = try context.parameters.require("sku")
+            // A relative change must happen once: the key names the change, and its message id is
+            // derived from it, so a retry (after a lost answer) is the same message to inventory's inbox.
+            guard let key = request.headers[EdgeHeaders.idempotencyKey], (1...100).contains(key.count) else {
+                throw Problem.invalid("POST /v1/admin/stock/{sku} needs an Idempotency-Key header (1 to 100 characters) so that a retry adjusts the stock once")
+            }
             let body = try await StockBody.read(request)
-            try await edge.send(AdjustStock(sku: sku, delta: body.delta, reason: body.reason))
+            try await edge.send(AdjustStock(sku: sku, delta: body.delta, reason: body.reason),
+                                messageID: "stock-" + RefreshTokens.hash("\(sku):\(key)").prefix(40))
             return try json(Accepted(accepted: "stock \(sku) \(body.delta > 0 ? "+" : "")\(body.delta)"), status: .accepted)
         }
     }

@@ -178,12 +178,17 @@ public enum InventoryService {
         try await context.publish(ReservationReleased(reservationID: id, reason: reason))
     }
 
+    /// Releases reservations past their expiry, each in a transaction of its own; one that cannot
+    /// be released is logged and looked at again a minute later, and the others go on.
     static func releaseExpired(_ tables: Tables, _ job: JobContext) async throws {
         let due = try await job.database.query(
             "SELECT id FROM \(tables.reservations) WHERE status = 'reserved' AND expires_at < now() ORDER BY expires_at LIMIT 100")
         for index in 0..<due.count {
             let id = try due[index].decode(String.self, 0)
-            try await job.transaction(sagaID: id) { context in
+            _ = try await job.isolated("the expiry of reservation \(id)", sagaID: id, postpone: { database in
+                try await database.query(
+                    "UPDATE \(tables.reservations) SET expires_at = now() + interval '1 minute' WHERE id = $1 AND status = 'reserved'", [id])
+            }) { context in
                 // Another replica may have released it, or the order committed it, meanwhile.
                 let still = try await context.database.query(
                     "SELECT 1 FROM \(tables.reservations) WHERE id = $1 AND status = 'reserved' AND expires_at < now() FOR UPDATE SKIP LOCKED", [id])

@@ -84,12 +84,15 @@ public struct Envelope: Sendable, Equatable {
     /// 1 for the first delivery; each trip through a retry tier adds one.
     public var attempt: Int
     public var replyTo: String?
+    /// A request's deadline, milliseconds since 1970: its caller stops waiting then, so a worker
+    /// that takes it later drops it (the `x-deadline` header). Nil for everything but requests.
+    public var deadline: Int64?
     public var body: [UInt8]
 
     public init(messageID: String = UUIDv7.generate(), type: String, correlationID: String? = nil,
                 timestamp: UInt64 = UInt64(Date().timeIntervalSince1970), causationID: String? = nil,
                 sagaID: String? = nil, traceparent: String? = nil, tracestate: String? = nil, attempt: Int = 1,
-                replyTo: String? = nil, body: [UInt8]) {
+                replyTo: String? = nil, deadline: Int64? = nil, body: [UInt8]) {
         self.messageID = messageID
         self.type = type
         self.correlationID = correlationID
@@ -100,6 +103,7 @@ public struct Envelope: Sendable, Equatable {
         self.tracestate = tracestate
         self.attempt = attempt
         self.replyTo = replyTo
+        self.deadline = deadline
         self.body = body
     }
 
@@ -123,6 +127,8 @@ public struct Envelope: Sendable, Equatable {
         /// failure (a retry tier or the dead-letter exchange changes both).
         public static let originalExchange = "x-original-exchange"
         public static let originalRoutingKey = "x-original-routing-key"
+        /// A request's deadline (milliseconds since 1970), set by its caller.
+        public static let deadline = "x-deadline"
     }
 
     /// Reads the envelope of a delivery. A message without an id or a type is not one of ours:
@@ -140,7 +146,8 @@ public struct Envelope: Sendable, Equatable {
             messageID: id, type: type, correlationID: p.correlationID, timestamp: p.timestamp ?? 0,
             causationID: headers[Header.causationID]?.string, sagaID: headers[Header.sagaID]?.string,
             traceparent: headers[Header.traceparent]?.string, tracestate: headers[Header.tracestate]?.string,
-            attempt: headers[Header.attempt]?.int.map(Int.init) ?? 1, replyTo: p.replyTo, body: message.body)
+            attempt: headers[Header.attempt]?.int.map(Int.init) ?? 1, replyTo: p.replyTo,
+            deadline: headers[Header.deadline]?.int, body: message.body)
     }
 
     /// The AMQP properties for publishing: persistent, JSON, the envelope's fields and headers.
@@ -150,6 +157,7 @@ public struct Envelope: Sendable, Equatable {
         if let sagaID { headers[Header.sagaID] = .string(sagaID) }
         if let traceparent { headers[Header.traceparent] = .string(traceparent) }
         if let tracestate { headers[Header.tracestate] = .string(tracestate) }
+        if let deadline { headers[Header.deadline] = .int(deadline) }
         return AMQPProperties(contentType: "application/json", headers: headers, persistent: true,
                               correlationID: correlationID, replyTo: replyTo, messageID: messageID,
                               timestamp: timestamp, type: type)
@@ -161,6 +169,12 @@ public struct Envelope: Sendable, Equatable {
         Envelope(type: type, correlationID: correlationID ?? messageID, causationID: messageID, sagaID: sagaID,
                  traceparent: traceparent.flatMap(TraceParent.init)?.child().description ?? TraceParent.random().description,
                  tracestate: tracestate, body: body)
+    }
+
+    /// Whether a request's caller has stopped waiting (its deadline passed).
+    public func expired(now: Date = Date()) -> Bool {
+        guard let deadline else { return false }
+        return Int64(now.timeIntervalSince1970 * 1000) > deadline
     }
 
     /// The trace id of `traceparent`, for logs.

@@ -1,4 +1,5 @@
 public import AMQPClient
+import ClientRuntime
 import FoundationEssentials
 import Synchronization
 
@@ -38,15 +39,21 @@ public final class QueryClient: Sendable {
     }
 
     /// Sends `query` to its domain and decodes the reply.
+    ///
+    /// The request carries its deadline (`x-deadline`), and the worker that takes it after that
+    /// drops it: nobody waits for the answer. It carries no broker expiry, since a request queue
+    /// with a dead-letter policy would dead-letter an expired request, paging an operator for a
+    /// question nobody is asking any more.
     public func ask<Q: Query>(_ query: Q, timeout: Duration = .seconds(5), sagaID: String? = nil) async throws -> Q.Reply {
         var envelope = try Envelope(query, sagaID: sagaID)
         envelope.traceparent = TraceParent.random().description
+        envelope.deadline = Int64((Date().timeIntervalSince1970 + timeout.seconds) * 1000)
         var properties = envelope.properties
         properties.persistent = false
         properties.correlationID = envelope.messageID
         let reply: AMQPMessage
         do {
-            reply = try await requester.request(envelope.body, routingKey: Q.queue, properties: properties, timeout: timeout)
+            reply = try await requester.request(envelope.body, routingKey: Q.queue, properties: properties, timeout: timeout, expires: false)
         } catch let error as AMQPError where error.code == .timeout {
             throw Failure.timeout(type: Q.type, after: timeout)
         } catch let error as AMQPError where error.code == .unroutable {

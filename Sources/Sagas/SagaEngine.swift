@@ -55,14 +55,19 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
 
     /// Fires the timeouts that are due, each in a transaction of its own. Any replica may run
     /// this: a saga another replica is working on is skipped (`SKIP LOCKED`) and a timeout already
-    /// fired is gone. Returns how many fired.
-    public func fireDueTimeouts(_ job: JobContext, limit: Int = 100) async throws -> Int {
+    /// fired is gone. A saga whose timeout fails (its row cannot be read, a bug) is logged and its
+    /// timeout pushed back by `postponeOnFailure`; the others fire. Returns how many fired.
+    public func fireDueTimeouts(_ job: JobContext, limit: Int = 100, postponeOnFailure: Duration = .seconds(30)) async throws -> Int {
         let due = try await job.database.query(
             "SELECT saga_id FROM \(table).saga_timeouts WHERE due_at <= now() ORDER BY due_at LIMIT $1", [limit])
         var fired = 0
+        let postpone = postponeOnFailure.components.seconds
         for index in 0..<due.count {
             let sagaID = try due[index].decode(String.self, 0)
-            let didFire = try await job.transaction(sagaID: sagaID) { context -> Bool in
+            let didFire = try await job.isolated("the timeout of saga \(sagaID)", sagaID: sagaID, postpone: { [table] database in
+                try await database.query("UPDATE \(table).saga_timeouts SET due_at = now() + make_interval(secs => $2) WHERE saga_id = $1",
+                                         [sagaID, postpone])
+            }) { context -> Bool in
                 // The saga row first, as handlers lock it, then the timeout under that lock.
                 guard let loaded = try await lock(sagaID, skipLocked: true, on: context) else { return false }
                 let timeout = try await context.database.query(
@@ -71,7 +76,7 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
                 try await apply(.timeout(try timeout[0].decode(String.self, 0)), to: loaded, in: context)
                 return true
             }
-            if didFire { fired += 1 }
+            if didFire == true { fired += 1 }
         }
         return fired
     }

@@ -15,7 +15,7 @@ import Messaging
 /// | `SHOPFLEET_REDIS_URL` | `redis://[:password@]host:port/db` | `redis://127.0.0.1:6379/0` |
 /// | `SHOPFLEET_HTTP_PORT` | port | `9090` |
 /// | `SHOPFLEET_TOPOLOGY_FILE` | path | `topology/shopfleet.yaml` |
-/// | `SHOPFLEET_WORKER_PREFETCH` | 1…65535 | `32` |
+/// | `SHOPFLEET_WORKER_PREFETCH` | 1…65535 | `1` |
 /// | `SHOPFLEET_WORKER_CONCURRENCY` | 1…1024 | `8` |
 /// | `SHOPFLEET_LOG_LEVEL` | log level | `info` |
 /// | `SHOPFLEET_PAYMENTS_URL` | `http(s)://host:port` of a Stripe-compatible gateway | `http://127.0.0.1:12111` (`shopfleet payments-sandbox`) |
@@ -29,6 +29,7 @@ import Messaging
 /// | `SHOPFLEET_ADMIN_EMAILS` | comma-separated emails that register as admins | none |
 /// | `SHOPFLEET_EDGE_PORT` | port of the HTTP edge | `8080` |
 /// | `SHOPFLEET_EDGE_RATE_LIMIT` | requests a second per client (bursts of twice that) | `50` |
+/// | `SHOPFLEET_EDGE_QUERY_TIMEOUT` | duration: how long the edge waits for a service's answer before a 504 | `5s` |
 /// | `SHOPFLEET_OPENAPI_FILE` | path of the OpenAPI document the edge serves | `openapi.yaml` |
 /// | `SHOPFLEET_CART_TTL` | duration: a cart not touched for this long is gone | `168h` (a week) |
 /// | `SHOPFLEET_CHECKOUT_RESEND_AFTER` | duration (`500ms`, `30s`, `2m`): a saga step with no answer is sent again after this, then after twice as long each time | `10s` |
@@ -63,8 +64,8 @@ public struct ShopfleetConfiguration: Sendable {
                               summary: "port of /healthz, /readyz and /metrics (workers)")
     public static let topologyFile = Key(name: "SHOPFLEET_TOPOLOGY_FILE", defaultValue: "topology/shopfleet.yaml",
                                   summary: "the authored topology; workers read retry tiers and dead letters from it")
-    public static let workerPrefetch = Key(name: "SHOPFLEET_WORKER_PREFETCH", defaultValue: "32",
-                                    summary: "unacknowledged deliveries per consumer")
+    public static let workerPrefetch = Key(name: "SHOPFLEET_WORKER_PREFETCH", defaultValue: "1",
+                                    summary: "unacknowledged deliveries per consumer (each consumer handles one at a time)")
     public static let workerConcurrency = Key(name: "SHOPFLEET_WORKER_CONCURRENCY", defaultValue: "8",
                                        summary: "handlers in flight per queue")
     public static let logLevel = Key(name: "SHOPFLEET_LOG_LEVEL", defaultValue: "info",
@@ -90,6 +91,8 @@ public struct ShopfleetConfiguration: Sendable {
     public static let edgePort = Key(name: "SHOPFLEET_EDGE_PORT", defaultValue: "8080", summary: "port of the HTTP edge")
     public static let edgeRateLimit = Key(name: "SHOPFLEET_EDGE_RATE_LIMIT", defaultValue: "50",
                                    summary: "requests a second per client at the edge (bursts of twice that)")
+    public static let edgeQueryTimeout = Key(name: "SHOPFLEET_EDGE_QUERY_TIMEOUT", defaultValue: "5s",
+                                      summary: "how long the edge waits for a service's answer before it answers 504")
     public static let openAPIFile = Key(name: "SHOPFLEET_OPENAPI_FILE", defaultValue: "openapi.yaml",
                                  summary: "the OpenAPI document the edge serves at /openapi.yaml")
     public static let cartTTL = Key(name: "SHOPFLEET_CART_TTL", defaultValue: "168h",
@@ -107,7 +110,7 @@ public struct ShopfleetConfiguration: Sendable {
     public static let checkoutReservationTTL = Key(name: "SHOPFLEET_CHECKOUT_RESERVATION_TTL", defaultValue: "15m",
                                             summary: "how long inventory holds an order's stock before releasing it by itself")
     public static let keys = [amqpURL, amqpManagementURL, databaseURL, redisURL, httpPort, topologyFile, workerPrefetch,
-                       workerConcurrency, logLevel, paymentsURL, paymentsAPIKey, smtpURL, mailFrom, webhookURL, webhookSecret, jwtSecret, accessTokenTTL, adminEmails, edgePort, edgeRateLimit, openAPIFile, cartTTL, checkoutResendAfter, checkoutResendLimit, checkoutReserveTimeout, checkoutPaymentTimeout,
+                       workerConcurrency, logLevel, paymentsURL, paymentsAPIKey, smtpURL, mailFrom, webhookURL, webhookSecret, jwtSecret, accessTokenTTL, adminEmails, edgePort, edgeRateLimit, edgeQueryTimeout, openAPIFile, cartTTL, checkoutResendAfter, checkoutResendLimit, checkoutReserveTimeout, checkoutPaymentTimeout,
                        checkoutStepTimeout, checkoutReservationTTL]
     /// Keys whose value is a secret as a whole: shown only as set or not.
     public static let secretKeys: Set<String> = [paymentsAPIKey.name, webhookSecret.name, jwtSecret.name]

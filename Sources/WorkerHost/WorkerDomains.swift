@@ -49,7 +49,7 @@ public enum RuntimeDomains {
         "catalog": WorkerDomain(schema: CatalogService.schema, migrations: CatalogService.migrations) { _ in CatalogService.definition() },
         "inventory": WorkerDomain(schema: InventoryService.schema, migrations: InventoryService.migrations) { _ in InventoryService.definition() },
         "search": WorkerDomain(schema: SearchService.schema, migrations: SearchService.migrations) { _ in SearchService.definition() },
-        "cart": WorkerDomain(schema: CartService.schema, migrations: []) { config in
+        "cart": WorkerDomain(schema: CartService.schema, migrations: CartService.migrations) { config in
             let redis = RedisClient(configuration: try RedisConfiguration(url: config.redisURL), maximumConnections: 8)
             return CartService.definition(.init(redis: redis, lifetime: try config.duration(ShopfleetConfiguration.cartTTL)))
         },

@@ -38,6 +38,7 @@ struct EdgeCommand: AsyncParsableCommand {
         var settings = EdgeServer.Settings(openAPIDocument: String(decoding: document, as: UTF8.self))
         settings.rateLimit = Double(try config.integer(ShopfleetConfiguration.edgeRateLimit, in: 1...1_000_000))
         settings.rateBurst = Int(settings.rateLimit * 2)
+        settings.queryTimeout = try config.duration(ShopfleetConfiguration.edgeQueryTimeout)
         let edge = try await EdgeServer(amqp: amqp, redis: redis, tokens: tokens, passwords: PasswordHasher(), settings: settings, logger: logger)
         let listen = try port ?? config.integer(ShopfleetConfiguration.edgePort, in: 0...65535)
         try await edge.application(host: host, port: listen, registry: registry).runService()

@@ -1,7 +1,9 @@
+import AMQPClient
 import ClientRuntime
 import Contracts
 import FoundationEssentials
 import Messaging
+import NIOCore
 import RedisClient
 import ShopfleetTesting
 import Testing
@@ -85,6 +87,35 @@ struct CartTests {
                 #expect(message.contains("the cart is empty"))
             }
             await redis.close()
+        }
+    }
+
+    /// A confirmation delivered twice (at-least-once: a redelivery, or the relay publishing a row
+    /// its handler published too) takes the order's lines out of the cart once.
+    @Test func aConfirmationDeliveredTwiceTakesTheOrderOutOnce() async throws {
+        try await CheckoutFleet.with { fleet in
+            let queries = try await QueryClient(connection: fleet.amqp)
+            let customer = "cus-" + UUIDv7.generate()
+            let mug = CheckoutFleet.product("MUG-TWICE", price: 1250)
+            _ = try await queries.ask(SetCartLine(cartID: Cart.id(customer: customer), productID: mug.id, quantity: 3))
+            let order = OrderSummary(orderID: UUIDv7.generate(), customerID: customer, customerEmail: "ada@example.com", status: "confirmed",
+                                     statusReason: nil, lines: [OrderLine(productID: mug.id, sku: mug.sku, name: mug.name, quantity: 1,
+                                                                          unitPrice: mug.price)],
+                                     total: mug.price, placedAt: "2026-12-02T12:00:00Z", updatedAt: "2026-12-02T12:00:00Z")
+            let envelope = try Envelope(OrderConfirmed(order: order))
+            for _ in 0..<2 {
+                try await fleet.channel.publish(envelope.body, exchange: OrderConfirmed.exchange, routingKey: OrderConfirmed.type,
+                                                properties: envelope.properties)
+            }
+            // Both copies handled, then the cart.
+            try await waitUntil(deadline: .seconds(20)) {
+                let text = (try? await fleet.get("cart", "/metrics")).map { String(buffer: $0.body) } ?? ""
+                return text.split(separator: "\n").contains {
+                    $0.hasPrefix("shopfleet_messages_acked_total") && $0.contains("orders.OrderConfirmed.v1") && $0.hasSuffix(" 2")
+                }
+            }
+            #expect(try await queries.ask(GetCart(cartID: Cart.id(customer: customer))).lines == [CartLine(productID: mug.id, quantity: 2)])
+            try await queries.close()
         }
     }
 }

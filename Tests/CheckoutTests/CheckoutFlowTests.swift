@@ -3,6 +3,7 @@ import Contracts
 import FoundationEssentials
 import Messaging
 import PaymentsSandbox
+import PostgresClient
 import Sagas
 import ShopfleetTesting
 import Testing
@@ -182,6 +183,40 @@ struct CheckoutFlowTests {
             #expect(order.status == "completed")
             #expect(try await fleet.sandboxStats().intentsPerOrder[id] == 1)
             #expect(try await fleet.stock("MUG-7") == (onHand: 4, reserved: 0))
+        }
+    }
+
+    /// One saga whose timeout cannot be handled (its row names a state the definition does not
+    /// know), and one reservation whose release fails (its line holds more than is reserved), both
+    /// due first: the other sagas' timeouts and the other reservations' expiries still happen.
+    @Test func aTimeoutOrExpiryThatFailsDoesNotStopTheOthers() async throws {
+        try await CheckoutFleet.with(environment: ["SHOPFLEET_CHECKOUT_PAYMENT_TIMEOUT": "1s"]) { fleet in
+            let mug = CheckoutFleet.product("MUG-PASS", price: 1250)
+            try await fleet.seed([.init(product: mug, stock: 5)])
+            for statement in [
+                "INSERT INTO orders.sagas (id, saga_type, state, data) VALUES ('broken-saga', 'checkout', 'no-such-state', '{}')",
+                "INSERT INTO orders.saga_timeouts (saga_id, name, due_at) VALUES ('broken-saga', 'reserving_stock', now() - interval '1 hour')",
+                "INSERT INTO inventory.stock (sku, on_hand, reserved) VALUES ('BROKEN-SKU', 5, 0)",
+                "INSERT INTO inventory.reservations (id, status, expires_at) VALUES ('broken-reservation', 'reserved', now() - interval '1 hour')",
+                "INSERT INTO inventory.reservation_lines (reservation_id, sku, quantity) VALUES ('broken-reservation', 'BROKEN-SKU', 3)",
+            ] {
+                try await fleet.database.query(statement)
+            }
+            // The gateway fails every call: only the payment timeout moves this order on.
+            var broken = PaymentsSandbox.Faults()
+            broken.failureRate = 1
+            try await fleet.setFaults(broken)
+            let id = try await fleet.placeOrder([(mug, 1)])
+            try await fleet.waitForSaga(id, in: ["voiding_payment", "releasing_stock", "cancelled", "compensation_failed"], deadline: .seconds(30))
+            // A reservation nobody commits expires.
+            try await fleet.send(ReserveStock(reservationID: "lonely", lines: [StockLine(sku: mug.sku, quantity: 1)], ttlSeconds: 1))
+            try await waitUntil(deadline: .seconds(30)) {
+                (try? await fleet.count("SELECT count(*) FROM inventory.reservations WHERE id = 'lonely' AND status = 'released' AND reason = 'expired'")) == 1
+            }
+            // The broken ones wait, postponed, for someone to look at them.
+            #expect(try await fleet.count("SELECT count(*) FROM orders.saga_timeouts WHERE saga_id = 'broken-saga' AND due_at > now()") == 1)
+            #expect(try await fleet.count("SELECT count(*) FROM inventory.reservations WHERE id = 'broken-reservation' AND status = 'reserved' AND expires_at > now()") == 1)
+            try await fleet.setFaults(PaymentsSandbox.Faults())
         }
     }
 }

@@ -2,10 +2,12 @@ import AsyncHTTPClient
 import Auth
 import ClientRuntime
 import Contracts
+import Fleet
 import FoundationEssentials
 import Messaging
 import NIOCore
 import NIOHTTP1
+import RedisClient
 import ShopfleetTesting
 import Testing
 
@@ -38,6 +40,59 @@ struct EdgeTests {
     }
 
     func string(_ value: JSONValue?) -> String? { if case .string(let text)? = value { return text }; return nil }
+
+    /// A counter of a worker's `/metrics`, summed over the label sets containing `labels`.
+    func metric(_ fleet: CheckoutFleet, _ role: String, _ name: String, containing labels: String) async throws -> Double {
+        let text = String(buffer: try await fleet.get(role, "/metrics").body)
+        return text.split(separator: "\n").filter { $0.hasPrefix(name) && $0.contains(labels) }
+            .compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }.reduce(0, +)
+    }
+
+    /// The edge dies while it places an order (after it remembered the key, before the checkout
+    /// was answered; the checkout request itself is never handled). The client's retry with the
+    /// same key asks for the checkout again, so the 202 it gets means the order exists. A retry
+    /// after a success answers the same order and places nothing more.
+    @Test func aRetriedOrderIsPlacedOnceAndA202MeansItExists() async throws {
+        try await CheckoutFleet.with(environment: ["SHOPFLEET_EDGE_QUERY_TIMEOUT": "2s"]) { fleet in
+            let mug = CheckoutFleet.product("MUG-RETRY", price: 1250)
+            try await fleet.seed([.init(product: mug, stock: 5)])
+            let email = "retry-\(UInt32.random(in: 0...UInt32.max))@example.com"
+            _ = try await call(fleet, .POST, "/v1/auth/register", json: #"{"email": "\#(email)", "password": "correct horse", "name": "Ada"}"#)
+            let login = try await call(fleet, .POST, "/v1/auth/login", json: #"{"email": "\#(email)", "password": "correct horse"}"#)
+            let token = try #require(string(login.body["accessToken"]))
+            let customer = try #require(string(login.body["customerId"]))
+            #expect(try await call(fleet, .PUT, "/v1/cart/lines/\(mug.id)", json: #"{"quantity": 2}"#, token: token).status == 200)
+            let order = #"{"paymentMethod": "pm_card_visa", "shippingAddress": {"name": "Ada", "line1": "1 Test Street", "postalCode": "1000", "city": "Brussels", "country": "BE"}}"#
+            let key = [("Idempotency-Key", "order-1")]
+
+            // The cart worker is down, so the checkout hangs; the edge is killed meanwhile.
+            await fleet.supervisor.stop("cart")
+            let redis = RedisClient(configuration: try RedisConfiguration(url: try TestServers.redisURL()), maximumConnections: 1)
+            let remembered = "shopfleet:idempotency:\(customer):\(RefreshTokens.hash("order-1"))"
+            let asked = ContinuousClock.now
+            let first = Task { try? await call(fleet, .POST, "/v1/orders", json: order, token: token, headers: key) }
+            try await waitUntil(deadline: .seconds(10)) { (try? await redis.send("EXISTS", remembered).integer) == 1 }
+            try await fleet.kill("edge")
+            #expect(await first.value == nil, "the edge answered before it was killed")
+            // The checkout request it sent is past its deadline before anyone takes it: dropped.
+            try await Task.sleep(until: asked + .seconds(3))
+            try fleet.supervisor.start("cart")
+            try await fleet.waitReady("cart")
+            try await fleet.waitReady("edge")
+
+            let placed = try await call(fleet, .POST, "/v1/orders", json: order, token: token, headers: key)
+            #expect(placed.status == 202, "\(placed.text)")
+            let id = try #require(string(placed.body["orderId"]))
+            let saga = try await fleet.waitForSaga(id, in: ["completed", "cancelled"], deadline: .seconds(60))
+            #expect(saga.status == "completed")
+            // The cart was emptied by the confirmation; the retry still answers the same order.
+            let again = try await call(fleet, .POST, "/v1/orders", json: order, token: token, headers: key)
+            #expect(again.status == 202 && string(again.body["orderId"]) == id, "\(again.text)")
+            #expect(try await fleet.count("SELECT count(*) FROM orders.orders WHERE customer_id = $1", [customer]) == 1)
+            #expect(try await fleet.stock("MUG-RETRY") == (onHand: 3, reserved: 0))
+            await redis.close()
+        }
+    }
 
     @Test func theWholeJourneyAndEveryKindOfBadInput() async throws {
         try await CheckoutFleet.with { fleet in
@@ -177,9 +232,21 @@ struct EdgeTests {
             let admin = try #require(string(login.body["accessToken"]))
             let product = #"{"sku": "LAMP-ADM", "name": "Oak desk lamp", "description": "Warm light.", "category": "home", "price": {"amount": 6900, "currency": "EUR"}}"#
             #expect(try await call(fleet, .PUT, "/v1/admin/products/lamp-adm", json: product, token: admin).status == 202)
-            #expect(try await call(fleet, .POST, "/v1/admin/stock/LAMP-ADM", json: #"{"delta": 3, "reason": "delivery"}"#, token: admin).status == 202)
+            let delivery = [("Idempotency-Key", "delivery-1")]
+            #expect(try await call(fleet, .POST, "/v1/admin/stock/LAMP-ADM", json: #"{"delta": 3, "reason": "delivery"}"#, token: admin,
+                                   headers: delivery).status == 202)
             try await waitUntil(deadline: .seconds(20)) { (try? await call(fleet, .GET, "/v1/products/lamp-adm"))?.status == 200 }
             try await waitUntil(deadline: .seconds(20)) { (try? await fleet.stock("LAMP-ADM"))?.onHand == 3 }
+            // A retry of the same change (its answer lost, say) is the same message: inventory's
+            // inbox drops it. Without a key, a relative change cannot be made safely.
+            #expect(try await call(fleet, .POST, "/v1/admin/stock/LAMP-ADM", json: #"{"delta": 3, "reason": "delivery"}"#, token: admin,
+                                   headers: delivery).status == 202)
+            try await waitUntil(deadline: .seconds(20)) {
+                (try? await self.metric(fleet, "inventory", "shopfleet_messages_duplicate_total", containing: "inventory.AdjustStock.v1")) == 1
+            }
+            #expect(try await fleet.stock("LAMP-ADM").onHand == 3)
+            let keyless = try await call(fleet, .POST, "/v1/admin/stock/LAMP-ADM", json: #"{"delta": 3, "reason": "delivery"}"#, token: admin)
+            #expect(keyless.status == 422 && keyless.text.contains("Idempotency-Key"))
 
             // The edge keeps products it read; a change reaches it through the catalog's events.
             let repriced = product.replacing("6900", with: "5900")

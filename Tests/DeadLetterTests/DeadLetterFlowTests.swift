@@ -6,6 +6,7 @@ import FoundationEssentials
 import Messaging
 import PostgresClient
 import ShopfleetTesting
+import Synchronization
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -255,4 +256,41 @@ struct DeadLetterFlowTests {
             #expect(try await fleet.count("SELECT count(*) FROM deadletters.letters WHERE status = 'replayed' AND replays = 1") == count)
         }
     }
+
+    /// A letter the store refuses every time (here: a failed-queue name too long for the store's
+    /// index) goes back to the dead-letter queue only so often: after the queue's delivery limit
+    /// the broker moves it to the unstored queue, where an operator finds it, instead of it going
+    /// round for ever.
+    @Test func aLetterTheStoreCannotTakeEndsInTheUnstoredQueue() async throws {
+        try await DeadLetterFleet.with { fleet in
+            let topology = fleet.sandbox.topology
+            let long = String((0..<20_000).map { _ in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789".randomElement()! })
+            var properties = try Envelope(Work(key: "unstorable")).properties
+            properties.headers?[Envelope.Header.failedQueue] = .string(long)
+            properties.headers?[Envelope.Header.error] = .string("boom")
+            try await fleet.channel.publish(Array(#"{"key":"unstorable"}"#.utf8), exchange: topology.deadLetterExchange, routingKey: "fixture.commands",
+                                            properties: properties)
+            let box = DeliveryBox()
+            try await waitUntil(deadline: .seconds(60)) {
+                if let delivery = try? await fleet.channel.get(queue: topology.unstoredQueue, noAck: true) {
+                    box.set(delivery)
+                    return true
+                }
+                return false
+            }
+            let parked = try #require(box.get())
+            #expect(parked.properties.messageID == properties.messageID)
+            #expect("\(String(describing: parked.properties.headers?["x-death"]))".contains("delivery_limit"))
+            #expect(try await fleet.count("SELECT count(*) FROM deadletters.letters WHERE message_id = $1", [properties.messageID!]) == 0)
+            // And the dead-letter queue goes on: the next letter is stored.
+            let failing = try await fleet.send(Fail(key: "after"))
+            #expect(try await fleet.waitForLetter(failing.messageID).errorType == "retries-exhausted")
+        }
+    }
+}
+
+final class DeliveryBox: Sendable {
+    private let value = Mutex<AMQPDelivery?>(nil)
+    func set(_ delivery: AMQPDelivery) { value.withLock { $0 = delivery } }
+    func get() -> AMQPDelivery? { value.withLock { $0 } }
 }

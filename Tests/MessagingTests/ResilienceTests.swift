@@ -4,6 +4,7 @@ import FixtureWorker
 import FoundationEssentials
 @testable import Messaging
 import ShopfleetTesting
+import Synchronization
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -101,6 +102,58 @@ struct ResilienceTests {
             _ = try await fleet.send(Work(key: key))
             try await fleet.waitForCount("effects", key: key, toBe: 1)
             #expect(try await fleet.stop() == 0)
+        }
+    }
+
+    /// A worker killed while it handles one message gives back only that one as an attempt: the
+    /// messages waiting behind it were never handed to it (prefetch 1), so RabbitMQ 3.10 does not
+    /// count them towards their delivery limit (it counts every delivery a dead consumer held).
+    @Test func messagesAKilledWorkerNeverStartedDoNotCountAsAttempts() async throws {
+        try await FixtureFleet.with { fleet in
+            try await fleet.start(concurrency: 1)
+            let slow = try await fleet.send(Slow(key: TestServers.uniqueName("held"), milliseconds: 120_000))
+            var waiting: [Envelope] = []
+            for index in 0..<5 { waiting.append(try await fleet.send(Work(key: TestServers.uniqueName("waiting-\(index)")))) }
+            try await waitUntil(deadline: .seconds(20)) {
+                (try? await fleet.metric("shopfleet_handlers_in_flight", containing: "fixture.commands")) == 1
+            }
+            #expect(try await fleet.stop(signal: SIGKILL) == 128 + SIGKILL)
+            // Everything is back on the queue: read each message with its delivery count.
+            let counts = Mutex<[String: Int64]>([:])
+            try await waitUntil(deadline: .seconds(20)) {
+                if let delivery = try? await fleet.channel.get(queue: "fixture.commands", noAck: true) {
+                    let count = delivery.properties.headers?["x-delivery-count"]?.int ?? 0
+                    counts.withLock { $0[delivery.properties.messageID ?? ""] = count }
+                }
+                return counts.withLock { $0.count } == 6
+            }
+            let seen = counts.withLock { $0 }
+            #expect(seen[slow.messageID] == 1, "the message in its handler when the worker died counts once")
+            for envelope in waiting {
+                #expect(seen[envelope.messageID] == 0, "a message the dead worker never started was counted as an attempt")
+            }
+        }
+    }
+
+    /// A request nobody took before its caller gave up is dropped by the worker that finds it,
+    /// not expired by the broker into the dead letters (a quorum queue with a dead-letter policy
+    /// dead-letters what expires): an operator has nothing to do about a question nobody asks.
+    @Test func aRequestWhoseCallerStoppedWaitingIsDroppedNotDeadLettered() async throws {
+        try await FixtureFleet.with { fleet in
+            let queries = try await QueryClient(connection: fleet.amqp)
+            // Nobody consumes fixture.queries yet: the caller times out.
+            await #expect(throws: QueryClient.Failure.self) {
+                _ = try await queries.ask(CountEffects(key: "k"), timeout: .milliseconds(300))
+            }
+            try await fleet.start()
+            try await waitUntil(deadline: .seconds(20)) {
+                (try? await fleet.metric("shopfleet_requests_expired_total", containing: "fixture.CountEffects.v1")) == 1
+            }
+            #expect(try await fleet.channel.get(queue: fleet.sandbox.topology.deadLetterQueue, noAck: true) == nil)
+            #expect(try await fleet.metric("shopfleet_messages_dead_lettered_total") == 0)
+            // One asked in time is answered.
+            #expect(try await queries.ask(CountEffects(key: "k")).count == 0)
+            try await queries.close()
         }
     }
 }

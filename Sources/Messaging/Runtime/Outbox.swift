@@ -76,40 +76,60 @@ struct OutboxPublisher: Sendable {
     var schema: String
     var channel: AMQPChannel
     var database: PostgresClient
+    /// Told about rows a pass could not publish while it published others.
+    var relayFailures: (@Sendable (MessagingError) -> Void)?
 
     /// One relay pass: rows older than `grace` that are still unpublished, oldest first, locked so
-    /// that two replicas never publish the same row at once. Returns how many were published.
+    /// that two replicas never publish the same row at once. Each row stands alone: one the broker
+    /// refuses stays unpublished (and is tried again next pass) while the others are marked sent.
+    /// Returns how many were published; throws only when the database fails, or when every row
+    /// failed (the broker is gone), naming the first failure.
     func relay(grace: Duration, limit: Int = 500) async throws -> Int {
         let table = "\(quoteIdentifier(schema)).outbox"
         let graceMilliseconds = Int64(grace.components.seconds * 1000 + grace.components.attoseconds / 1_000_000_000_000_000)
         return try await database.transaction { tx in
             let rows = try await tx.query("""
                 SELECT \(OutboxRecord.columns) FROM \(table)
-                WHERE published_at IS NULL AND created_at < now() - make_interval(secs => $1::double precision / 1000)
+                WHERE published_at IS NULL AND created_at < clock_timestamp() - make_interval(secs => $1::double precision / 1000)
                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
                 """, [graceMilliseconds, limit])
             let records = try rows.map { try OutboxRecord(row: $0) }
             if records.isEmpty { return 0 }
             let channel = self.channel
-            // Publish all, await all confirms; one failure aborts the pass (the transaction rolls
-            // back, the rows stay unpublished and are tried again).
-            try await withThrowingTaskGroup(of: Void.self) { group in
+            // Publish all, await all confirms.
+            let outcomes = await withTaskGroup(of: (Int64, (any Error)?).self) { group in
                 for record in records {
                     group.addTask {
-                        try await record.publish(on: channel)
+                        do {
+                            try await record.publish(on: channel)
+                            return (record.id, nil)
+                        } catch {
+                            return (record.id, error)
+                        }
                     }
                 }
-                try await group.waitForAll()
+                var outcomes: [(Int64, (any Error)?)] = []
+                for await outcome in group { outcomes.append(outcome) }
+                return outcomes
             }
-            try await tx.query("UPDATE \(table) SET published_at = now() WHERE id = ANY($1)", [records.map(\.id)])
-            return records.count
+            let published = outcomes.filter { $0.1 == nil }.map(\.0)
+            if !published.isEmpty {
+                try await tx.query("UPDATE \(table) SET published_at = now() WHERE id = ANY($1)", [published])
+            }
+            let failures = outcomes.compactMap { id, error in error.map { (id, $0) } }
+            if let (id, first) = failures.first {
+                let failure = MessagingError("\(failures.count) of \(records.count) outbox rows not published (row \(id): \(first)); they stay for the next pass")
+                if published.isEmpty { throw failure }
+                relayFailures?(failure)
+            }
+            return published.count
         }
     }
 
     /// Seconds the oldest unpublished row has waited (0 when none): the relay's lag.
     func lag() async throws -> Double {
         let rows = try await database.query(
-            "SELECT coalesce(extract(epoch from now() - min(created_at)), 0)::double precision FROM \(quoteIdentifier(schema)).outbox WHERE published_at IS NULL")
+            "SELECT coalesce(extract(epoch from clock_timestamp() - min(created_at)), 0)::double precision FROM \(quoteIdentifier(schema)).outbox WHERE published_at IS NULL")
         return try rows[0].decode(Double.self, 0)
     }
 

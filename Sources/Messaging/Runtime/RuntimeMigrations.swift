@@ -36,6 +36,13 @@ public enum RuntimeMigrations {
             CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
             CREATE INDEX outbox_published_at ON outbox (published_at) WHERE published_at IS NOT NULL;
             """),
+        // A row's age is the relay's cue that its handler died before publishing it. now() is the
+        // start of the transaction: the rows of a slow transaction looked old the moment they
+        // committed, and the relay published them while their handler did too. The rows are
+        // inserted with the COMMIT, so the insert's own clock is the commit's.
+        Migration(version: 2, name: "runtime_outbox_created_at_commit", sql: """
+            ALTER TABLE outbox ALTER COLUMN created_at SET DEFAULT clock_timestamp();
+            """),
     ]
 
     /// The runtime's migrations followed by the domain's, checked for clashing versions.

@@ -43,4 +43,31 @@ public struct JobContext: Sendable {
         if !records.isEmpty { await pipeline.submit(records) }
         return value
     }
+
+    /// Runs one item of a pass (a saga's timeout, a reservation's expiry) in a transaction of its
+    /// own, so that the item cannot stop the pass for the others: when it fails for a reason of
+    /// its own (bad data, a bug) the failure is logged with `item`, `postpone` runs (outside the
+    /// failed transaction, so the next passes do not trip over the item at once), and the result
+    /// is nil. When the database cannot be reached the error is thrown: the pass stops and the
+    /// next one tries again.
+    public func isolated<T: Sendable>(_ item: String, sagaID: String? = nil,
+                                      postpone: (@Sendable (PostgresClient) async throws -> Void)? = nil,
+                                      _ body: @Sendable (HandlerContext) async throws -> T) async throws -> T? {
+        do {
+            return try await transaction(sagaID: sagaID, body)
+        } catch let error as PostgresError where Worker.isInfrastructure(error) {
+            throw error
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            logger.error("\(job): \(item) failed; the others go on, it is tried again later",
+                         metadata: ["item": .string(item), "error": .string("\(error)")])
+            do {
+                try await postpone?(database)
+            } catch {
+                logger.warning("\(job): could not postpone \(item)", metadata: ["error": .string("\(error)")])
+            }
+            return nil
+        }
+    }
 }

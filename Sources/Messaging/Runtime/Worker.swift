@@ -15,8 +15,12 @@ public struct WorkerOptions: Sendable {
     /// The PostgreSQL schema holding the service's tables, inbox and outbox.
     public var schema: String
     public var queues: [String]
-    /// Unacknowledged deliveries the broker may hand each consumer.
-    public var prefetch: UInt16 = 32
+    /// Unacknowledged deliveries the broker may hand each consumer. Each consumer handles one
+    /// delivery at a time, so anything beyond the one in hand only waits; and RabbitMQ 3.10's
+    /// quorum queues count every delivery a dead consumer held as an attempt, started or not
+    /// (see `docs/chaos.md`): with more, a worker killed a few times pushes healthy messages to
+    /// the delivery limit.
+    public var prefetch: UInt16 = 1
     /// Handlers running at once per queue.
     public var concurrency: Int = 8
     /// How long SIGTERM may take: stop consuming, finish handlers, flush the outbox. Shorter than
@@ -110,7 +114,10 @@ public final class Worker: Service, Sendable {
     public func run() async throws {
         let publisher = try await amqp.openChannel()
         try await publisher.enableConfirms()
-        let outbox = OutboxPublisher(schema: options.schema, channel: publisher, database: database)
+        let logger = self.logger
+        let outbox = OutboxPublisher(schema: options.schema, channel: publisher, database: database) { failure in
+            logger.warning("relay: some outbox rows were not published", metadata: ["error": .string(failure.description)])
+        }
         health.brokerUp.store(amqp.isConnected, ordering: .relaxed)
 
         try await withGracefulShutdownHandler {
@@ -292,6 +299,15 @@ public final class Worker: Service, Sendable {
         let logger = MessageLogger(base: self.logger, envelope: envelope, queue: queue)
         let metrics = self.metrics(queue: queue, type: envelope.type)
         metrics.consumed.increment()
+
+        // A request whose caller stopped waiting: nobody reads the answer, and nobody needs to look
+        // at it either (it is not a dead letter). Its caller got a timeout and may ask again.
+        if envelope.replyTo != nil, envelope.expired() {
+            Counter(label: "shopfleet_requests_expired_total", dimensions: [("queue", queue), ("type", envelope.type)]).increment()
+            logger.info("request expired before it was handled (its caller stopped waiting); dropped")
+            delivery.ack()
+            return
+        }
 
         if let query = handlers.queries[envelope.type] {
             await answer(delivery, envelope: envelope, publisher: publisher, logger: logger) {

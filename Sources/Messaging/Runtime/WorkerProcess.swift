@@ -44,7 +44,7 @@ public struct WorkerSettings: Sendable {
     public var logLevel: Logger.Level
 
     public init(amqpURL: String, databaseURL: String, topologyFile: String = "topology/shopfleet.yaml",
-                httpPort: Int = 9090, prefetch: UInt16 = 32, concurrency: Int = 8, migrateOnStart: Bool = true,
+                httpPort: Int = 9090, prefetch: UInt16 = 1, concurrency: Int = 8, migrateOnStart: Bool = true,
                 logLevel: Logger.Level = .info) {
         self.amqpURL = amqpURL
         self.databaseURL = databaseURL

@@ -167,11 +167,13 @@ extension Topology {
 
         var exchanges = topics.map { exchange($0, "topic") }
         exchanges.append(exchange(deadLetterExchange, "fanout"))
+        exchanges.append(exchange(unstoredQueue, "fanout"))
         exchanges.append(exchange(retryReturnExchange, "direct"))
         exchanges += retryTiers.map { exchange($0.queue, "fanout") }
 
         var queues = self.queues.map { queue($0.name, transient: $0.transient) }
         queues.append(queue(deadLetterQueue))
+        queues.append(queue(unstoredQueue))
         queues += retryTiers.map { queue($0.queue) }
 
         var bindings: [BrokerDefinitions.Binding] = []
@@ -182,6 +184,7 @@ extension Topology {
             if q.retries && !retryTiers.isEmpty { bindings.append(binding(retryReturnExchange, q.name, q.name)) }
         }
         bindings.append(binding(deadLetterExchange, deadLetterQueue, ""))
+        bindings.append(binding(unstoredQueue, unstoredQueue, ""))
         bindings += retryTiers.map { binding($0.queue, $0.queue, "") }
 
         var policies = self.queues.map { q in
@@ -197,6 +200,15 @@ extension Topology {
                 "overflow": .string("reject-publish"),
             ])
         }
+        // A letter the dead-letter store refuses every time (it cannot be written, a bug) leaves
+        // after `deadLetterDeliveryLimit` deliveries for a queue nobody consumes, where an operator
+        // finds it, instead of going round for ever.
+        policies.append(policy(for: deadLetterQueue, [
+            "delivery-limit": .int(deadLetterDeliveryLimit),
+            "dead-letter-exchange": .string(unstoredQueue),
+            "dead-letter-strategy": .string("at-least-once"),
+            "overflow": .string("reject-publish"),
+        ]))
         // A retry tier holds a message for its TTL, then dead-letters it back, keeping its routing
         // key (the queue it failed on), through the retry-return exchange.
         policies += retryTiers.map { tier in

@@ -46,6 +46,12 @@ public struct Topology: Sendable, Equatable {
     public var vhost: String
     public var deadLetterExchange: String
     public var deadLetterQueue: String
+    /// Deliveries of one dead letter before the broker gives up on storing it: a letter the store
+    /// refuses every time moves on to ``unstoredQueue`` instead of going round forever.
+    public var deadLetterDeliveryLimit: Int = 10
+    /// Where letters the store could not take wait for an operator (an exchange and a queue of
+    /// this name; nothing consumes it).
+    public var unstoredQueue: String = "shopfleet.dead-letters.unstored"
     public var retryExchangePrefix: String
     public var retryReturnExchange: String
     public var retryTiers: [RetryTier]
@@ -55,7 +61,7 @@ public struct Topology: Sendable, Equatable {
     public func queue(named name: String) -> Queue? { queues.first { $0.name == name } }
 
     /// The queues the topology makes besides the authored ones: the dead-letter queue and the retry tiers' delay queues.
-    public var internalQueues: [String] { [deadLetterQueue] + retryTiers.map(\.queue) }
+    public var internalQueues: [String] { [deadLetterQueue, unstoredQueue] + retryTiers.map(\.queue) }
 
     /// Whether the topology declares this queue, authored or internal.
     public func declares(queue name: String) -> Bool { queue(named: name) != nil || internalQueues.contains(name) }
@@ -80,6 +86,8 @@ extension Topology {
         struct DeadLetters: Decodable {
             var exchange: String
             var queue: String
+            var delivery_limit: Int?
+            var unstored: String?
         }
         struct Retry: Decodable {
             var exchange_prefix: String
@@ -136,6 +144,8 @@ extension Topology {
             vhost: file.vhost ?? "/",
             deadLetterExchange: file.dead_letters.exchange,
             deadLetterQueue: file.dead_letters.queue,
+            deadLetterDeliveryLimit: file.dead_letters.delivery_limit ?? 10,
+            unstoredQueue: file.dead_letters.unstored ?? "\(file.dead_letters.queue).unstored",
             retryExchangePrefix: file.retry.exchange_prefix,
             retryReturnExchange: file.retry.return_exchange,
             retryTiers: tiers,
@@ -165,7 +175,10 @@ extension Topology {
                 throw TopologyError("\(source): queue '\(name)' is declared twice (or clashes with a dead-letter or retry queue)")
             }
         }
-        let exchanges = topics + [deadLetterExchange, retryReturnExchange] + retryTiers.map(\.queue)
+        guard deadLetterDeliveryLimit >= 1 else {
+            throw TopologyError("\(source): dead_letters.delivery_limit must be at least 1")
+        }
+        let exchanges = topics + [deadLetterExchange, unstoredQueue, retryReturnExchange] + retryTiers.map(\.queue)
         guard Set(exchanges).count == exchanges.count else {
             throw TopologyError("\(source): an exchange name is used twice among topics, dead letters and retry tiers")
         }

@@ -1,0 +1,94 @@
+import AMQPClient
+import ClientRuntime
+import FoundationEssentials
+@testable import Messaging
+import PostgresClient
+import ShopfleetTesting
+import Testing
+
+/// The relay, which publishes outbox rows their handler left behind (it died, its publish failed).
+@Suite("Outbox relay")
+struct OutboxRelayTests {
+    /// A schema with the runtime's tables, a vhost with the fixture topology, and a relay over both.
+    struct Setup {
+        let sandbox: BrokerSandbox
+        let schema: String
+        let database: PostgresClient
+        let amqp: AMQPConnection
+        let relay: OutboxPublisher
+
+        static func with(_ body: (Setup) async throws -> Void) async throws {
+            let sandbox = try await BrokerSandbox.create()
+            let schema = TestServers.uniqueName("relay")
+            let database = PostgresClient(configuration: try PostgresConfiguration(url: try TestServers.databaseURL()), maximumConnections: 2)
+            let amqp = try await AMQPConnection.connect(try AMQPConfiguration(url: sandbox.amqpURL, connectionName: "relay test"))
+            do {
+                try await Migrator(client: database, schema: schema).migrate(RuntimeMigrations.all)
+                let channel = try await amqp.openChannel()
+                try await channel.enableConfirms()
+                try await body(Setup(sandbox: sandbox, schema: schema, database: database, amqp: amqp,
+                                     relay: OutboxPublisher(schema: schema, channel: channel, database: database)))
+            } catch {
+                await teardown(sandbox, schema, database, amqp)
+                throw error
+            }
+            await teardown(sandbox, schema, database, amqp)
+        }
+
+        static func teardown(_ sandbox: BrokerSandbox, _ schema: String, _ database: PostgresClient, _ amqp: AMQPConnection) async {
+            await amqp.close()
+            _ = try? await database.query("DROP SCHEMA IF EXISTS \(quoteIdentifier(schema)) CASCADE")
+            await database.close()
+            await sandbox.remove()
+        }
+
+        /// An outbox row, as a handler's COMMIT writes it (created_at from the column's default).
+        func insert(_ type: String, exchange: String, routingKey: String, on connection: PostgresConnection? = nil) async throws -> String {
+            let id = UUIDv7.generate()
+            let sql = """
+                INSERT INTO \(quoteIdentifier(schema)).outbox (message_id, type, exchange, routing_key, body) VALUES ($1, $2, $3, $4, $5)
+                """
+            let binds: [any PostgresEncodable] = [id, type, exchange, routingKey, Data("{}".utf8)]
+            if let connection { try await connection.query(sql, binds) } else { try await database.query(sql, binds) }
+            return id
+        }
+
+        func published(_ id: String) async throws -> Bool {
+            try await database.query("SELECT published_at IS NOT NULL FROM \(quoteIdentifier(schema)).outbox WHERE message_id = $1", [id])[0]
+                .decode(Bool.self, 0)
+        }
+    }
+
+    /// A row the broker refuses (a command for a queue that does not exist) stays for the next
+    /// pass; the rows beside it are published and marked, not rolled back with it.
+    @Test func aRowTheBrokerRefusesDoesNotHoldBackTheOthers() async throws {
+        try await Setup.with { setup in
+            let first = try await setup.insert("fixture.WorkDone.v1", exchange: "fixture.events", routingKey: "fixture.WorkDone.v1")
+            let refused = try await setup.insert("fixture.Work.v1", exchange: "", routingKey: "no.such.queue")
+            let last = try await setup.insert("fixture.Work.v1", exchange: "", routingKey: "fixture.commands")
+            #expect(try await setup.relay.relay(grace: .zero) == 2)
+            #expect(try await setup.published(first))
+            #expect(try await setup.published(last))
+            #expect(try await !setup.published(refused))
+            // Every row refused: the pass says why.
+            await #expect(throws: MessagingError.self) { _ = try await setup.relay.relay(grace: .zero) }
+        }
+    }
+
+    /// The rows of a transaction that took long are young when it commits: the relay leaves them
+    /// to their handler for the grace period, as it does any other's, instead of publishing them
+    /// at the same time (their age used to count from the transaction's start).
+    @Test func theRowsOfASlowTransactionAreYoungWhenItCommits() async throws {
+        try await Setup.with { setup in
+            let id = try await setup.database.transaction { tx -> String in
+                try await tx.query("SELECT pg_sleep(1.5)")
+                return try await setup.insert("fixture.Work.v1", exchange: "", routingKey: "fixture.commands", on: tx)
+            }
+            #expect(try await setup.relay.relay(grace: .seconds(1)) == 0)
+            #expect(try await !setup.published(id))
+            // Once the grace has passed, the relay takes it.
+            try await waitUntil(deadline: .seconds(10)) { try await setup.relay.relay(grace: .seconds(1)) == 1 }
+            #expect(try await setup.published(id))
+        }
+    }
+}
