@@ -205,6 +205,22 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
 
+        // `shopfleet chaos`: customers over HTTP, a seeded fault schedule, the ledger read from every
+        // store. The schedule, the mix of orders and the ledger's checks are values, tested alone.
+        .target(
+            name: "Chaos",
+            dependencies: [
+                "Fleet", "ClientRuntime", "Contracts", "Messaging", "AMQPClient", "PostgresClient", "RabbitManagement",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings),
+
         // Shared by the test targets: server URLs from the environment, fault injection.
         .target(
             name: "ShopfleetTesting",
@@ -246,7 +262,7 @@ let package = Package(
             dependencies: [
                 "AMQPClient", "PostgresClient", "RedisClient", "Messaging", "Contracts", "Sagas",
                 "Catalog", "Inventory", "Orders", "Payments", "PaymentsSandbox", "Notifications", "Search", "Identity", "Auth", "Cart", "Edge", "ClientRuntime",
-                "DeadLetters", "RabbitManagement", "WorkerHost", "ServiceDomains", "Fleet",
+                "DeadLetters", "RabbitManagement", "WorkerHost", "ServiceDomains", "Fleet", "Chaos",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -311,6 +327,7 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "NotificationsTests", dependencies: ["Notifications"], swiftSettings: swiftSettings),
         .testTarget(name: "FleetTests", dependencies: ["Fleet"], swiftSettings: swiftSettings),
+        .testTarget(name: "ChaosTests", dependencies: ["Chaos", "Fleet", "ClientRuntime", "ShopfleetTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "OrdersTests", dependencies: ["Orders", "Sagas", "Contracts", "Messaging"], swiftSettings: swiftSettings),
     ]
 )

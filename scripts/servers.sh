@@ -9,13 +9,14 @@
 #   scripts/servers.sh status [instance]  say what runs where
 #   scripts/servers.sh env    [instance]  print SHOPFLEET_* URLs (with credentials) for `eval`/`source`
 #
-# Instances: `dev` (make run) and `test` (make test) use different ports, so both can run at once.
+# Instances: `dev` (make run), `test` (make test) and `chaos` (the chaos test, which stops and starts
+# its servers) use different ports, so all can run at once.
 # Every port can be changed by environment:
-#   SHOPFLEET_AMQP_PORT   dev 5680   test 5690    (Erlang distribution port: AMQP port + 20000)
-#   SHOPFLEET_MGMT_PORT   dev 15680  test 15690
-#   SHOPFLEET_EPMD_PORT   dev 4380   test 4390
-#   SHOPFLEET_PG_PORT     dev 5440   test 5450
-#   SHOPFLEET_REDIS_PORT  dev 6380   test 6390
+#   SHOPFLEET_AMQP_PORT   dev 5680   test 5690   chaos 5700   (Erlang distribution port: AMQP port + 20000)
+#   SHOPFLEET_MGMT_PORT   dev 15680  test 15690  chaos 15700
+#   SHOPFLEET_EPMD_PORT   dev 4380   test 4390   chaos 4400
+#   SHOPFLEET_PG_PORT     dev 5440   test 5450   chaos 5460
+#   SHOPFLEET_REDIS_PORT  dev 6380   test 6390   chaos 6400
 #   SHOPFLEET_DATA_DIR    default <repo>/.shopfleet/<instance>
 #   SHOPFLEET_READY_SECONDS  how long to wait for each server to be ready (default 90)
 #
@@ -29,7 +30,8 @@ INSTANCE="${2:-dev}"
 case "$INSTANCE" in
   dev)  d_amqp=5680 d_mgmt=15680 d_epmd=4380 d_pg=5440 d_redis=6380 ;;
   test) d_amqp=5690 d_mgmt=15690 d_epmd=4390 d_pg=5450 d_redis=6390 ;;
-  *) echo "servers.sh: unknown instance '$INSTANCE' (dev or test)" >&2; exit 2 ;;
+  chaos) d_amqp=5700 d_mgmt=15700 d_epmd=4400 d_pg=5460 d_redis=6400 ;;
+  *) echo "servers.sh: unknown instance '$INSTANCE' (dev, test or chaos)" >&2; exit 2 ;;
 esac
 AMQP_PORT="${SHOPFLEET_AMQP_PORT:-$d_amqp}"
 MGMT_PORT="${SHOPFLEET_MGMT_PORT:-$d_mgmt}"
@@ -44,10 +46,12 @@ RABBIT_SERVER=/usr/lib/rabbitmq/bin/rabbitmq-server
 RABBITMQCTL=/usr/lib/rabbitmq/bin/rabbitmqctl
 
 PACKAGES=(rabbitmq-server postgresql redis-server librabbitmq-dev libpq-dev libhiredis-dev pkg-config python3 python3-venv)
-# Python tools from PyPI (the SMTP sink), in a virtualenv shared by the instances.
+# Python tools from PyPI (the SMTP sink, the API fuzzer, the chaos plot), in a virtualenv shared by
+# the instances.
 TOOLS_VENV="${SHOPFLEET_TOOLS_VENV:-$ROOT/.shopfleet/tools-venv}"
 AIOSMTPD_VERSION=1.4.6
 SCHEMATHESIS_VERSION=4.32.5
+MATPLOTLIB_VERSION=3.9.4
 
 log() { echo "servers[$INSTANCE]: $*" >&2; }
 die() { echo "servers[$INSTANCE]: error: $*" >&2; exit 1; }
@@ -82,11 +86,12 @@ install_packages() {
 }
 
 ensure_python_tools() {
-  if "$TOOLS_VENV/bin/python" -c 'import aiosmtpd, schemathesis' 2>/dev/null; then return 0; fi
-  log "installing aiosmtpd $AIOSMTPD_VERSION (the SMTP sink) and schemathesis $SCHEMATHESIS_VERSION (API fuzzing) into $TOOLS_VENV"
+  if "$TOOLS_VENV/bin/python" -c 'import aiosmtpd, schemathesis, matplotlib' 2>/dev/null; then return 0; fi
+  log "installing aiosmtpd $AIOSMTPD_VERSION (the SMTP sink), schemathesis $SCHEMATHESIS_VERSION (API fuzzing) and matplotlib $MATPLOTLIB_VERSION (the chaos plot) into $TOOLS_VENV"
   [ -x "$TOOLS_VENV/bin/pip" ] || python3 -m venv "$TOOLS_VENV" || die "cannot create a Python virtualenv at $TOOLS_VENV (is python3-venv installed?)"
-  "$TOOLS_VENV/bin/pip" install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION" "schemathesis==$SCHEMATHESIS_VERSION" >&2 \
-    || die "cannot install aiosmtpd and schemathesis from PyPI into $TOOLS_VENV"
+  "$TOOLS_VENV/bin/pip" install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION" "schemathesis==$SCHEMATHESIS_VERSION" \
+    "matplotlib==$MATPLOTLIB_VERSION" >&2 \
+    || die "cannot install aiosmtpd, schemathesis and matplotlib from PyPI into $TOOLS_VENV"
 }
 
 random_secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
@@ -275,7 +280,10 @@ pidfile $DATA/redis/redis.pid
 logfile $DATA/redis/redis.log
 dir $DATA/redis
 save ""
-appendonly no
+# Carts and idempotency keys survive a restart (a chaos run restarts Redis while customers shop);
+# at most the last second of writes is lost.
+appendonly yes
+appendfsync everysec
 requirepass $REDIS_PASSWORD
 CONF
 )
@@ -341,5 +349,5 @@ case "$CMD" in
   down-redis) ensure_credentials; redis_down ;;
   status) ensure_credentials; report ;;
   env) ensure_credentials; print_env ;;
-  *) echo "usage: scripts/servers.sh install|up|down|status|env [dev|test]" >&2; exit 2 ;;
+  *) echo "usage: scripts/servers.sh install|up|down|status|env [dev|test|chaos]" >&2; exit 2 ;;
 esac

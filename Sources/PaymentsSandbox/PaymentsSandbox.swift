@@ -74,6 +74,10 @@ public final class PaymentsSandbox: Sendable {
         router.get("healthz") { _, _ in "ok\n" }
         router.get("_sandbox/stats") { _, _ in self.json(.ok, self.state.withLock { $0.stats }) }
         router.get("_sandbox/faults") { _, _ in self.json(.ok, self.state.withLock { $0.faults }) }
+        // The gateway's ledger: every PaymentIntent, oldest first (what the chaos runner audits).
+        router.get("_sandbox/intents") { _, _ in
+            self.json(.ok, self.state.withLock { state in state.intents.values.sorted { ($0.created, $0.id) < ($1.created, $1.id) } })
+        }
         router.post("_sandbox/faults") { request, _ -> Response in
             let body = try await request.body.collect(upTo: 1 << 16)
             guard let faults = try? JSONDecoder().decode(Faults.self, from: Data(body.readableBytesView)) else {
