@@ -187,14 +187,16 @@ final class ShopDriver: Sendable {
 
     private func cartReady(_ order: ShopperMix.Order, session: inout Session, email: String, password: String, edge: inout Int,
                            outcome: inout Outcome) async -> Bool {
-        guard let cleared = await reliably(.DELETE, "/v1/cart", token: session.token, edge: &edge), cleared.status == 200 else {
-            outcome.lastAnswer = "DELETE /v1/cart failed"
+        let cleared = await reliably(.DELETE, "/v1/cart", token: session.token, edge: &edge)
+        guard cleared?.status == 200 else {
+            outcome.lastAnswer = "DELETE /v1/cart: " + (cleared?.summary ?? "no answer for \(patience) (faults only)")
             return false
         }
         for line in order.lines {
-            guard let answer = await reliably(.PUT, "/v1/cart/lines/\(line.productID)", json: #"{"quantity": \#(line.quantity)}"#, token: session.token,
-                                              edge: &edge), answer.status == 200 else {
-                outcome.lastAnswer = "PUT /v1/cart/lines/\(line.productID) failed"
+            let answer = await reliably(.PUT, "/v1/cart/lines/\(line.productID)", json: #"{"quantity": \#(line.quantity)}"#, token: session.token,
+                                        edge: &edge)
+            guard answer?.status == 200 else {
+                outcome.lastAnswer = "PUT /v1/cart/lines/\(line.productID): " + (answer?.summary ?? "no answer for \(patience) (faults only)")
                 return false
             }
         }

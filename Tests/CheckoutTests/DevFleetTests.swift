@@ -15,6 +15,7 @@ import Glibc
 struct DevFleetTests {
     struct Status: Decodable {
         struct Process: Decodable {
+            var name: String
             var role: String
             var pid: Int32
             var state: String
@@ -40,20 +41,21 @@ struct DevFleetTests {
             sandbox = try await BrokerSandbox.create(topologyFile: BrokerSandbox.fleetTopologyFile, apply: false)
             scratch = try await ScratchDatabase.create("devfleet")
             directory = "/tmp/\(scratch.name)"
-            let port = TestServers.freePort(count: 12)  // nine workers from port, edge port + 9, sandbox port + 10, SMTP port + 11
+            // Ten workers from port (two orders replicas), edge port + 10, sandbox port + 11, SMTP port + 12.
+            let port = TestServers.freePort(count: 13)
             // The fleet's own settings; the "other terminal" gets none of them, only the folder.
             let environment = [
                 "SHOPFLEET_DEV_DIR": directory,
                 "SHOPFLEET_AMQP_URL": sandbox.amqpURL,
                 "SHOPFLEET_DATABASE_URL": scratch.url,
                 "SHOPFLEET_TOPOLOGY_FILE": BrokerSandbox.fleetTopologyFile,
-                "SHOPFLEET_PAYMENTS_URL": "http://127.0.0.1:\(port + 10)",
-                "SHOPFLEET_SMTP_URL": "smtp://127.0.0.1:\(port + 11)",
+                "SHOPFLEET_PAYMENTS_URL": "http://127.0.0.1:\(port + 11)",
+                "SHOPFLEET_SMTP_URL": "smtp://127.0.0.1:\(port + 12)",
                 "SHOPFLEET_WORKER_CONCURRENCY": "2",
-                "SHOPFLEET_EDGE_PORT": String(port + 9),
+                "SHOPFLEET_EDGE_PORT": String(port + 10),
                 "SHOPFLEET_OPENAPI_FILE": TestServers.repositoryRoot + "/openapi.yaml",
             ]
-            process = try ChildProcess.spawn([CheckoutFleet.binary, "dev", "--products", "20", "--first-port", String(port)],
+            process = try ChildProcess.spawn([CheckoutFleet.binary, "dev", "--products", "20", "--first-port", String(port), "--replicas", "orders=2"],
                                              extraEnvironment: environment, logFile: "\(directory).log")
         }
 
@@ -73,7 +75,7 @@ struct DevFleetTests {
         func waitReady() async throws {
             try await waitUntil(deadline: .seconds(90)) { [self] in
                 guard let status = try? await status() else { return false }
-                return status.running && status.processes.count == 12
+                return status.running && status.processes.count == 13
                     && status.processes.allSatisfy { $0.state == "ready" || ($0.role == "smtp-sink" && $0.state == "running") }
             }
         }
@@ -96,14 +98,15 @@ struct DevFleetTests {
         let dev = try await DevFleet()
         var children: [Int32] = []
         do {
-            // Every process ready, every queue consumed.
+            // Every process ready, every queue consumed; orders twice, each replica a process of its own.
             try await dev.waitReady()
             children = try await dev.status().processes.map(\.pid)
+            #expect(try await dev.status().processes.filter { $0.role == "orders" }.map(\.name) == ["orders-1", "orders-2"])
             // The management API samples queues every few seconds: the consumers show up in time.
+            // Two replicas, two consumers each.
             try await waitUntil(deadline: .seconds(30)) {
-                (try? await dev.status())?.queues.first { $0.name == "orders.saga-events" }?.consumers == 2
+                (try? await dev.status())?.queues.first { $0.name == "orders.saga-events" }?.consumers == 4
             }
-            let ready = try await dev.status()
 
             // A demo order goes through, as seen from the other terminal.
             let order = String(try await dev.shopfleet("dev", "order", "--product", "demo-0003", "--quantity", "1").filter { !$0.isWhitespace })
@@ -114,13 +117,17 @@ struct DevFleetTests {
                 ((try? FileManager.default.contentsOfDirectory(atPath: "\(dev.directory)/mail/new")) ?? []).count == 1
             }
 
-            // A worker killed the hard way is started again.
-            let orders = try #require(ready.processes.first { $0.role == "orders" })
-            kill(orders.pid, SIGKILL)
-            try await waitUntil(deadline: .seconds(60)) {
-                guard let process = try? await dev.status().processes.first(where: { $0.role == "orders" }) else { return false }
-                return process.restarts == 1 && process.pid != orders.pid && process.state == "ready"
+            // A worker killed the hard way is started again, again and again, without backing off.
+            for round in 1...3 {
+                let orders = try #require(try await dev.status().processes.first { $0.name == "orders-2" })
+                kill(orders.pid, SIGKILL)
+                try await waitUntil(deadline: .seconds(30)) {
+                    guard let process = try? await dev.status().processes.first(where: { $0.name == "orders-2" }) else { return false }
+                    return process.restarts == round && process.pid != orders.pid && process.state == "ready"
+                }
             }
+            let log = (try? String(contentsOfFile: "\(dev.directory).log", encoding: .utf8)) ?? ""
+            #expect(log.ranges(of: "restarting orders-2 in 0.25 seconds").count == 3)
 
             // Ctrl-C stops every child, then the supervisor.
             children = try await dev.status().processes.map(\.pid)

@@ -103,6 +103,17 @@ public struct CountEffects: Query {
     public init(key: String) { self.key = key }
 }
 
+/// A request that changes something and answers: records an effect, answers how many there are.
+public struct Stamp: Query {
+    public struct Reply: Codable, Sendable, Equatable {
+        public var count: Int
+        public init(count: Int) { self.count = count }
+    }
+    public static let type = "fixture.Stamp.v1"
+    public var key: String
+    public init(key: String) { self.key = key }
+}
+
 public enum Fixture {
     public static let migrations = [
         Migration(version: 100, name: "effects", sql: """
@@ -163,6 +174,12 @@ public enum Fixture {
         handlers.on(Crash.self) { _, _ in
             kill(getpid(), SIGKILL)
         }
+        handlers.respond(Stamp.self) { request, context in
+            try await context.database.query("INSERT INTO \(table("effects")) (key, message_id) VALUES ($1, $2)",
+                                             [request.key, context.envelope.messageID])
+            let rows = try await context.database.query("SELECT count(*) FROM \(table("effects")) WHERE key = $1", [request.key])
+            return Stamp.Reply(count: try rows[0].decode(Int.self, 0))
+        }
         handlers.answer(CountEffects.self) { query, context in
             let rows = try await context.database.query("SELECT count(*) FROM \(table("effects")) WHERE key = $1", [query.key])
             return CountEffects.Reply(count: try rows[0].decode(Int.self, 0))
@@ -191,6 +208,8 @@ struct FixtureWorkerMain {
         switch env("FIXTURE_CRASH") {
         case "after-commit":
             hooks.afterCommit = { envelope in if envelope.type == Work.type { kill(getpid(), SIGKILL) } }
+        case "request-after-commit":
+            hooks.afterCommit = { envelope in if envelope.type == Stamp.type { kill(getpid(), SIGKILL) } }
         case "after-ack":
             hooks.afterAck = { envelope in if envelope.type == Work.type { kill(getpid(), SIGKILL) } }
         default:

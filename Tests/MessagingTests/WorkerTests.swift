@@ -98,6 +98,23 @@ struct WorkerTests {
         }
     }
 
+    /// A request whose worker died after its commit, before it answered: the broker delivers it
+    /// again (to the next worker) while its caller still waits, and the caller gets the first
+    /// handling's answer — not a refusal as a duplicate, and not a second effect.
+    @Test func aRequestDeliveredAgainAfterItsCommitGetsTheFirstAnswer() async throws {
+        try await FixtureFleet.with { fleet in
+            try await fleet.start(crash: "request-after-commit")
+            let key = TestServers.uniqueName("stamp")
+            let queries = try await QueryClient(connection: fleet.amqp)
+            async let answer = queries.ask(Stamp(key: key), timeout: .seconds(30))
+            #expect(try await fleet.exited() == 128 + SIGKILL)
+            try await fleet.start()
+            #expect(try await answer == Stamp.Reply(count: 1))
+            #expect(try await fleet.count("effects", key: key) == 1)
+            try await queries.close()
+        }
+    }
+
     /// Killed after the ack, before the outbox rows went out: the relay publishes the rows after the
     /// restart. (The ack may or may not have left the process before the kill; if not, the
     /// redelivery is a duplicate.) Each effect happens once.

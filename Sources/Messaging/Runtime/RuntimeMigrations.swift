@@ -43,6 +43,11 @@ public enum RuntimeMigrations {
         Migration(version: 2, name: "runtime_outbox_created_at_commit", sql: """
             ALTER TABLE outbox ALTER COLUMN created_at SET DEFAULT clock_timestamp();
             """),
+        // A request's answer, kept with its inbox row: a request delivered again after its worker
+        // died between the commit and the reply is answered with it.
+        Migration(version: 3, name: "runtime_inbox_reply", sql: """
+            ALTER TABLE inbox ADD COLUMN reply bytea;
+            """),
     ]
 
     /// The runtime's migrations followed by the domain's, checked for clashing versions.

@@ -318,6 +318,7 @@ public final class Worker: Service, Sendable {
         if let responder = handlers.responders[envelope.type] {
             await answer(delivery, envelope: envelope, publisher: publisher, logger: logger) {
                 let (reply, records) = try await self.respondInTransaction(envelope, queue: queue, responder: responder, logger: logger)
+                await self.hooks.afterCommit?(envelope)
                 if !records.isEmpty { await pipeline.submit(records) }
                 return reply
             }
@@ -449,19 +450,25 @@ public final class Worker: Service, Sendable {
     }
 
     /// A request that changes something and answers: inbox, handler, outbox in one transaction,
-    /// the reply sent after commit. A redelivered request (the caller long gone) is answered with an
-    /// error and has no second effect.
+    /// the reply sent after commit. The reply is kept with the inbox row, in the same transaction:
+    /// a request delivered again (the worker died after its commit, before it answered, and its
+    /// caller still waits) gets the first handling's answer, and has no second effect.
     private func respondInTransaction(_ envelope: Envelope, queue: String, responder: HandlerRegistry.ErasedResponder,
                                       logger: MessageLogger) async throws -> ([UInt8], [OutboxRecord]) {
+        let inbox = "\(quoteIdentifier(options.schema)).inbox"
         let answered = try await withInbox(envelope, queue: queue) { tx in
             let context = HandlerContext(envelope: envelope, database: tx, logger: logger, schema: options.schema, queries: queries)
             let reply = try await responder(envelope, context)
+            try context.write("UPDATE \(inbox) SET reply = $2 WHERE message_id = $1", [envelope.messageID, Data(reply)])
             return (reply, try await context.commit())
         }
-        guard let answered else {
+        if let answered { return answered }
+        let stored = try await database.query("SELECT reply FROM \(inbox) WHERE message_id = $1", [envelope.messageID])
+        guard stored.count == 1, let reply = try stored[0].decode(Data?.self, 0) else {
             throw PermanentFailure("duplicate", "request \(envelope.messageID) was handled before; its answer went to the first delivery")
         }
-        return answered
+        logger.info("request delivered again: answered with what its first handling answered")
+        return (Array(reply), [])
     }
 
     /// Runs `body` in a transaction that records the message in the inbox; nil, with nothing
