@@ -150,7 +150,11 @@ public enum CartService {
                 context.logger.info("order already taken out of the cart; nothing to do", metadata: ["order_id": .string(event.order.orderID)])
             }
         }
+        // A checkout is remembered for a week, longer than the edge remembers an order's key (a day).
+        let forget = ScheduledJob("forget-old-checkouts", every: .seconds(600)) { job in
+            try await job.database.query("DELETE FROM \(checkouts) WHERE created_at < now() - interval '7 days'")
+        }
         return WorkerDefinition(service: "cart", schema: schema, queues: ["cart.queries", "cart.order-events"], migrations: migrations,
-                                handlers: handlers)
+                                handlers: handlers, jobs: [forget])
     }
 }

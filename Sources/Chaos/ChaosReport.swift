@@ -40,6 +40,7 @@ public struct ChaosReport: Sendable, Codable {
     public var requests: Int
     public var retriedRequests: Int
     public var serverErrors: Int
+    public var tooManyRequests: Int
     public var timeouts: Int
     public var connectionFailures: Int
     public var cartsRefilled: Int
@@ -85,7 +86,7 @@ public struct ChaosReport: Sendable, Codable {
                      + "\(orders.cancelled.values.reduce(0, +)) cancelled (\(cancelled.isEmpty ? "none" : cancelled)), \(orders.refused) never accepted")
         let byKind = Dictionary(grouping: faults, by: \.kind).sorted { $0.key < $1.key }.map { "\($0.value.count) \($0.key)" }
         lines.append("faults: \(faults.count) (\(byKind.joined(separator: ", "))); \(restarts) process restarts")
-        lines.append("customers: \(requests) requests, \(retriedRequests) sent again (\(serverErrors) 5xx, \(timeouts) timeouts, "
+        lines.append("customers: \(requests) requests, \(retriedRequests) sent again (\(serverErrors) 5xx, \(tooManyRequests) 429, \(timeouts) timeouts, "
                      + "\(connectionFailures) refused connections), \(cartsRefilled) carts filled again")
         lines.append("last fault over at \(Self.tenths(lastFaultOver)) s, last order terminal at \(Self.tenths(lastOrderTerminal)) s: "
                      + "recovered \(Self.tenths(recovery)) s after the last fault; quiet \(Self.tenths(quietAfter)) s after it")

@@ -214,7 +214,8 @@ public struct ChaosRun: Sendable {
         for outcome in results { if let id = outcome.orderID { acceptedOrders[id] = outcome.order } }
         let expectations = LedgerExpectations(
             accepted: acceptedOrders, refused: results.filter { $0.orderID == nil }.map { ($0.order, $0.lastAnswer) },
-            initialStock: Dictionary(uniqueKeysWithValues: mix.products.map { ($0.sku, $0.stock) }), injectedLetters: injected)
+            initialStock: Dictionary(uniqueKeysWithValues: mix.products.map { ($0.sku, $0.stock) }), injectedLetters: injected,
+            planned: scenario.orders, copiesExplained: injector.happened.filter(\.canRepeatANotification).count)
         let (checks, violations) = Ledger.check(snapshot, expectations)
 
         let mine = snapshot.orders.filter { acceptedOrders[$0.key] != nil }.values
@@ -231,6 +232,7 @@ public struct ChaosRun: Sendable {
             restarts: supervisor.events.filter { if case .restarting = $0.kind { return true }; return false }.count,
             timeline: .init(accepted: results.compactMap(\.acceptedAt).sorted(), finished: finished.sorted()),
             requests: counters.requests, retriedRequests: counters.retries, serverErrors: counters.serverErrors,
+            tooManyRequests: counters.tooManyRequests,
             timeouts: counters.timeouts, connectionFailures: counters.connectionFailures, cartsRefilled: counters.cartsRefilled,
             checks: checks, violations: violations,
             redeliveredEmails: Ledger.redeliveredCopies(snapshot.mails), redeliveredWebhooks: Ledger.redeliveredCopies(sink.deliveries),

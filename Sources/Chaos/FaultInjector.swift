@@ -24,6 +24,17 @@ final class FaultInjector: Sendable {
         var summary: String
         var kind: String
         var error: String?
+
+        /// Whether it can make the notifications worker send an email or a webhook call twice: by
+        /// striking between the send and its commit (a kill or a freeze of that worker, the
+        /// database going away).
+        var canRepeatANotification: Bool {
+            switch fault {
+            case .kill(let process), .freeze(let process, _): return process.hasPrefix("notifications")
+            case .restart(let server, _): return server == .postgres
+            case .gateway: return false
+            }
+        }
     }
 
     /// How to stop and start a server: `scripts/servers.sh down-<server>|up-<server> <instance>`.

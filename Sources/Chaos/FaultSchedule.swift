@@ -13,6 +13,23 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         return z ^ (z >> 31)
     }
 
+    /// A number in `range`, from the next 53 bits: the same on every machine and Swift version
+    /// (the standard library's `random(in:using:)` promises no particular algorithm).
+    public mutating func uniform(_ range: ClosedRange<Double>) -> Double {
+        range.lowerBound + (range.upperBound - range.lowerBound) * Double(next() >> 11) * 0x1p-53
+    }
+
+    /// A number in 0..<1.
+    public mutating func unit() -> Double { Double(next() >> 11) * 0x1p-53 }
+
+    /// A whole number in `range`.
+    public mutating func integer(_ range: ClosedRange<Int>) -> Int {
+        range.lowerBound + Int(next() % UInt64(range.upperBound - range.lowerBound + 1))
+    }
+
+    /// One of `elements` (not empty).
+    public mutating func pick<T>(_ elements: [T]) -> T { elements[integer(0...(elements.count - 1))] }
+
     /// A generator for one purpose (`faults`, order number 17), independent of the others drawn
     /// from the same seed: adding a fault does not change the orders.
     public static func stream(_ seed: UInt64, _ purpose: UInt64) -> SeededGenerator {
@@ -91,15 +108,15 @@ public enum FaultSchedule {
         let window = scenario.faultsFor.components.seconds
         if let every = scenario.killEvery, !killable.isEmpty {
             var random = SeededGenerator.stream(scenario.seed, 1)
-            var at = Double.random(in: every, using: &random)
+            var at = random.uniform(every)
             while at < Double(window) {
-                faults.append(ScheduledFault(at: at, fault: .kill(process: killable.randomElement(using: &random)!)))
-                at += Double.random(in: every, using: &random)
+                faults.append(ScheduledFault(at: at, fault: .kill(process: random.pick(killable))))
+                at += random.uniform(every)
             }
         }
         var frozen = SeededGenerator.stream(scenario.seed, 2)
         for at in scenario.freezeAt where !freezable.isEmpty {
-            faults.append(ScheduledFault(at: at, fault: .freeze(process: freezable.randomElement(using: &frozen)!, seconds: scenario.freezeFor)))
+            faults.append(ScheduledFault(at: at, fault: .freeze(process: frozen.pick(freezable), seconds: scenario.freezeFor)))
         }
         faults += scenario.restartBrokerAt.map { ScheduledFault(at: $0, fault: .restart(server: .rabbitmq, downFor: 0)) }
         faults += scenario.restartDatabaseAt.map { ScheduledFault(at: $0, fault: .restart(server: .postgres, downFor: 0)) }

@@ -112,13 +112,21 @@ public struct LedgerExpectations: Sendable {
     public var initialStock: [String: Int]
     /// Message id → why the run dead-lettered it on purpose.
     public var injectedLetters: [String: String]
+    /// Orders the run meant to place.
+    public var planned: Int
+    /// Copies of one email or webhook call (the same delivery sent again) the run's faults can
+    /// explain: each needs a notifications process killed or frozen, or the database lost, between
+    /// the send and its commit.
+    public var copiesExplained: Int
 
     public init(accepted: [String: ShopperMix.Order], refused: [(order: ShopperMix.Order, lastAnswer: String)], initialStock: [String: Int],
-                injectedLetters: [String: String]) {
+                injectedLetters: [String: String], planned: Int, copiesExplained: Int) {
         self.accepted = accepted
         self.refused = refused
         self.initialStock = initialStock
         self.injectedLetters = injectedLetters
+        self.planned = planned
+        self.copiesExplained = copiesExplained
     }
 }
 
@@ -156,9 +164,16 @@ public enum Ledger {
         }
         let sortedAccepted = expected.accepted.sorted { $0.value.number < $1.value.number }
 
-        run("accepted", "every order a customer tried was accepted (202) in the end") { found in
+        run("accepted", "every planned order was tried and accepted (202) in the end; the store holds no order nobody was told of") { found in
+            let tried = expected.accepted.count + expected.refused.count
+            if tried != expected.planned {
+                found.append(Violation(check: "accepted", subject: "the run", detail: "\(tried) of \(expected.planned) orders were tried (customers who could not sign in?)"))
+            }
             for (order, answer) in expected.refused.sorted(by: { $0.order.number < $1.order.number }) {
                 found.append(Violation(check: "accepted", subject: "order #\(order.number)", detail: "never accepted; last answer: \(answer)"))
+            }
+            for id in snapshot.orders.keys.sorted() where expected.accepted[id] == nil {
+                found.append(Violation(check: "accepted", subject: "order \(id)", detail: "in the orders store, but no customer got a 202 for it"))
             }
         }
         run("terminal", "every accepted order exists once and is completed or cancelled, its saga too") { found in
@@ -181,7 +196,7 @@ public enum Ledger {
                 }
             }
         }
-        run("outcome", "an order nothing stops completes; a declined card cancels") { found in
+        run("outcome", "an order nothing stops completes; a declined card cancels; a cancel's reason fits what the order asked for") { found in
             for (id, asked) in sortedAccepted {
                 guard let order = snapshot.orders[id] else { continue }
                 if asked.mustComplete, order.status == "cancelled" {
@@ -189,6 +204,14 @@ public enum Ledger {
                 }
                 if asked.card != .good, order.status == "completed" {
                     found.append(Violation(check: "outcome", subject: "order \(id)", detail: "completed with the card \(asked.card.rawValue), which the gateway declines"))
+                }
+                guard order.status == "cancelled" else { continue }
+                let reason = order.reason ?? ""
+                let fits = (reason.contains("payment declined") && asked.card != .good) || (reason.contains("cancelled by the customer") && asked.cancels)
+                    || (reason.contains("out of stock") && asked.scarce)
+                if !fits {
+                    found.append(Violation(check: "outcome", subject: "order \(id)",
+                                           detail: "cancelled for '\(reason)', which does not fit what it asked for (card \(asked.card.rawValue), cancel \(asked.cancels), scarce \(asked.scarce))"))
                 }
             }
         }
@@ -244,12 +267,20 @@ public enum Ledger {
                 found.append(Violation(check: "gateway", subject: "the gateway's ledger", detail: "captured \(capturedTotal) in all, completed orders total \(completedTotal)"))
             }
         }
-        run("emails", "one email per order per event") { found in
+        run("emails", "one email per order per event; a copy only where a fault struck between the send and its commit") { found in
             found += deliveries(snapshot.mails, orders: snapshot.orders, accepted: expected.accepted, check: "emails", what: "email")
+            let copies = redeliveredCopies(snapshot.mails)
+            if copies > expected.copiesExplained {
+                found.append(Violation(check: "emails", subject: "the SMTP sink", detail: "\(copies) emails received twice, more than the \(expected.copiesExplained) the faults explain"))
+            }
         }
         if let webhooks = snapshot.webhooks {
-            run("webhooks", "one webhook call per order per event") { found in
+            run("webhooks", "one webhook call per order per event; a copy only where a fault struck between the call and its commit") { found in
                 found += deliveries(webhooks, orders: snapshot.orders, accepted: expected.accepted, check: "webhooks", what: "webhook call")
+                let copies = redeliveredCopies(webhooks)
+                if copies > expected.copiesExplained {
+                    found.append(Violation(check: "webhooks", subject: "the webhook receiver", detail: "\(copies) calls received twice, more than the \(expected.copiesExplained) the faults explain"))
+                }
             }
         }
         run("dead letters", "no dead letter but those the run made on purpose, each with its reason") { found in

@@ -73,21 +73,22 @@ public struct ShopperMix: Sendable, Equatable {
         var random = SeededGenerator.stream(seed, 1_000 + UInt64(number))
         var lines: [Order.Line] = []
         var scarceLine = false
-        for _ in 0..<Int.random(in: 1...2, using: &random) {
+        for _ in 0..<random.integer(1...2) {
             let product: Product
-            if Double.random(in: 0..<1, using: &random) < 0.1 {
-                product = scarce.randomElement(using: &random)!
+            if random.unit() < 0.1 {
+                product = random.pick(scarce)
                 scarceLine = true
             } else {
-                product = plenty.randomElement(using: &random)!
+                product = random.pick(plenty)
             }
+            let quantity = random.integer(1...2)
             if !lines.contains(where: { $0.productID == product.id }) {
-                lines.append(Order.Line(productID: product.id, quantity: Int.random(in: 1...2, using: &random)))
+                lines.append(Order.Line(productID: product.id, quantity: quantity))
             }
         }
-        let roll = Double.random(in: 0..<1, using: &random)
+        let roll = random.unit()
         let card: Card = roll < 0.85 ? .good : roll < 0.95 ? .declined : .insufficientFunds
-        let cancels = Double.random(in: 0..<1, using: &random) < 0.05
+        let cancels = random.unit() < 0.05
         return Order(number: number, lines: lines, card: card, cancels: cancels, scarce: scarceLine)
     }
 }

@@ -43,12 +43,6 @@ struct StoreReader: Sendable {
         return out
     }
 
-    /// Terminal orders' last change, for the plot: seconds since `start`.
-    func finishedTimes(since start: Date) async throws -> [Double] {
-        let rows = try await database.query("SELECT updated_at FROM orders.orders WHERE status IN ('completed', 'cancelled') ORDER BY updated_at")
-        return try (0..<rows.count).map { try rows[$0].decode(Date.self, 0).timeIntervalSince(start) }
-    }
-
     func snapshot(webhooks: [LedgerSnapshot.Delivery]?) async throws -> LedgerSnapshot {
         var snapshot = LedgerSnapshot()
         let orders = try await database.query("""

@@ -209,33 +209,80 @@ extension ChildProcess {
 }
 
 /// A child started with ``ChildProcess/spawn(_:extraEnvironment:logFile:)``.
+///
+/// One thread of its own waits for the child (`waitpid` blocks) from the start, and keeps its exit
+/// status: every caller of ``wait()`` gets the same status (no two callers reap the same pid and
+/// one of them reads nothing), and ``poll()`` only reads it.
 public final class RunningProcess: Sendable {
     public let pid: pid_t
-    private let exit = Mutex<Int32?>(nil)
+    private struct State {
+        var status: Int32?
+        var waiters: [UInt64: UnsafeContinuation<Int32, Never>] = [:]
+        var next: UInt64 = 0
+    }
+    private let state = Mutex(State())
 
-    init(pid: pid_t) { self.pid = pid }
-
-    public func signal(_ signal: Int32) { _ = kill(pid, signal) }
-
-    /// The exit status if the child has ended (reaping it), nil while it runs. Does not block.
-    public func poll() -> Int32? {
-        if let status = exit.withLock({ $0 }) { return status }
-        var status: Int32 = 0
-        guard waitpid(pid, &status, WNOHANG) == pid else { return nil }
-        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-        exit.withLock { $0 = code }
-        return code
+    init(pid: pid_t) {
+        self.pid = pid
+        let reaper = ConnectionThread(name: "reap \(pid)", spin: .zero)
+        reaper.execute { [self] in finish(ChildProcess.waitBlocking(pid)) }
+        reaper.stop()
     }
 
-    /// Waits for the child to end (on a thread of its own, not the cooperative pool); its status.
+    private func finish(_ status: Int32) {
+        let waiters = state.withLock { state in
+            state.status = status
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters { waiter.resume(returning: status) }
+    }
+
+    /// Sends `signal` to the child, unless it has ended (its pid may belong to another process by then).
+    public func signal(_ signal: Int32) {
+        state.withLock { state in
+            if state.status == nil { _ = kill(pid, signal) }
+        }
+    }
+
+    /// The exit status if the child has ended, nil while it runs. Does not block.
+    public func poll() -> Int32? { state.withLock { $0.status } }
+
+    /// Waits for the child to end; its status (the code, or 128 + the signal that killed it).
+    /// Cancelled, it returns -1 at once, and the child goes on.
     public func wait() async -> Int32 {
-        if let status = exit.withLock({ $0 }) { return status }
-        let thread = ConnectionThread(name: "wait \(pid)", spin: .zero)
-        defer { thread.stop() }
-        let pid = self.pid
-        let status = (try? await thread.submit { ChildProcess.waitBlocking(pid) }) ?? -1
-        exit.withLock { $0 = status }
-        return status
+        let key = state.withLock { state -> UInt64 in
+            state.next += 1
+            return state.next
+        }
+        return await withTaskCancellationHandler {
+            await withUnsafeContinuation { (continuation: UnsafeContinuation<Int32, Never>) in
+                let ended: Int32? = state.withLock { state in
+                    if let status = state.status { return status }
+                    if Task.isCancelled { return -1 }
+                    state.waiters[key] = continuation
+                    return nil
+                }
+                if let ended { continuation.resume(returning: ended) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { $0.waiters.removeValue(forKey: key) }
+            waiter?.resume(returning: -1)
+        }
+    }
+
+    /// Waits up to `limit` for the child to end; nil if it still runs.
+    public func wait(upTo limit: Duration) async -> Int32? {
+        if let status = poll() { return status }
+        return await withTaskGroup(of: Int32?.self) { group in
+            group.addTask { await self.wait() }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first ?? poll()
+        }
     }
 }
-

@@ -315,6 +315,14 @@ struct AdminRoutes {
                 throw Problem.invalid("POST /v1/admin/stock/{sku} needs an Idempotency-Key header (1 to 100 characters) so that a retry adjusts the stock once")
             }
             let body = try await StockBody.read(request)
+            // The same key with another change is a mistake the inbox would hide (the second change
+            // would be dropped as a copy of the first): refuse it.
+            let fingerprint = RefreshTokens.hash("\(body.delta)|\(body.reason)")
+            let remembered = "shopfleet:idempotency:stock:\(RefreshTokens.hash("\(sku):\(key)"))"
+            let stored = try await edge.redis.send("SET", remembered, fingerprint, "NX", "GET", "EX", 7 * 86_400)
+            if let previous = stored.string, previous != fingerprint {
+                throw Problem.invalid("this Idempotency-Key was used for another change of \(sku); use a new key for a new change")
+            }
             try await edge.send(AdjustStock(sku: sku, delta: body.delta, reason: body.reason),
                                 messageID: "stock-" + RefreshTokens.hash("\(sku):\(key)").prefix(40))
             return try json(Accepted(accepted: "stock \(sku) \(body.delta > 0 ? "+" : "")\(body.delta)"), status: .accepted)

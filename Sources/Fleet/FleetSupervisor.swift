@@ -57,16 +57,26 @@ public final class FleetSupervisor: Service, Sendable {
         var started: ContinuousClock.Instant
         var restarts: Int
         var policy: RestartPolicy
+        /// False after ``stop(_:)``: not started again until ``start(_:)``.
         var supervised: Bool
+        /// Which process of this name it is (1 for the first): a watcher acts only for the
+        /// process it watched, never for one started again meanwhile.
+        var generation: Int
+    }
+
+    /// Every decision to start, restart or stop is taken under this one lock, together with the
+    /// spawn it leads to: nothing starts after ``stopAll(grace:)`` took its list, a stopped process
+    /// is not brought back by a restart already under way, and two starters never both spawn.
+    private struct State {
+        var children: [String: Child] = [:]
+        var stopping = false
     }
 
     public let plan: FleetPlan
     private let output: Output
     private let policy: RestartPolicy
-    private let children = Mutex<[String: Child]>([:])
+    private let state = Mutex(State())
     private let log = Mutex<[Event]>([])
-    private let stopping = Atomic<Bool>(false)
-    /// Wakes `run()`'s watchers when a process is started again by hand.
     private let changed: @Sendable () -> Void
 
     /// - Parameter onChange: called after every start, exit and restart (`shopfleet dev` rewrites
@@ -81,19 +91,27 @@ public final class FleetSupervisor: Service, Sendable {
 
     // MARK: - Starting and watching
 
-    /// Starts every process of the plan that is not running. Throws if one cannot be spawned.
+    /// Starts every process of the plan that has not been started. Throws if one cannot be spawned.
     public func start() throws {
-        for process in plan.processes where children.withLock({ $0[process.name] == nil }) {
-            try spawn(process, restarts: 0)
+        for process in plan.processes {
+            let spawned = try state.withLock { state -> Bool in
+                guard !state.stopping, state.children[process.name] == nil else { return false }
+                try spawn(process, restarts: 0, policy: policy, generation: 1, into: &state)
+                return true
+            }
+            if spawned { record(process.name, .started) }
         }
     }
 
     /// Starts the processes (those not started yet) and restarts any that ends, until graceful
-    /// shutdown or ``stopAll(grace:)``; then stops them all.
+    /// shutdown, cancellation or ``stopAll(grace:)``; then stops them all.
     public func run() async throws {
-        try start()
-        // The watchers wait for their processes on threads, which cancellation cannot interrupt:
-        // a shutdown or a cancellation stops the processes, and that ends the watchers.
+        do {
+            try start()
+        } catch {
+            await stopAll()
+            throw error
+        }
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
                 await withTaskGroup(of: Void.self) { group in
@@ -102,52 +120,93 @@ public final class FleetSupervisor: Service, Sendable {
                     }
                 }
             } onGracefulShutdown: {
-                self.stopping.store(true, ordering: .releasing)
-                Task { await self.stopAll() }
+                self.beginStopping()
             }
         } onCancel: {
-            self.stopping.store(true, ordering: .releasing)
-            Task { await self.stopAll() }
+            self.beginStopping()
         }
         await stopAll()
     }
 
+    /// Marks the fleet as stopping and asks every process to stop (SIGTERM); ``stopAll(grace:)``
+    /// waits for them and kills the late ones.
+    private func beginStopping() {
+        let all = state.withLock { state in
+            state.stopping = true
+            return state.children.values.map(\.process)
+        }
+        for process in all { process.signal(SIGTERM) }
+    }
+
+    /// What a watcher does once its process ended.
+    private enum AfterExit {
+        case end, watchAgain, waitForStart
+        case restart(after: Duration)
+    }
+
     /// Waits for `process` to end and starts it again, until the fleet stops.
     private func watch(_ process: FleetPlan.Process) async {
-        while !stopping.load(ordering: .acquiring) {
-            guard let child = children.withLock({ $0[process.name] }) else { return }
-            let status = await child.process.wait()
-            if stopping.load(ordering: .acquiring) { return }
-            record(process.name, .exited(status: status))
-            // Stopped on purpose (``stop(_:)``): wait until started again by hand.
-            if !(children.withLock { $0[process.name]?.supervised ?? false }) {
-                while !stopping.load(ordering: .acquiring),
-                      children.withLock({ $0[process.name].map { $0.process === child.process } ?? true }) {
-                    try? await Task.sleep(for: .milliseconds(100))
-                }
+        while true {
+            guard let watched = state.withLock({ state -> (process: RunningProcess, generation: Int)? in
+                guard !state.stopping, let entry = state.children[process.name] else { return nil }
+                return (entry.process, entry.generation)
+            }) else { return }
+            let (child, generation) = watched
+            // Looks up every half second, so that a stopping fleet never waits on a process
+            // that ignores SIGTERM (stopAll kills it after its grace).
+            guard let status = await child.wait(upTo: .milliseconds(500)) else {
+                if state.withLock({ $0.stopping }) || Task.isCancelled { return }
                 continue
             }
-            let delay = children.withLock { children -> Duration in
-                guard var entry = children[process.name] else { return .zero }
+            let next = state.withLock { state -> AfterExit in
+                guard !state.stopping else { return .end }
+                guard var entry = state.children[process.name], entry.generation == generation else { return .watchAgain }
+                guard entry.supervised else { return .waitForStart }
                 let delay = entry.policy.delay(afterExit: status, ranFor: .now - entry.started)
-                children[process.name] = entry
-                return delay
+                state.children[process.name] = entry
+                return .restart(after: delay)
             }
-            record(process.name, .restarting(after: delay))
-            try? await Task.sleep(for: delay)
-            if stopping.load(ordering: .acquiring) { return }
-            // Someone may have started it by hand meanwhile.
-            guard children.withLock({ $0[process.name]?.process === child.process }) else { continue }
-            do {
-                try spawn(process, restarts: (children.withLock { $0[process.name]?.restarts } ?? 0) + 1)
-            } catch {
-                emit(process.name, "supervisor: cannot restart \(process.name): \(error)")
-                try? await Task.sleep(for: .seconds(1))
+            if case .end = next { return }
+            record(process.name, .exited(status: status))
+            switch next {
+            case .end, .watchAgain:
+                continue
+            case .waitForStart:
+                await waitUntilReplaced(process.name, generation)
+            case .restart(let delay):
+                record(process.name, .restarting(after: delay))
+                try? await Task.sleep(for: delay)
+                do {
+                    let spawned = try state.withLock { state -> Bool in
+                        guard !state.stopping, let entry = state.children[process.name], entry.generation == generation, entry.supervised else {
+                            return false
+                        }
+                        try spawn(process, restarts: entry.restarts + 1, policy: entry.policy, generation: generation + 1, into: &state)
+                        return true
+                    }
+                    if spawned {
+                        record(process.name, .started)
+                    } else {
+                        await waitUntilReplaced(process.name, generation)
+                    }
+                } catch {
+                    emit(process.name, "supervisor: cannot restart \(process.name): \(error)")
+                    try? await Task.sleep(for: .seconds(1))
+                }
             }
         }
     }
 
-    private func spawn(_ process: FleetPlan.Process, restarts: Int) throws {
+    /// Until the process of `name` is another than `generation` (``start(_:)``) or the fleet stops.
+    private func waitUntilReplaced(_ name: String, _ generation: Int) async {
+        while !state.withLock({ $0.stopping || $0.children[name]?.generation != generation }) {
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// Spawns `process`, under the state's lock (a spawn takes a millisecond or two).
+    private func spawn(_ process: FleetPlan.Process, restarts: Int, policy: RestartPolicy, generation: Int,
+                       into state: inout State) throws {
         var environment = plan.environment(of: process)
         environment[ParentWatch.variable] = String(getpid())
         let running: RunningProcess
@@ -158,12 +217,8 @@ public final class FleetSupervisor: Service, Sendable {
             let name = process.name
             running = try ChildProcess.spawn(process.argv, extraEnvironment: environment) { line(name, $0) }
         }
-        children.withLock { children in
-            let previous = children[process.name]
-            children[process.name] = Child(process: running, startedAt: Date(), started: .now, restarts: restarts,
-                                           policy: previous?.policy ?? policy, supervised: true)
-        }
-        record(process.name, .started)
+        state.children[process.name] = Child(process: running, startedAt: Date(), started: .now, restarts: restarts, policy: policy,
+                                             supervised: true, generation: generation)
     }
 
     private func record(_ process: String, _ kind: Event.Kind) {
@@ -192,9 +247,9 @@ public final class FleetSupervisor: Service, Sendable {
 
     /// Every process as last started, in the plan's order.
     public func status() -> [Status] {
-        children.withLock { children in
+        state.withLock { state in
             plan.processes.compactMap { process in
-                guard let child = children[process.name] else { return nil }
+                guard let child = state.children[process.name] else { return nil }
                 return Status(name: process.name, role: process.role, kind: process.kind, pid: child.process.pid, port: process.port,
                               health: process.health, restarts: child.restarts, startedAt: child.startedAt, supervised: child.supervised)
             }
@@ -205,11 +260,11 @@ public final class FleetSupervisor: Service, Sendable {
     public var events: [Event] { log.withLock { $0 } }
 
     /// The pid `name` runs as now, if it was started.
-    public func pid(of name: String) -> Int32? { children.withLock { $0[name]?.process.pid } }
+    public func pid(of name: String) -> Int32? { state.withLock { $0.children[name]?.process.pid } }
 
     /// Whether `name`'s current process is alive (started and not yet ended).
     public func isRunning(_ name: String) -> Bool {
-        guard let process = children.withLock({ $0[name]?.process }) else { return false }
+        guard let process = state.withLock({ $0.children[name]?.process }) else { return false }
         return process.poll() == nil
     }
 
@@ -217,48 +272,61 @@ public final class FleetSupervisor: Service, Sendable {
 
     /// Sends `signal` to the current process of `name`.
     public func signal(_ name: String, _ signal: Int32) {
-        children.withLock { $0[name] }?.process.signal(signal)
+        state.withLock { $0.children[name]?.process }?.signal(signal)
     }
 
     /// SIGKILLs `name` and waits (up to 10 s) for it to be gone; the supervisor starts it again.
     public func kill(_ name: String) async throws {
-        guard let process = children.withLock({ $0[name]?.process }) else { throw PlanError("no process \(name) in this fleet") }
+        guard let process = state.withLock({ $0.children[name]?.process }) else { throw PlanError("no process \(name) in this fleet") }
         process.signal(SIGKILL)
-        _ = try await withDeadline(.seconds(10)) { await process.wait() }
+        guard await process.wait(upTo: .seconds(10)) != nil else { throw PlanError("\(name) (pid \(process.pid)) did not die within 10 s of SIGKILL") }
     }
 
-    /// Stops `name` (SIGTERM, then SIGKILL after `grace`) and does not restart it until ``start(_:)``.
+    /// Stops `name` (SIGTERM, then SIGKILL after `grace`) and does not start it again until ``start(_:)``.
     public func stop(_ name: String, grace: Duration = .seconds(25)) async {
-        guard let process = children.withLock({ children -> RunningProcess? in
-            children[name]?.supervised = false
-            return children[name]?.process
+        guard let process = state.withLock({ state -> RunningProcess? in
+            state.children[name]?.supervised = false
+            return state.children[name]?.process
         }) else { return }
         await Self.terminate([(name, process)], grace: grace) { self.emit($0, $1) }
     }
 
-    /// Starts `name` again after ``stop(_:)`` (or at once, if it is running, nothing happens).
+    /// Starts `name` again after ``stop(_:)``; if it is running, it is only supervised again.
     public func start(_ name: String) throws {
         guard let process = plan.process(name) else { throw PlanError("no process \(name) in this fleet") }
-        if isRunning(name) { return }
-        try spawn(process, restarts: (children.withLock { $0[name]?.restarts } ?? -1) + 1)
+        let spawned = try state.withLock { state -> Bool in
+            guard !state.stopping else { throw PlanError("the fleet is stopping") }
+            let entry = state.children[name]
+            if let entry, entry.process.poll() == nil {
+                state.children[name]?.supervised = true
+                return false
+            }
+            try spawn(process, restarts: (entry?.restarts ?? -1) + 1, policy: entry?.policy ?? policy, generation: (entry?.generation ?? 0) + 1,
+                      into: &state)
+            return true
+        }
+        if spawned { record(name, .started) }
     }
 
-    /// Stops every process: SIGTERM, then SIGKILL for any still there after `grace`. The
-    /// supervisor restarts nothing afterwards.
+    /// Stops every process: SIGTERM, then SIGKILL for any still there after `grace`. Nothing is
+    /// started afterwards.
     public func stopAll(grace: Duration = .seconds(25)) async {
-        stopping.store(true, ordering: .releasing)
-        let all = children.withLock { children in plan.processes.compactMap { p in children[p.name].map { (p.name, $0.process) } } }
+        let all = state.withLock { state in
+            state.stopping = true
+            return plan.processes.compactMap { p in state.children[p.name].map { (p.name, $0.process) } }
+        }
         await Self.terminate(all, grace: grace) { self.emit($0, $1) }
     }
 
     private static func terminate(_ processes: [(String, RunningProcess)], grace: Duration,
                                   say: @escaping @Sendable (String, String) -> Void) async {
-        for (_, process) in processes where process.poll() == nil { process.signal(SIGTERM) }
+        for (_, process) in processes { process.signal(SIGTERM) }
         await withTaskGroup(of: Void.self) { group in
             for (name, process) in processes {
                 group.addTask {
-                    if (try? await withDeadline(grace, { await process.wait() })) == nil {
+                    if await process.wait(upTo: grace) == nil {
                         say(name, "supervisor: \(name) did not stop within \(grace); killing it")
+                        process.signal(SIGCONT)  // a frozen process dies of SIGKILL too, but says nothing
                         process.signal(SIGKILL)
                         _ = await process.wait()
                     }

@@ -171,10 +171,12 @@ public struct Envelope: Sendable, Equatable {
                  tracestate: tracestate, body: body)
     }
 
-    /// Whether a request's caller has stopped waiting (its deadline passed).
-    public func expired(now: Date = Date()) -> Bool {
+    /// Whether a request's caller has stopped waiting: its deadline passed more than `leeway`
+    /// ago. The deadline is the caller's clock and `now` the worker's; the leeway keeps a worker
+    /// whose clock runs a little ahead from dropping a request someone still waits for.
+    public func expired(now: Date = Date(), leeway: Duration = .seconds(1)) -> Bool {
         guard let deadline else { return false }
-        return Int64(now.timeIntervalSince1970 * 1000) > deadline
+        return Int64(now.timeIntervalSince1970 * 1000) > deadline + Int64(leeway.components.seconds * 1000)
     }
 
     /// The trace id of `traceparent`, for logs.

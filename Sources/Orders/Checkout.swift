@@ -247,11 +247,12 @@ public struct Checkout: SagaDefinition {
              (.compensationFailed, .paymentCaptured) where data.stockCommitted == true:
             data.failure = nil
             data.failedStep = nil
+            data.cancelReason = nil
             return move(.completed, [.publish(OrderCompleted(order: summary(.completed)))])
 
         case (.voidingPayment, .paymentVoided):
             return move(.releasingStock, [releaseStock(data)])
-        case (.voidingPayment, .paymentFailed(_, let reason)):
+        case (.voidingPayment, .paymentFailed(let operation, let reason)) where operation == "void":
             return park("the payment could not be voided: \(reason)")
 
         case (.releasingStock, .reservationReleased):
@@ -297,6 +298,7 @@ public struct Checkout: SagaDefinition {
                 }
             }
             data.attempts += 1
+            data.stateSince = since
             var transition = SagaTransition(state: state, data: data, actions: [resend])
             transition.actions.append(.schedule(timeout: state.rawValue,
                                                 after: min(timing.resendDelay(afterSending: data.attempts + 1), wait - waited)))

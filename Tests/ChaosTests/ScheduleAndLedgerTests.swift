@@ -77,7 +77,7 @@ struct ScheduleAndLedgerTests {
                                       errorType: "undecodable", reason: "not JSON")]
         snapshot.queues = ["orders.commands": 0]
         let expected = LedgerExpectations(accepted: ["o1": good, "o2": declined], refused: [], initialStock: ["SKU-1": 10],
-                                          injectedLetters: ["poison": "undecodable"])
+                                          injectedLetters: ["poison": "undecodable"], planned: 2, copiesExplained: 1)
         return (snapshot, expected)
     }
 
@@ -122,6 +122,13 @@ struct ScheduleAndLedgerTests {
         #expect(broken { $0.unpublishedOutbox["orders"] = 1 }.contains { $0.check == "quiet" })
         #expect(broken { $0.openSagas["o7"] = "authorizing_payment" }.contains { $0.check == "quiet" && $0.subject == "saga o7" })
         #expect(broken { $0.pendingNotifications = 2 }.contains { $0.check == "quiet" })
+        // An order nobody was told of; a cancel whose reason does not fit what the order asked for.
+        #expect(broken {
+            $0.orders["o9"] = .init(id: "o9", status: "completed", reason: nil, total: 0, sagaState: "completed", updatedAt: Date(), lines: [:])
+        }.contains { $0.check == "accepted" && $0.subject == "order o9" })
+        #expect(broken { $0.orders["o2"]?.reason = "cancelled by the customer: changed my mind" }.contains { $0.check == "outcome" })
+        // More copies of one email than the faults explain.
+        #expect(broken { $0.mails += [$0.mails[0], $0.mails[0]] }.contains { $0.check == "emails" && $0.subject == "the SMTP sink" })
     }
 
     @Test func anOrderNeverAcceptedIsAViolationAndACopyOfOneEmailIsNot() {
@@ -129,6 +136,9 @@ struct ScheduleAndLedgerTests {
         expected.refused = [(declined, "503 the message broker is unreachable")]
         #expect(Ledger.check(snapshot, expected).violations.contains { $0.check == "accepted" && $0.subject == "order #1" })
         expected.refused = []
+        expected.planned = 3
+        #expect(Ledger.check(snapshot, expected).violations.contains { $0.check == "accepted" && $0.detail.contains("2 of 3 orders were tried") })
+        expected.planned = 2
         snapshot.mails.append(snapshot.mails[0])
         #expect(Ledger.check(snapshot, expected).violations.isEmpty)
         #expect(Ledger.redeliveredCopies(snapshot.mails) == 1)

@@ -74,8 +74,9 @@ struct EdgeTests {
             try await waitUntil(deadline: .seconds(10)) { (try? await redis.send("EXISTS", remembered).integer) == 1 }
             try await fleet.kill("edge")
             #expect(await first.value == nil, "the edge answered before it was killed")
-            // The checkout request it sent is past its deadline before anyone takes it: dropped.
-            try await Task.sleep(until: asked + .seconds(3))
+            // The checkout request it sent is past its deadline (2 s) and the workers' leeway for
+            // clocks (1 s) before anyone takes it: dropped.
+            try await Task.sleep(until: asked + .seconds(4))
             try fleet.supervisor.start("cart")
             try await fleet.waitReady("cart")
             try await fleet.waitReady("edge")
@@ -247,6 +248,9 @@ struct EdgeTests {
             #expect(try await fleet.stock("LAMP-ADM").onHand == 3)
             let keyless = try await call(fleet, .POST, "/v1/admin/stock/LAMP-ADM", json: #"{"delta": 3, "reason": "delivery"}"#, token: admin)
             #expect(keyless.status == 422 && keyless.text.contains("Idempotency-Key"))
+            let reused = try await call(fleet, .POST, "/v1/admin/stock/LAMP-ADM", json: #"{"delta": 5, "reason": "delivery"}"#, token: admin,
+                                        headers: delivery)
+            #expect(reused.status == 422 && reused.text.contains("another change"))
 
             // The edge keeps products it read; a change reaches it through the catalog's events.
             let repriced = product.replacing("6900", with: "5900")

@@ -142,9 +142,12 @@ struct ResilienceTests {
         try await FixtureFleet.with { fleet in
             let queries = try await QueryClient(connection: fleet.amqp)
             // Nobody consumes fixture.queries yet: the caller times out.
+            let asked = ContinuousClock.now
             await #expect(throws: QueryClient.Failure.self) {
                 _ = try await queries.ask(CountEffects(key: "k"), timeout: .milliseconds(300))
             }
+            // Past its deadline and the workers' leeway for clocks (1 s), whenever the worker starts.
+            try await Task.sleep(until: asked + .milliseconds(1500))
             try await fleet.start()
             try await waitUntil(deadline: .seconds(20)) {
                 (try? await fleet.metric("shopfleet_requests_expired_total", containing: "fixture.CountEffects.v1")) == 1

@@ -146,6 +146,34 @@ struct CheckoutTransitionTests {
         #expect(steps[4].state == .voidingPayment)
         #expect(steps[5].state == .completed)
         #expect(sent(steps[5]) == ["orders.OrderCompleted.v1"])
+        #expect(steps[5].data.cancelReason == nil)
+    }
+
+    /// A saga stored before `stateSince` was kept counts from its last change, and keeps counting
+    /// across its resends: it still gives up.
+    @Test func aSagaStoredBeforeStateSinceWasKeptStillGivesUp() {
+        var old = data
+        old.stateSince = nil
+        old.updatedAt = now
+        var state = Checkout.State.reservingStock
+        var at = 0.0
+        var gaveUp = false
+        for _ in 0..<20 {
+            at += 60
+            let next = saga.transition(from: state, data: old, on: .timeout(state.rawValue), now: now.addingTimeInterval(at))
+            (state, old) = (next.state, next.data)
+            if state != .reservingStock { gaveUp = true; break }
+        }
+        #expect(gaveUp && at <= 360, "still resending after \(at) s")
+    }
+
+    /// While voiding, a late failure of another operation (the authorization that timed out fails
+    /// after all) is not the void failing: the saga waits for the void's answer.
+    @Test func aLateFailureOfAnotherOperationWhileVoidingIsNotAFailedVoid() {
+        let steps = run([(0, .place), (1, .stockReserved), (302, .timeout("authorizing_payment")),
+                         (303, .paymentFailed(operation: "authorize", reason: "the gateway is unavailable")), (304, .paymentVoided)])
+        #expect(steps[3].state == .voidingPayment && steps[3].ignoredBecause != nil)
+        #expect(steps[4].state == .releasingStock)
     }
 
     /// Replies that come after a compensation was parked still move the saga on.

@@ -39,7 +39,8 @@ public enum RuntimeMigrations {
         // A row's age is the relay's cue that its handler died before publishing it. now() is the
         // start of the transaction: the rows of a slow transaction looked old the moment they
         // committed, and the relay published them while their handler did too. The rows are
-        // inserted with the COMMIT, so the insert's own clock is the commit's.
+        // inserted in the COMMIT's round trip, just before it, so the insert's own clock is within
+        // a commit's time of the commit's (the relay's grace of seconds covers that).
         Migration(version: 2, name: "runtime_outbox_created_at_commit", sql: """
             ALTER TABLE outbox ALTER COLUMN created_at SET DEFAULT clock_timestamp();
             """),
