@@ -194,6 +194,7 @@ public struct ChaosRun: Sendable {
         var calm = 0
         let deadline = ContinuousClock.now + quietDeadline
         while ContinuousClock.now < deadline {
+            try Task.checkCancellation()
             if let unsettled = try? await reader.unsettled(accepted), unsettled == (0, 0, 0),
                let queues = try? await reader.queues(), queues.values.allSatisfy({ $0 == 0 }) {
                 calm += 1

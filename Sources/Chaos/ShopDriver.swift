@@ -91,7 +91,7 @@ final class ShopDriver: Sendable {
             defer { value += 1 }
             return value
         }) else { return nil }
-        try? await Task.sleep(until: started + interval * number)
+        do { try await Task.sleep(until: started + interval * number) } catch { return nil }
         return number
     }
 
@@ -173,7 +173,7 @@ final class ShopDriver: Sendable {
         }
         // Follow it until it ends, as a customer watching the order page would.
         let end = ContinuousClock.now + followFor
-        while ContinuousClock.now < end {
+        while ContinuousClock.now < end, !Task.isCancelled {
             if let answer = await reliably(.GET, "/v1/orders/\(id)", token: session.token, edge: &edge, retryNotFound: true), answer.status == 200,
                case .string(let status)? = answer.json["status"], status == "completed" || status == "cancelled" {
                 return
@@ -209,7 +209,7 @@ final class ShopDriver: Sendable {
         var backoff = Backoff(initial: .milliseconds(200), maximum: .seconds(2))
         let giveUp = ContinuousClock.now + patience
         var notFound = 0
-        while ContinuousClock.now < giveUp {
+        while ContinuousClock.now < giveUp, !Task.isCancelled {
             counters.withLock { $0.requests += 1 }
             var request = HTTPClientRequest(url: "http://127.0.0.1:\(edges[edge])\(path)")
             request.method = method

@@ -3,6 +3,7 @@ import Chaos
 import ClientRuntime
 import Fleet
 import FoundationEssentials
+import UnixSignals
 import WorkerHost
 #if canImport(Glibc)
 import Glibc
@@ -114,7 +115,25 @@ struct ChaosCommand: AsyncParsableCommand {
                                topologyFile: config.value(ShopfleetConfiguration.topologyFile),
                                openAPIFile: config.value(ShopfleetConfiguration.openAPIFile), directory: directory,
                                quietDeadline: .milliseconds(Int64(try ChaosScenario.seconds(quietFor) * 1000)), keep: keep) { emit("[chaos] \($0)") }
-            let result = try await run.run()
+            // Ctrl-C (or SIGTERM) stops the run: the fleet is stopped, a server it stopped is
+            // started again, its vhost and database are removed.
+            let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
+            let finished = try await withThrowingTaskGroup(of: ChaosReport?.self) { group -> ChaosReport? in
+                group.addTask { try await run.run() }
+                group.addTask {
+                    for await signal in signals {
+                        emit("[chaos] \(signal): stopping the run and cleaning up")
+                        return nil
+                    }
+                    return nil
+                }
+                defer { group.cancelAll() }
+                if let report = try await group.next() ?? nil { return report }
+                group.cancelAll()
+                _ = try? await group.next()
+                return nil
+            }
+            guard let result = finished else { throw ExitCode(130) }
             if let report {
                 try result.json().write(to: URL(fileURLWithPath: report))
             }
