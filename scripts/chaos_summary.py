@@ -20,17 +20,18 @@ def row(path):
     for fault in faults:
         kinds[fault["kind"]] = kinds.get(fault["kind"], 0) + 1
     fault_cancels = cancelled.get("other", 0)
-    return "| %s | %s | %d | %d | %d | %d / %d / %d | %d | %d kills, %s | %d | %d | %.1f s | %.1f s | %d s |" % (
+    settled = "%.1f s" % r["settled"] if "settled" in r else "—"
+    return "| %s | %s | %d | %d | %d | %d / %d / %d | %d | %d kills, %s | %d | %d | %.1f s | %s | %.1f s | %d s |" % (
         s["seed"], s["replicas"], orders["tried"], orders["accepted"], orders["completed"],
         cancelled.get("out of stock", 0), cancelled.get("payment declined", 0), cancelled.get("cancelled by the customer", 0),
         fault_cancels, kinds.get("kill", 0),
         ", ".join("%d %s" % (n, k) for k, n in sorted(kinds.items()) if k != "kill"),
-        r["restarts"], len(r["violations"]), r["recovery"], r["quietAfter"], r["seconds"])
+        r["restarts"], len(r["violations"]), r["recovery"], settled, r["quietAfter"], r["seconds"])
 
 
 def main(paths):
-    print("| seed | replicas | tried | accepted | completed | cancelled: out of stock / declined / customer | cancelled by a fault | faults | restarts | violations | last fault → last order ended | → quiet | run |")
-    print("|---|---|---:|---:|---:|---|---:|---|---:|---:|---:|---:|---:|")
+    print("| seed | replicas | tried | accepted | completed | cancelled: out of stock / declined / customer | cancelled by a fault | faults | restarts | violations | last fault → last order ended | → orders accepted by then ended | → quiet | run |")
+    print("|---|---|---:|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for path in paths:
         print(row(path))
 

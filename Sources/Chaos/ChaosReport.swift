@@ -53,8 +53,12 @@ public struct ChaosReport: Sendable, Codable {
     /// When the last fault was over, and the last accepted order became terminal (seconds from the start).
     public var lastFaultOver: Double
     public var lastOrderTerminal: Double
-    /// From the last fault over to the last order terminal (0 if every order ended before).
+    /// From the last fault over to the last order terminal (0 if every order ended before). It
+    /// includes the orders the customers could place only after the faults (an outage holds them up).
     public var recovery: Double
+    /// From the last fault over until every order accepted by then was terminal: how long the
+    /// orders that lived through the faults took to settle.
+    public var settled: Double
     /// From the last fault over until queues, outboxes and sagas were all quiet.
     public var quietAfter: Double
     public var seconds: Double
@@ -89,7 +93,8 @@ public struct ChaosReport: Sendable, Codable {
         lines.append("customers: \(requests) requests, \(retriedRequests) sent again (\(serverErrors) 5xx, \(tooManyRequests) 429, \(timeouts) timeouts, "
                      + "\(connectionFailures) refused connections), \(cartsRefilled) carts filled again")
         lines.append("last fault over at \(Self.tenths(lastFaultOver)) s, last order terminal at \(Self.tenths(lastOrderTerminal)) s: "
-                     + "recovered \(Self.tenths(recovery)) s after the last fault; quiet \(Self.tenths(quietAfter)) s after it")
+                     + "recovered \(Self.tenths(recovery)) s after the last fault; the orders accepted by then settled \(Self.tenths(settled)) s after it; "
+                     + "quiet \(Self.tenths(quietAfter)) s after it")
         lines.append("emails received again with the same Message-ID (dropped by a receiver): \(redeliveredEmails); webhook calls: \(redeliveredWebhooks)")
         lines.append("")
         let width = (checks.map(\.name.count).max() ?? 5) + 2

@@ -222,6 +222,9 @@ public struct ChaosRun: Sendable {
         let mine = snapshot.orders.filter { acceptedOrders[$0.key] != nil }.values
         let finished = mine.filter { $0.status == "completed" || $0.status == "cancelled" }.map { $0.updatedAt.timeIntervalSince(driver.startedAt) }
         let lastTerminal = finished.max() ?? 0
+        // The orders accepted before the faults were over: when the last of them ended.
+        let acceptedAt = Dictionary(results.compactMap { outcome in outcome.orderID.map { ($0, outcome.acceptedAt ?? 0) } }, uniquingKeysWith: min)
+        let lived = mine.filter { (acceptedAt[$0.id] ?? .infinity) <= faultsOver }.map { $0.updatedAt.timeIntervalSince(driver.startedAt) }
         var cancelled: [String: Int] = [:]
         for order in mine where order.status == "cancelled" { cancelled[ChaosReport.kind(ofReason: order.reason), default: 0] += 1 }
         let counters = driver.counts
@@ -238,6 +241,7 @@ public struct ChaosRun: Sendable {
             checks: checks, violations: violations,
             redeliveredEmails: Ledger.redeliveredCopies(snapshot.mails), redeliveredWebhooks: Ledger.redeliveredCopies(sink.deliveries),
             lastFaultOver: faultsOver, lastOrderTerminal: lastTerminal, recovery: max(0, lastTerminal - faultsOver),
+            settled: max(0, (lived.max() ?? 0) - faultsOver),
             quietAfter: max(0, (quietAt ?? seconds(since: driver.started)) - faultsOver), seconds: seconds(since: driver.started))
     }
 
