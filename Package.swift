@@ -34,6 +34,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
         .package(url: "https://github.com/vapor/jwt-kit", from: "5.0.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.1.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.29.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth", from: "2.0.0"),
     ],
     targets: [
@@ -158,6 +159,9 @@ let package = Package(
             name: "Notifications",
             dependencies: [
                 "Contracts", "Messaging", "PostgresClient", "ClientRuntime",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
@@ -176,6 +180,7 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: swiftSettings),
@@ -201,6 +206,7 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings),
@@ -210,7 +216,7 @@ let package = Package(
         .target(
             name: "Chaos",
             dependencies: [
-                "Fleet", "ClientRuntime", "Contracts", "Messaging", "AMQPClient", "PostgresClient", "RabbitManagement",
+                "Auth", "Fleet", "ClientRuntime", "Contracts", "Messaging", "AMQPClient", "PostgresClient", "RabbitManagement",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -316,7 +322,8 @@ let package = Package(
             name: "CheckoutTests",
             dependencies: [
                 "Contracts", "Messaging", "Sagas", "Payments", "PaymentsSandbox", "Notifications", "Auth", "Edge", "AMQPClient", "PostgresClient", "RedisClient",
-                "ClientRuntime", "ShopfleetTesting", "Fleet",
+                "ClientRuntime", "ShopfleetTesting", "Fleet", "Identity", "RabbitManagement",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -325,7 +332,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(name: "SearchTests", dependencies: ["Search", "Contracts", "Messaging", "PostgresClient", "ShopfleetTesting"],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "NotificationsTests", dependencies: ["Notifications"], swiftSettings: swiftSettings),
+        .testTarget(name: "NotificationsTests", dependencies: ["Notifications", "ClientRuntime"], swiftSettings: swiftSettings),
         .testTarget(name: "FleetTests", dependencies: ["Fleet"], swiftSettings: swiftSettings),
         .testTarget(name: "ChaosTests", dependencies: ["Chaos", "Fleet", "ClientRuntime", "ShopfleetTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "OrdersTests", dependencies: ["Orders", "Sagas", "Contracts", "Messaging"], swiftSettings: swiftSettings),

@@ -109,6 +109,10 @@ ensure_credentials() {
       echo "REDIS_PASSWORD=$(random_secret)"
     } > "$f"
   fi
+  # Added later: the migrations identity's password and the fleet secret every service's
+  # password is derived from (docs/security.md).
+  grep -q '^MIGRATOR_PASSWORD=' "$f" || (umask 077; echo "MIGRATOR_PASSWORD=$(random_secret)" >> "$f")
+  grep -q '^FLEET_SECRET=' "$f" || (umask 077; echo "FLEET_SECRET=$(random_secret)$(random_secret)" >> "$f")
   # shellcheck disable=SC1090
   . "$f"
 }
@@ -236,7 +240,7 @@ pg_running() { [ -n "$PG_BIN" ] && [ -f "$(pg_dir)/data/PG_VERSION" ] && as_pg "
 pg_up() {
   [ -n "$PG_BIN" ] || die "PostgreSQL server binaries not found under /usr/lib/postgresql"
   local dir; dir="$(pg_dir)"
-  if pg_running; then log "PostgreSQL already running on 127.0.0.1:$PG_PORT"; return; fi
+  if pg_running; then pg_bootstrap; log "PostgreSQL already running on 127.0.0.1:$PG_PORT"; return; fi
   port_busy "$PG_PORT" && die "port $PG_PORT is taken by another process (set SHOPFLEET_PG_PORT)"
   mkdir -p "$dir/socket"
   if [ "$(id -u)" = 0 ]; then
@@ -255,7 +259,22 @@ pg_up() {
   as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t "$READY_SECONDS" \
     -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $dir/socket -c max_connections=200" start >/dev/null \
     || { tail -20 "$dir/postgres.log" >&2; die "PostgreSQL did not start (log: $dir/postgres.log)"; }
+  pg_bootstrap
   log "PostgreSQL ready on 127.0.0.1:$PG_PORT"
+}
+
+# What the cluster's superuser does once, and nothing else: the migrations identity
+# (shopfleet_migrator: makes the services' roles and owns the database `shopfleet`; CREATEDB so
+# tests and chaos runs can make databases of their own) and the database. Passwords go through
+# stdin, never argv.
+pg_bootstrap() {
+  PGPASSWORD="$PG_PASSWORD" "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -v ON_ERROR_STOP=1 -q >/dev/null <<SQL || die "could not make the migrations identity and the database shopfleet"
+SELECT 'CREATE ROLE shopfleet_migrator LOGIN CREATEROLE CREATEDB NOSUPERUSER' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'shopfleet_migrator')\gexec
+ALTER ROLE shopfleet_migrator LOGIN CREATEROLE CREATEDB NOSUPERUSER PASSWORD '$MIGRATOR_PASSWORD';
+GRANT pg_signal_backend TO shopfleet_migrator;
+SELECT 'CREATE DATABASE shopfleet OWNER shopfleet_migrator' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'shopfleet')\gexec
+REVOKE ALL ON DATABASE postgres FROM PUBLIC;
+SQL
 }
 
 pg_down() {
@@ -304,7 +323,10 @@ redis_down() {
 print_env() {
   echo "export SHOPFLEET_AMQP_URL='amqp://$AMQP_USER:$AMQP_PASSWORD@127.0.0.1:$AMQP_PORT/%2F'"
   echo "export SHOPFLEET_AMQP_MANAGEMENT_URL='http://$AMQP_USER:$AMQP_PASSWORD@127.0.0.1:$MGMT_PORT'"
-  echo "export SHOPFLEET_DATABASE_URL='postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres'"
+  # The migrations identity on the fleet's database; the cluster's superuser is this script's only.
+  echo "export SHOPFLEET_DATABASE_URL='postgres://shopfleet_migrator:$MIGRATOR_PASSWORD@127.0.0.1:$PG_PORT/shopfleet'"
+  # Every service's broker and database password derives from it: the operator's, never a service's.
+  echo "export SHOPFLEET_FLEET_SECRET='$FLEET_SECRET'"
   echo "export SHOPFLEET_REDIS_URL='redis://:$REDIS_PASSWORD@127.0.0.1:$REDIS_PORT/0'"
   # What tests need to stop and start servers themselves (fault tests).
   echo "export SHOPFLEET_SERVERS_SCRIPT='$ROOT/scripts/servers.sh'"

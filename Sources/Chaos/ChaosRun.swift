@@ -1,4 +1,5 @@
 import AMQPClient
+import Auth
 import ClientRuntime
 import Contracts
 public import Fleet
@@ -15,6 +16,9 @@ import Synchronization
 /// then, once everything is quiet, the ledger read from every store and checked.
 public struct ChaosRun: Sendable {
     /// The servers the fleet runs on, and how to stop and start them (`scripts/servers.sh`).
+    /// Consumers per queue in every worker of a chaos fleet.
+    static let concurrency = 8
+
     public struct Servers: Sendable {
         public var amqpURL: String
         public var managementURL: String
@@ -23,8 +27,12 @@ public struct ChaosRun: Sendable {
         /// `scripts/servers.sh` and the instance (`dev`, `test`, `chaos`): needed for server faults.
         public var script: String?
         public var instance: String?
+        /// The operator's fleet secret: each service runs as its own broker user and database role.
+        public var fleetSecret: String
 
-        public init(amqpURL: String, managementURL: String, databaseURL: String, redisURL: String, script: String?, instance: String?) {
+        public init(amqpURL: String, managementURL: String, databaseURL: String, redisURL: String, script: String?, instance: String?,
+                    fleetSecret: String) {
+            self.fleetSecret = fleetSecret
             self.amqpURL = amqpURL
             self.managementURL = managementURL
             self.databaseURL = databaseURL
@@ -76,7 +84,8 @@ public struct ChaosRun: Sendable {
     public func run() async throws -> ChaosReport {
         let topology = try Topology(contentsOfFile: topologyFile)
         let sandbox = try await FleetSandbox.create(prefix: "chaos", amqpURL: servers.amqpURL, managementURL: servers.managementURL,
-                                                    databaseURL: servers.databaseURL, topology: topology)
+                                                    databaseURL: servers.databaseURL, topology: topology,
+                                                    identities: try FleetIdentities(secret: servers.fleetSecret))
         let folder = "\(directory)/\(sandbox.vhost)"
         try FileManager.default.createDirectory(atPath: "\(folder)/logs", withIntermediateDirectories: true)
         say("run folder: \(folder) (process logs in logs/, mail in mail/new)")
@@ -98,6 +107,7 @@ public struct ChaosRun: Sendable {
         let ports = FleetPlan.Ports.block(from: first + 1, edges: edges)
         let sink = WebhookSink(port: first)
         let secret = { (0..<4).map { _ in String(UInt64.random(in: 0...UInt64.max), radix: 16) }.joined() }
+        let signingKey = AccessTokens.generateSigningKey(kid: "chaos")
         let environment = [
             // A frozen process loses its connection after about two heartbeats.
             "SHOPFLEET_AMQP_URL": Self.withQuery(sandbox.amqpURL, "heartbeat=\(scenario.heartbeatSeconds)"),
@@ -106,12 +116,15 @@ public struct ChaosRun: Sendable {
             "SHOPFLEET_TOPOLOGY_FILE": topologyFile,
             "SHOPFLEET_OPENAPI_FILE": openAPIFile,
             "SHOPFLEET_PAYMENTS_API_KEY": "sk_test_" + secret(),
-            "SHOPFLEET_JWT_SECRET": secret(),
+            "SHOPFLEET_JWT_SIGNING_KEY": signingKey,
+            "SHOPFLEET_JWT_PUBLIC_KEYS": try AccessTokens.publicKey(of: signingKey),
+            "SHOPFLEET_FLEET_SECRET": servers.fleetSecret,
             "SHOPFLEET_WEBHOOK_URL": "http://127.0.0.1:\(sink.port)/",
             "SHOPFLEET_WEBHOOK_SECRET": secret(),
             // Every customer comes from 127.0.0.1: a limit per client would throttle the whole run.
-            "SHOPFLEET_EDGE_RATE_LIMIT": "1000000",
+            "SHOPFLEET_EDGE_RATE_LIMIT": "1000000", "SHOPFLEET_EDGE_REGISTRATIONS_PER_HOUR": "1000000",
             "SHOPFLEET_LOG_LEVEL": "info",
+            "SHOPFLEET_WORKER_CONCURRENCY": String(Self.concurrency),
         ]
         let plan = FleetPlan.shop(binary: binary, python: python, environment: environment, ports: ports, replicas: replicas,
                                   mail: .maildir("\(folder)/mail"))
@@ -163,11 +176,12 @@ public struct ChaosRun: Sendable {
         say("catalog seeded: \(mix.products.count) products; shopping starts")
 
         let sandboxPort = plan.replicas(of: "payments-sandbox").first?.port ?? 0
+        let sandboxKey = plan.replicas(of: "payments-sandbox").first.flatMap { plan.environment(of: $0)["SHOPFLEET_PAYMENTS_API_KEY"] } ?? ""
         let driver = ShopDriver(edges: plan.replicas(of: "edge").map(\.port), mix: mix, seed: scenario.seed, runID: sandbox.databaseName,
                                 orders: scenario.orders, spreadOver: scenario.faultsFor, say: say)
         let serverControl = servers.script.flatMap { script in servers.instance.map { FaultInjector.Servers(script: script, instance: $0) } }
-        let injector = FaultInjector(supervisor: supervisor, servers: serverControl, sandboxPort: sandboxPort, started: driver.started, say: say)
-        let reader = StoreReader(database: database, management: sandbox.management, vhost: sandbox.vhost, sandboxPort: sandboxPort,
+        let injector = FaultInjector(supervisor: supervisor, servers: serverControl, sandboxPort: sandboxPort, sandboxKey: sandboxKey, started: driver.started, say: say)
+        let reader = StoreReader(database: database, management: sandbox.management, vhost: sandbox.vhost, sandboxPort: sandboxPort, sandboxKey: sandboxKey,
                                  maildir: "\(folder)/mail")
         let scenario = self.scenario
         await withTaskGroup(of: Void.self) { progress in
@@ -213,10 +227,14 @@ public struct ChaosRun: Sendable {
         let snapshot = try await reader.snapshot(webhooks: sink.deliveries)
         var acceptedOrders: [String: ShopperMix.Order] = [:]
         for outcome in results { if let id = outcome.orderID { acceptedOrders[id] = outcome.order } }
+        let notificationQueues = (try? Topology(contentsOfFile: topologyFile))?.queues(of: "notifications").count ?? 2
         let expectations = LedgerExpectations(
             accepted: acceptedOrders, refused: results.filter { $0.orderID == nil }.map { ($0.order, $0.lastAnswer) },
             initialStock: Dictionary(uniqueKeysWithValues: mix.products.map { ($0.sku, $0.stock) }), injectedLetters: injected,
-            planned: scenario.orders, copiesExplained: injector.happened.filter(\.canRepeatANotification).count)
+            planned: scenario.orders, copiesExplained: injector.happened.reduce(0) { total, fault in
+                // Every consumer of each notifications queue may have been between its send and its commit.
+                total + fault.notificationCopies(inFlight: Self.concurrency * notificationQueues, replicas: plan.replicas(of: "notifications").count)
+            })
         let (checks, violations) = Ledger.check(snapshot, expectations)
 
         let mine = snapshot.orders.filter { acceptedOrders[$0.key] != nil }.values

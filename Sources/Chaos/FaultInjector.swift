@@ -25,14 +25,15 @@ final class FaultInjector: Sendable {
         var kind: String
         var error: String?
 
-        /// Whether it can make the notifications worker send an email or a webhook call twice: by
-        /// striking between the send and its commit (a kill or a freeze of that worker, the
-        /// database going away).
-        var canRepeatANotification: Bool {
+        /// How many emails or webhook calls it can make the notifications worker send twice: one
+        /// for each handler that had sent but not yet committed when it struck — every handler
+        /// of the killed or frozen process (`inFlight`), of every replica when the database
+        /// went away.
+        func notificationCopies(inFlight: Int, replicas: Int) -> Int {
             switch fault {
-            case .kill(let process), .freeze(let process, _): return process.hasPrefix("notifications")
-            case .restart(let server, _): return server == .postgres
-            case .gateway: return false
+            case .kill(let process), .freeze(let process, _): return process.hasPrefix("notifications") ? inFlight : 0
+            case .restart(let server, _): return server == .postgres ? inFlight * replicas : 0
+            case .gateway: return 0
             }
         }
     }
@@ -50,15 +51,18 @@ final class FaultInjector: Sendable {
     let supervisor: FleetSupervisor
     let servers: Servers?
     let sandboxPort: Int
+    /// The gateway's secret key: the sandbox's fault endpoint needs it.
+    let sandboxKey: String
     let started: ContinuousClock.Instant
     private let log = Mutex<[Happened]>([])
     private let say: @Sendable (String) -> Void
 
-    init(supervisor: FleetSupervisor, servers: Servers?, sandboxPort: Int, started: ContinuousClock.Instant,
+    init(supervisor: FleetSupervisor, servers: Servers?, sandboxPort: Int, sandboxKey: String, started: ContinuousClock.Instant,
          say: @escaping @Sendable (String) -> Void) {
         self.supervisor = supervisor
         self.servers = servers
         self.sandboxPort = sandboxPort
+        self.sandboxKey = sandboxKey
         self.started = started
         self.say = say
     }
@@ -118,6 +122,7 @@ final class FaultInjector: Sendable {
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(sandboxPort)/_sandbox/faults")
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
+        request.headers.add(name: "Authorization", value: "Bearer \(sandboxKey)")
         request.body = .bytes(ByteBuffer(string: #"{"latencyMilliseconds": \#(latency), "failureRate": \#(failures), "dropRate": \#(drops)}"#))
         let response = try await HTTPClient.shared.execute(request, timeout: .seconds(5))
         guard response.status == .ok else { throw ScenarioError("the sandbox answered \(response.status) to new faults") }

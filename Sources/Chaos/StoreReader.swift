@@ -14,6 +14,7 @@ struct StoreReader: Sendable {
     let management: RabbitManagement
     let vhost: String
     let sandboxPort: Int
+    let sandboxKey: String
     let maildir: String
 
     /// The schemas whose outbox the run checks.
@@ -97,8 +98,10 @@ struct StoreReader: Sendable {
             var amount_received: Int
             var metadata: [String: String]?
         }
-        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(sandboxPort)/_sandbox/intents"),
-                                                           timeout: .seconds(10))
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(sandboxPort)/_sandbox/intents")
+        request.headers.add(name: "Authorization", value: "Bearer \(sandboxKey)")
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        guard response.status == .ok else { throw ScenarioError("the sandbox answered \(response.status) when asked for its ledger") }
         let body = try await response.body.collect(upTo: 64 << 20)
         return try JSONDecoder().decode([Intent].self, from: Data(body.readableBytesView)).map {
             LedgerSnapshot.Intent(id: $0.id, orderID: $0.metadata?["order_id"], status: $0.status, amount: $0.amount, amountReceived: $0.amount_received)

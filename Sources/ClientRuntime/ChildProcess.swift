@@ -84,7 +84,7 @@ public enum ChildProcess {
 
     /// posix_spawn with a clean signal state and only stdin/stdout/stderr inherited; `stdout` and
     /// `stderr` replace the child's descriptors 1 and 2 when given.
-    static func spawnBlocking(_ argv: [String], extraEnvironment: [String: String], stdout: Int32?, stderr: Int32?) throws -> pid_t {
+    static func spawnBlocking(_ argv: [String], extraEnvironment: [String: String], unsetting: Set<String> = [], stdout: Int32?, stderr: Int32?) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -103,6 +103,7 @@ public enum ChildProcess {
             if let eq = text.firstIndex(of: "=") { environment[String(text[..<eq])] = String(text[text.index(after: eq)...]) }
             e += 1
         }
+        for name in unsetting { environment[name] = nil }
         environment.merge(extraEnvironment) { $1 }
         let cEnvironment = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         let cArguments = argv.map { strdup($0) } + [nil]
@@ -153,11 +154,13 @@ public enum ChildProcess {
     }
 
     /// Starts `argv` in the background, its standard output and error appended to `logFile`.
-    public static func spawn(_ argv: [String], extraEnvironment: [String: String] = [:], logFile: String) throws -> RunningProcess {
+    /// `unsetting` names variables of this process's environment the child does not inherit.
+    public static func spawn(_ argv: [String], extraEnvironment: [String: String] = [:], unsetting: Set<String> = [],
+                             logFile: String) throws -> RunningProcess {
         let fd = open(logFile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw Failed(command: argv.joined(separator: " "), status: -1, output: "cannot open \(logFile)") }
         defer { close(fd) }
-        let pid = try spawnBlocking(argv, extraEnvironment: extraEnvironment, stdout: fd, stderr: fd)
+        let pid = try spawnBlocking(argv, extraEnvironment: extraEnvironment, unsetting: unsetting, stdout: fd, stderr: fd)
         return RunningProcess(pid: pid)
     }
 }
@@ -165,7 +168,7 @@ public enum ChildProcess {
 extension ChildProcess {
     /// Starts `argv` in the background and hands each line of its standard output and error to
     /// `line`, from a thread of its own (reads block), until the child closes them.
-    public static func spawn(_ argv: [String], extraEnvironment: [String: String] = [:],
+    public static func spawn(_ argv: [String], extraEnvironment: [String: String] = [:], unsetting: Set<String> = [],
                              line: @escaping @Sendable (String) -> Void) throws -> RunningProcess {
         var fds: [Int32] = [-1, -1]
         guard pipe(&fds) == 0 else {
@@ -173,7 +176,7 @@ extension ChildProcess {
         }
         let pid: pid_t
         do {
-            pid = try spawnBlocking(argv, extraEnvironment: extraEnvironment, stdout: fds[1], stderr: fds[1])
+            pid = try spawnBlocking(argv, extraEnvironment: extraEnvironment, unsetting: unsetting, stdout: fds[1], stderr: fds[1])
         } catch {
             close(fds[0])
             close(fds[1])

@@ -10,6 +10,8 @@ public struct EdgeContext: RequestContext {
     /// The client's address, the rate limit's key when nobody is signed in.
     public var client: String
     var claims: AccessTokens.Claims?
+    /// Why the request's access token was refused; the request is refused once the rate limit counted it.
+    var tokenProblem: String?
 
     static let maximumBody = 64 * 1024
     public var maxUploadSize: Int { Self.maximumBody }

@@ -1,6 +1,7 @@
 public import AMQPClient
 public import Auth
 import Contracts
+import CoreMetrics
 import FoundationEssentials
 public import Hummingbird
 import HTTPTypes
@@ -18,6 +19,12 @@ public struct EdgeServer: Sendable {
         public var queryTimeout: Duration = .seconds(5)
         public var rateLimit: Double = 50
         public var rateBurst: Int = 100
+        /// The proxies (the Ingress) whose `X-Forwarded-For` names the client.
+        public var trustedProxies: [IPRange] = []
+        public var registrationsPerHour: Int = 20
+        /// Every Redis key the edge writes starts with this: `shopfleet:`, then the fleet's vhost
+        /// unless it is `/`, so fleets sharing a Redis (tests, staging) keep their limits apart.
+        public var redisPrefix = "shopfleet:"
         public var openAPIDocument: String
         public init(openAPIDocument: String) { self.openAPIDocument = openAPIDocument }
     }
@@ -48,7 +55,9 @@ public struct EdgeServer: Sendable {
         following = Task { await products.follow(configuration, logger: logger) }
     }
 
-    public func application(host: String = "0.0.0.0", port: Int, registry: PrometheusCollectorRegistry) -> some ApplicationProtocol {
+    /// The public port: `/v1` and `/openapi.yaml`. `/healthz`, `/readyz` and `/metrics` are on the
+    /// ops port (``ops(host:port:registry:)``), never reachable through the public one.
+    public func application(host: String = "127.0.0.1", port: Int, registry: PrometheusCollectorRegistry) -> some ApplicationProtocol {
         let router = self.router(registry: registry)
         var quiet = logger
         quiet.logLevel = max(logger.logLevel, .notice)
@@ -65,18 +74,11 @@ public struct EdgeServer: Sendable {
     public func router(registry: PrometheusCollectorRegistry) -> Router<EdgeContext> {
         let router = Router(context: EdgeContext.self)
         router.add(middleware: ProblemMiddleware())
+        router.add(middleware: ClientAddress(trusted: settings.trustedProxies))
         router.add(middleware: Authenticator(tokens: tokens))
-        router.add(middleware: RateLimiter(redis: redis, rate: settings.rateLimit, burst: settings.rateBurst))
+        router.add(middleware: RateLimiter(redis: redis, rate: settings.rateLimit, burst: settings.rateBurst, prefix: settings.redisPrefix))
+        router.add(middleware: TokenGate())
 
-        router.get("healthz") { _, _ in "ok\n" }
-        router.get("readyz") { _, _ -> Response in
-            guard amqp.isConnected else { throw Problem.unavailable("not connected to RabbitMQ") }
-            return Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ready\n")))
-        }
-        router.get("metrics") { _, _ -> Response in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                     body: ResponseBody(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
-        }
         let document = settings.openAPIDocument
         router.get("openapi.yaml") { _, _ -> Response in
             Response(status: .ok, headers: [.contentType: "application/yaml"], body: ResponseBody(byteBuffer: ByteBuffer(string: document)))
@@ -89,6 +91,12 @@ public struct EdgeServer: Sendable {
         OrderRoutes(edge: self).add(to: v1.group("orders"))
         AdminRoutes(edge: self).add(to: v1.group("admin"))
         return router
+    }
+
+    /// The ops port: `/healthz`, `/readyz` (connected to RabbitMQ) and `/metrics`.
+    public func ops(host: String = "127.0.0.1", port: Int, registry: PrometheusCollectorRegistry) -> OpsServer {
+        let amqp = self.amqp
+        return OpsServer(host: host, port: port, registry: registry, logger: logger) { amqp.isConnected ? nil : "not connected to RabbitMQ" }
     }
 
     // MARK: - Talking to the fleet
@@ -133,6 +141,18 @@ public struct EdgeServer: Sendable {
         }
     }
 
+    /// Password work (bcrypt), bounded: when too much waits, 503 with `Retry-After` at once.
+    func passwordWork<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let busy as PasswordHasher.Busy {
+            FrontDoorMetrics.busyPasswords.increment()
+            var problem = Problem.unavailable(busy.description)
+            problem.headers[.retryAfter] = "1"
+            throw problem
+        }
+    }
+
     /// Validates a request before it leaves, so its problems are the caller's 422, not a service error.
     func checked<T: Validatable>(_ value: T) throws -> T {
         do { try value.validate() } catch { throw Problem.invalid("\(error)") }
@@ -140,7 +160,8 @@ public struct EdgeServer: Sendable {
     }
 }
 
-/// Reads `Authorization: Bearer …` when present; routes that need a customer ask for it.
+/// Reads `Authorization: Bearer …` when present; routes that need a customer ask for it. A token
+/// that does not verify is noted, and refused by ``TokenGate`` after the rate limit.
 struct Authenticator: RouterMiddleware {
     typealias Context = EdgeContext
     let tokens: AccessTokens
@@ -148,13 +169,14 @@ struct Authenticator: RouterMiddleware {
     func handle(_ request: Request, context: EdgeContext, next: (Request, EdgeContext) async throws -> Response) async throws -> Response {
         var context = context
         if let header = request.headers[.authorization] {
-            guard header.hasPrefix("Bearer "), header.count > 7 else {
-                throw Problem.unauthorized("the Authorization header must be 'Bearer <access token>'")
-            }
-            do {
-                context.claims = try await tokens.verify(String(header.dropFirst(7)))
-            } catch let invalid as AccessTokens.Invalid {
-                throw Problem.unauthorized(invalid.description)
+            if header.hasPrefix("Bearer "), header.count > 7 {
+                do {
+                    context.claims = try await tokens.verify(String(header.dropFirst(7)))
+                } catch let invalid as AccessTokens.Invalid {
+                    context.tokenProblem = invalid.description
+                }
+            } else {
+                context.tokenProblem = "the Authorization header must be 'Bearer <access token>'"
             }
         }
         return try await next(request, context)

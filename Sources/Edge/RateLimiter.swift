@@ -13,6 +13,7 @@ struct RateLimiter: RouterMiddleware {
     let redis: RedisClient
     let rate: Double
     let burst: Int
+    let prefix: String
 
     static let script = RedisScript("""
         local key, rate, burst, now = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -39,7 +40,7 @@ struct RateLimiter: RouterMiddleware {
         // Wall-clock seconds: the edge's replicas share the buckets.
         let now = Date().timeIntervalSince1970
         do {
-            let reply = try await redis.evaluate(Self.script, keys: ["shopfleet:ratelimit:\(who)"], arguments: [rate, burst, now])
+            let reply = try await redis.evaluate(Self.script, keys: ["\(prefix)ratelimit:\(who)"], arguments: [rate, burst, now])
             if let values = reply.array, values.count == 2, values[0].integer == 0 {
                 var problem = Problem(.tooManyRequests, "rate-limited", "Too many requests",
                                       "this client may make \(Int(rate)) requests a second (bursts of \(burst)); wait before trying again")

@@ -1,5 +1,6 @@
 import Auth
 import Contracts
+import CoreMetrics
 import FoundationEssentials
 import Hummingbird
 import HTTPTypes
@@ -22,27 +23,32 @@ struct AuthRoutes {
     }
 
     func add(to group: RouterGroup<EdgeContext>) {
-        group.post("register") { request, _ -> Response in
+        group.post("register") { request, context -> Response in
             let body = try await RegisterBody.read(request)
             guard (8...128).contains(body.password.count) else { throw Problem.invalid("password must be 8 to 128 characters") }
+            try await RegistrationLimit(redis: edge.redis, prefix: edge.settings.redisPrefix, perHour: edge.settings.registrationsPerHour).check(client: context.client)
             let customerID = "cus-" + UUIDv7.generate()
-            let hash = try await edge.passwords.hash(body.password)
+            let hash = try await edge.passwordWork { try await edge.passwords.hash(body.password) }
             let reply = try await edge.ask(try edge.checked(RegisterCustomer(customerID: customerID, email: body.email, name: body.name, passwordHash: hash)))
             guard reply.registered else { throw Problem.conflict("an account with this email exists already") }
             struct Registered: Encodable { var customerId: String }
             return try json(Registered(customerId: customerID), status: .created)
         }
 
-        group.post("login") { request, _ -> Response in
+        group.post("login") { request, context -> Response in
             let body = try await LoginBody.read(request)
-            let throttle = LoginThrottle(redis: edge.redis, email: body.email)
-            try await throttle.check()
-            guard let credentials = try await edge.ask(GetCredentials(email: body.email)),
-                  try await edge.passwords.verify(body.password, against: credentials.passwordHash) else {
-                try await throttle.failed()
-                throw Problem.unauthorized("the email or the password is wrong")
+            let throttle = LoginThrottle(redis: edge.redis, prefix: edge.settings.redisPrefix, email: body.email, client: context.client)
+            try await throttle.begin()
+            let found = try await edge.ask(GetCredentials(email: body.email))
+            // An unknown email costs the same bcrypt work as a known one: the time of the answer
+            // does not tell whether an account exists.
+            let right = try await edge.passwordWork {
+                if let found { return try await edge.passwords.verify(body.password, against: found.passwordHash) }
+                FrontDoorMetrics.unknownEmailLogins.increment()
+                return try await edge.passwords.verifyAgainstNoAccount(body.password)
             }
-            try await throttle.succeeded()
+            guard right, let credentials = found else { throw Problem.unauthorized("the email or the password is wrong") }
+            await throttle.succeeded()
             let refresh = RefreshTokens.generate()
             let session = try await edge.ask(StartSession(customerID: credentials.customerID, refreshTokenHash: RefreshTokens.hash(refresh)))
             if let anonymous = body.cartId {
@@ -69,40 +75,6 @@ struct AuthRoutes {
             return Response(status: .noContent)
         }
     }
-}
-
-/// Repeated failed logins for one email are slowed down: after three, each next try waits
-/// longer (2 s, 4 s, 8 s … up to 5 minutes); a success resets it.
-struct LoginThrottle {
-    let redis: RedisClient
-    let key: String
-
-    init(redis: RedisClient, email: String) {
-        self.redis = redis
-        key = "shopfleet:login-failures:\(email.lowercased())"
-    }
-
-    func check() async throws {
-        guard let until = try? await redis.send("HGET", key, "until").integer else { return }
-        let wait = until - Int64(Date().timeIntervalSince1970)
-        if wait > 0 {
-            var problem = Problem(.tooManyRequests, "login-throttled", "Too many failed logins",
-                                  "too many failed logins for this email; try again in \(wait) s")
-            problem.headers[.retryAfter] = String(wait)
-            throw problem
-        }
-    }
-
-    func failed() async throws {
-        let count = (try? await redis.send("HINCRBY", key, "count", 1).integer) ?? 1
-        if count >= 3 {
-            let delay = min(Int64(1) << min(count - 2, 9), 300)
-            _ = try? await redis.send("HSET", key, "until", Int64(Date().timeIntervalSince1970) + delay)
-        }
-        _ = try? await redis.send("EXPIRE", key, 3600)
-    }
-
-    func succeeded() async throws { _ = try? await redis.send("DEL", key) }
 }
 
 // MARK: - /v1/products
@@ -228,7 +200,7 @@ struct OrderRoutes {
             // The same key of the same customer is the same order, whatever happens in between.
             let orderID = "ord-" + RefreshTokens.hash("\(customer.customerID):\(key)").prefix(32)
             let fingerprint = RefreshTokens.hash("\(body.paymentMethod)|\(body.shippingAddress)")
-            let remembered = "shopfleet:idempotency:\(customer.customerID):\(RefreshTokens.hash(key))"
+            let remembered = "\(edge.settings.redisPrefix)idempotency:\(customer.customerID):\(RefreshTokens.hash(key))"
             let stored = try await edge.redis.send("SET", remembered, fingerprint, "NX", "GET", "EX", 86_400)
             if let previous = stored.string, previous != fingerprint {
                 throw Problem.invalid("this Idempotency-Key was used for another order; use a new key for a new order")
@@ -318,7 +290,7 @@ struct AdminRoutes {
             // The same key with another change is a mistake the inbox would hide (the second change
             // would be dropped as a copy of the first): refuse it.
             let fingerprint = RefreshTokens.hash("\(body.delta)|\(body.reason)")
-            let remembered = "shopfleet:idempotency:stock:\(RefreshTokens.hash("\(sku):\(key)"))"
+            let remembered = "\(edge.settings.redisPrefix)idempotency:stock:\(RefreshTokens.hash("\(sku):\(key)"))"
             let stored = try await edge.redis.send("SET", remembered, fingerprint, "NX", "GET", "EX", 7 * 86_400)
             if let previous = stored.string, previous != fingerprint {
                 throw Problem.invalid("this Idempotency-Key was used for another change of \(sku); use a new key for a new change")

@@ -24,15 +24,18 @@ public struct FleetPlan: Sendable, Equatable {
         public var argv: [String]
         /// Settings of this process only, added to the fleet's shared ``FleetPlan/environment``.
         public var environment: [String: String]
-        /// The port it serves: a worker's ops port, the edge's, the sandbox's, the sink's.
+        /// The port it serves: a worker's ops port, the edge's public port, the sandbox's, the sink's.
         public var port: Int
+        /// Where `/healthz`, `/readyz` and `/metrics` answer: a worker's `port`; the edge's own ops port.
+        public var opsPort: Int
         /// The URL that answers 200 when it is ready; nil for a process without one (the sink).
         public var health: String?
 
         public var id: String { name }
 
         public init(name: String, role: String, kind: Kind, replica: Int = 1, argv: [String], environment: [String: String] = [:],
-                    port: Int, health: String?) {
+                    port: Int, opsPort: Int? = nil, health: String?) {
+            self.opsPort = opsPort ?? port
             self.name = name
             self.role = role
             self.kind = kind
@@ -57,27 +60,29 @@ public struct FleetPlan: Sendable, Equatable {
     }
 
     /// Where the processes listen. Worker replicas take consecutive ports from `firstWorker`; edge
-    /// replicas from `edge`.
+    /// replicas from `edge`, their ops ports from `edgeOps`.
     public struct Ports: Sendable, Equatable {
         public var firstWorker: Int
         public var edge: Int
+        public var edgeOps: Int
         public var paymentsSandbox: Int
         public var smtpSink: Int
 
-        public init(firstWorker: Int, edge: Int, paymentsSandbox: Int, smtpSink: Int) {
+        public init(firstWorker: Int, edge: Int, edgeOps: Int, paymentsSandbox: Int, smtpSink: Int) {
             self.firstWorker = firstWorker
             self.edge = edge
+            self.edgeOps = edgeOps
             self.paymentsSandbox = paymentsSandbox
             self.smtpSink = smtpSink
         }
 
-        /// A block of `count` consecutive ports from `first`: sandbox, sink, then the edges, then the workers.
+        /// A block of consecutive ports from `first`: sandbox, sink, the edges, the edges' ops ports, then the workers.
         public static func block(from first: Int, edges: Int) -> Ports {
-            Ports(firstWorker: first + 2 + edges, edge: first + 2, paymentsSandbox: first, smtpSink: first + 1)
+            Ports(firstWorker: first + 2 + 2 * edges, edge: first + 2, edgeOps: first + 2 + edges, paymentsSandbox: first, smtpSink: first + 1)
         }
 
         /// How many ports ``block(from:edges:)`` takes for a fleet with these replica counts.
-        public static func blockSize(workers: Int, edges: Int) -> Int { 2 + edges + workers }
+        public static func blockSize(workers: Int, edges: Int) -> Int { 2 + 2 * edges + workers }
     }
 
     /// What the mail sink does with what it receives.
@@ -104,6 +109,7 @@ public struct FleetPlan: Sendable, Equatable {
                             sandbox: Bool = true, mail: Mail = .discard) -> FleetPlan {
         var shared = environment
         var processes: [Process] = []
+        shared["SHOPFLEET_ENV_FILE"] = "/dev/null"  // not the operator's local fleet file, which holds every secret
         func count(_ role: String) -> Int { max(1, replicas[role] ?? 1) }
         func name(_ role: String, _ replica: Int) -> String { count(role) > 1 ? "\(role)-\(replica)" : role }
 
@@ -130,14 +136,45 @@ public struct FleetPlan: Sendable, Equatable {
         }
         if edge {
             for replica in 1...count("edge") {
-                let edgePort = ports.edge + replica - 1
+                let edgePort = ports.edge + replica - 1, opsPort = ports.edgeOps + replica - 1
                 processes.append(Process(name: name("edge", replica), role: "edge", kind: .edge, replica: replica,
-                                         argv: [binary, "edge", "--port", String(edgePort)],
-                                         port: edgePort, health: "http://127.0.0.1:\(edgePort)/readyz"))
+                                         argv: [binary, "edge", "--port", String(edgePort), "--ops-port", String(opsPort)],
+                                         port: edgePort, opsPort: opsPort, health: "http://127.0.0.1:\(opsPort)/readyz"))
             }
         }
+        // Each process gets the secrets and server URLs of its role only; under per-service
+        // identities, its own user on the broker and its own role on the database.
+        let identities = shared[FleetIdentities.secretKey].flatMap { try? FleetIdentities(secret: $0) }
+        for index in processes.indices {
+            let role = processes[index].role
+            for (key, roles) in holders where roles.contains(role) {
+                guard var value = shared[key] else { continue }
+                if let identities, key == "SHOPFLEET_AMQP_URL" { value = identities.amqpURL(value, service: role) }
+                if let identities, key == "SHOPFLEET_DATABASE_URL" { value = identities.databaseURL(value, service: role) }
+                processes[index].environment[key] = value
+            }
+        }
+        for key in withheld { shared[key] = nil }
         return FleetPlan(environment: shared, processes: processes)
     }
+
+    /// The settings that open a server or hold a secret, and the roles that get them: a process of
+    /// any other role has none of them, not even inherited from whoever started the fleet.
+    public static let holders: [String: Set<String>] = [
+        "SHOPFLEET_AMQP_URL": Set(workerRoles + ["edge"]),
+        "SHOPFLEET_DATABASE_URL": Set(workerRoles),
+        "SHOPFLEET_REDIS_URL": ["cart", "edge"],
+        "SHOPFLEET_PAYMENTS_API_KEY": ["payments", "payments-sandbox"],
+        "SHOPFLEET_SMTP_URL": ["notifications"],
+        "SHOPFLEET_WEBHOOK_SECRET": ["notifications"],
+        "SHOPFLEET_JWT_SIGNING_KEY": ["identity"],
+        "SHOPFLEET_JWT_PUBLIC_KEYS": ["edge"],
+        "SHOPFLEET_AMQP_MANAGEMENT_URL": [],
+        FleetIdentities.secretKey: [],
+    ]
+
+    /// Every variable a fleet process never inherits (the ones above, and their `_FILE` forms).
+    public static let withheld: Set<String> = Set(holders.keys.flatMap { [$0, $0 + "_FILE"] })
 
     /// The process named `name`.
     public func process(_ name: String) -> Process? { processes.first { $0.name == name } }

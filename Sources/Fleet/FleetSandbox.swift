@@ -17,9 +17,11 @@ public struct FleetSandbox: Sendable {
     let adminDatabaseURL: String
 
     /// Creates `<prefix>-<random>` on the broker of `amqpURL` (through `managementURL`) and
-    /// `<prefix>_<random>` on the PostgreSQL server of `databaseURL`.
+    /// `<prefix>_<random>` on the PostgreSQL server of `databaseURL`; with `identities`, each
+    /// service's broker user with its rights on the vhost, and each worker's role owning its
+    /// schema in the database.
     public static func create(prefix: String, amqpURL: String, managementURL: String, databaseURL: String,
-                              topology: Topology) async throws -> FleetSandbox {
+                              topology: Topology, identities: FleetIdentities? = nil) async throws -> FleetSandbox {
         let suffix = String(UInt32.random(in: 0...UInt32.max))
         let vhost = "\(prefix)-\(suffix)"
         let management = try RabbitManagement(url: managementURL)
@@ -35,9 +37,18 @@ public struct FleetSandbox: Sendable {
             try? await management.deleteVirtualHost(vhost)
             throw error
         }
-        return FleetSandbox(vhost: vhost, management: management, amqpURL: RabbitManagement.amqpURL(amqpURL, virtualHost: vhost),
-                            databaseName: databaseName, databaseURL: Self.replacingDatabase(of: databaseURL, with: databaseName),
-                            adminDatabaseURL: databaseURL)
+        let sandbox = FleetSandbox(vhost: vhost, management: management, amqpURL: RabbitManagement.amqpURL(amqpURL, virtualHost: vhost),
+                                   databaseName: databaseName, databaseURL: Self.replacingDatabase(of: databaseURL, with: databaseName),
+                                   adminDatabaseURL: databaseURL)
+        if let identities {
+            do {
+                try await identities.provision(topology: topology, vhost: vhost, management: management, databaseURL: sandbox.databaseURL)
+            } catch {
+                await sandbox.remove()
+                throw error
+            }
+        }
+        return sandbox
     }
 
     /// `postgres://user:password@host:port/<name>?query`.

@@ -212,10 +212,10 @@ public final class FleetSupervisor: Service, Sendable {
         let running: RunningProcess
         switch output {
         case .files(let directory):
-            running = try ChildProcess.spawn(process.argv, extraEnvironment: environment, logFile: "\(directory)/\(process.name).log")
+            running = try ChildProcess.spawn(process.argv, extraEnvironment: environment, unsetting: FleetPlan.withheld, logFile: "\(directory)/\(process.name).log")
         case .lines(let line):
             let name = process.name
-            running = try ChildProcess.spawn(process.argv, extraEnvironment: environment) { line(name, $0) }
+            running = try ChildProcess.spawn(process.argv, extraEnvironment: environment, unsetting: FleetPlan.withheld) { line(name, $0) }
         }
         state.children[process.name] = Child(process: running, startedAt: Date(), started: .now, restarts: restarts, policy: policy,
                                              supervised: true, generation: generation)

@@ -32,17 +32,27 @@ public enum IdentityService {
             );
             CREATE INDEX refresh_tokens_customer ON refresh_tokens (customer_id);
             """),
+        // Roles change only by an operator (`shopfleet admin grant|revoke`), each change kept.
+        Migration(version: 101, name: "role_changes", sql: """
+            CREATE TABLE role_changes (
+                id bigserial PRIMARY KEY,
+                customer_id text NOT NULL REFERENCES customers (id),
+                email text NOT NULL,
+                old_role text NOT NULL,
+                new_role text NOT NULL,
+                changed_by text NOT NULL,
+                reason text NOT NULL,
+                changed_at timestamptz NOT NULL DEFAULT now()
+            );
+            """),
     ]
 
     public struct Settings: Sendable {
         public var tokens: AccessTokens
         public var refreshLifetime: Duration
-        /// Emails that get the `admin` role when they register.
-        public var adminEmails: Set<String>
-        public init(tokens: AccessTokens, refreshLifetime: Duration = .seconds(30 * 24 * 3600), adminEmails: Set<String> = []) {
+        public init(tokens: AccessTokens, refreshLifetime: Duration = .seconds(30 * 24 * 3600)) {
             self.tokens = tokens
             self.refreshLifetime = refreshLifetime
-            self.adminEmails = Set(adminEmails.map { $0.lowercased() })
         }
     }
 
@@ -52,7 +62,8 @@ public enum IdentityService {
         var handlers = HandlerRegistry()
 
         handlers.respond(RegisterCustomer.self) { request, context in
-            let role = settings.adminEmails.contains(request.email.lowercased()) ? "admin" : "customer"
+            // Registering never makes an admin: an operator does (`shopfleet admin grant`).
+            let role = "customer"
             let inserted = try await context.database.query("""
                 INSERT INTO \(customers) (id, email, name, password_hash, role) VALUES ($1, $2, $3, $4, $5)
                 ON CONFLICT DO NOTHING RETURNING id
@@ -121,5 +132,39 @@ public enum IdentityService {
         }
 
         return WorkerDefinition(service: "identity", schema: schema, queues: ["identity.queries"], migrations: migrations, handlers: handlers)
+    }
+}
+
+/// Who may administer the shop, changed by an operator with the database identity that owns or is
+/// a member of identity's role — never over the broker, where any service could send the request.
+public enum AdminRoles {
+    public struct Change: Sendable, Equatable {
+        public var customerID: String
+        public var email: String
+        public var oldRole: String
+        public var newRole: String
+    }
+
+    public struct Failure: Error, CustomStringConvertible, Sendable {
+        public var description: String
+    }
+
+    /// Gives `email` the role `role` (`admin` or `customer`), recording who did it and why, in
+    /// one transaction. A change to the role it already has is recorded too (and returned as such).
+    public static func set(_ role: String, email: String, by actor: String, reason: String, database: PostgresClient,
+                           schema: String = IdentityService.schema) async throws -> Change {
+        guard role == "admin" || role == "customer" else { throw Failure(description: "no role '\(role)': admin or customer") }
+        let customers = "\(quoteIdentifier(schema)).customers"
+        let changes = "\(quoteIdentifier(schema)).role_changes"
+        return try await database.transaction { tx in
+            let rows = try await tx.query("SELECT id, email, role FROM \(customers) WHERE lower(email) = lower($1) FOR UPDATE", [email])
+            guard let row = rows.first else { throw Failure(description: "no customer registered with \(email)") }
+            let change = Change(customerID: try row.decode(String.self, 0), email: try row.decode(String.self, 1),
+                                oldRole: try row.decode(String.self, 2), newRole: role)
+            try await tx.query("UPDATE \(customers) SET role = $2 WHERE id = $1", [change.customerID, role])
+            try await tx.query("INSERT INTO \(changes) (customer_id, email, old_role, new_role, changed_by, reason) VALUES ($1, $2, $3, $4, $5, $6)",
+                               [change.customerID, change.email, change.oldRole, role, actor, reason])
+            return change
+        }
     }
 }

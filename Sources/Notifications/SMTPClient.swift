@@ -1,12 +1,20 @@
 public import ClientRuntime
 import FoundationEssentials
-#if canImport(Glibc)
-import Glibc
-#endif
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Synchronization
 
-/// Sends mail over SMTP (RFC 5321): EHLO, AUTH PLAIN when the URL has a user, MAIL, RCPT, DATA.
-/// Each message is one short connection. The socket calls block, so they run on a thread of the
-/// client's own, never on Swift's cooperative pool; every read and write has a timeout.
+/// Sends mail over SMTP (RFC 5321): EHLO, STARTTLS (RFC 3207) with the server's certificate
+/// verified, AUTH PLAIN when the URL has a user — never in clear — then MAIL, RCPT, DATA. Each
+/// message is one short connection on SwiftNIO's event loops, never blocking Swift's cooperative
+/// pool, with a deadline for the whole exchange.
+///
+/// `smtp://[user:password@]host:port[?starttls=required|opportunistic|off][&ca=/path/ca.pem]`:
+/// `required` (the default when the URL has a user) refuses a server that does not offer STARTTLS;
+/// `opportunistic` (the default otherwise, as for a local sink) upgrades when offered; `off` never
+/// does, and is refused with a user. The certificate is checked against the system's roots, or the
+/// PEM bundle `ca`, and the host name (or IP address).
 public final class SMTPClient: Sendable {
     public struct Failure: Error, CustomStringConvertible, Sendable {
         /// A 5xx reply: the server refuses this message for good.
@@ -30,54 +38,173 @@ public final class SMTPClient: Sendable {
         }
     }
 
-    let url: ServerURL
-    let timeoutSeconds: Int
-    private let thread = ConnectionThread(name: "smtp", spin: .zero)
+    public enum StartTLS: String, Sendable { case required, opportunistic, off }
 
-    /// - Parameter url: `smtp://[user:password@]host:port`.
+    let url: ServerURL
+    let timeout: Duration
+    public let startTLS: StartTLS
+    let tls: TLSConfiguration
+
+    /// - Parameter url: `smtp://[user:password@]host:port[?starttls=…&ca=…]`.
     public init(url: String, timeout: Duration = .seconds(10)) throws {
         self.url = try ServerURL(url, schemes: ["smtp"])
-        self.timeoutSeconds = Int(max(1, timeout.components.seconds))
+        self.timeout = timeout
+        let mode = self.url.queryValue("starttls").map { StartTLS(rawValue: $0) } ?? (self.url.user == nil ? .opportunistic : .required)
+        guard let mode else {
+            throw Failure(permanent: true, description: "starttls must be required, opportunistic or off, not '\(self.url.queryValue("starttls") ?? "")'")
+        }
+        if mode != .required, self.url.user != nil {
+            throw Failure(permanent: true, description: "the SMTP URL has a user, so STARTTLS must be required: its password is never sent in clear")
+        }
+        startTLS = mode
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        configuration.certificateVerification = .fullVerification
+        if let ca = self.url.queryValue("ca") {
+            guard FileManager.default.fileExists(atPath: ca) else {
+                throw Failure(permanent: true, description: "the SMTP URL's ca file \(ca) does not exist")
+            }
+            configuration.trustRoots = .file(ca)
+        }
+        tls = configuration
     }
-
-    deinit { thread.stop() }
 
     var address: String { "\(url.host):\(url.port ?? 25)" }
 
     public func send(_ mail: Mail) async throws {
-        try await thread.submit { [self] in try sendBlocking(mail) }
+        let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+        do {
+            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.milliseconds(Int64(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)))
+                .connect(host: url.host, port: url.port ?? 25) { channel in
+                    channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
+                }
+        } catch {
+            throw Failure(permanent: false, description: "cannot connect to SMTP server \(address): \(error)")
+        }
+        // The whole exchange has one deadline: past it the connection is closed under it.
+        let timedOut = Atomic(false)
+        let watchdog = Task { [timeout] in
+            try await Task.sleep(for: timeout)
+            timedOut.store(true, ordering: .relaxed)
+            channel.channel.close(promise: nil)
+        }
+        defer { watchdog.cancel() }
+        do {
+            try await channel.executeThenClose { inbound, outbound in
+                var session = Session(lines: inbound.makeAsyncIterator(), outbound: outbound, address: address)
+                try await converse(&session, mail, channel: channel.channel)
+            }
+        } catch let failure as Failure {
+            throw timedOut.load(ordering: .relaxed) ? Failure(permanent: false, description: "SMTP server \(address) did not finish within \(timeout)") : failure
+        } catch {
+            if timedOut.load(ordering: .relaxed) { throw Failure(permanent: false, description: "SMTP server \(address) did not finish within \(timeout)") }
+            throw Failure(permanent: false, description: "SMTP server \(address): \(Self.explain(error))")
+        }
     }
 
-    private func sendBlocking(_ mail: Mail) throws {
-        let fd = try connect()
-        defer { close(fd) }
-        var reader = LineReader(fd: fd)
-        func expect(_ codes: Set<Int>, after command: String) throws {
-            let (code, text) = try reader.reply(doing: command, at: address)
-            guard codes.contains(code) else {
-                throw Failure(permanent: code >= 500, description: "SMTP server \(address) answered \(code) to \(command): \(text)")
+    private func converse(_ session: inout Session, _ mail: Mail, channel: any Channel) async throws {
+        try await session.expect([220], after: "the greeting")
+        try await session.send("EHLO shopfleet")
+        var extensions = try await session.expect([250], after: "EHLO")
+        var secure = false
+        let offered = extensions.contains { $0.uppercased().hasPrefix("STARTTLS") }
+        if startTLS != .off, offered {
+            try await session.send("STARTTLS")
+            try await session.expect([220], after: "STARTTLS")
+            let context = try NIOSSLContext(configuration: tls)
+            // A host name is checked against the certificate's names; an IP address against its IP entries.
+            let isAddress = url.host.contains(":") || url.host.split(separator: ".").count == 4 && url.host.allSatisfy { $0.isNumber || $0 == "." }
+            let handler = try NIOSSLClientHandler(context: context, serverHostname: isAddress ? nil : url.host)
+            try await channel.pipeline.addHandler(handler, position: .first)
+            try await session.send("EHLO shopfleet")
+            extensions = try await session.expect([250], after: "EHLO after STARTTLS")
+            secure = true
+        } else if startTLS == .required {
+            throw Failure(permanent: false, description: "SMTP server \(address) does not offer STARTTLS, which this URL requires; nothing was sent"
+                          + (url.user == nil ? "" : " (its password is never sent in clear)"))
+        }
+        if let user = url.user {
+            precondition(secure, "AUTH only ever goes over TLS")
+            let credentials = Array("\u{0}\(user)\u{0}\(url.password ?? "")".utf8)
+            try await session.send("AUTH PLAIN " + Data(credentials).base64EncodedString(), shown: "AUTH PLAIN")
+            try await session.expect([235], after: "AUTH PLAIN (check the user and password in SHOPFLEET_SMTP_URL)")
+        }
+        try await session.send("MAIL FROM:<\(Self.address(in: mail.from))>")
+        try await session.expect([250], after: "MAIL FROM")
+        try await session.send("RCPT TO:<\(Self.address(in: mail.to))>")
+        try await session.expect([250, 251], after: "RCPT TO <\(mail.to)>")
+        try await session.send("DATA")
+        try await session.expect([354], after: "DATA")
+        try await session.write(Self.render(mail), doing: "the message")
+        try await session.expect([250], after: "the message")
+        try? await session.send("QUIT")
+    }
+
+    /// What a TLS failure means, in words.
+    static func explain(_ error: any Error) -> String {
+        if let ssl = error as? NIOSSLError {
+            switch ssl {
+            case .handshakeFailed(let reason): return "the TLS handshake failed (\(reason)): is the certificate valid for this host and signed by a trusted CA (?ca=)?"
+            default: return "TLS failed: \(ssl)"
             }
         }
-        func send(_ line: String, shown: String? = nil) throws {
-            try write(fd, Array((line + "\r\n").utf8), doing: shown ?? line)
+        return "\(error)"
+    }
+
+    /// Reply lines in, commands out.
+    struct Session {
+        var lines: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
+        let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+        let address: String
+        var buffer: [UInt8] = []
+
+        mutating func send(_ line: String, shown: String? = nil) async throws {
+            try await write(line + "\r\n", doing: shown ?? line)
         }
-        try expect([220], after: "the greeting")
-        try send("EHLO shopfleet")
-        try expect([250], after: "EHLO")
-        if let user = url.user {
-            let credentials = Array("\u{0}\(user)\u{0}\(url.password ?? "")".utf8)
-            try send("AUTH PLAIN " + Data(credentials).base64EncodedString(), shown: "AUTH PLAIN")
-            try expect([235], after: "AUTH PLAIN (check the user and password in SHOPFLEET_SMTP_URL)")
+
+        mutating func write(_ text: String, doing: String) async throws {
+            do {
+                try await outbound.write(ByteBuffer(string: text))
+            } catch {
+                throw Failure(permanent: false, description: "SMTP server \(address): sending \(doing) failed: \(SMTPClient.explain(error))")
+            }
         }
-        try send("MAIL FROM:<\(Self.address(in: mail.from))>")
-        try expect([250], after: "MAIL FROM")
-        try send("RCPT TO:<\(Self.address(in: mail.to))>")
-        try expect([250, 251], after: "RCPT TO <\(mail.to)>")
-        try send("DATA")
-        try expect([354], after: "DATA")
-        try write(fd, Array(Self.render(mail).utf8), doing: "the message")
-        try expect([250], after: "the message")
-        try? send("QUIT")
+
+        mutating func line(doing: String) async throws -> String {
+            while true {
+                if let end = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+                    let line = String(decoding: buffer[..<end], as: UTF8.self).trimmingSuffix("\r")
+                    buffer.removeSubrange(...end)
+                    return line
+                }
+                let chunk: ByteBuffer?
+                do { chunk = try await lines.next() } catch {
+                    throw Failure(permanent: false, description: "SMTP server \(address) after \(doing): \(SMTPClient.explain(error))")
+                }
+                guard let chunk else { throw Failure(permanent: false, description: "SMTP server \(address) closed the connection after \(doing)") }
+                buffer += chunk.readableBytesView
+            }
+        }
+
+        /// The reply's lines (without codes); a code not in `codes` is a ``Failure`` (permanent for 5xx).
+        @discardableResult
+        mutating func expect(_ codes: Set<Int>, after doing: String) async throws -> [String] {
+            var text: [String] = []
+            while true {
+                let line = try await line(doing: doing)
+                guard line.count >= 3, let code = Int(line.prefix(3)) else {
+                    throw Failure(permanent: false, description: "SMTP server \(address) sent '\(line.prefix(80))' after \(doing), not a reply")
+                }
+                text.append(String(line.dropFirst(4)))
+                if line.count == 3 || line[line.index(line.startIndex, offsetBy: 3)] == " " {
+                    guard codes.contains(code) else {
+                        throw Failure(permanent: code >= 500, description: "SMTP server \(address) answered \(code) to \(doing): \(text.joined(separator: " "))")
+                    }
+                    return text
+                }
+            }
+        }
     }
 
     /// Headers and body, with lines starting with a dot doubled and CRLF line ends, then the end mark.
@@ -98,82 +225,6 @@ public final class SMTPClient: Sendable {
         return String(text[text.index(after: open)..<close])
     }
 
-    private func connect() throws -> Int32 {
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var result: UnsafeMutablePointer<addrinfo>?
-        let status = getaddrinfo(url.host, String(url.port ?? 25), &hints, &result)
-        guard status == 0, let first = result else {
-            throw Failure(permanent: false, description: "cannot resolve SMTP server \(address): \(String(cString: gai_strerror(status)))")
-        }
-        defer { freeaddrinfo(result) }
-        var lastError: Int32 = 0
-        var entry: UnsafeMutablePointer<addrinfo>? = first
-        while let info = entry {
-            let fd = socket(info.pointee.ai_family, info.pointee.ai_socktype, info.pointee.ai_protocol)
-            if fd >= 0 {
-                var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
-                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-                setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-                if Glibc.connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 { return fd }
-                lastError = errno
-                close(fd)
-            }
-            entry = info.pointee.ai_next
-        }
-        throw Failure(permanent: false, description: "cannot connect to SMTP server \(address): \(String(cString: strerror(lastError)))")
-    }
-
-    private func write(_ fd: Int32, _ bytes: [UInt8], doing: String) throws {
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if written < 0 {
-                if errno == EINTR { continue }
-                throw Failure(permanent: false, description: "SMTP server \(address): sending \(doing) failed: \(String(cString: strerror(errno)))")
-            }
-            offset += written
-        }
-    }
-
-    /// Reads CRLF-terminated reply lines; a reply is the lines up to one with a space after its code.
-    struct LineReader {
-        let fd: Int32
-        var buffer: [UInt8] = []
-
-        mutating func line(doing: String, at address: String) throws -> String {
-            while true {
-                if let end = buffer.firstIndex(of: UInt8(ascii: "\n")) {
-                    let line = String(decoding: buffer[..<end], as: UTF8.self).trimmingSuffix("\r")
-                    buffer.removeSubrange(...end)
-                    return line
-                }
-                var chunk = [UInt8](repeating: 0, count: 4096)
-                let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-                if count < 0, errno == EINTR { continue }
-                if count < 0, errno == EAGAIN || errno == EWOULDBLOCK {
-                    throw Failure(permanent: false, description: "SMTP server \(address) did not answer \(doing) in time")
-                }
-                guard count > 0 else {
-                    throw Failure(permanent: false, description: "SMTP server \(address) closed the connection after \(doing)")
-                }
-                buffer += chunk[..<count]
-            }
-        }
-
-        mutating func reply(doing: String, at address: String) throws -> (Int, String) {
-            var text: [String] = []
-            while true {
-                let line = try line(doing: doing, at: address)
-                guard line.count >= 3, let code = Int(line.prefix(3)) else {
-                    throw Failure(permanent: false, description: "SMTP server \(address) sent '\(line.prefix(80))' after \(doing), not a reply")
-                }
-                text.append(String(line.dropFirst(4)))
-                if line.count == 3 || line[line.index(line.startIndex, offsetBy: 3)] == " " { return (code, text.joined(separator: " ")) }
-            }
-        }
-    }
 }
 
 extension String {

@@ -72,13 +72,23 @@ public final class PaymentsSandbox: Sendable {
     public func application(host: String = "127.0.0.1", port: Int) -> some ApplicationProtocol {
         let router = Router()
         router.get("healthz") { _, _ in "ok\n" }
-        router.get("_sandbox/stats") { _, _ in self.json(.ok, self.state.withLock { $0.stats }) }
-        router.get("_sandbox/faults") { _, _ in self.json(.ok, self.state.withLock { $0.faults }) }
+        // The sandbox's own endpoints need the secret key too: faults change what every payment
+        // does, and the ledger lists every intent.
+        router.get("_sandbox/stats") { request, _ in
+            if let refused = self.refusal(request) { return refused }
+            return self.json(.ok, self.state.withLock { $0.stats })
+        }
+        router.get("_sandbox/faults") { request, _ in
+            if let refused = self.refusal(request) { return refused }
+            return self.json(.ok, self.state.withLock { $0.faults })
+        }
         // The gateway's ledger: every PaymentIntent, oldest first (what the chaos runner audits).
-        router.get("_sandbox/intents") { _, _ in
-            self.json(.ok, self.state.withLock { state in state.intents.values.sorted { ($0.created, $0.id) < ($1.created, $1.id) } })
+        router.get("_sandbox/intents") { request, _ in
+            if let refused = self.refusal(request) { return refused }
+            return self.json(.ok, self.state.withLock { state in state.intents.values.sorted { ($0.created, $0.id) < ($1.created, $1.id) } })
         }
         router.post("_sandbox/faults") { request, _ -> Response in
+            if let refused = self.refusal(request) { return refused }
             let body = try await request.body.collect(upTo: 1 << 16)
             guard let faults = try? JSONDecoder().decode(Faults.self, from: Data(body.readableBytesView)) else {
                 return self.error(.badRequest, StripeError(type: "invalid_request_error",
@@ -120,15 +130,30 @@ public final class PaymentsSandbox: Sendable {
 
     // MARK: - The API around every endpoint: key, faults, idempotency
 
+    /// A 401 unless the request carries the secret key (compared in constant time, so the time
+    /// of a refusal says nothing about how much of a guess was right).
+    func refusal(_ request: Request) -> Response? {
+        let presented = request.headers[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
+        if let presented, apiKey.map({ Self.constantTimeEquals($0, presented) }) ?? presented.hasPrefix("sk_test_") { return nil }
+        return error(.unauthorized, StripeError(type: "invalid_request_error",
+                                                message: "Invalid API Key provided: \(presented.map(Self.masked) ?? "none")"))
+    }
+
+    /// Whether two strings are equal, looking at every byte of the longer whatever differs.
+    static func constantTimeEquals(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        var difference = UInt8(truncatingIfNeeded: x.count ^ y.count) | UInt8(truncatingIfNeeded: (x.count ^ y.count) >> 8)
+        for i in 0..<max(x.count, y.count) {
+            difference |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
+        }
+        return difference == 0 && x.count == y.count
+    }
+
     typealias Outcome = (status: HTTPResponse.Status, body: Data)
 
     private func api(_ request: Request, path: String, idempotent: Bool = true,
                      _ handle: @escaping @Sendable ([String: String]) -> Outcome) async throws -> Response {
-        let presented = request.headers[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
-        guard let presented, apiKey.map({ $0 == presented }) ?? presented.hasPrefix("sk_test_") else {
-            return error(.unauthorized, StripeError(type: "invalid_request_error",
-                                                    message: "Invalid API Key provided: \(presented.map(Self.masked) ?? "none")"))
-        }
+        if let refused = refusal(request) { return refused }
         let bytes = try await request.body.collect(upTo: 1 << 16)
         let text = String(decoding: bytes.readableBytesView, as: UTF8.self)
         let fields = Dictionary(FormEncoding.decode(text), uniquingKeysWith: { _, last in last })

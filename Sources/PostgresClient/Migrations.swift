@@ -78,8 +78,8 @@ public struct Migrator: Sendable {
         // Schema and bookkeeping table, under the same lock as the migrations themselves.
         try await client.transaction { tx in
             try await tx.query("SELECT pg_advisory_xact_lock(hashtext($1))", [lockKey])
+            try await actAsOwner(tx)
             try await tx.simpleQuery("""
-                CREATE SCHEMA IF NOT EXISTS \(quoteIdentifier(schema));
                 CREATE TABLE IF NOT EXISTS \(table) (
                     version bigint PRIMARY KEY,
                     name text NOT NULL,
@@ -92,6 +92,7 @@ public struct Migrator: Sendable {
         for migration in migrations {
             let didApply = try await client.transaction { tx -> Bool in
                 try await tx.query("SELECT pg_advisory_xact_lock(hashtext($1))", [lockKey])
+                try await actAsOwner(tx)
                 let existing = try await tx.query("SELECT checksum FROM \(table) WHERE version = $1", [migration.version])
                 if let row = existing.first {
                     let checksum = try row.decode(String.self, 0)
@@ -112,6 +113,23 @@ public struct Migrator: Sendable {
             if didApply { applied.append(migration.version) }
         }
         return applied
+    }
+
+    /// Makes the schema if it is missing (which needs the right to create schemas); where it is
+    /// there and owned by a role this connection is a member of but is not (the migrations
+    /// identity migrating a service's schema), acts as that role for the rest of the
+    /// transaction, so what the migration creates belongs to the schema's owner.
+    func actAsOwner(_ tx: PostgresConnection) async throws {
+        let rows = try await tx.query(
+            "SELECT r.rolname, r.rolname = current_user, pg_has_role(r.oid, 'MEMBER') FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE n.nspname = $1",
+            [schema])
+        guard let row = rows.first else {
+            try await tx.simpleQuery("CREATE SCHEMA \(quoteIdentifier(schema))")
+            return
+        }
+        if row.text(1) != "t", row.text(2) == "t", let owner = row.text(0) {
+            try await tx.simpleQuery("SET LOCAL ROLE \(quoteIdentifier(owner))")
+        }
     }
 
     /// Versions recorded as applied, in order.

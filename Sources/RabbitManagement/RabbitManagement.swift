@@ -107,6 +107,34 @@ public struct RabbitManagement: Sendable {
                               doing: "grant '\(user)' rights on vhost '\(vhost)'")
     }
 
+    /// Creates or updates a user with a password and no tags (no management access). The
+    /// password travels only in the request body.
+    public func putUser(_ name: String, password: String) async throws {
+        let body = try JSONEncoder().encode(["password": password, "tags": ""])
+        _ = try await request(.PUT, "/api/users/\(Self.encodeVHost(name))", body: body, doing: "create or update user '\(name)'")
+    }
+
+    public func deleteUser(_ name: String) async throws {
+        _ = try await request(.DELETE, "/api/users/\(Self.encodeVHost(name))", doing: "delete user '\(name)'", allowNotFound: true)
+    }
+
+    /// Sets a service user's rights on `vhost` to exactly these.
+    public func setPermissions(_ permissions: BrokerPermissions, vhost: String) async throws {
+        let body = try JSONEncoder().encode(["configure": permissions.configure, "write": permissions.write, "read": permissions.read])
+        _ = try await request(.PUT, "/api/permissions/\(Self.encodeVHost(vhost))/\(Self.encodeVHost(permissions.user))", body: body,
+                              doing: "set the rights of '\(permissions.user)' on vhost '\(vhost)'")
+    }
+
+    /// The rights of `user` on `vhost`, nil when it has none.
+    public func permissions(of user: String, vhost: String) async throws -> (configure: String, write: String, read: String)? {
+        let data = try await request(.GET, "/api/permissions/\(Self.encodeVHost(vhost))/\(Self.encodeVHost(user))",
+                                     doing: "read the rights of '\(user)' on vhost '\(vhost)'", allowNotFound: true)
+        guard let object = try? JSONDecoder().decode([String: JSONValue].self, from: data),
+              case .string(let configure)? = object["configure"], case .string(let write)? = object["write"],
+              case .string(let read)? = object["read"] else { return nil }
+        return (configure, write, read)
+    }
+
     public func deleteQueue(_ name: String, vhost: String) async throws {
         _ = try await request(.DELETE, "/api/queues/\(Self.encodeVHost(vhost))/\(Self.encodeVHost(name))",
                               doing: "delete queue '\(name)'", allowNotFound: true)

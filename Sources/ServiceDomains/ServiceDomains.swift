@@ -44,21 +44,29 @@ public enum ServiceDomains {
                                                      webhookURL: webhook.isEmpty ? nil : webhook, webhookSecret: secret))
     }
 
-    /// The access tokens of identity (signing) and the edge (verifying).
-    public static func accessTokens(_ config: ShopfleetConfiguration) async throws -> AccessTokens {
-        let secret = config.value(ShopfleetConfiguration.jwtSecret)
-        guard !secret.isEmpty else {
-            throw ValidationError("SHOPFLEET_JWT_SECRET (or SHOPFLEET_JWT_SECRET_FILE) is not set: the key access tokens are signed with")
+    /// Identity's access tokens: it signs with its private key.
+    public static func signingTokens(_ config: ShopfleetConfiguration) async throws -> AccessTokens {
+        let key = config.value(ShopfleetConfiguration.jwtSigningKey)
+        guard !key.isEmpty else {
+            throw ValidationError("SHOPFLEET_JWT_SIGNING_KEY (or SHOPFLEET_JWT_SIGNING_KEY_FILE) is not set: identity's Ed25519 key access tokens are signed with")
         }
         do {
-            return try await AccessTokens(secret: secret, lifetime: try config.duration(ShopfleetConfiguration.accessTokenTTL))
+            return try await AccessTokens(signingKey: key, lifetime: try config.duration(ShopfleetConfiguration.accessTokenTTL))
+        } catch let invalid as AccessTokens.Invalid {
+            throw ValidationError(invalid.description)
+        }
+    }
+
+    /// The edge's access tokens: it verifies with identity's public keys and cannot sign.
+    public static func verifyingTokens(_ config: ShopfleetConfiguration) async throws -> AccessTokens {
+        do {
+            return try await AccessTokens(publicKeys: config.value(ShopfleetConfiguration.jwtPublicKeys))
         } catch let invalid as AccessTokens.Invalid {
             throw ValidationError(invalid.description)
         }
     }
 
     static func identity(_ config: ShopfleetConfiguration) async throws -> WorkerDefinition {
-        let admins = config.value(ShopfleetConfiguration.adminEmails).split(separator: ",").map { String($0.trimmed()) }.filter { !$0.isEmpty }
-        return IdentityService.definition(.init(tokens: try await accessTokens(config), adminEmails: Set(admins)))
+        IdentityService.definition(.init(tokens: try await signingTokens(config)))
     }
 }

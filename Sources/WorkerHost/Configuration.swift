@@ -13,7 +13,8 @@ import Messaging
 /// | `SHOPFLEET_AMQP_MANAGEMENT_URL` | `http://user:password@host:port` (RabbitMQ management API) | `http://guest:guest@127.0.0.1:15672` |
 /// | `SHOPFLEET_DATABASE_URL` | `postgres://user:password@host:port/database` | `postgres://shopfleet@127.0.0.1:5432/shopfleet` |
 /// | `SHOPFLEET_REDIS_URL` | `redis://[:password@]host:port/db` | `redis://127.0.0.1:6379/0` |
-/// | `SHOPFLEET_HTTP_PORT` | port | `9090` |
+/// | `SHOPFLEET_HTTP_PORT` | port of /healthz, /readyz, /metrics (every process, the edge too) | `9090` |
+/// | `SHOPFLEET_BIND_ADDRESS` | the address every port listens on (`0.0.0.0` in a pod) | `127.0.0.1` |
 /// | `SHOPFLEET_TOPOLOGY_FILE` | path | `topology/shopfleet.yaml` |
 /// | `SHOPFLEET_WORKER_PREFETCH` | 1…65535 | `1` |
 /// | `SHOPFLEET_WORKER_CONCURRENCY` | 1…1024 | `8` |
@@ -24,11 +25,14 @@ import Messaging
 /// | `SHOPFLEET_MAIL_FROM` | a mail address | `Shopfleet <orders@shopfleet.local>` |
 /// | `SHOPFLEET_WEBHOOK_URL` | where notifications POST order events | none (no webhooks) |
 /// | `SHOPFLEET_WEBHOOK_SECRET` | HMAC-SHA256 key signing webhook calls | none |
-/// | `SHOPFLEET_JWT_SECRET` | the HMAC key of access tokens (identity signs, the edge verifies), 32 bytes or more | none: identity and the edge need it |
+/// | `SHOPFLEET_JWT_SIGNING_KEY` | identity's Ed25519 key, `<kid>:<base64url seed>` (`shopfleet keys generate`) | none: identity needs it |
+/// | `SHOPFLEET_JWT_PUBLIC_KEYS` | `<kid>:<base64url x>[,…]`: the public keys the edge accepts | none: the edge needs it |
 /// | `SHOPFLEET_ACCESS_TOKEN_TTL` | duration | `15m` |
-/// | `SHOPFLEET_ADMIN_EMAILS` | comma-separated emails that register as admins | none |
+/// | `SHOPFLEET_FLEET_SECRET` | the operator's secret every service's broker and database password derives from (32 bytes or more) | none: one identity for all |
 /// | `SHOPFLEET_EDGE_PORT` | port of the HTTP edge | `8080` |
 /// | `SHOPFLEET_EDGE_RATE_LIMIT` | requests a second per client (bursts of twice that) | `50` |
+/// | `SHOPFLEET_EDGE_TRUSTED_PROXIES` | addresses or CIDR ranges of the proxies in front of the edge (the Ingress), whose `X-Forwarded-For` names the client | none: the peer is the client |
+/// | `SHOPFLEET_EDGE_REGISTRATIONS_PER_HOUR` | accounts one client may register in an hour | `20` |
 /// | `SHOPFLEET_EDGE_QUERY_TIMEOUT` | duration: how long the edge waits for a service's answer before a 504 | `5s` |
 /// | `SHOPFLEET_OPENAPI_FILE` | path of the OpenAPI document the edge serves | `openapi.yaml` |
 /// | `SHOPFLEET_CART_TTL` | duration: a cart not touched for this long is gone | `168h` (a week) |
@@ -61,7 +65,13 @@ public struct ShopfleetConfiguration: Sendable {
     public static let redisURL = Key(name: "SHOPFLEET_REDIS_URL", defaultValue: "redis://127.0.0.1:6379/0",
                               summary: "Redis, for carts and rate limits")
     public static let httpPort = Key(name: "SHOPFLEET_HTTP_PORT", defaultValue: "9090",
-                              summary: "port of /healthz, /readyz and /metrics (workers)")
+                              summary: "port of /healthz, /readyz and /metrics (every process; the edge's is apart from its public port)")
+    public static let bindAddress = Key(name: "SHOPFLEET_BIND_ADDRESS", defaultValue: "127.0.0.1",
+                                 summary: "the address every port listens on; 0.0.0.0 in a pod")
+    public static let edgeTrustedProxies = Key(name: "SHOPFLEET_EDGE_TRUSTED_PROXIES", defaultValue: "",
+                                        summary: "comma-separated addresses or CIDR ranges of the proxies in front of the edge; their X-Forwarded-For names the client")
+    public static let edgeRegistrationsPerHour = Key(name: "SHOPFLEET_EDGE_REGISTRATIONS_PER_HOUR", defaultValue: "20",
+                                              summary: "accounts one client may register in an hour")
     public static let topologyFile = Key(name: "SHOPFLEET_TOPOLOGY_FILE", defaultValue: "topology/shopfleet.yaml",
                                   summary: "the authored topology; workers read retry tiers and dead letters from it")
     public static let workerPrefetch = Key(name: "SHOPFLEET_WORKER_PREFETCH", defaultValue: "1",
@@ -82,12 +92,14 @@ public struct ShopfleetConfiguration: Sendable {
                                 summary: "where notifications POST order events (signed); empty: no webhooks")
     public static let webhookSecret = Key(name: "SHOPFLEET_WEBHOOK_SECRET", defaultValue: "",
                                    summary: "the HMAC-SHA256 key of X-Shopfleet-Signature on webhook calls")
-    public static let jwtSecret = Key(name: "SHOPFLEET_JWT_SECRET", defaultValue: "",
-                               summary: "the HMAC-SHA256 key of access tokens (32 bytes or more); identity signs, the edge verifies")
+    public static let jwtSigningKey = Key(name: "SHOPFLEET_JWT_SIGNING_KEY", defaultValue: "",
+                                   summary: "identity's Ed25519 signing key, <kid>:<base64url seed>; identity only")
+    public static let jwtPublicKeys = Key(name: "SHOPFLEET_JWT_PUBLIC_KEYS", defaultValue: "",
+                                   summary: "the Ed25519 public keys the edge verifies access tokens with, <kid>:<base64url x>[,…]")
+    public static let fleetSecret = Key(name: "SHOPFLEET_FLEET_SECRET", defaultValue: "",
+                                 summary: "the operator's secret each service's broker and database password derives from; never a service's")
     public static let accessTokenTTL = Key(name: "SHOPFLEET_ACCESS_TOKEN_TTL", defaultValue: "15m",
                                     summary: "how long an access token is good for")
-    public static let adminEmails = Key(name: "SHOPFLEET_ADMIN_EMAILS", defaultValue: "",
-                                 summary: "comma-separated emails that get the admin role when they register")
     public static let edgePort = Key(name: "SHOPFLEET_EDGE_PORT", defaultValue: "8080", summary: "port of the HTTP edge")
     public static let edgeRateLimit = Key(name: "SHOPFLEET_EDGE_RATE_LIMIT", defaultValue: "50",
                                    summary: "requests a second per client at the edge (bursts of twice that)")
@@ -109,11 +121,11 @@ public struct ShopfleetConfiguration: Sendable {
                                          summary: "how long the checkout saga waits on any other step (sending again meanwhile) before it gives up")
     public static let checkoutReservationTTL = Key(name: "SHOPFLEET_CHECKOUT_RESERVATION_TTL", defaultValue: "15m",
                                             summary: "how long inventory holds an order's stock before releasing it by itself")
-    public static let keys = [amqpURL, amqpManagementURL, databaseURL, redisURL, httpPort, topologyFile, workerPrefetch,
-                       workerConcurrency, logLevel, paymentsURL, paymentsAPIKey, smtpURL, mailFrom, webhookURL, webhookSecret, jwtSecret, accessTokenTTL, adminEmails, edgePort, edgeRateLimit, edgeQueryTimeout, openAPIFile, cartTTL, checkoutResendAfter, checkoutResendLimit, checkoutReserveTimeout, checkoutPaymentTimeout,
+    public static let keys = [amqpURL, amqpManagementURL, databaseURL, redisURL, httpPort, bindAddress, topologyFile, workerPrefetch,
+                       workerConcurrency, logLevel, paymentsURL, paymentsAPIKey, smtpURL, mailFrom, webhookURL, webhookSecret, jwtSigningKey, jwtPublicKeys, accessTokenTTL, fleetSecret, edgePort, edgeRateLimit, edgeTrustedProxies, edgeRegistrationsPerHour, edgeQueryTimeout, openAPIFile, cartTTL, checkoutResendAfter, checkoutResendLimit, checkoutReserveTimeout, checkoutPaymentTimeout,
                        checkoutStepTimeout, checkoutReservationTTL]
     /// Keys whose value is a secret as a whole: shown only as set or not.
-    public static let secretKeys: Set<String> = [paymentsAPIKey.name, webhookSecret.name, jwtSecret.name]
+    public static let secretKeys: Set<String> = [paymentsAPIKey.name, webhookSecret.name, jwtSigningKey.name, fleetSecret.name]
 
     public enum Source: String, Sendable { case flag, environment, file, local = "local fleet file", `default` }
 

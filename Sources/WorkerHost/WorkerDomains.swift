@@ -99,13 +99,14 @@ public struct WorkerArguments: ParsableArguments, Sendable {
         guard let level = Logger.Level(rawValue: config.value(ShopfleetConfiguration.logLevel)) else {
             throw ValidationError("SHOPFLEET_LOG_LEVEL '\(config.value(ShopfleetConfiguration.logLevel))' is not a log level")
         }
-        let settings = WorkerSettings(
+        var settings = WorkerSettings(
             amqpURL: config.amqpURL, databaseURL: config.databaseURL,
             topologyFile: config.value(ShopfleetConfiguration.topologyFile),
             httpPort: try port ?? config.integer(ShopfleetConfiguration.httpPort, in: 0...65535),
             prefetch: UInt16(try config.integer(ShopfleetConfiguration.workerPrefetch, in: 1...65535)),
             concurrency: try config.integer(ShopfleetConfiguration.workerConcurrency, in: 1...1024),
             logLevel: level)
+        settings.bindAddress = config.value(ShopfleetConfiguration.bindAddress)
         try await WorkerProcess.run(definition, settings: settings)
     }
 }

@@ -104,7 +104,8 @@ struct ChaosCommand: AsyncParsableCommand {
             }
             let servers = ChaosRun.Servers(amqpURL: config.amqpURL, managementURL: config.amqpManagementURL, databaseURL: config.databaseURL,
                                            redisURL: config.redisURL, script: environment["SHOPFLEET_SERVERS_SCRIPT"],
-                                           instance: environment["SHOPFLEET_SERVERS_INSTANCE"])
+                                           instance: environment["SHOPFLEET_SERVERS_INSTANCE"],
+                                           fleetSecret: config.value(ShopfleetConfiguration.fleetSecret))
             let serverFaults = !chosen.restartBrokerAt.isEmpty || !chosen.restartDatabaseAt.isEmpty || chosen.databaseOutage != nil
                 || !chosen.restartRedisAt.isEmpty
             if serverFaults, servers.script == nil || servers.instance == nil {

@@ -1,6 +1,7 @@
 import AMQPClient
 import ArgumentParser
 import AsyncHTTPClient
+import Auth
 import ClientRuntime
 import Contracts
 import Fleet
@@ -51,6 +52,8 @@ struct DevCommand: AsyncParsableCommand {
 
         @Option(help: "Products in the demo catalog.") var products = 300
         @Option(help: "First port for the workers' /healthz, /readyz and /metrics (each replica takes the next).") var firstPort = 9101
+        @Option(help: "The edge's /healthz, /readyz and /metrics (each edge replica takes the next; default: right after the workers').")
+        var edgeOpsPort: Int?
         @Option(help: ArgumentHelp("Processes per role, competing on the same queues as pods would: 2 for every role, or 2,orders=3,edge=1.",
                                    valueName: "replicas"))
         var replicas: String?
@@ -69,13 +72,25 @@ struct DevCommand: AsyncParsableCommand {
             if config.value(ShopfleetConfiguration.paymentsAPIKey).isEmpty {
                 generated[ShopfleetConfiguration.paymentsAPIKey.name] = "sk_test_" + UUIDv7.generate().replacing("-", with: "")
             }
-            if config.value(ShopfleetConfiguration.jwtSecret).isEmpty {
-                generated[ShopfleetConfiguration.jwtSecret.name] = (UUIDv7.generate() + UUIDv7.generate()).replacing("-", with: "")
+            if config.value(ShopfleetConfiguration.jwtSigningKey).isEmpty {
+                generated[ShopfleetConfiguration.jwtSigningKey.name] = AccessTokens.generateSigningKey(kid: "dev1")
+            }
+            if config.value(ShopfleetConfiguration.fleetSecret).isEmpty {
+                generated[ShopfleetConfiguration.fleetSecret.name] = (UUIDv7.generate() + UUIDv7.generate()).replacing("-", with: "")
             }
             if !generated.isEmpty { config = try ShopfleetConfiguration.current(overrides: generated) }
+            if config.value(ShopfleetConfiguration.jwtPublicKeys).isEmpty {
+                // The edge verifies with the public half of identity's key.
+                let publicKey = try AccessTokens.publicKey(of: config.value(ShopfleetConfiguration.jwtSigningKey))
+                config = try ShopfleetConfiguration.current(overrides: generated.merging([ShopfleetConfiguration.jwtPublicKeys.name: publicKey]) { $1 })
+            }
             try writeLocalFile(config)
             let environment = Dictionary(uniqueKeysWithValues: ShopfleetConfiguration.keys.map { ($0.name, config.value($0)) })
 
+            say("making each service's database role and schema")
+            for line in try await MigrateCommand.provision(secret: config.value(ShopfleetConfiguration.fleetSecret), databaseURL: config.databaseURL) {
+                say(line)
+            }
             say("migrating")
             for line in try await MigrateCommand.migrate(WorkerCatalog.listed, databaseURL: config.databaseURL) { say(line) }
             say("applying the topology")
@@ -83,17 +98,23 @@ struct DevCommand: AsyncParsableCommand {
             let management = try RabbitManagement(url: config.amqpManagementURL)
             let remaining = try await management.apply(topology.render(), vhost: DevCommand.virtualHost(config, topology))
             for difference in remaining.differences { say("topology: \(difference)") }
+            say("making each service's broker user")
+            _ = try await FleetIdentities(secret: config.value(ShopfleetConfiguration.fleetSecret))
+                .applyBrokerUsers(topology, vhost: DevCommand.virtualHost(config, topology), management: management)
 
             let binary = ChildProcess.currentExecutable ?? CommandLine.arguments[0]
             guard let python = ProcessInfo.processInfo.environment["SHOPFLEET_PYTHON"] else {
                 throw ValidationError("SHOPFLEET_PYTHON is not set: start through `make run`, or eval \"$(scripts/servers.sh env dev)\" first (it installs the SMTP sink)")
             }
+            let counts = try replicas.map(FleetPlan.replicas(parsing:)) ?? [:]
+            let workerProcesses = FleetPlan.workerRoles.reduce(0) { $0 + max(1, counts[$1] ?? 1) }
             let ports = FleetPlan.Ports(
                 firstWorker: firstPort, edge: try config.integer(ShopfleetConfiguration.edgePort, in: 0...65535),
+                edgeOps: edgeOpsPort ?? firstPort + workerProcesses,
                 paymentsSandbox: (try? ServerURL(config.value(ShopfleetConfiguration.paymentsURL), schemes: ["http", "https"]))?.port ?? 12111,
                 smtpSink: (try? ServerURL(config.value(ShopfleetConfiguration.smtpURL), schemes: ["smtp"]))?.port ?? 2525)
             let plan = FleetPlan.shop(binary: binary, python: python, environment: environment, ports: ports,
-                                      replicas: try replicas.map(FleetPlan.replicas(parsing:)) ?? [:],
+                                      replicas: counts,
                                       mail: .maildir(DevCommand.directory + "/mail"))
             let state = Mutex<FleetSupervisor?>(nil)
             let started = Date()

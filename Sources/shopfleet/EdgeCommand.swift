@@ -8,15 +8,18 @@ import Hummingbird
 import Logging
 import Messaging
 import RedisClient
+import ServiceLifecycle
+import UnixSignals
 import WorkerHost
 
 struct EdgeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "edge",
-        abstract: "Run the HTTP edge (the /v1 API, /openapi.yaml, /healthz, /readyz, /metrics) until SIGTERM.")
+        abstract: "Run the HTTP edge (the /v1 API and /openapi.yaml; /healthz, /readyz and /metrics on the ops port) until SIGTERM.")
 
-    @Option(help: "Port (default: SHOPFLEET_EDGE_PORT, 8080).") var port: Int?
-    @Option(help: "Address to listen on.") var host = "0.0.0.0"
+    @Option(help: "Public port (default: SHOPFLEET_EDGE_PORT, 8080).") var port: Int?
+    @Option(help: "Port of /healthz, /readyz and /metrics (default: SHOPFLEET_HTTP_PORT, 9090).") var opsPort: Int?
+    @Option(help: "Address both ports listen on (default: SHOPFLEET_BIND_ADDRESS, 127.0.0.1).") var host: String?
     @OptionGroup var connection: ConnectionOptions
 
     func run() async throws {
@@ -25,7 +28,7 @@ struct EdgeCommand: AsyncParsableCommand {
         let registry = WorkerProcess.bootstrap(level: level)
         var logger = Logger(label: "shopfleet.edge")
         logger.logLevel = level
-        let tokens = try await ServiceDomains.accessTokens(config)
+        let tokens = try await ServiceDomains.verifyingTokens(config)
         let openAPIPath = config.value(ShopfleetConfiguration.openAPIFile)
         guard let document = FileManager.default.contents(atPath: openAPIPath) else {
             throw ValidationError("cannot read the OpenAPI document at \(openAPIPath) (SHOPFLEET_OPENAPI_FILE)")
@@ -39,9 +42,24 @@ struct EdgeCommand: AsyncParsableCommand {
         settings.rateLimit = Double(try config.integer(ShopfleetConfiguration.edgeRateLimit, in: 1...1_000_000))
         settings.rateBurst = Int(settings.rateLimit * 2)
         settings.queryTimeout = try config.duration(ShopfleetConfiguration.edgeQueryTimeout)
+        let vhost = amqpConfiguration.vhost
+        settings.redisPrefix = vhost == "/" ? "shopfleet:" : "shopfleet:\(vhost):"
+        settings.registrationsPerHour = try config.integer(ShopfleetConfiguration.edgeRegistrationsPerHour, in: 1...1_000_000)
+        for entry in config.value(ShopfleetConfiguration.edgeTrustedProxies).split(separator: ",").map({ $0.trimmed() }) where !entry.isEmpty {
+            guard let range = IPRange(entry) else {
+                throw ValidationError("SHOPFLEET_EDGE_TRUSTED_PROXIES: '\(entry)' is not an address or a CIDR range")
+            }
+            settings.trustedProxies.append(range)
+        }
         let edge = try await EdgeServer(amqp: amqp, redis: redis, tokens: tokens, passwords: PasswordHasher(), settings: settings, logger: logger)
         let listen = try port ?? config.integer(ShopfleetConfiguration.edgePort, in: 0...65535)
-        try await edge.application(host: host, port: listen, registry: registry).runService()
+        let opsListen = try opsPort ?? config.integer(ShopfleetConfiguration.httpPort, in: 0...65535)
+        let address = host ?? config.value(ShopfleetConfiguration.bindAddress)
+        let services = ServiceGroup(configuration: .init(
+            services: [.init(service: edge.application(host: address, port: listen, registry: registry)),
+                       .init(service: edge.ops(host: address, port: opsListen, registry: registry))],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await services.run()
         await amqp.close()
         await redis.close()
     }

@@ -10,7 +10,7 @@ struct Shopfleet: AsyncParsableCommand {
         discussion: """
             Configuration comes from the environment (flags override it); see `shopfleet config`.
             """,
-        subcommands: [ConfigCommand.self, CheckCommand.self, TopologyCommand.self, ContractsCommand.self, WorkerCommand.self, EdgeCommand.self, MigrateCommand.self, DevCommand.self, SendCommand.self, AskCommand.self, SagaCommand.self, DLQCommand.self, PaymentsSandboxCommand.self, BenchCommand.self, ChaosCommand.self])
+        subcommands: [ConfigCommand.self, CheckCommand.self, AdminCommand.self, KeysCommand.self, TopologyCommand.self, ContractsCommand.self, WorkerCommand.self, EdgeCommand.self, MigrateCommand.self, DevCommand.self, SendCommand.self, AskCommand.self, SagaCommand.self, DLQCommand.self, PaymentsSandboxCommand.self, BenchCommand.self, ChaosCommand.self])
 
     static func main() async {
         ParentWatch.startIfAsked()

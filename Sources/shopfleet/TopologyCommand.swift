@@ -1,4 +1,5 @@
 import ArgumentParser
+import Fleet
 import FoundationEssentials
 import Messaging
 import RabbitManagement
@@ -25,7 +26,7 @@ struct TopologyCommand: AsyncParsableCommand {
 
     struct Render: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Write RabbitMQ's definitions.json (exchanges, queues, bindings, policies; no users).")
+            abstract: "Write RabbitMQ's definitions.json (exchanges, queues, bindings, policies) and permissions.json (each service's rights; no users, no passwords).")
 
         @OptionGroup var file: FileOptions
         @Option(help: "Where to write; '-' prints to standard output.")
@@ -33,21 +34,29 @@ struct TopologyCommand: AsyncParsableCommand {
         @Flag(help: "Write nothing; fail when the file on disk is not what rendering gives.")
         var check = false
 
+        @Option(help: "Where to write each service's broker rights (no passwords); '-' prints to standard output.")
+        var permissions = "topology/permissions.json"
+
         func run() async throws {
-            let json = try file.load().render().json()
+            let topology = try file.load()
+            try emit(try topology.render().json(), to: output)
+            try emit(try topology.renderPermissions(), to: permissions)
+        }
+
+        func emit(_ json: String, to path: String) throws {
             if check {
-                let current = FileManager.default.contents(atPath: output).map { String(decoding: $0, as: UTF8.self) }
+                let current = FileManager.default.contents(atPath: path).map { String(decoding: $0, as: UTF8.self) }
                 guard current == json else {
-                    throw ValidationError("\(output) is out of date: run `shopfleet topology render`")
+                    throw ValidationError("\(path) is out of date: run `shopfleet topology render`")
                 }
-                print("\(output) is up to date")
-            } else if output == "-" {
+                print("\(path) is up to date")
+            } else if path == "-" {
                 print(json, terminator: "")
             } else {
-                guard FileManager.default.createFile(atPath: output, contents: Data(json.utf8)) else {
-                    throw ValidationError("cannot write \(output)")
+                guard FileManager.default.createFile(atPath: path, contents: Data(json.utf8)) else {
+                    throw ValidationError("cannot write \(path)")
                 }
-                print("wrote \(output)")
+                print("wrote \(path)")
             }
         }
     }
@@ -83,8 +92,21 @@ struct TopologyCommand: AsyncParsableCommand {
         func run() async throws {
             // Queues and exchanges that already exist with other settings are left as they are by
             // the broker: the check after loading says so rather than claim success.
+            let config = try broker.connection.configuration()
+            let secret = config.value(ShopfleetConfiguration.fleetSecret)
+            let identities: FleetIdentities?
+            do { identities = secret.isEmpty ? nil : try FleetIdentities(secret: secret) } catch { throw ValidationError("\(error)") }
+            let topology = try broker.file.load()
             let (want, diff, vhost, management) = try await broker.compare { management, want, vhost in
                 _ = try await management.apply(want, vhost: vhost)
+                // One user per service with exactly its rights, when the operator holds the fleet secret.
+                if let identities {
+                    for entry in try await identities.applyBrokerUsers(topology, vhost: vhost, management: management) {
+                        print("user \(entry.user): configure \(entry.configure) write \(entry.write) read \(entry.read)")
+                    }
+                } else {
+                    print("SHOPFLEET_FLEET_SECRET is not set: no service users made (every process would need the operator's)")
+                }
             }
             if !diff.isEmpty { throw ExitCode(1) }
             print("applied \(want.exchanges.count) exchanges, \(want.queues.count) queues, \(want.bindings.count) bindings, \(want.policies.count) policies to vhost '\(vhost)' at \(management.redactedURL)")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Fleet
 import ServiceDomains
 import ClientRuntime
 import Messaging
@@ -77,20 +78,40 @@ struct WorkerCommand: AsyncParsableCommand {
 struct MigrateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "migrate",
-        abstract: "Apply each domain's migrations (the runtime's inbox and outbox, then the domain's own) to its schema.")
+        abstract: "Make each worker's database role and the schema it owns (with SHOPFLEET_FLEET_SECRET), then apply each domain's migrations (the runtime's inbox and outbox, then the domain's own) to its schema as its owner.")
 
     @Argument(help: "Domains to migrate (default: all).")
     var domains: [String] = []
     @OptionGroup var connection: ConnectionOptions
 
     func run() async throws {
-        let report = try await Self.migrate(domains.isEmpty ? WorkerCatalog.listed : domains,
-                                             databaseURL: try connection.configuration().databaseURL)
+        let config = try connection.configuration()
+        let secret = config.value(ShopfleetConfiguration.fleetSecret)
+        if !secret.isEmpty {
+            for line in try await Self.provision(secret: secret, databaseURL: config.databaseURL) { print(line) }
+        }
+        let report = try await Self.migrate(domains.isEmpty ? WorkerCatalog.listed : domains, databaseURL: config.databaseURL)
         for line in report { print(line) }
     }
 }
 
 extension MigrateCommand {
+    /// Each worker's login role and the schema it owns (``FleetIdentities/applyDatabaseRoles(_:)``),
+    /// as the operator's database identity.
+    static func provision(secret: String, databaseURL: String) async throws -> [String] {
+        let identities: FleetIdentities
+        do { identities = try FleetIdentities(secret: secret) } catch { throw ValidationError("\(error)") }
+        let client = PostgresClient(configuration: try PostgresConfiguration(url: databaseURL), maximumConnections: 1)
+        do {
+            let report = try await identities.applyDatabaseRoles(client)
+            await client.close()
+            return report
+        } catch {
+            await client.close()
+            throw error
+        }
+    }
+
     /// Migrates each domain's schema; a line per domain saying what was applied.
     static func migrate(_ names: [String], databaseURL: String) async throws -> [String] {
         let client = PostgresClient(configuration: try PostgresConfiguration(url: databaseURL), maximumConnections: 1)

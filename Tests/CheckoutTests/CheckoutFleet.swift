@@ -11,6 +11,8 @@ import Payments
 import PaymentsSandbox
 import PostgresClient
 import Sagas
+import Auth
+import Identity
 import ShopfleetTesting
 import Synchronization
 #if canImport(Glibc)
@@ -31,11 +33,21 @@ final class CheckoutFleet: Sendable {
     let supervisor: FleetSupervisor
     /// Each process's port, by name (one replica per role, so a role's name).
     let ports: [String: Int]
-    var environment: [String: String] { supervisor.plan.environment }
+    /// The operator's settings (the admin URLs, every key): what `shopfleet saga`, `dlq` and the
+    /// like run with beside the fleet. The fleet's processes each get only their own share.
+    let environment: [String: String]
     let logDirectory: String
 
-    /// The access-token key of every test fleet (tests sign and verify with it too).
-    static let jwtSecret = "test-secret-" + String(repeating: "k", count: 40)
+    /// Identity's signing key in every test fleet of this process (tests sign tokens with it too);
+    /// the edge gets only its public key.
+    static let signingKey = AccessTokens.generateSigningKey(kid: "test1")
+    static let publicKeys = try! AccessTokens.publicKey(of: signingKey)
+    /// Identity's tokens (signing), as the fleet's identity worker makes them.
+    static func signer() async throws -> AccessTokens { try await AccessTokens(signingKey: signingKey) }
+    /// The edge's tokens (verifying only).
+    static func verifier() async throws -> AccessTokens { try await AccessTokens(publicKeys: publicKeys) }
+    /// The operator's fleet secret of the test servers: every service's broker and database password derives from it.
+    static var fleetSecret: String { (try? TestServers.environment("SHOPFLEET_FLEET_SECRET")) ?? "" }
 
     static var binary: String {
         let exe = ChildProcess.currentExecutable ?? ""
@@ -55,6 +67,9 @@ final class CheckoutFleet: Sendable {
     private init(environment extra: [String: String], topologyFile: String) async throws {
         sandbox = try await BrokerSandbox.create(topologyFile: topologyFile)
         scratch = try await ScratchDatabase.create("checkout")
+        // Each service as its own broker user and database role, as `make run` and production run them.
+        try await FleetIdentities(secret: Self.fleetSecret).provision(topology: sandbox.topology, vhost: sandbox.vhost,
+                                                                      management: sandbox.management, databaseURL: scratch.url)
         database = PostgresClient(configuration: try PostgresConfiguration(url: scratch.url), maximumConnections: 4)
         amqp = try await AMQPConnection.connect(try AMQPConfiguration(url: sandbox.amqpURL, connectionName: "checkout test"))
         channel = try await amqp.openChannel()
@@ -67,12 +82,15 @@ final class CheckoutFleet: Sendable {
             "SHOPFLEET_TOPOLOGY_FILE": topologyFile,
             "SHOPFLEET_PAYMENTS_API_KEY": "sk_test_" + TestServers.uniqueName("fleet"),
             "SHOPFLEET_WORKER_CONCURRENCY": "4",
-            "SHOPFLEET_JWT_SECRET": Self.jwtSecret,
+            "SHOPFLEET_JWT_SIGNING_KEY": Self.signingKey,
+            "SHOPFLEET_JWT_PUBLIC_KEYS": Self.publicKeys,
+            "SHOPFLEET_FLEET_SECRET": Self.fleetSecret,
+            "SHOPFLEET_REDIS_URL": try TestServers.redisURL(),
             "SHOPFLEET_OPENAPI_FILE": TestServers.repositoryRoot + "/openapi.yaml",
-            "SHOPFLEET_ADMIN_EMAILS": "admin@shopfleet.test",
             "SHOPFLEET_LOG_LEVEL": "info",
         ]
         environment.merge(extra) { _, new in new }
+        self.environment = environment
         // One block of consecutive free ports, so no two processes can draw the same one.
         let first = TestServers.freePort(count: FleetPlan.Ports.blockSize(workers: FleetPlan.workerRoles.count, edges: 1))
         let plan = FleetPlan.shop(binary: Self.binary, python: try TestServers.environment("SHOPFLEET_PYTHON"), environment: environment,
@@ -208,6 +226,11 @@ final class CheckoutFleet: Sendable {
         return (try rows[0].decode(Int.self, 0), try rows[0].decode(Int.self, 1))
     }
 
+    /// What `shopfleet admin grant` does: the operator makes a registered customer an admin.
+    func grantAdmin(_ email: String) async throws {
+        _ = try await AdminRoles.set("admin", email: email, by: "test operator", reason: "a test needs an admin", database: database)
+    }
+
     func count(_ sql: String, _ binds: [any PostgresEncodable] = []) async throws -> Int {
         try await database.query(sql, binds)[0].decode(Int.self, 0)
     }
@@ -243,21 +266,32 @@ final class CheckoutFleet: Sendable {
 
     // MARK: - The gateway
 
+    /// The gateway's secret key (the payments worker's and the sandbox's).
+    var paymentsKey: String { supervisor.plan.process("payments-sandbox").flatMap { supervisor.plan.environment(of: $0)["SHOPFLEET_PAYMENTS_API_KEY"] } ?? "" }
+
     func sandboxStats() async throws -> PaymentsSandbox.Stats {
-        let response = try await get("payments-sandbox", "/_sandbox/stats")
-        return try StripeJSON.decoder().decode(PaymentsSandbox.Stats.self, from: Data(response.body.readableBytesView))
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(ports["payments-sandbox"]!)/_sandbox/stats")
+        request.headers.add(name: "Authorization", value: "Bearer \(paymentsKey)")
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(5))
+        guard response.status == .ok else { throw TestFailure("the sandbox's stats answered \(response.status)") }
+        let body = try await response.body.collect(upTo: 1 << 20)
+        return try StripeJSON.decoder().decode(PaymentsSandbox.Stats.self, from: Data(body.readableBytesView))
     }
 
     func setFaults(_ faults: PaymentsSandbox.Faults) async throws {
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(ports["payments-sandbox"]!)/_sandbox/faults")
         request.method = .POST
+        request.headers.add(name: "Authorization", value: "Bearer \(paymentsKey)")
         request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(faults)))
         let response = try await HTTPClient.shared.execute(request, timeout: .seconds(5))
         guard response.status == .ok else { throw TestFailure("setting faults answered \(response.status)") }
     }
 
     func get(_ role: String, _ path: String) async throws -> (status: Int, body: ByteBuffer) {
-        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(ports[role]!)\(path)"), timeout: .seconds(5))
+        // /healthz, /readyz and /metrics on the process's ops port (the edge's is apart from its public one).
+        let ops = ["/healthz", "/readyz", "/metrics"].contains(path)
+        let port = ops ? supervisor.plan.process(role)?.opsPort ?? ports[role]! : ports[role]!
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)"), timeout: .seconds(5))
         return (Int(response.status.code), try await response.body.collect(upTo: 1 << 20))
     }
 }

@@ -41,8 +41,8 @@ struct DevFleetTests {
             sandbox = try await BrokerSandbox.create(topologyFile: BrokerSandbox.fleetTopologyFile, apply: false)
             scratch = try await ScratchDatabase.create("devfleet")
             directory = "/tmp/\(scratch.name)"
-            // Ten workers from port (two orders replicas), edge port + 10, sandbox port + 11, SMTP port + 12.
-            let port = TestServers.freePort(count: 13)
+            // Ten workers from port (two orders replicas), edge port + 10, sandbox port + 11, SMTP port + 12, the edge's ops port + 13.
+            let port = TestServers.freePort(count: 14)
             // The fleet's own settings; the "other terminal" gets none of them, only the folder.
             let environment = [
                 "SHOPFLEET_DEV_DIR": directory,
@@ -55,7 +55,7 @@ struct DevFleetTests {
                 "SHOPFLEET_EDGE_PORT": String(port + 10),
                 "SHOPFLEET_OPENAPI_FILE": TestServers.repositoryRoot + "/openapi.yaml",
             ]
-            process = try ChildProcess.spawn([CheckoutFleet.binary, "dev", "--products", "20", "--first-port", String(port), "--replicas", "orders=2"],
+            process = try ChildProcess.spawn([CheckoutFleet.binary, "dev", "--products", "20", "--first-port", String(port), "--edge-ops-port", String(port + 13), "--replicas", "orders=2"],
                                              extraEnvironment: environment, logFile: "\(directory).log")
         }
 

@@ -68,7 +68,7 @@ struct EdgeTests {
             // The cart worker is down, so the checkout hangs; the edge is killed meanwhile.
             await fleet.supervisor.stop("cart")
             let redis = RedisClient(configuration: try RedisConfiguration(url: try TestServers.redisURL()), maximumConnections: 1)
-            let remembered = "shopfleet:idempotency:\(customer):\(RefreshTokens.hash("order-1"))"
+            let remembered = "shopfleet:\(fleet.sandbox.vhost):idempotency:\(customer):\(RefreshTokens.hash("order-1"))"
             let asked = ContinuousClock.now
             let first = Task { try? await call(fleet, .POST, "/v1/orders", json: order, token: token, headers: key) }
             try await waitUntil(deadline: .seconds(10)) { (try? await redis.send("EXISTS", remembered).integer) == 1 }
@@ -161,8 +161,8 @@ struct EdgeTests {
                 #expect(string(answer.body["detail"])?.contains(detail) == true, "\(method) \(path): \(answer.text.prefix(300))")
             }
             // Forged and expired tokens.
-            let forged = try await AccessTokens(secret: String(repeating: "f", count: 40)).sign(customerID: "cus-x", email: "x@y.z", role: "admin").token
-            let expired = try await AccessTokens(secret: CheckoutFleet.jwtSecret).sign(customerID: "cus-x", email: "x@y.z", role: "customer",
+            let forged = try await AccessTokens(signingKey: AccessTokens.generateSigningKey(kid: "test1")).sign(customerID: "cus-x", email: "x@y.z", role: "admin").token
+            let expired = try await CheckoutFleet.signer().sign(customerID: "cus-x", email: "x@y.z", role: "customer",
                                                                                     now: Date().addingTimeInterval(-7200)).token
             #expect(string(try await call(fleet, .GET, "/v1/orders", token: forged).body["detail"])?.contains("signature") == true)
             #expect(string(try await call(fleet, .GET, "/v1/orders", token: expired).body["detail"])?.contains("expired") == true)
@@ -195,8 +195,10 @@ struct EdgeTests {
             let answer = try #require(limited, "never limited: \(statuses)")
             #expect(answer.isProblem)
             #expect(Int(answer.headers["Retry-After"].first ?? "") ?? 0 >= 1)
-            // Health endpoints are not limited.
-            #expect(try await call(fleet, .GET, "/healthz").status == 200)
+            // Health endpoints are on the ops port, never limited, and not on the public one.
+            #expect(try await fleet.get("edge", "/healthz").status == 200)
+            #expect(try await call(fleet, .GET, "/metrics").status == 404)
+            #expect(try await call(fleet, .GET, "/healthz").status == 404)
         }
     }
 
@@ -213,7 +215,7 @@ struct EdgeTests {
                 let down = try await call(fleet, .GET, "/v1/products/\(mug.id)")
                 #expect(down.isProblem)
                 #expect(string(down.body["detail"])?.contains("broker") == true, "\(down.text)")
-                #expect(try await call(fleet, .GET, "/readyz").status == 503)
+                #expect(try await fleet.get("edge", "/readyz").status == 503)
             } catch {
                 try? await TestServers.control("up-rabbitmq")
                 throw error
@@ -227,8 +229,9 @@ struct EdgeTests {
 
     @Test func anAdminChangesProductsAndStockAndTheEdgeSeesTheChangesAtOnce() async throws {
         try await CheckoutFleet.with { fleet in
-            // The admin role comes from SHOPFLEET_ADMIN_EMAILS at registration.
+            // An operator makes a registered customer an admin (`shopfleet admin grant`).
             _ = try await call(fleet, .POST, "/v1/auth/register", json: #"{"email": "admin@shopfleet.test", "password": "admin password", "name": "Admin"}"#)
+            try await fleet.grantAdmin("admin@shopfleet.test")
             let login = try await call(fleet, .POST, "/v1/auth/login", json: #"{"email": "admin@shopfleet.test", "password": "admin password"}"#)
             let admin = try #require(string(login.body["accessToken"]))
             let product = #"{"sku": "LAMP-ADM", "name": "Oak desk lamp", "description": "Warm light.", "category": "home", "price": {"amount": 6900, "currency": "EUR"}}"#

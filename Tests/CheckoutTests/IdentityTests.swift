@@ -1,4 +1,5 @@
 import Auth
+import Crypto
 import ClientRuntime
 import Contracts
 import FoundationEssentials
@@ -27,10 +28,14 @@ struct IdentityTests {
             #expect(try await hasher.verify("correct horse battery staple", against: credentials.passwordHash))
             #expect(!(try await hasher.verify("wrong", against: credentials.passwordHash)))
             #expect(try await queries.ask(GetCredentials(email: "nobody@example.com")) == nil)
+            // Registering never makes an admin, whatever the address; an operator does.
+            #expect(try await queries.ask(GetCredentials(email: "admin@shopfleet.test"))?.role == "customer")
+            try await fleet.grantAdmin("admin@shopfleet.test")
             #expect(try await queries.ask(GetCredentials(email: "admin@shopfleet.test"))?.role == "admin")
+            #expect(try await fleet.count("SELECT count(*) FROM identity.role_changes WHERE email = 'admin@shopfleet.test' AND new_role = 'admin' AND changed_by = 'test operator'") == 1)
 
             // A session: an access token the edge verifies alone, a refresh token only hashed.
-            let tokens = try await AccessTokens(secret: CheckoutFleet.jwtSecret)
+            let tokens = try await CheckoutFleet.verifier()
             let refresh = RefreshTokens.generate()
             let session = try await queries.ask(StartSession(customerID: "cus-ada", refreshTokenHash: RefreshTokens.hash(refresh)))
             let claims = try await tokens.verify(session.accessToken)
@@ -59,11 +64,14 @@ struct IdentityTests {
     }
 
     @Test func forgedExpiredAndMalformedTokensAreRefusedWithTheReason() async throws {
-        let tokens = try await AccessTokens(secret: CheckoutFleet.jwtSecret)
-        let other = try await AccessTokens(secret: String(repeating: "x", count: 40))
+        let signer = try await CheckoutFleet.signer()
+        let tokens = try await CheckoutFleet.verifier()
+        // Another key under the same id; a key the edge does not know.
+        let other = try await AccessTokens(signingKey: AccessTokens.generateSigningKey(kid: "test1"))
         let forged = try await other.sign(customerID: "cus-eve", email: "eve@example.com", role: "admin").token
-        let expired = try await tokens.sign(customerID: "cus-ada", email: "ada@example.com", role: "customer", now: Date().addingTimeInterval(-3600)).token
-        for (token, reason) in [(forged, "signature"), (expired, "expired"), ("not.a.jwt", "malformed"), ("", "malformed")] {
+        let unknownKey = try await AccessTokens(signingKey: AccessTokens.generateSigningKey(kid: "elsewhere")).sign(customerID: "cus-eve", email: "e@x.y", role: "admin").token
+        let expired = try await signer.sign(customerID: "cus-ada", email: "ada@example.com", role: "customer", now: Date().addingTimeInterval(-3600)).token
+        for (token, reason) in [(forged, "signature"), (expired, "expired"), (unknownKey, "known key"), ("not.a.jwt", "malformed"), ("", "malformed")] {
             do {
                 _ = try await tokens.verify(token)
                 Issue.record("\(reason) token accepted")
@@ -71,6 +79,57 @@ struct IdentityTests {
                 #expect(invalid.description.contains(reason), "\(invalid)")
             }
         }
-        await #expect(throws: AccessTokens.Invalid.self) { _ = try await AccessTokens(secret: "short") }
+        #expect(try await tokens.verify(try await signer.sign(customerID: "cus-ada", email: "a@b.c", role: "customer").token).customerID == "cus-ada")
+        for bad in ["short", "k1:", ":AAAA", "k1:not-base64!"] {
+            await #expect(throws: AccessTokens.Invalid.self) { _ = try await AccessTokens(signingKey: bad) }
+            await #expect(throws: AccessTokens.Invalid.self) { _ = try await AccessTokens(publicKeys: bad) }
+        }
+        // The edge's verifier holds public keys only: it cannot sign.
+        await #expect(throws: AccessTokens.Invalid.self) { _ = try await tokens.sign(customerID: "cus-eve", email: "e@x.y", role: "admin") }
+    }
+
+    /// Tokens an attacker can make without identity's private key: HS256 with the public key (the
+    /// edge's only key material) as the HMAC secret, `alg: none`, a right signature with the wrong
+    /// audience or issuer. Each is refused.
+    @Test func algorithmConfusionAndWrongAudienceAreRefused() async throws {
+        let tokens = try await CheckoutFleet.verifier()
+        let publicX = String(CheckoutFleet.publicKeys.split(separator: ":")[1])
+        let now = Int(Date().timeIntervalSince1970)
+        func claims(aud: String = AccessTokens.audience, iss: String = AccessTokens.issuer) -> String {
+            #"{"sub":"cus-eve","email":"eve@example.com","role":"admin","iat":\#(now),"exp":\#(now + 600),"iss":"\#(iss)","aud":["\#(aud)"]}"#
+        }
+        func b64(_ data: Data) -> String {
+            data.base64EncodedString().replacing("+", with: "-").replacing("/", with: "_").replacing("=", with: "")
+        }
+        func hs256(_ header: String, _ payload: String, key: Data) -> String {
+            let input = b64(Data(header.utf8)) + "." + b64(Data(payload.utf8))
+            let mac = HMAC<SHA256>.authenticationCode(for: Data(input.utf8), using: SymmetricKey(data: key))
+            return input + "." + b64(Data(mac))
+        }
+        let confusedRaw = hs256(#"{"alg":"HS256","typ":"JWT","kid":"test1"}"#, claims(), key: Data(base64URL: publicX)!)
+        let confusedText = hs256(#"{"alg":"HS256","typ":"JWT","kid":"test1"}"#, claims(), key: Data(publicX.utf8))
+        let none = b64(Data(#"{"alg":"none","typ":"JWT","kid":"test1"}"#.utf8)) + "." + b64(Data(claims().utf8)) + "."
+        for (name, token) in [("HS256 keyed with the public key", confusedRaw), ("HS256 keyed with its text", confusedText), ("alg none", none)] {
+            await #expect(throws: AccessTokens.Invalid.self, "\(name) accepted") { _ = try await tokens.verify(token) }
+        }
+        // Signed by identity's real key but for someone else, or by someone else's name.
+        let key = try #require(Data(base64URL: String(CheckoutFleet.signingKey.split(separator: ":")[1])))
+        let privateKey = try Curve25519.Signing.PrivateKey(rawRepresentation: key)
+        func ed25519(_ payload: String) throws -> String {
+            let input = b64(Data(#"{"alg":"EdDSA","typ":"JWT","kid":"test1"}"#.utf8)) + "." + b64(Data(payload.utf8))
+            return input + "." + b64(try privateKey.signature(for: Data(input.utf8)))
+        }
+        #expect(try await tokens.verify(try ed25519(claims())).role == "admin", "the hand-made token is otherwise right")
+        for (name, token) in [("wrong aud", try ed25519(claims(aud: "someone-else"))), ("wrong iss", try ed25519(claims(iss: "evil")))] {
+            await #expect(throws: AccessTokens.Invalid.self, "\(name) accepted") { _ = try await tokens.verify(token) }
+        }
+    }
+}
+
+extension Data {
+    init?(base64URL text: String) {
+        var base64 = text.replacing("-", with: "+").replacing("_", with: "/")
+        while base64.count % 4 != 0 { base64 += "=" }
+        self.init(base64Encoded: base64)
     }
 }

@@ -31,7 +31,7 @@ struct OpenAPITests {
 
         let amqp = try await AMQPConnection.connect(try AMQPConfiguration(url: try TestServers.amqpURL(), connectionName: "openapi test"))
         let redis = RedisClient(configuration: try RedisConfiguration(url: try TestServers.redisURL()), maximumConnections: 1)
-        let edge = try await EdgeServer(amqp: amqp, redis: redis, tokens: try await AccessTokens(secret: CheckoutFleet.jwtSecret),
+        let edge = try await EdgeServer(amqp: amqp, redis: redis, tokens: try await CheckoutFleet.verifier(),
                                         passwords: PasswordHasher(threads: 1, cost: 4), settings: .init(openAPIDocument: text),
                                         logger: Logger(label: "openapi test"))
         let served = Set(edge.router(registry: PrometheusCollectorRegistry()).routes.compactMap { route -> String? in

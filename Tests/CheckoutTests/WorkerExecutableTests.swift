@@ -27,7 +27,7 @@ struct WorkerExecutableTests {
         "SHOPFLEET_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/%2F",
         "SHOPFLEET_TOPOLOGY_FILE": BrokerSandbox.fleetTopologyFile,
         "SHOPFLEET_PAYMENTS_API_KEY": "sk_test_exec",
-        "SHOPFLEET_JWT_SECRET": "exec-test-secret-of-at-least-32-bytes",
+        "SHOPFLEET_JWT_SIGNING_KEY": CheckoutFleet.signingKey,
         "SHOPFLEET_ENV_FILE": "/nonexistent/shopfleet.env",
     ]
 

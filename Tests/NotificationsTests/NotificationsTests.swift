@@ -1,3 +1,7 @@
+import ClientRuntime
+#if canImport(Glibc)
+import Glibc
+#endif
 import FoundationEssentials
 @testable import Notifications
 import Testing
@@ -47,5 +51,101 @@ struct NotificationsUnitTests {
             #expect(!failure.permanent)
             #expect(failure.description.contains("127.0.0.1:1"))
         }
+    }
+}
+
+/// The SMTP client against a real SMTP server (aiosmtpd) offering STARTTLS with a certificate of a
+/// CA made for the test: the upgrade, certificate checks, and a password never sent in clear.
+@Suite("SMTP over STARTTLS", .serialized)
+struct SMTPTLSTests {
+    /// A CA and a certificate for 127.0.0.1 signed by it, made with openssl in a folder of its own.
+    struct Certificates {
+        let folder: String
+        var ca: String { folder + "/ca.pem" }
+        var cert: String { folder + "/cert.pem" }
+        var key: String { folder + "/key.pem" }
+
+        init() async throws {
+            folder = "/tmp/smtp-tls-\(UInt32.random(in: 0...UInt32.max))"
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            let script = """
+                set -e; cd '\(folder)'
+                openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj '/CN=Shopfleet test CA' 2>/dev/null
+                openssl req -newkey rsa:2048 -nodes -keyout key.pem -out cert.csr -subj '/CN=127.0.0.1' 2>/dev/null
+                printf 'subjectAltName=IP:127.0.0.1\\n' > ext.cnf
+                openssl x509 -req -in cert.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 -extfile ext.cnf 2>/dev/null
+                """
+            _ = try await ChildProcess.check(["/bin/sh", "-c", script])
+        }
+    }
+
+    /// Starts the test server; returns its port, folder and process.
+    func server(tls: Certificates?, user: String?, password: String?) async throws -> (port: Int, folder: String, process: RunningProcess) {
+        let python = ProcessInfo.processInfo.environment["SHOPFLEET_PYTHON"] ?? "python3"
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        let port = LocalPort.free()
+        let folder = "/tmp/smtp-server-\(UInt32.random(in: 0...UInt32.max))"
+        var argv = [python, root + "/scripts/smtp_test_server.py", String(port), folder]
+        if let tls { argv += ["--tls", tls.cert, tls.key] }
+        if let user, let password { argv += ["--user", user, "--password", password] }
+        let process = try ChildProcess.spawn(argv, logFile: folder + ".log")
+        let deadline = ContinuousClock.now + .seconds(20)
+        while !FileManager.default.fileExists(atPath: folder + "/ready") {
+            guard ContinuousClock.now < deadline else { throw SMTPClient.Failure(permanent: false, description: "the test SMTP server did not start") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return (port, folder, process)
+    }
+
+    func auths(_ folder: String) -> [String] {
+        ((try? String(contentsOfFile: folder + "/auth.jsonl", encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    func mails(_ folder: String) -> Int {
+        ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasPrefix("mail-") }.count
+    }
+
+    let mail = SMTPClient.Mail(from: "Shop <shop@example.com>", to: "ada@example.com", subject: "Your order", body: "Thanks.")
+
+    @Test func mailGoesOverTLSWithAVerifiedCertificateAndAuthOnlyThen() async throws {
+        let certificates = try await Certificates()
+        let (port, folder, process) = try await server(tls: certificates, user: "shop", password: "s3cret pass")
+        defer { process.signal(SIGKILL) }
+        // Trusting the test CA: the upgrade, then AUTH over TLS, then the message.
+        let client = try SMTPClient(url: "smtp://shop:s3cret%20pass@127.0.0.1:\(port)?ca=\(certificates.ca)")
+        #expect(client.startTLS == .required)
+        try await client.send(mail)
+        #expect(mails(folder) == 1)
+        #expect(auths(folder).count == 1 && auths(folder)[0].contains(#""tls": true"#) && auths(folder)[0].contains(#""ok": true"#), "\(auths(folder))")
+
+        // Without the CA the certificate is not trusted: nothing is sent, and it says why.
+        let untrusting = try SMTPClient(url: "smtp://shop:s3cret%20pass@127.0.0.1:\(port)")
+        do {
+            try await untrusting.send(mail)
+            Issue.record("sent to a server whose certificate nobody trusts")
+        } catch let failure as SMTPClient.Failure {
+            #expect(failure.description.contains("TLS") || failure.description.contains("certificate"), "\(failure)")
+        }
+        #expect(mails(folder) == 1 && auths(folder).count == 1)
+    }
+
+    @Test func aPasswordIsNeverSentInClear() async throws {
+        // A server without STARTTLS that would take AUTH in clear.
+        let (port, folder, process) = try await server(tls: nil, user: "shop", password: "pw")
+        defer { process.signal(SIGKILL) }
+        let client = try SMTPClient(url: "smtp://shop:pw@127.0.0.1:\(port)")
+        do {
+            try await client.send(mail)
+            Issue.record("sent with a password to a server without TLS")
+        } catch let failure as SMTPClient.Failure {
+            #expect(failure.description.contains("STARTTLS") && !failure.permanent, "\(failure)")
+        }
+        #expect(auths(folder).isEmpty && mails(folder) == 0)
+        // And it cannot be configured to.
+        #expect(throws: SMTPClient.Failure.self) { _ = try SMTPClient(url: "smtp://shop:pw@127.0.0.1:\(port)?starttls=off") }
+        #expect(throws: SMTPClient.Failure.self) { _ = try SMTPClient(url: "smtp://shop:pw@127.0.0.1:\(port)?starttls=opportunistic") }
+        // Without a user, a server without STARTTLS (a local sink) still gets the mail.
+        try await SMTPClient(url: "smtp://127.0.0.1:\(port)").send(mail)
+        #expect(mails(folder) == 1)
     }
 }

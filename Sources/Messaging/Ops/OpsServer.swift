@@ -19,7 +19,7 @@ public struct OpsServer: Service {
     let problem: @Sendable () -> String?
 
     /// - Parameter problem: why the process is not ready, or nil when it is.
-    public init(host: String = "0.0.0.0", port: Int, registry: PrometheusCollectorRegistry, logger: Logger,
+    public init(host: String = "127.0.0.1", port: Int, registry: PrometheusCollectorRegistry, logger: Logger,
                 problem: @escaping @Sendable () -> String?) {
         self.host = host
         self.port = port

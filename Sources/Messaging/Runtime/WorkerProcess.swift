@@ -38,6 +38,8 @@ public struct WorkerSettings: Sendable {
     public var databaseURL: String
     public var topologyFile: String
     public var httpPort: Int
+    /// The address the ops port listens on (`SHOPFLEET_BIND_ADDRESS`): loopback unless a pod needs more.
+    public var bindAddress: String = "127.0.0.1"
     public var prefetch: UInt16
     public var concurrency: Int
     public var migrateOnStart: Bool
@@ -124,7 +126,7 @@ public enum WorkerProcess {
         options.concurrency = settings.concurrency
         let worker = Worker(options: options, topology: topology, handlers: definition.handlers, jobs: definition.jobs,
                             amqp: amqp, database: database, logger: logger, hooks: hooks)
-        let ops = OpsServer(port: settings.httpPort, registry: registry, logger: logger) { worker.health.problem }
+        let ops = OpsServer(host: settings.bindAddress, port: settings.httpPort, registry: registry, logger: logger) { worker.health.problem }
         // Shut down in reverse order: the worker drains first while /healthz still answers.
         var configuration = ServiceGroupConfiguration(
             services: [.init(service: ops), .init(service: worker)],

@@ -57,6 +57,8 @@ public struct Topology: Sendable, Equatable {
     public var retryTiers: [RetryTier]
     public var topics: [String]
     public var queues: [Queue]
+    /// The topics the edge follows with exclusive queues of its own (`edge.follows`).
+    public var edgeFollows: [String] = []
 
     public func queue(named name: String) -> Queue? { queues.first { $0.name == name } }
 
@@ -112,8 +114,12 @@ extension Topology {
         var dead_letters: DeadLetters
         var retry: Retry
         var defaults: Defaults?
+        struct Edge: Decodable {
+            var follows: [String]?
+        }
         var topics: [String]?
         var queues: [Queue]
+        var edge: Edge?
     }
 
     /// Parses and validates the authored YAML. Errors name the file and what is wrong.
@@ -155,6 +161,7 @@ extension Topology {
                       subscriptions: (q.subscriptions ?? []).map { Subscription(topic: $0.topic, filter: $0.filter ?? ["#"]) },
                       transient: q.transient ?? false)
             })
+        edgeFollows = file.edge?.follows ?? []
         try validate(source: source)
     }
 
@@ -181,6 +188,9 @@ extension Topology {
         let exchanges = topics + [deadLetterExchange, unstoredQueue, retryReturnExchange] + retryTiers.map(\.queue)
         guard Set(exchanges).count == exchanges.count else {
             throw TopologyError("\(source): an exchange name is used twice among topics, dead letters and retry tiers")
+        }
+        for topic in edgeFollows where !topics.contains(topic) {
+            throw TopologyError("\(source): edge.follows names '\(topic)', which is not a topic")
         }
         for queue in queues {
             guard queue.deliveryLimit >= 1 else {

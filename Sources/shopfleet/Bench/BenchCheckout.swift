@@ -1,3 +1,4 @@
+import Auth
 import AMQPClient
 import ArgumentParser
 import AsyncHTTPClient
@@ -84,8 +85,11 @@ final class CheckoutBench: Sendable {
 
     static func start(config: ShopfleetConfiguration, python: String, edgePort: Int? = nil) async throws -> CheckoutBench {
         let topology = try Topology(contentsOfFile: config.value(ShopfleetConfiguration.topologyFile))
+        // Each service as its own broker user and database role, as in production, when the operator has the fleet secret.
+        let fleetSecret = config.value(ShopfleetConfiguration.fleetSecret)
+        let identities = fleetSecret.isEmpty ? nil : try FleetIdentities(secret: fleetSecret)
         let sandbox = try await FleetSandbox.create(prefix: "bench-checkout", amqpURL: config.amqpURL, managementURL: config.amqpManagementURL,
-                                                    databaseURL: config.databaseURL, topology: topology)
+                                                    databaseURL: config.databaseURL, topology: topology, identities: identities)
         let logDirectory = "/tmp/shopfleet-\(sandbox.vhost)"
         try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
 
@@ -94,13 +98,15 @@ final class CheckoutBench: Sendable {
         var ports = FleetPlan.Ports.block(from: port, edges: 1)
         if let edgePort { ports.edge = edgePort }
         let binary = ChildProcess.currentExecutable ?? CommandLine.arguments[0]
+        let signingKey = AccessTokens.generateSigningKey(kid: "bench")
         let environment = [
             "SHOPFLEET_AMQP_URL": sandbox.amqpURL, "SHOPFLEET_DATABASE_URL": sandbox.databaseURL,
             "SHOPFLEET_REDIS_URL": config.redisURL,
             "SHOPFLEET_TOPOLOGY_FILE": config.value(ShopfleetConfiguration.topologyFile),
             "SHOPFLEET_PAYMENTS_API_KEY": "sk_test_bench_\(sandbox.databaseName)", "SHOPFLEET_LOG_LEVEL": "warning",
-            "SHOPFLEET_JWT_SECRET": "bench-secret-\(sandbox.databaseName)-" + String(repeating: "s", count: 32),
-            "SHOPFLEET_EDGE_RATE_LIMIT": "1000000",
+            "SHOPFLEET_JWT_SIGNING_KEY": signingKey, "SHOPFLEET_JWT_PUBLIC_KEYS": try AccessTokens.publicKey(of: signingKey),
+            "SHOPFLEET_FLEET_SECRET": fleetSecret,
+            "SHOPFLEET_EDGE_RATE_LIMIT": "1000000", "SHOPFLEET_EDGE_REGISTRATIONS_PER_HOUR": "1000000",
             "SHOPFLEET_OPENAPI_FILE": config.value(ShopfleetConfiguration.openAPIFile),
         ]
         let plan = FleetPlan.shop(binary: binary, python: python, environment: environment, ports: ports, workers: roles,

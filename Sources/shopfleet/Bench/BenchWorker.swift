@@ -1,3 +1,4 @@
+import Auth
 import AMQPClient
 import ArgumentParser
 import AsyncHTTPClient
@@ -359,7 +360,7 @@ final class WorkerBench: Sendable {
             "SHOPFLEET_DATABASE_URL": config.databaseURL,
             "SHOPFLEET_TOPOLOGY_FILE": topologyFile,
             "SHOPFLEET_PAYMENTS_API_KEY": "sk_bench_memory",
-            "SHOPFLEET_JWT_SECRET": UUIDv7.generate() + UUIDv7.generate(),
+            "SHOPFLEET_JWT_SIGNING_KEY": AccessTokens.generateSigningKey(kid: "bench"),
             "SHOPFLEET_LOG_LEVEL": "warning",
         ]
         var rows: [BenchRow] = []
