@@ -303,7 +303,7 @@ let package = Package(
         .testTarget(
             name: "DeadLetterTests",
             dependencies: [
-                "DeadLetters", "FixtureWorker", "Messaging", "AMQPClient", "PostgresClient", "ClientRuntime", "ShopfleetTesting",
+                "DeadLetters", "FixtureWorker", "Messaging", "AMQPClient", "PostgresClient", "ClientRuntime", "ShopfleetTesting", "Fleet",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: swiftSettings),

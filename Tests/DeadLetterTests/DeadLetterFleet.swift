@@ -3,6 +3,7 @@ import AsyncHTTPClient
 import ClientRuntime
 import DeadLetters
 import FixtureWorker
+import Fleet
 import FoundationEssentials
 import Messaging
 import NIOCore
@@ -28,6 +29,9 @@ final class DeadLetterFleet: Sendable {
     let ports: [String: Int]
     let logDirectory: String
     private let processes = Mutex<[String: RunningProcess]>([:])
+    /// Each worker as its own broker user (the rights the fixture topology derives); the dead-letter
+    /// store as its own database role too. The `dlq` commands run as the operator.
+    let identities: FleetIdentities
 
     static var directory: String {
         let exe = ChildProcess.currentExecutable ?? ""
@@ -42,6 +46,8 @@ final class DeadLetterFleet: Sendable {
     private init() async throws {
         sandbox = try await BrokerSandbox.create(topologyFile: Self.topologyFile)
         scratch = try await ScratchDatabase.create("dlq")
+        identities = try FleetIdentities(secret: try TestServers.environment("SHOPFLEET_FLEET_SECRET"))
+        try await identities.provision(topology: sandbox.topology, vhost: sandbox.vhost, management: sandbox.management, databaseURL: scratch.url)
         database = PostgresClient(configuration: try PostgresConfiguration(url: scratch.url), maximumConnections: 4)
         amqp = try await AMQPConnection.connect(try AMQPConfiguration(url: sandbox.amqpURL, connectionName: "dead-letter test"))
         channel = try await amqp.openChannel()
@@ -74,6 +80,8 @@ final class DeadLetterFleet: Sendable {
         let argv = role == "fixture" ? [Self.directory + "/FixtureWorker"] : [Self.directory + "/shopfleet", "worker", "deadletters"]
         var environment = self.environment
         environment["SHOPFLEET_HTTP_PORT"] = String(ports[role]!)
+        environment["SHOPFLEET_AMQP_URL"] = identities.amqpURL(sandbox.amqpURL, service: role)
+        if role == "deadletters" { environment["SHOPFLEET_DATABASE_URL"] = identities.databaseURL(databaseURL, service: role) }
         let process = try ChildProcess.spawn(argv, extraEnvironment: environment, logFile: "\(logDirectory)/\(role).log")
         processes.withLock { $0[role] = process }
     }
