@@ -142,17 +142,19 @@ enum FrontDoorMetrics {
     static let busyPasswords = Counter(label: "shopfleet_edge_password_work_busy_total")
 }
 
-/// Failed logins, per account and per client, counted atomically in Redis: an attempt is
-/// counted (as if it failed) before the password is checked, in the same script that checks
-/// the block, so parallel guesses cannot all pass the check before any is counted. After
-/// `free` attempts the account (or client) waits 2 s, then 4 s, … up to 5 minutes; a success
-/// clears the account's count. Clients get a larger allowance (`free * 10`): one address may
-/// serve many customers (an office, a carrier's NAT).
+/// Failed logins, per account and per client, in Redis. Per account, atomically: an attempt is
+/// counted (as if it failed) before the password is checked, in the same script that checks the
+/// block, so parallel guesses cannot all pass the check before any is counted. After `free`
+/// attempts the account waits 2 s, then 4 s, … up to 5 minutes; a success clears it. Per client,
+/// failures only (`free * 10`, then the same waits): one address may serve many customers (an
+/// office, a carrier's NAT) who log in at once, and only their failures should count — so a
+/// client's parallel attempts may overshoot its allowance by those in flight, never an account's.
 struct LoginThrottle {
     let redis: RedisClient
     let accountKey: String
     let clientKey: String
     static let free = 3
+    static var clientFree: Int { free * 10 }
 
     init(redis: RedisClient, prefix: String, email: String, client: String) {
         self.redis = redis
@@ -160,8 +162,8 @@ struct LoginThrottle {
         clientKey = "\(prefix)login-failures:client:\(client)"
     }
 
-    /// Returns seconds to wait (0: go on). Both keys, one script.
-    static let script = RedisScript("""
+    /// Seconds to wait (0: go on, the account's attempt counted). KEYS: account, client.
+    static let begin = RedisScript("""
         local now = tonumber(ARGV[1])
         local wait = 0
         for i, key in ipairs(KEYS) do
@@ -169,15 +171,24 @@ struct LoginThrottle {
             if untilAt > now then wait = math.max(wait, untilAt - now) end
         end
         if wait > 0 then return wait end
-        for i, key in ipairs(KEYS) do
-            local free = tonumber(ARGV[i + 1])
-            local count = redis.call('HINCRBY', key, 'count', 1)
-            if count >= free then
-                redis.call('HSET', key, 'until', now + math.min(2 ^ (count - free + 1), 300))
-            end
-            redis.call('EXPIRE', key, 3600)
+        local count = redis.call('HINCRBY', KEYS[1], 'count', 1)
+        local free = tonumber(ARGV[2])
+        if count >= free then
+            redis.call('HSET', KEYS[1], 'until', now + math.min(2 ^ (count - free + 1), 300))
         end
+        redis.call('EXPIRE', KEYS[1], 3600)
         return 0
+        """)
+
+    /// A failure from the client. KEYS: client.
+    static let failure = RedisScript("""
+        local now, free = tonumber(ARGV[1]), tonumber(ARGV[2])
+        local count = redis.call('HINCRBY', KEYS[1], 'count', 1)
+        if count >= free then
+            redis.call('HSET', KEYS[1], 'until', now + math.min(2 ^ (count - free + 1), 300))
+        end
+        redis.call('EXPIRE', KEYS[1], 3600)
+        return count
         """)
 
     /// Counts this attempt, or refuses it (429 with `Retry-After`) while the account or the
@@ -185,8 +196,8 @@ struct LoginThrottle {
     func begin() async throws {
         let wait: Int64
         do {
-            let reply = try await redis.evaluate(Self.script, keys: [accountKey, clientKey],
-                                                 arguments: [Int64(Date().timeIntervalSince1970), Int64(Self.free), Int64(Self.free * 10)])
+            let reply = try await redis.evaluate(Self.begin, keys: [accountKey, clientKey],
+                                                 arguments: [Int64(Date().timeIntervalSince1970), Int64(Self.free)])
             wait = reply.integer ?? 0
         } catch {
             throw Problem.unavailable("logins are paused: the edge cannot count failed attempts (Redis is unreachable); try again shortly")
@@ -200,7 +211,12 @@ struct LoginThrottle {
         }
     }
 
-    /// The password was right: the account starts afresh (the client's count stays).
+    /// The password was wrong (or the account unknown): the client's count too.
+    func failed() async {
+        _ = try? await redis.evaluate(Self.failure, keys: [clientKey], arguments: [Int64(Date().timeIntervalSince1970), Int64(Self.clientFree)])
+    }
+
+    /// The password was right: the account starts afresh.
     func succeeded() async { _ = try? await redis.send("DEL", accountKey) }
 }
 

@@ -47,7 +47,10 @@ struct AuthRoutes {
                 FrontDoorMetrics.unknownEmailLogins.increment()
                 return try await edge.passwords.verifyAgainstNoAccount(body.password)
             }
-            guard right, let credentials = found else { throw Problem.unauthorized("the email or the password is wrong") }
+            guard right, let credentials = found else {
+                await throttle.failed()
+                throw Problem.unauthorized("the email or the password is wrong")
+            }
             await throttle.succeeded()
             let refresh = RefreshTokens.generate()
             let session = try await edge.ask(StartSession(customerID: credentials.customerID, refreshTokenHash: RefreshTokens.hash(refresh)))

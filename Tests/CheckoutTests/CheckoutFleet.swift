@@ -226,9 +226,11 @@ final class CheckoutFleet: Sendable {
         return (try rows[0].decode(Int.self, 0), try rows[0].decode(Int.self, 1))
     }
 
-    /// What `shopfleet admin grant` does: the operator makes a registered customer an admin.
+    /// `shopfleet admin grant`: the operator makes a registered customer an admin.
     func grantAdmin(_ email: String) async throws {
-        _ = try await AdminRoles.set("admin", email: email, by: "test operator", reason: "a test needs an admin", database: database)
+        let said = try await ChildProcess.check([Self.binary, "admin", "grant", email, "--by", "test operator", "--reason", "a test needs an admin"],
+                                                extraEnvironment: environment)
+        guard said.contains("customer → admin") else { throw TestFailure("admin grant said: \(said)") }
     }
 
     func count(_ sql: String, _ binds: [any PostgresEncodable] = []) async throws -> Int {

@@ -33,6 +33,15 @@ struct IdentityTests {
             try await fleet.grantAdmin("admin@shopfleet.test")
             #expect(try await queries.ask(GetCredentials(email: "admin@shopfleet.test"))?.role == "admin")
             #expect(try await fleet.count("SELECT count(*) FROM identity.role_changes WHERE email = 'admin@shopfleet.test' AND new_role = 'admin' AND changed_by = 'test operator'") == 1)
+            // Taken back, also recorded; an address nobody registered is a clear error.
+            let revoked = try await ChildProcess.check([CheckoutFleet.binary, "admin", "revoke", "admin@shopfleet.test", "--reason", "left the team"],
+                                                       extraEnvironment: fleet.environment)
+            #expect(revoked.contains("admin → customer"), "\(revoked)")
+            #expect(try await queries.ask(GetCredentials(email: "admin@shopfleet.test"))?.role == "customer")
+            #expect(try await fleet.count("SELECT count(*) FROM identity.role_changes WHERE email = 'admin@shopfleet.test'") == 2)
+            let unknown = try await ChildProcess.run(["/bin/sh", "-c", #""$0" admin grant nobody@example.com 2>&1"#, CheckoutFleet.binary],
+                                                     extraEnvironment: fleet.environment)
+            #expect(unknown.status != 0 && unknown.output.contains("no customer registered with nobody@example.com"), "\(unknown.output)")
 
             // A session: an access token the edge verifies alone, a refresh token only hashed.
             let tokens = try await CheckoutFleet.verifier()
