@@ -2,7 +2,8 @@
 #   make run    start the local servers (RabbitMQ with management, PostgreSQL, Redis), then the
 #               whole fleet (`shopfleet dev`): migrations, topology, a demo catalog, the payments
 #               sandbox, an SMTP sink and every worker, until Ctrl-C
-#   make test   install what is missing, start the test servers, build, run every test
+#   make test   install what is missing, start the test servers, build, run every test, check the
+#               Helm chart and the container image's runtime libraries
 SHELL := /bin/bash
 SWIFT ?= swift
 
@@ -23,6 +24,8 @@ test:
 	@scripts/servers.sh up test
 	$(SWIFT) build --build-tests
 	@eval "$$(scripts/servers.sh env test)" && $(SWIFT) test --skip-build --no-parallel
+	@.shopfleet/tools-venv/bin/python charts/shopfleet/tests/check_chart.py
+	@scripts/image_check.sh
 
 # Benchmarks run the release build against the test servers.
 bench:

@@ -52,6 +52,10 @@ TOOLS_VENV="${SHOPFLEET_TOOLS_VENV:-$ROOT/.shopfleet/tools-venv}"
 AIOSMTPD_VERSION=1.4.6
 SCHEMATHESIS_VERSION=4.32.5
 MATPLOTLIB_VERSION=3.9.4
+# The chart's checks: the real Helm SDK (render, lint) and Kubernetes' schemas.
+HELM_SDK_VERSION=0.2.2
+KUBERNETES_VALIDATE_VERSION=1.37.0
+JSONSCHEMA_VERSION=4.26.0
 
 log() { echo "servers[$INSTANCE]: $*" >&2; }
 die() { echo "servers[$INSTANCE]: error: $*" >&2; exit 1; }
@@ -86,12 +90,13 @@ install_packages() {
 }
 
 ensure_python_tools() {
-  if "$TOOLS_VENV/bin/python" -c 'import aiosmtpd, schemathesis, matplotlib' 2>/dev/null; then return 0; fi
-  log "installing aiosmtpd $AIOSMTPD_VERSION (the SMTP sink), schemathesis $SCHEMATHESIS_VERSION (API fuzzing) and matplotlib $MATPLOTLIB_VERSION (the chaos plot) into $TOOLS_VENV"
+  if "$TOOLS_VENV/bin/python" -c 'import aiosmtpd, schemathesis, matplotlib, helm_python, kubernetes_validate, jsonschema' 2>/dev/null; then return 0; fi
+  log "installing aiosmtpd $AIOSMTPD_VERSION (the SMTP sink), schemathesis $SCHEMATHESIS_VERSION (API fuzzing), matplotlib $MATPLOTLIB_VERSION (the chaos plot), helm-python-sdk $HELM_SDK_VERSION and kubernetes-validate $KUBERNETES_VALIDATE_VERSION (the chart's checks) into $TOOLS_VENV"
   [ -x "$TOOLS_VENV/bin/pip" ] || python3 -m venv "$TOOLS_VENV" || die "cannot create a Python virtualenv at $TOOLS_VENV (is python3-venv installed?)"
   "$TOOLS_VENV/bin/pip" install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION" "schemathesis==$SCHEMATHESIS_VERSION" \
-    "matplotlib==$MATPLOTLIB_VERSION" >&2 \
-    || die "cannot install aiosmtpd, schemathesis and matplotlib from PyPI into $TOOLS_VENV"
+    "matplotlib==$MATPLOTLIB_VERSION" "helm-python-sdk==$HELM_SDK_VERSION" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+    "jsonschema==$JSONSCHEMA_VERSION" >&2 \
+    || die "cannot install the Python tools (aiosmtpd, schemathesis, matplotlib, helm-python-sdk, kubernetes-validate) from PyPI into $TOOLS_VENV"
 }
 
 random_secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
