@@ -171,8 +171,9 @@ public final class PasswordHasher: Sendable {
     public let maximumWaiting: Int
     private let inFlight = Atomic<Int>(0)
     /// A hash of a password nobody knows, checked when a login names no account, so that an
-    /// unknown email costs the same bcrypt work as a known one.
-    private let decoy: String
+    /// unknown email costs the same bcrypt work as a known one. Made on a bcrypt thread the
+    /// first time it is needed, not at start-up on whatever thread makes the hasher.
+    private let decoy = Mutex<String?>(nil)
 
     /// Too much password work is waiting; try again shortly.
     public struct Busy: Error, CustomStringConvertible, Sendable {
@@ -183,7 +184,6 @@ public final class PasswordHasher: Sendable {
         threads = (0..<max(1, count)).map { ConnectionThread(name: "bcrypt-\($0)", spin: .zero) }
         self.cost = cost
         self.maximumWaiting = maximumWaiting
-        decoy = Bcrypt.hash(RefreshTokens.generate(), cost: cost)
     }
 
     deinit { for thread in threads { thread.stop() } }
@@ -206,8 +206,13 @@ public final class PasswordHasher: Sendable {
 
     /// The work of a check against an account that does not exist; always false.
     public func verifyAgainstNoAccount(_ password: String) async throws -> Bool {
-        let decoy = self.decoy
-        _ = try await run { Bcrypt.verify(password, hash: decoy) }
+        _ = try await run { [self] in
+            let hash = decoy.withLock { hash in
+                if hash == nil { hash = Bcrypt.hash(RefreshTokens.generate(), cost: cost) }
+                return hash!
+            }
+            return Bcrypt.verify(password, hash: hash)
+        }
         return false
     }
 }
@@ -218,7 +223,7 @@ public enum RefreshTokens {
     public static func generate() -> String {
         var generator = SystemRandomNumberGenerator()
         let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
-        return Data(bytes).base64EncodedString().replacing("+", with: "-").replacing("/", with: "_").replacing("=", with: "")
+        return Data(bytes).base64URL
     }
 
     /// Lower-case hex SHA-256 of the token.

@@ -142,7 +142,8 @@ public struct ChaosRun: Sendable {
             group.addTask { try await supervisor.run() }
             let outcome: Result<ChaosReport, any Error>
             do {
-                outcome = .success(try await shop(plan: plan, schedule: schedule, supervisor: supervisor, sandbox: sandbox, sink: sink, folder: folder))
+                outcome = .success(try await shop(plan: plan, schedule: schedule, supervisor: supervisor, sandbox: sandbox, sink: sink, folder: folder,
+                                                  notificationQueues: topology.queues(of: "notifications").count))
             } catch {
                 outcome = .failure(error)
             }
@@ -155,13 +156,13 @@ public struct ChaosRun: Sendable {
     }
 
     private func shop(plan: FleetPlan, schedule: [ScheduledFault], supervisor: FleetSupervisor, sandbox: FleetSandbox, sink: WebhookSink,
-                      folder: String) async throws -> ChaosReport {
+                      folder: String, notificationQueues: Int) async throws -> ChaosReport {
         try await supervisor.waitUntilReady(deadline: .seconds(180))
         let mix = ShopperMix(seed: scenario.seed)
         let database = PostgresClient(configuration: try PostgresConfiguration(url: sandbox.databaseURL), maximumConnections: 2)
         do {
             let report = try await shop(plan: plan, schedule: schedule, supervisor: supervisor, sandbox: sandbox, sink: sink, folder: folder,
-                                        mix: mix, database: database)
+                                        mix: mix, database: database, notificationQueues: notificationQueues)
             await database.close()
             return report
         } catch {
@@ -171,7 +172,7 @@ public struct ChaosRun: Sendable {
     }
 
     private func shop(plan: FleetPlan, schedule: [ScheduledFault], supervisor: FleetSupervisor, sandbox: FleetSandbox, sink: WebhookSink,
-                      folder: String, mix: ShopperMix, database: PostgresClient) async throws -> ChaosReport {
+                      folder: String, mix: ShopperMix, database: PostgresClient, notificationQueues: Int) async throws -> ChaosReport {
         let injected = try await seed(mix, sandbox: sandbox, database: database)
         say("catalog seeded: \(mix.products.count) products; shopping starts")
 
@@ -227,7 +228,6 @@ public struct ChaosRun: Sendable {
         let snapshot = try await reader.snapshot(webhooks: sink.deliveries)
         var acceptedOrders: [String: ShopperMix.Order] = [:]
         for outcome in results { if let id = outcome.orderID { acceptedOrders[id] = outcome.order } }
-        let notificationQueues = (try? Topology(contentsOfFile: topologyFile))?.queues(of: "notifications").count ?? 2
         let expectations = LedgerExpectations(
             accepted: acceptedOrders, refused: results.filter { $0.orderID == nil }.map { ($0.order, $0.lastAnswer) },
             initialStock: Dictionary(uniqueKeysWithValues: mix.products.map { ($0.sku, $0.stock) }), injectedLetters: injected,

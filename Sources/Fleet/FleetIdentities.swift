@@ -85,7 +85,7 @@ public struct FleetIdentities: Sendable {
     /// roles may connect, and no role may use another's schema. Returns a line per service.
     public func applyDatabaseRoles(_ database: PostgresClient) async throws -> [String] {
         // Roles belong to the whole cluster: two fleets provisioned at once (tests) take turns.
-        try await Self.roleTurns.run {
+        try await Self.roleTurns.run { [self] in
             var report: [String] = []
             let name = try await database.query("SELECT current_database()").first?.text(0) ?? ""
             try await database.query("REVOKE ALL ON DATABASE \(quoteIdentifier(name)) FROM PUBLIC")
@@ -96,10 +96,11 @@ public struct FleetIdentities: Sendable {
                 // (SUPERUSER and REPLICATION, a migrations identity may not even mention: new roles have neither.)
                 let options = "LOGIN NOCREATEDB NOCREATEROLE NOINHERIT PASSWORD \(quoteLiteral(verifier))"
                 let exists = try await database.query("SELECT 1 FROM pg_roles WHERE rolname = $1", role).count > 0
-                if exists {
+                do {
+                    try await database.query("\(exists ? "ALTER" : "CREATE") ROLE \(quoteIdentifier(role)) \(options)")
+                } catch let error as PostgresError where error.sqlState == "42710" {
+                    // Made meanwhile by another process provisioning the same cluster.
                     try await database.query("ALTER ROLE \(quoteIdentifier(role)) \(options)")
-                } else {
-                    try await database.query("CREATE ROLE \(quoteIdentifier(role)) \(options)")
                 }
                 // The operator becomes a member so it can hand the schema over (and read it, for
                 // `saga`, `dlq` and the chaos ledger).
@@ -141,21 +142,20 @@ public struct FleetIdentities: Sendable {
         }
     }
 
-    /// One provisioning of roles at a time in this process.
+    /// One provisioning of roles at a time in this process: each waits for the one before it.
     static let roleTurns = Turns()
 
-    final class Turns: Sendable {
-        private let busy = Mutex(false)
-        func run<T: Sendable>(_ body: () async throws -> T) async throws -> T {
-            while !busy.withLock({ busy in
-                if busy { return false }
-                busy = true
-                return true
-            }) {
-                try await Task.sleep(for: .milliseconds(20))
+    actor Turns {
+        private var last: Task<Void, Never>?
+
+        func run<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+            let previous = last
+            let mine = Task { () async throws -> T in
+                await previous?.value
+                return try await body()
             }
-            defer { busy.withLock { $0 = false } }
-            return try await body()
+            last = Task { _ = await mine.result }
+            return try await mine.value
         }
     }
 }

@@ -144,18 +144,26 @@ public struct FleetPlan: Sendable, Equatable {
         }
         // Each process gets the secrets and server URLs of its role only; under per-service
         // identities, its own user on the broker and its own role on the database.
-        let identities = shared[FleetIdentities.secretKey].flatMap { try? FleetIdentities(secret: $0) }
         for index in processes.indices {
-            let role = processes[index].role
-            for (key, roles) in holders where roles.contains(role) {
-                guard var value = shared[key] else { continue }
-                if let identities, key == "SHOPFLEET_AMQP_URL" { value = identities.amqpURL(value, service: role) }
-                if let identities, key == "SHOPFLEET_DATABASE_URL" { value = identities.databaseURL(value, service: role) }
-                processes[index].environment[key] = value
-            }
+            processes[index].environment.merge(share(of: processes[index].role, from: shared)) { _, own in own }
         }
         for key in withheld { shared[key] = nil }
         return FleetPlan(environment: shared, processes: processes)
+    }
+
+    /// What of `environment` (the operator's settings) a process of `role` holds: the guarded
+    /// settings its role gets, and under per-service identities (`SHOPFLEET_FLEET_SECRET` in
+    /// `environment`) its own broker user and database role in the URLs.
+    public static func share(of role: String, from environment: [String: String]) -> [String: String] {
+        let identities = environment[FleetIdentities.secretKey].flatMap { try? FleetIdentities(secret: $0) }
+        var own: [String: String] = [:]
+        for (key, roles) in holders where roles.contains(role) {
+            guard var value = environment[key] else { continue }
+            if let identities, key == "SHOPFLEET_AMQP_URL" { value = identities.amqpURL(value, service: role) }
+            if let identities, key == "SHOPFLEET_DATABASE_URL" { value = identities.databaseURL(value, service: role) }
+            own[key] = value
+        }
+        return own
     }
 
     /// The settings that open a server or hold a secret, and the roles that get them: a process of

@@ -40,12 +40,9 @@ struct ConfigCommand: AsyncParsableCommand {
         let secret = config.value(ShopfleetConfiguration.fleetSecret)
         let identities = secret.isEmpty ? nil : try? FleetIdentities(secret: secret)
         print("role \(role)" + (identities == nil ? " (SHOPFLEET_FLEET_SECRET not set: the operator's URLs are passed on as they are)" : ""))
-        for key in ShopfleetConfiguration.keys {
-            guard let holders = FleetPlan.holders[key.name] else { continue }
-            if holders.contains(role) {
-                var value = config.value(key)
-                if let identities, key.name == ShopfleetConfiguration.amqpURL.name { value = identities.amqpURL(value, service: role) }
-                if let identities, key.name == ShopfleetConfiguration.databaseURL.name { value = identities.databaseURL(value, service: role) }
+        let share = FleetPlan.share(of: role, from: Dictionary(uniqueKeysWithValues: ShopfleetConfiguration.keys.map { ($0.name, config.value($0)) }))
+        for key in ShopfleetConfiguration.keys where FleetPlan.holders[key.name] != nil {
+            if let value = share[key.name] {
                 let shown = ShopfleetConfiguration.secretKeys.contains(key.name) ? (value.isEmpty ? "not set" : "set (hidden)") : ServerURL.redact(value)
                 print("  holds    \(key.name) = \(shown)")
             } else {

@@ -89,11 +89,7 @@ struct SMTPTLSTests {
         if let tls { argv += ["--tls", tls.cert, tls.key] }
         if let user, let password { argv += ["--user", user, "--password", password] }
         let process = try ChildProcess.spawn(argv, logFile: folder + ".log")
-        let deadline = ContinuousClock.now + .seconds(20)
-        while !FileManager.default.fileExists(atPath: folder + "/ready") {
-            guard ContinuousClock.now < deadline else { throw SMTPClient.Failure(permanent: false, description: "the test SMTP server did not start") }
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        try await waitUntil(deadline: .seconds(20)) { FileManager.default.fileExists(atPath: folder + "/ready") }
         return (port, folder, process)
     }
 
