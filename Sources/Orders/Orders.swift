@@ -43,7 +43,11 @@ public enum OrdersService {
     public static func definition(timing: Checkout.Timing = Checkout.Timing(), schema: String = schema) -> WorkerDefinition {
         let tables = Tables(schema: schema)
         let saga = SagaEngine(Checkout(timing: timing), schema: schema) { change, context in
-            // The customer's view follows the saga (sent with the COMMIT).
+            // The customer's view follows the saga (sent with the COMMIT), when what the customer
+            // sees changes: the steps up to the commit are all "pending" (three of the five
+            // transitions of a completed order), and a cancellation's reason may change within it.
+            let status = change.after.orderStatus
+            guard change.before.orderStatus != status || status == .cancelling || status == .cancelled else { return }
             try context.write("""
                 UPDATE \(tables.orders) SET status = $2, status_reason = $3, updated_at = now() WHERE id = $1
                 """, [change.sagaID, change.after.orderStatus.rawValue,

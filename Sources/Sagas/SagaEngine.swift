@@ -118,7 +118,12 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
                 UPDATE \(table).sagas SET state = $2, data = $3, labels = $4, terminal = $5, updated_at = now() WHERE id = $1
                 """, [saga.id, transition.state.rawValue, PostgresJSON(transition.data), PostgresJSON(definition.labels(of: transition.data)),
                       Definition.terminalStates.contains(transition.state)])
-            try context.write("DELETE FROM \(table).saga_timeouts WHERE saga_id = $1", [saga.id])
+            // A saga has one pending timeout: a transition that schedules one replaces it (an upsert
+            // below), so only one that schedules none removes it.
+            let schedules = transition.actions.contains { if case .schedule = $0 { true } else { false } }
+            if !schedules {
+                try context.write("DELETE FROM \(table).saga_timeouts WHERE saga_id = $1", [saga.id])
+            }
         }
         for action in transition.actions {
             switch action {

@@ -18,6 +18,8 @@ import Messaging
 /// | `SHOPFLEET_TOPOLOGY_FILE` | path | `topology/shopfleet.yaml` |
 /// | `SHOPFLEET_WORKER_PREFETCH` | 1…65535 | `1` |
 /// | `SHOPFLEET_WORKER_CONCURRENCY` | 1…1024 | `8` |
+/// | `SHOPFLEET_WORKER_BATCH` | 1…1000: messages a consumer handles in one transaction (1: one each) | `16` |
+/// | `SHOPFLEET_WORKER_BATCH_WAIT` | duration: how long a consumer waits for a batch to fill (`0s`: only what is waiting) | `0s` |
 /// | `SHOPFLEET_LOG_LEVEL` | log level | `info` |
 /// | `SHOPFLEET_PAYMENTS_URL` | `http(s)://host:port` of a Stripe-compatible gateway | `http://127.0.0.1:12111` (`shopfleet payments-sandbox`) |
 /// | `SHOPFLEET_PAYMENTS_API_KEY` | the gateway's secret key | none: the payments worker and the sandbox need it |
@@ -78,6 +80,10 @@ public struct ShopfleetConfiguration: Sendable {
                                     summary: "unacknowledged deliveries per consumer (each consumer handles one at a time)")
     public static let workerConcurrency = Key(name: "SHOPFLEET_WORKER_CONCURRENCY", defaultValue: "8",
                                        summary: "handlers in flight per queue")
+    public static let workerBatch = Key(name: "SHOPFLEET_WORKER_BATCH", defaultValue: "16",
+                                 summary: "messages a consumer handles in one transaction (group commit); 1 handles each alone")
+    public static let workerBatchWait = Key(name: "SHOPFLEET_WORKER_BATCH_WAIT", defaultValue: "0s",
+                                     summary: "how long a consumer waits for more messages before handling a batch; 0s takes only those already waiting")
     public static let logLevel = Key(name: "SHOPFLEET_LOG_LEVEL", defaultValue: "info",
                               summary: "trace, debug, info, notice, warning, error or critical; logs are JSON lines on stderr")
     public static let paymentsURL = Key(name: "SHOPFLEET_PAYMENTS_URL", defaultValue: "http://127.0.0.1:12111",
@@ -122,7 +128,7 @@ public struct ShopfleetConfiguration: Sendable {
     public static let checkoutReservationTTL = Key(name: "SHOPFLEET_CHECKOUT_RESERVATION_TTL", defaultValue: "15m",
                                             summary: "how long inventory holds an order's stock before releasing it by itself")
     public static let keys = [amqpURL, amqpManagementURL, databaseURL, redisURL, httpPort, bindAddress, topologyFile, workerPrefetch,
-                       workerConcurrency, logLevel, paymentsURL, paymentsAPIKey, smtpURL, mailFrom, webhookURL, webhookSecret, jwtSigningKey, jwtPublicKeys, accessTokenTTL, fleetSecret, edgePort, edgeRateLimit, edgeTrustedProxies, edgeRegistrationsPerHour, edgeQueryTimeout, openAPIFile, cartTTL, checkoutResendAfter, checkoutResendLimit, checkoutReserveTimeout, checkoutPaymentTimeout,
+                       workerConcurrency, workerBatch, workerBatchWait, logLevel, paymentsURL, paymentsAPIKey, smtpURL, mailFrom, webhookURL, webhookSecret, jwtSigningKey, jwtPublicKeys, accessTokenTTL, fleetSecret, edgePort, edgeRateLimit, edgeTrustedProxies, edgeRegistrationsPerHour, edgeQueryTimeout, openAPIFile, cartTTL, checkoutResendAfter, checkoutResendLimit, checkoutReserveTimeout, checkoutPaymentTimeout,
                        checkoutStepTimeout, checkoutReservationTTL]
     /// Keys whose value is a secret as a whole: shown only as set or not.
     public static let secretKeys: Set<String> = [paymentsAPIKey.name, webhookSecret.name, jwtSigningKey.name, fleetSecret.name]

@@ -107,6 +107,9 @@ public struct WorkerArguments: ParsableArguments, Sendable {
             concurrency: try config.integer(ShopfleetConfiguration.workerConcurrency, in: 1...1024),
             logLevel: level)
         settings.bindAddress = config.value(ShopfleetConfiguration.bindAddress)
+        settings.batchSize = try config.integer(ShopfleetConfiguration.workerBatch, in: 1...1000)
+        let wait = config.value(ShopfleetConfiguration.workerBatchWait)
+        settings.batchWait = ["0", "0s", "0ms"].contains(wait) ? .zero : try config.duration(ShopfleetConfiguration.workerBatchWait)
         try await WorkerProcess.run(definition, settings: settings)
     }
 }

@@ -202,6 +202,7 @@ struct FixtureWorkerMain {
         var settings = WorkerSettings(amqpURL: amqp, databaseURL: database, topologyFile: topology,
                                       httpPort: Int(env("SHOPFLEET_HTTP_PORT") ?? "") ?? 0)
         settings.concurrency = Int(env("SHOPFLEET_WORKER_CONCURRENCY") ?? "") ?? 4
+        settings.batchSize = Int(env("SHOPFLEET_WORKER_BATCH") ?? "") ?? 1
         var hooks = WorkerHooks()
         // Die the hard way at the named point, on the first Work message: what a crash or an OOM
         // kill would do.

@@ -58,8 +58,8 @@ final class FixtureFleet: @unchecked Sendable {
     }
 
     /// Starts the worker and waits until it consumes.
-    func start(crash: String? = nil, concurrency: Int = 4, waitReady: Bool = true) async throws {
-        process = try spawn(crash: crash, concurrency: concurrency, port: port)
+    func start(crash: String? = nil, concurrency: Int = 4, batch: Int = 1, waitReady: Bool = true) async throws {
+        process = try spawn(crash: crash, concurrency: concurrency, batch: batch, port: port)
         if !waitReady { return }
         try await waitUntil(deadline: .seconds(30)) { [self] in
             (try? await http("/readyz").status) == 200
@@ -68,20 +68,21 @@ final class FixtureFleet: @unchecked Sendable {
 
     /// Another worker process on the same queues and schema (a second replica), ready.
     func startReplica(port: Int) async throws -> RunningProcess {
-        let replica = try spawn(crash: nil, concurrency: 4, port: port)
+        let replica = try spawn(crash: nil, concurrency: 4, batch: 1, port: port)
         try await waitUntil(deadline: .seconds(30)) { [self] in
             (try? await http("/readyz", port: port).status) == 200
         }
         return replica
     }
 
-    private func spawn(crash: String?, concurrency: Int, port: Int) throws -> RunningProcess {
+    private func spawn(crash: String?, concurrency: Int, batch: Int, port: Int) throws -> RunningProcess {
         var environment = [
             "SHOPFLEET_AMQP_URL": sandbox.amqpURL,
             "SHOPFLEET_DATABASE_URL": try TestServers.databaseURL(),
             "SHOPFLEET_TOPOLOGY_FILE": BrokerSandbox.fixtureFile,
             "SHOPFLEET_HTTP_PORT": String(port),
             "SHOPFLEET_WORKER_CONCURRENCY": String(concurrency),
+            "SHOPFLEET_WORKER_BATCH": String(batch),
             "FIXTURE_SCHEMA": schema,
         ]
         if let crash { environment["FIXTURE_CRASH"] = crash }

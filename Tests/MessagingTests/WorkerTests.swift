@@ -76,6 +76,55 @@ struct WorkerTests {
         }
     }
 
+    /// Group commit: messages waiting when the consumer looks share one transaction. A copy of a
+    /// message in the same batch has no second effect; one handler failing rolls the batch back
+    /// and every message is handled again alone, so the failing ones take their own retry path
+    /// (to the dead letters) and the others commit once, with what they sent.
+    @Test func aBatchCommitsOnceAndAFailingMessageTakesItsOwnPath() async throws {
+        try await FixtureFleet.with { fleet in
+            // Queued before the worker starts, so that its first deliveries are a batch.
+            let keys = (0..<40).map { _ in TestServers.uniqueName("b") }
+            var sent: [Envelope] = []
+            for (index, key) in keys.enumerated() {
+                sent.append(try await fleet.send(Work(key: key, downstream: true, event: index % 2 == 0)))
+                if index == 10 { try await fleet.send(sent[3], to: Work.queue) }  // a copy, in the same batch
+            }
+            let bad = TestServers.uniqueName("bad")
+            let failing = try await fleet.send(Deferred(key: bad, failing: true))
+            let after = (0..<20).map { _ in TestServers.uniqueName("b") }
+            for key in after { _ = try await fleet.send(Work(key: key, downstream: true)) }
+
+            try await fleet.start(concurrency: 1, batch: 32)
+            for key in keys + after {
+                try await fleet.waitForCount("effects", key: key, toBe: 1)
+                try await fleet.waitForCount("downstream_effects", key: key, toBe: 1)
+            }
+            for (index, key) in keys.enumerated() where index % 2 == 0 {
+                try await fleet.waitForCount("audit", key: key, toBe: 1)
+            }
+            let letter = try await fleet.nextDeadLetter()
+            #expect(letter.properties.messageID == failing.messageID)
+            #expect(letter.header("x-error")?.contains("23502") == true)
+            #expect(try await fleet.count("effects", key: bad) == 0)
+            #expect(try await fleet.count("effects", key: keys[3]) == 1)
+            #expect(try await fleet.metric("shopfleet_messages_duplicate_total") >= 1)
+            // Batches happened (fewer transactions than messages), and the failing one sent its
+            // batch back to one-at-a-time.
+            let batched = try await fleet.metric("shopfleet_batched_messages_total")
+            let batches = try await fleet.metric("shopfleet_batches_total")
+            #expect(batched > batches && batches > 0)
+            #expect(try await fleet.metric("shopfleet_batch_fallbacks_total") >= 1)
+            // Nothing was lost to the batches: every outbox row was published.
+            try await waitUntil(deadline: .seconds(20)) {
+                let rows = try? await fleet.database.query(
+                    "SELECT count(*) FILTER (WHERE published_at IS NULL), count(*) FROM \(quoteIdentifier(fleet.schema)).outbox")
+                // 60 Downstream, 20 WorkDone, all published.
+                return (try? rows?[0].decode(Int.self, 0)) == 0 && (try? rows?[0].decode(Int.self, 1)) == 80
+            }
+            #expect(try await fleet.stop() == 0)
+        }
+    }
+
     /// Killed after its transaction committed, before it published or acked: the broker
     /// redelivers, the inbox turns the redelivery into a no-op, and the relay publishes the outbox
     /// rows the crash left behind. Each effect happens once.

@@ -77,6 +77,15 @@ public final class HandlerContext: Sendable {
         return envelope.messageID
     }
 
+    /// What the handler sent, to be written with a batch's COMMIT (a batch commits once for all
+    /// its handlers).
+    func takePending() -> [OutboxRecord] {
+        pending.withLock { pending in
+            defer { pending.removeAll() }
+            return pending
+        }
+    }
+
     /// Ends the transaction: writes what the handler sent to the outbox and commits, in one round
     /// trip. Returns the outbox rows, with their ids, for the publisher. The runtime calls it last.
     func commit() async throws -> [OutboxRecord] {

@@ -23,6 +23,18 @@ public struct WorkerOptions: Sendable {
     public var prefetch: UInt16 = 1
     /// Handlers running at once per queue.
     public var concurrency: Int = 8
+    /// Messages one consumer handles in one transaction (group commit): the deliveries already
+    /// waiting in its prefetch, up to this many, share one `BEGIN … COMMIT`, one burst of outbox
+    /// publishes and one multiple ack. 1 handles each message in a transaction of its own. With
+    /// more than 1 the consumer's prefetch is at least this.
+    public var batchSize: Int = 1
+    /// How long a consumer waits for more deliveries once it has one, before handling what it has
+    /// (zero: only what is already there, so no message waits for a batch to fill).
+    public var batchWait: Duration = .zero
+    /// How long a batch's transaction waits for a row lock before it gives up and its messages
+    /// are handled one transaction each: two batches that lock the same rows in opposite orders
+    /// would otherwise deadlock until PostgreSQL's `deadlock_timeout` (1 s) broke the tie.
+    public var batchLockTimeout: Duration = .milliseconds(100)
     /// How long SIGTERM may take: stop consuming, finish handlers, flush the outbox. Shorter than
     /// a pod's 30 s grace period.
     public var shutdownDeadline: Duration = .seconds(20)
@@ -93,6 +105,9 @@ public final class Worker: Service, Sendable {
     private let consumers = Mutex<[AMQPConsumer]>([])
     private let metrics = MessageMetricsCache()
     private let stopping = Atomic<Bool>(false)
+    private let batchFallbacks: Counter
+    private let batches: Counter
+    private let batchedMessages: Counter
 
     public init(options: WorkerOptions, topology: Topology, handlers: HandlerRegistry, jobs: [ScheduledJob] = [],
                 amqp: AMQPConnection, database: PostgresClient, logger: Logger, hooks: WorkerHooks = WorkerHooks(),
@@ -107,6 +122,9 @@ public final class Worker: Service, Sendable {
         self.logger = logger
         self.hooks = hooks
         self.health = health
+        self.batchFallbacks = Counter(label: "shopfleet_batch_fallbacks_total", dimensions: [("service", options.service)])
+        self.batches = Counter(label: "shopfleet_batches_total", dimensions: [("service", options.service)])
+        self.batchedMessages = Counter(label: "shopfleet_batched_messages_total", dimensions: [("service", options.service)])
     }
 
     /// Consumes until graceful shutdown (SIGTERM), then finishes in-flight handlers, flushes the
@@ -193,7 +211,7 @@ public final class Worker: Service, Sendable {
                 let inFlight = InFlightGauge(service: options.service, queue: queue)
                 for index in 0..<max(1, options.concurrency) {
                     let channel = try await amqp.openChannel()
-                    try await channel.setPrefetch(options.prefetch)
+                    try await channel.setPrefetch(options.batchSize > 1 ? max(options.prefetch, UInt16(clamping: options.batchSize)) : options.prefetch)
                     let consumer = try await channel.consume(
                         queue: queue, tag: "\(options.service)-\(queue)-\(index)-\(UUIDv7.generate().suffix(12))")
                     consumers.withLock { $0.append(consumer) }
@@ -205,7 +223,8 @@ public final class Worker: Service, Sendable {
             health.consuming.store(true, ordering: .relaxed)
             logger.info("consuming", metadata: ["queues": .string(options.queues.joined(separator: ",")),
                                                 "prefetch": .stringConvertible(options.prefetch),
-                                                "concurrency": .stringConvertible(options.concurrency)])
+                                                "concurrency": .stringConvertible(options.concurrency),
+                                                "batch": .stringConvertible(options.batchSize)])
             if stopping.load(ordering: .acquiring) { await stopConsuming() }
             try await group.waitForAll()
         }
@@ -271,6 +290,9 @@ public final class Worker: Service, Sendable {
                              inFlight: InFlightGauge) async {
         do {
             try await withTaskExecutorPreference(amqp.executor) {
+                if options.batchSize > 1 {
+                    return try await consumeBatches(consumer, queue: queue, publisher: publisher, pipeline: pipeline, inFlight: inFlight)
+                }
                 for try await delivery in consumer {
                     inFlight.begin()
                     await process(delivery, queue: queue, publisher: publisher, pipeline: pipeline)
@@ -279,6 +301,135 @@ public final class Worker: Service, Sendable {
             }
         } catch {
             logger.error("consumer ended", metadata: ["queue": .string(queue), "error": .string("\(error)")])
+        }
+    }
+
+    /// The consumer's deliveries, a batch at a time: whatever has arrived (up to `batchSize`,
+    /// after waiting `batchWait` for more) is handled together.
+    private func consumeBatches(_ consumer: AMQPConsumer, queue: String, publisher: AMQPChannel, pipeline: OutboxPipeline,
+                                inFlight: InFlightGauge) async throws {
+        let buffer = DeliveryBuffer()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    for try await delivery in consumer { buffer.put(delivery) }
+                    buffer.finish(nil)
+                } catch {
+                    buffer.finish(error)
+                }
+            }
+            while let batch = try await buffer.take(max: options.batchSize, wait: options.batchWait) {
+                inFlight.begin(batch.count)
+                await process(batch: batch, queue: queue, publisher: publisher, pipeline: pipeline)
+                inFlight.end(batch.count)
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    // MARK: - A batch of deliveries
+
+    /// Handles deliveries in the order they came: runs of messages for transactional handlers in
+    /// one transaction each; anything else (a query, a request, an undecodable message, a handler
+    /// without a transaction) alone, as ``process(_:queue:publisher:pipeline:)`` does.
+    func process(batch deliveries: [AMQPDelivery], queue: String, publisher: AMQPChannel, pipeline: OutboxPipeline) async {
+        var run: [BatchItem] = []
+        for delivery in deliveries {
+            if handlers.everyDelivery == nil, let envelope = try? Envelope(delivery: delivery.message), envelope.replyTo == nil,
+               let handler = handlers.handlers[envelope.type] {
+                run.append(BatchItem(delivery: delivery, envelope: envelope, handler: handler,
+                                     logger: MessageLogger(base: logger, envelope: envelope, queue: queue)))
+                continue
+            }
+            await handle(run, queue: queue, publisher: publisher, pipeline: pipeline)
+            run.removeAll()
+            await process(delivery, queue: queue, publisher: publisher, pipeline: pipeline)
+        }
+        await handle(run, queue: queue, publisher: publisher, pipeline: pipeline)
+    }
+
+    struct BatchItem {
+        var delivery: AMQPDelivery
+        var envelope: Envelope
+        var handler: HandlerRegistry.Erased
+        var logger: MessageLogger
+    }
+
+    /// One transaction for every message of `items`: their inbox rows in one statement (a message
+    /// handled before is left out, and acked without effect), each handler in turn, every outbox
+    /// row with the COMMIT; then the acks and the publishes. If any handler fails, or a row lock
+    /// takes longer than `batchLockTimeout`, nothing of the batch stays and each message is
+    /// handled again alone, so that only the failing one takes its retry path.
+    private func handle(_ items: [BatchItem], queue: String, publisher: AMQPChannel, pipeline: OutboxPipeline) async {
+        if items.isEmpty { return }
+        if items.count == 1 { return await process(items[0].delivery, queue: queue, publisher: publisher, pipeline: pipeline) }
+        for item in items { metrics(queue: queue, type: item.envelope.type).consumed.increment() }
+        let started = ContinuousClock.now
+        let schema = quoteIdentifier(options.schema)
+        let lockTimeout = "\(max(1, options.batchLockTimeout.components.seconds * 1000 + options.batchLockTimeout.components.attoseconds / 1_000_000_000_000_000))ms"
+        let outcome = await committing(started: started, warn: { logger.warning("\($0)", metadata: $1) }) {
+            try await database.transaction { tx -> [[OutboxRecord]?] in
+                _ = try tx.sendWithNext(PostgresStatement("SELECT set_config('lock_timeout', $1, true)", [lockTimeout]))
+                let fresh = try await tx.query("""
+                    INSERT INTO \(schema).inbox (message_id, type, queue)
+                    SELECT id, type, $3 FROM unnest($1::text[], $2::text[]) AS m(id, type)
+                    ON CONFLICT (message_id) DO NOTHING RETURNING message_id
+                    """, [items.map(\.envelope.messageID), items.map(\.envelope.type), queue])
+                var unhandled = Set<String>()
+                for index in 0..<fresh.count { unhandled.insert(try fresh[index].decode(String.self, 0)) }
+                var sent: [[OutboxRecord]?] = []
+                for item in items {
+                    // Handled before, or a copy of one earlier in this batch.
+                    guard unhandled.remove(item.envelope.messageID) != nil else {
+                        sent.append(nil)
+                        continue
+                    }
+                    let context = HandlerContext(envelope: item.envelope, database: tx, logger: item.logger, schema: options.schema,
+                                                 queries: queries)
+                    try await inSpan(item.envelope, queue: queue) { try await item.handler(item.envelope, context) }
+                    sent.append(context.takePending())
+                }
+                let inserts = sent.flatMap { $0 ?? [] }.map {
+                    OutboxRecord.insert($0.envelope, exchange: $0.exchange, routingKey: $0.routingKey, schema: options.schema)
+                }
+                let rows = try await tx.commit(after: inserts)
+                var next = 0
+                for index in sent.indices where sent[index] != nil {
+                    for record in sent[index]!.indices {
+                        guard let row = rows[next].first else { throw MessagingError("the outbox INSERT returned no id") }
+                        sent[index]![record].id = try row.decode(Int64.self, 0)
+                        next += 1
+                    }
+                }
+                return sent
+            }
+        }
+        switch outcome {
+        case nil:
+            return  // the broker connection is gone or shutdown's deadline passed: the deliveries come back
+        case .success(let sent):
+            batches.increment()
+            batchedMessages.increment(by: items.count)
+            var records: [OutboxRecord] = []
+            for (item, itemRecords) in zip(items, sent) {
+                let metrics = self.metrics(queue: queue, type: item.envelope.type)
+                metrics.recordDuration(since: started)
+                if itemRecords == nil {
+                    metrics.duplicate.increment()
+                    item.logger.info("duplicate delivery: already handled, acking without effect")
+                }
+                await hooks.afterCommit?(item.envelope)
+                await acknowledge(item.delivery, item.envelope, metrics)
+                records += itemRecords ?? []
+            }
+            if !records.isEmpty { await pipeline.submit(records) }
+        case .failure(let error):
+            batchFallbacks.increment()
+            logger.info("a batch failed; handling its messages one at a time",
+                        metadata: ["queue": .string(queue), "messages": .stringConvertible(items.count), "error": .string("\(error)")])
+            for item in items {
+                await process(item.delivery, queue: queue, publisher: publisher, pipeline: pipeline)
+            }
         }
     }
 
@@ -646,9 +797,75 @@ final class InFlightGauge: Sendable {
         gauge = Gauge(label: "shopfleet_handlers_in_flight", dimensions: [("service", service), ("queue", queue)])
     }
 
-    func begin() { gauge.record(count.add(1, ordering: .relaxed).newValue) }
-    func end() { gauge.record(count.subtract(1, ordering: .relaxed).newValue) }
+    func begin(_ messages: Int = 1) { gauge.record(count.add(messages, ordering: .relaxed).newValue) }
+    func end(_ messages: Int = 1) { gauge.record(count.subtract(messages, ordering: .relaxed).newValue) }
 }
 
 /// The inbox already had the message: its transaction rolled back, nothing done.
 private struct HandledBefore: Error {}
+
+/// What a consumer received and has not handled yet: filled by the task reading the consumer,
+/// emptied a batch at a time.
+final class DeliveryBuffer: Sendable {
+    private struct State {
+        var deliveries: [AMQPDelivery] = []
+        var waiting: CheckedContinuation<Void, Never>?
+        var ended = false
+        var failure: (any Error)?
+    }
+    private let state = Mutex(State())
+
+    func put(_ delivery: AMQPDelivery) {
+        let waiting = state.withLock { state in
+            state.deliveries.append(delivery)
+            defer { state.waiting = nil }
+            return state.waiting
+        }
+        waiting?.resume()
+    }
+
+    /// The consumer ended (cancelled, or its channel failed with `failure`).
+    func finish(_ failure: (any Error)?) {
+        let waiting = state.withLock { state in
+            state.ended = true
+            state.failure = failure
+            defer { state.waiting = nil }
+            return state.waiting
+        }
+        waiting?.resume()
+    }
+
+    /// Up to `max` deliveries, oldest first, once there is at least one (and, with `wait`, after
+    /// waiting that long for more); nil when the consumer ended and everything was taken.
+    func take(max: Int, wait: Duration) async throws -> [AMQPDelivery]? {
+        while true {
+            let (batch, ended, failure) = state.withLock { state in
+                let batch = Array(state.deliveries.prefix(max))
+                state.deliveries.removeFirst(batch.count)
+                return (batch, state.ended, state.failure)
+            }
+            if !batch.isEmpty {
+                guard wait > .zero, batch.count < max, !ended else { return batch }
+                try? await Task.sleep(for: wait)
+                let more = state.withLock { state in
+                    let more = Array(state.deliveries.prefix(max - batch.count))
+                    state.deliveries.removeFirst(more.count)
+                    return more
+                }
+                return batch + more
+            }
+            if ended {
+                if let failure { throw failure }
+                return nil
+            }
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { state -> Bool in
+                    if !state.deliveries.isEmpty || state.ended { return true }
+                    state.waiting = continuation
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        }
+    }
+}

@@ -42,6 +42,10 @@ public struct WorkerSettings: Sendable {
     public var bindAddress: String = "127.0.0.1"
     public var prefetch: UInt16
     public var concurrency: Int
+    /// Messages a consumer handles in one transaction (``WorkerOptions/batchSize``).
+    public var batchSize: Int = 1
+    /// ``WorkerOptions/batchWait``.
+    public var batchWait: Duration = .zero
     public var migrateOnStart: Bool
     public var logLevel: Logger.Level
 
@@ -124,6 +128,8 @@ public enum WorkerProcess {
         var options = WorkerOptions(service: definition.service, schema: definition.schema, queues: definition.queues)
         options.prefetch = settings.prefetch
         options.concurrency = settings.concurrency
+        options.batchSize = settings.batchSize
+        options.batchWait = settings.batchWait
         let worker = Worker(options: options, topology: topology, handlers: definition.handlers, jobs: definition.jobs,
                             amqp: amqp, database: database, logger: logger, hooks: hooks)
         let ops = OpsServer(host: settings.bindAddress, port: settings.httpPort, registry: registry, logger: logger) { worker.health.problem }

@@ -30,19 +30,30 @@ struct BenchCheckoutCommand: AsyncParsableCommand {
             hops through the broker alone (publish with confirm, consume, ack) measured in the same run.
             """)
 
-    @Option(help: "Offered rate of the fixed-rate phase, orders per second.") var rate = 20
+    @Option(help: "Offered rates of the fixed-rate phases, orders per second, comma-separated (latency against offered rate).")
+    var rate = "20"
     @Option(help: "Length of the fixed-rate phase, seconds.") var seconds = 15
     @Option(help: "Orders in the saturation phase, placed as fast as they can be published.") var orders = 600
+    @Option(help: "Replicas of each worker: a number for all (2), or per role (2,orders=3).") var replicas: String?
     @Flag(help: "Print JSON rows.") var json = false
+
+    static func rates(_ text: String) throws -> [Int] {
+        let rates = text.split(separator: ",").map { Int($0.filter { $0 != " " }) }
+        guard !rates.isEmpty, rates.allSatisfy({ ($0 ?? 0) > 0 }) else {
+            throw ValidationError("--rate wants positive whole numbers of orders per second, comma-separated (like 20,50,100); got '\(text)'")
+        }
+        return rates.map { $0! }
+    }
 
     func run() async throws {
         let config = try ShopfleetConfiguration.current()
         guard let python = ProcessInfo.processInfo.environment["SHOPFLEET_PYTHON"] else {
             throw ValidationError("SHOPFLEET_PYTHON is not set: eval \"$(scripts/servers.sh env test)\" first (it has the SMTP sink)")
         }
-        let bench = try await CheckoutBench.start(config: config, python: python)
+        let counts = try replicas.map(FleetPlan.replicas(parsing:)) ?? [:]
+        let bench = try await CheckoutBench.start(config: config, python: python, replicas: counts)
         do {
-            let rows = try await bench.measure(rate: rate, seconds: seconds, orders: orders)
+            let rows = try await bench.measure(rates: try Self.rates(rate), seconds: seconds, orders: orders)
             await bench.stop()
             try BenchOutput.print(rows, json: json)
         } catch {
@@ -83,7 +94,8 @@ final class CheckoutBench: Sendable {
     /// The whole fleet's extra roles for `bench edge`: identity, cart, search and the edge itself.
     static let edgeDomains = ["identity", "cart", "search"]
 
-    static func start(config: ShopfleetConfiguration, python: String, edgePort: Int? = nil) async throws -> CheckoutBench {
+    static func start(config: ShopfleetConfiguration, python: String, edgePort: Int? = nil,
+                      replicas: [String: Int] = [:]) async throws -> CheckoutBench {
         let topology = try Topology(contentsOfFile: config.value(ShopfleetConfiguration.topologyFile))
         // Each service as its own broker user and database role, as in production, when the operator has the fleet secret.
         let fleetSecret = config.value(ShopfleetConfiguration.fleetSecret)
@@ -94,7 +106,8 @@ final class CheckoutBench: Sendable {
         try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
 
         let roles = domains + (edgePort == nil ? [] : edgeDomains)
-        let port = LocalPort.free(count: FleetPlan.Ports.blockSize(workers: roles.count, edges: 1))
+        let workerProcesses = roles.reduce(0) { $0 + max(1, replicas[$1] ?? 1) }
+        let port = LocalPort.free(count: FleetPlan.Ports.blockSize(workers: workerProcesses, edges: 1))
         var ports = FleetPlan.Ports.block(from: port, edges: 1)
         if let edgePort { ports.edge = edgePort }
         let binary = ChildProcess.currentExecutable ?? CommandLine.arguments[0]
@@ -109,7 +122,7 @@ final class CheckoutBench: Sendable {
             "SHOPFLEET_EDGE_RATE_LIMIT": "1000000", "SHOPFLEET_EDGE_REGISTRATIONS_PER_HOUR": "1000000",
             "SHOPFLEET_OPENAPI_FILE": config.value(ShopfleetConfiguration.openAPIFile),
         ]
-        let plan = FleetPlan.shop(binary: binary, python: python, environment: environment, ports: ports, workers: roles,
+        let plan = FleetPlan.shop(binary: binary, python: python, environment: environment, ports: ports, replicas: replicas, workers: roles,
                                   edge: edgePort != nil, mail: .discard)
         let fleet = FleetSupervisor(plan: plan, output: .files(directory: logDirectory))
         try fleet.start()
@@ -195,9 +208,9 @@ final class CheckoutBench: Sendable {
         }
     }
 
-    private func latencies(_ ids: [String]) -> [Double] {
+    private func latencies(_ ids: [String], to events: borrowing Mutex<[String: ContinuousClock.Instant]>) -> [Double] {
         let sent = placed.withLock { $0 }
-        let seen = confirmed.withLock { $0 }
+        let seen = events.withLock { $0 }
         return ids.compactMap { id in
             guard let start = sent[id], let end = seen[id] else { return nil }
             return Self.milliseconds(end - start)
@@ -213,31 +226,37 @@ final class CheckoutBench: Sendable {
         return sorted[min(sorted.count - 1, Int((Double(sorted.count) * p).rounded(.up)) - 1)]
     }
 
-    func measure(rate: Int, seconds: Int, orders: Int) async throws -> [BenchRow] {
-        let channel = try await amqp.openChannel()
-        try await channel.enableConfirms()
+    /// What one phase measured: orders/s completed, latency to confirmed and to completed, and the
+    /// CPU it cost (machine and per process group), with the orders it covered.
+    struct Phase {
+        var ids: [String]
+        var rate: Double
+        var confirmed: [Double]
+        var completed: [Double]
+        var cpu: (machine: Double, groups: [String: Double])
 
-        // Warm up: connections, caches, the JIT-free but cold paths.
-        var warmup: [String] = []
-        for _ in 0..<20 { warmup.append(try await placeOrder(on: channel)) }
-        try await waitCompleted(warmup, deadline: .seconds(60))
-        let before = try await counters()
+        /// Milliseconds of CPU per completed order.
+        func cpuPerOrder(_ seconds: Double) -> Double { seconds * 1000 / Double(max(1, ids.count)) }
+    }
 
-        // A fixed offered rate: is the fleet keeping up, and how long does an order wait?
-        var fixed: [String] = []
+    /// Places orders at `rate` per second for `seconds`, on an absolute schedule, and waits for all.
+    func fixedRate(_ rate: Int, seconds: Int, on channel: AMQPChannel) async throws -> Phase {
+        let cpuBefore = CPUSnapshot.take()
+        var ids: [String] = []
         let start = ContinuousClock.now
         for index in 0..<(rate * seconds) {
-            try await Task.sleep(until: start + .milliseconds(index * 1000 / rate))
-            fixed.append(try await placeOrder(on: channel))
+            try await Task.sleep(until: start + .nanoseconds(Int64(index) * 1_000_000_000 / Int64(rate)))
+            ids.append(try await placeOrder(on: channel))
         }
-        try await waitCompleted(fixed, deadline: .seconds(120))
-        let fixedEnd = completed.withLock { done in fixed.compactMap { done[$0] }.max()! }
-        let fixedRate = Double(fixed.count) / (Self.milliseconds(fixedEnd - start) / 1000)
-        let fixedLatency = latencies(fixed)
+        try await waitCompleted(ids, deadline: .seconds(120 + seconds))
+        return phase(ids, start: start, cpuBefore: cpuBefore)
+    }
 
-        // Saturation: as many orders as can be published, in 50 publishers.
-        let saturationStart = ContinuousClock.now
-        let saturation = try await withThrowingTaskGroup(of: [String].self) { group in
+    /// `orders` placed as fast as they can be published, by 50 publishers, and waited for.
+    func saturation(_ orders: Int, on channel: AMQPChannel) async throws -> Phase {
+        let cpuBefore = CPUSnapshot.take()
+        let start = ContinuousClock.now
+        let ids = try await withThrowingTaskGroup(of: [String].self) { group in
             for publisher in 0..<50 {
                 group.addTask {
                     var ids: [String] = []
@@ -247,13 +266,35 @@ final class CheckoutBench: Sendable {
             }
             return try await group.reduce(into: [String]()) { $0 += $1 }
         }
-        try await waitCompleted(saturation, deadline: .seconds(300))
-        let saturationEnd = completed.withLock { done in saturation.compactMap { done[$0] }.max()! }
-        let saturationRate = Double(saturation.count) / (Self.milliseconds(saturationEnd - saturationStart) / 1000)
-        let saturationLatency = latencies(saturation)
+        try await waitCompleted(ids, deadline: .seconds(max(300, orders / 10)))
+        return phase(ids, start: start, cpuBefore: cpuBefore)
+    }
+
+    private func phase(_ ids: [String], start: ContinuousClock.Instant, cpuBefore: CPUSnapshot) -> Phase {
+        let cpu = CPUSnapshot.take().since(cpuBefore)
+        let end = completed.withLock { done in ids.compactMap { done[$0] }.max()! }
+        return Phase(ids: ids, rate: Double(ids.count) / (Self.milliseconds(end - start) / 1000),
+                     confirmed: latencies(ids, to: confirmed), completed: latencies(ids, to: completed), cpu: cpu)
+    }
+
+    func measure(rates: [Int], seconds: Int, orders: Int) async throws -> [BenchRow] {
+        let channel = try await amqp.openChannel()
+        try await channel.enableConfirms()
+
+        // Warm up: connections, caches, the JIT-free but cold paths.
+        var warmup: [String] = []
+        for _ in 0..<20 { warmup.append(try await placeOrder(on: channel)) }
+        try await waitCompleted(warmup, deadline: .seconds(60))
+        let before = try await counters()
+
+        // Fixed offered rates: is the fleet keeping up, and how long does an order wait?
+        var fixed: [(rate: Int, phase: Phase)] = []
+        for rate in rates { fixed.append((rate, try await fixedRate(rate, seconds: seconds, on: channel))) }
+        // Saturation: as many orders as can be published.
+        let saturation = try await saturation(orders, on: channel)
 
         let after = try await counters()
-        let measured = Double(fixed.count + saturation.count)
+        let measured = Double(fixed.reduce(0) { $0 + $1.phase.ids.count } + saturation.ids.count)
         let published = Double(after.outbox - before.outbox) / measured + 1  // + the PlaceOrder itself
         let consumed = Double(after.inbox - before.inbox) / measured
         let transactions = Double(after.commits - before.commits) / measured
@@ -262,26 +303,43 @@ final class CheckoutBench: Sendable {
         // From PlaceOrder to OrderConfirmed: PlaceOrder, ReserveStock, StockReserved, AuthorizePayment,
         // PaymentAuthorized, CommitReservation, ReservationCommitted, OrderConfirmed.
         let hops = 8.0
-        return [
-            BenchRow(metric: "checkout.orders_fixed_rate", unit: "orders/s", value: fixedRate, baseline: Double(rate),
-                     baselineName: "the offered rate"),
-            BenchRow(metric: "checkout.latency_p50_fixed_rate", unit: "ms", value: Self.percentile(fixedLatency, 0.5), baseline: hops * hop,
-                     baselineName: "8 hops through the broker alone"),
-            BenchRow(metric: "checkout.latency_p99_fixed_rate", unit: "ms", value: Self.percentile(fixedLatency, 0.99), baseline: hops * hop,
-                     baselineName: "8 hops through the broker alone"),
-            BenchRow(metric: "checkout.orders_saturation", unit: "orders/s", value: saturationRate, baseline: brokerRate / published,
-                     baselineName: "broker publish-confirm rate / messages per order"),
-            BenchRow(metric: "checkout.latency_p50_saturation", unit: "ms", value: Self.percentile(saturationLatency, 0.5), baseline: hops * hop,
-                     baselineName: "8 hops through the broker alone"),
-            BenchRow(metric: "checkout.latency_p99_saturation", unit: "ms", value: Self.percentile(saturationLatency, 0.99), baseline: hops * hop,
-                     baselineName: "8 hops through the broker alone"),
+        let hopsName = "8 hops through the broker alone"
+        var rows: [BenchRow] = []
+        func phaseRows(_ phase: Phase, suffix: String, offered: Double?) {
+            if let offered {
+                rows.append(BenchRow(metric: "checkout.orders\(suffix)", unit: "orders/s", value: phase.rate, baseline: offered,
+                                     baselineName: "the offered rate"))
+            } else {
+                rows.append(BenchRow(metric: "checkout.orders\(suffix)", unit: "orders/s", value: phase.rate, baseline: brokerRate / published,
+                                     baselineName: "broker publish-confirm rate / messages per order"))
+            }
+            for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
+                rows.append(BenchRow(metric: "checkout.latency_\(name)\(suffix)", unit: "ms", value: Self.percentile(phase.confirmed, p),
+                                     baseline: hops * hop, baselineName: hopsName))
+                rows.append(BenchRow(metric: "checkout.latency_completed_\(name)\(suffix)", unit: "ms",
+                                     value: Self.percentile(phase.completed, p), baseline: hops * hop, baselineName: hopsName))
+            }
+            rows.append(BenchRow(metric: "checkout.cpu_ms_per_order\(suffix)", unit: "ms", value: phase.cpuPerOrder(phase.cpu.machine),
+                                 baseline: 1000 / phase.rate, baselineName: "one core's milliseconds per completed order"))
+            for (group, seconds) in phase.cpu.groups.sorted(by: { $0.key < $1.key }) {
+                rows.append(BenchRow(metric: "checkout.cpu_ms_per_order\(suffix).\(group)", unit: "ms", value: phase.cpuPerOrder(seconds),
+                                     baseline: phase.cpuPerOrder(phase.cpu.machine), baselineName: "the machine's CPU per order"))
+            }
+        }
+        for (index, (rate, phase)) in fixed.enumerated() {
+            // The first rate keeps the names earlier runs used; the others carry their rate.
+            phaseRows(phase, suffix: index == 0 ? "_fixed_rate" : "_fixed_rate@\(rate)", offered: Double(rate))
+        }
+        phaseRows(saturation, suffix: "_saturation", offered: nil)
+        rows += [
             BenchRow(metric: "checkout.messages_published_per_order", unit: "messages", value: published, baseline: consumed,
                      baselineName: "messages consumed per order"),
             BenchRow(metric: "checkout.transactions_per_order", unit: "commits", value: transactions, baseline: consumed,
                      baselineName: "messages consumed per order (one transaction each)"),
-            BenchRow(metric: "checkout.broker_publish_confirm", unit: "msg/s", value: saturationRate * published, baseline: brokerRate,
+            BenchRow(metric: "checkout.broker_publish_confirm", unit: "msg/s", value: saturation.rate * published, baseline: brokerRate,
                      baselineName: "1 KB publish-confirm, 100 in flight, this client (bench clients)"),
         ]
+        return rows
     }
 
     /// Outbox and inbox rows in every schema, and the database's commits.

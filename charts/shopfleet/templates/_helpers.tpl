@@ -360,6 +360,7 @@ the shared config, the role's own settings, then config.env and the role's env.
 {{- else -}}
 {{- $_ := set $data "SHOPFLEET_WORKER_PREFETCH" (toString $v.prefetch) -}}
 {{- $_ = set $data "SHOPFLEET_WORKER_CONCURRENCY" (toString $v.concurrency) -}}
+{{- $_ = set $data "SHOPFLEET_WORKER_BATCH" (toString $v.batch) -}}
 {{- if eq .component "orders" -}}
 {{- $_ = set $data "SHOPFLEET_CHECKOUT_RESEND_AFTER" $v.checkout.resendAfter -}}
 {{- $_ = set $data "SHOPFLEET_CHECKOUT_RESEND_LIMIT" $v.checkout.resendLimit -}}

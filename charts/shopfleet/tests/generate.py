@@ -300,6 +300,8 @@ def worker(role, queue, keys, optional, desc):
         Leaf("prefetch", 1, "Unacknowledged deliveries per consumer (SHOPFLEET_WORKER_PREFETCH); keep 1 (README: RabbitMQ "
              "counts every delivery a dead consumer held towards the delivery limit).", S("integer", minimum=1)),
         Leaf("concurrency", 8, "Handlers in flight per queue (SHOPFLEET_WORKER_CONCURRENCY).", S("integer", minimum=1)),
+        Leaf("batch", 16, "Messages a consumer handles in one transaction, from those already waiting (SHOPFLEET_WORKER_BATCH); "
+             "1 handles each alone.", S("integer", minimum=1, maximum=1000)),
         autoscaling(queue=queue),
         pdb(),
         Leaf("env", {}, "Extra plain environment variables for this role (in its ConfigMap); never secrets.", REF("envMap")),
