@@ -6,7 +6,9 @@
 With --tls it offers STARTTLS with that certificate. With --user it accepts AUTH PLAIN for that
 user, in clear too (so a test can show the client never sends it so). Every AUTH attempt is
 appended to FOLDER/auth.jsonl with whether it came over TLS; every message is written to
-FOLDER/mail-<n>.eml. Runs until killed.
+FOLDER/mail-<n>.eml, and the client port it came from appended to FOLDER/peers.log (one port
+for mails sent over one connection). A recipient starting with "refuse" is refused (550). Runs
+until killed.
 """
 import argparse
 import json
@@ -23,10 +25,18 @@ class Handler:
         self.folder = folder
         self.count = 0
 
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith("refuse"):
+            return "550 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope):
         self.count += 1
         with open(os.path.join(self.folder, "mail-%d.eml" % self.count), "wb") as f:
             f.write(envelope.original_content or envelope.content)
+        with open(os.path.join(self.folder, "peers.log"), "a") as f:
+            f.write("%d\n" % session.peer[1])
         return "250 OK"
 
 

@@ -6,9 +6,13 @@ import NIOSSL
 import Synchronization
 
 /// Sends mail over SMTP (RFC 5321): EHLO, STARTTLS (RFC 3207) with the server's certificate
-/// verified, AUTH PLAIN when the URL has a user — never in clear — then MAIL, RCPT, DATA. Each
-/// message is one short connection on SwiftNIO's event loops, never blocking Swift's cooperative
-/// pool, with a deadline for the whole exchange.
+/// verified, AUTH PLAIN when the URL has a user — never in clear — then MAIL, RCPT, DATA, on
+/// SwiftNIO's event loops, never blocking Swift's cooperative pool, with a deadline for each mail.
+///
+/// A connection is kept for the next mail (up to `keptConnections` idle ones, each for at most
+/// `idleTime`): the greeting, EHLO, the TLS handshake and AUTH happen once per connection, not
+/// once per mail. A kept connection the server has closed meanwhile fails before the server
+/// accepted anything, and the mail goes again on a new connection.
 ///
 /// `smtp://[user:password@]host:port[?starttls=required|opportunistic|off][&ca=/path/ca.pem]`:
 /// `required` (the default when the URL has a user) refuses a server that does not offer STARTTLS;
@@ -20,6 +24,11 @@ public final class SMTPClient: Sendable {
         /// A 5xx reply: the server refuses this message for good.
         public var permanent: Bool
         public var description: String
+        /// The server answered with a reply code (it refused this mail); the connection is fine.
+        var refused = false
+        /// A kept connection failed before the server accepted anything of the mail: send it again
+        /// on a new connection.
+        var stale = false
     }
 
     public struct Mail: Sendable {
@@ -44,11 +53,24 @@ public final class SMTPClient: Sendable {
     let timeout: Duration
     public let startTLS: StartTLS
     let tls: TLSConfiguration
+    /// Idle connections kept for the next mail, and how long each may wait for one.
+    let keptConnections: Int
+    let idleTime: Duration
+    /// Connections waiting for their next mail, the most recently used last.
+    private let idle = Mutex<[Kept]>([])
+    /// Connections opened, for tests and metrics.
+    let opened = Atomic<Int>(0)
 
-    /// - Parameter url: `smtp://[user:password@]host:port[?starttls=…&ca=…]`.
-    public init(url: String, timeout: Duration = .seconds(10)) throws {
+    /// - Parameters:
+    ///   - url: `smtp://[user:password@]host:port[?starttls=…&ca=…]`.
+    ///   - timeout: the longest one mail may take, connecting included.
+    ///   - keptConnections: idle connections kept for the next mails (0: a connection per mail).
+    ///   - idleTime: how long an idle connection is kept (shorter than servers' idle limits, 5 min for most).
+    public init(url: String, timeout: Duration = .seconds(10), keptConnections: Int = 8, idleTime: Duration = .seconds(30)) throws {
         self.url = try ServerURL(url, schemes: ["smtp"])
         self.timeout = timeout
+        self.keptConnections = keptConnections
+        self.idleTime = idleTime
         let mode = self.url.queryValue("starttls").map { StartTLS(rawValue: $0) } ?? (self.url.user == nil ? .opportunistic : .required)
         guard let mode else {
             throw Failure(permanent: true, description: "starttls must be required, opportunistic or off, not '\(self.url.queryValue("starttls") ?? "")'")
@@ -69,12 +91,133 @@ public final class SMTPClient: Sendable {
         tls = configuration
     }
 
+    deinit {
+        for kept in idle.withLock({ $0 }) { kept.jobs.finish() }
+    }
+
     var address: String { "\(url.host):\(url.port ?? 25)" }
 
+    /// One mail, and who waits for its outcome.
+    struct Job: Sendable {
+        let mail: Mail
+        let done: CheckedContinuation<Void, any Error>
+    }
+
+    /// An idle connection: its task waits for the next job on `jobs`.
+    struct Kept: Sendable {
+        let jobs: AsyncStream<Job>.Continuation
+        let since: ContinuousClock.Instant
+    }
+
     public func send(_ mail: Mail) async throws {
-        let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+        // A kept connection first; if the server closed it meanwhile, the next, then a new one.
+        while let kept = takeIdle() {
+            do {
+                return try await hand(mail, to: kept.jobs)
+            } catch let failure as Failure where failure.stale {
+                continue
+            }
+        }
+        let (jobs, handle) = AsyncStream<Job>.makeStream()
+        opened.add(1, ordering: .relaxed)
+        Task { await self.serve(jobs, handle) }
+        try await hand(mail, to: handle)
+    }
+
+    private func hand(_ mail: Mail, to jobs: AsyncStream<Job>.Continuation) async throws {
+        try await withCheckedThrowingContinuation { (done: CheckedContinuation<Void, any Error>) in
+            if case .terminated = jobs.yield(Job(mail: mail, done: done)) {
+                done.resume(throwing: Failure(permanent: false, description: "the kept connection to \(address) was closed", stale: true))
+            }
+        }
+    }
+
+    /// The most recently used idle connection still within its idle time; older ones are closed.
+    private func takeIdle() -> Kept? {
+        let now = ContinuousClock.now
+        let (taken, expired) = idle.withLock { idle -> (Kept?, [Kept]) in
+            let expired = idle.filter { now - $0.since > idleTime }
+            idle.removeAll { now - $0.since > idleTime }
+            return (idle.popLast(), expired)
+        }
+        for kept in expired { kept.jobs.finish() }
+        return taken
+    }
+
+    /// Back to the idle connections, unless enough are kept already.
+    private func keep(_ jobs: AsyncStream<Job>.Continuation) -> Bool {
+        idle.withLock { idle in
+            guard idle.count < keptConnections else { return false }
+            idle.append(Kept(jobs: jobs, since: .now))
+            return true
+        }
+    }
+
+    /// One connection's life: connect and greet for its first job, then a mail per job until it is
+    /// not kept (or closed by `takeIdle`), then QUIT. A job that fails with the connection fails
+    /// (as stale if the connection was a kept one and nothing was accepted); any job handed to it
+    /// after that fails as stale, so its sender opens a new connection.
+    private func serve(_ jobs: AsyncStream<Job>, _ handle: AsyncStream<Job>.Continuation) async {
+        var pending = jobs.makeAsyncIterator()
+        guard var job = await pending.next() else { return }
+        // The job whose sender still waits: the one a failure of the connection answers.
+        var unanswered: Job? = job
+        var reused = false, accepted = false
+        let deadline = MailDeadline()
         do {
-            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            deadline.arm(timeout, channel: nil)
+            let channel = try await connect()
+            deadline.arm(timeout, channel: channel.channel)
+            try await channel.executeThenClose { inbound, outbound in
+                var session = Session(lines: inbound.makeAsyncIterator(), outbound: outbound, address: address)
+                try await greet(&session, channel: channel.channel)
+                while true {
+                    accepted = false
+                    var refusal: Failure?
+                    do {
+                        try await transfer(&session, job.mail, accepted: &accepted)
+                    } catch let failure as Failure where failure.refused {
+                        // This mail was refused; the connection is fine once the transaction is reset.
+                        try await session.send("RSET")
+                        try await session.expect([250], after: "RSET")
+                        refusal = failure
+                    }
+                    deadline.disarm()
+                    // Kept before its sender hears back, so that its next mail finds it.
+                    let kept = keep(handle)
+                    unanswered = nil
+                    if let refusal { job.done.resume(throwing: refusal) } else { job.done.resume() }
+                    guard kept, let next = await pending.next() else { break }
+                    job = next
+                    unanswered = next
+                    reused = true
+                    deadline.arm(timeout, channel: channel.channel)
+                }
+                try? await session.send("QUIT")
+            }
+        } catch {
+            var failure: Failure
+            if deadline.timedOut {
+                failure = Failure(permanent: false, description: "SMTP server \(address) did not finish within \(timeout)")
+            } else if let known = error as? Failure {
+                failure = known
+            } else {
+                failure = Failure(permanent: false, description: "SMTP server \(address): \(Self.explain(error))")
+            }
+            failure.stale = reused && !accepted
+            unanswered?.done.resume(throwing: failure)
+        }
+        deadline.disarm()
+        handle.finish()
+        // Handed over while this connection was closing: their senders open a new one.
+        while let late = await pending.next() {
+            late.done.resume(throwing: Failure(permanent: false, description: "the kept connection to \(address) was closed", stale: true))
+        }
+    }
+
+    private func connect() async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
+        do {
+            return try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .connectTimeout(.milliseconds(Int64(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)))
                 .connect(host: url.host, port: url.port ?? 25) { channel in
                     channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
@@ -82,31 +225,13 @@ public final class SMTPClient: Sendable {
         } catch {
             throw Failure(permanent: false, description: "cannot connect to SMTP server \(address): \(error)")
         }
-        // The whole exchange has one deadline: past it the connection is closed under it.
-        let timedOut = Atomic(false)
-        let watchdog = Task { [timeout] in
-            try await Task.sleep(for: timeout)
-            timedOut.store(true, ordering: .relaxed)
-            channel.channel.close(promise: nil)
-        }
-        defer { watchdog.cancel() }
-        do {
-            try await channel.executeThenClose { inbound, outbound in
-                var session = Session(lines: inbound.makeAsyncIterator(), outbound: outbound, address: address)
-                try await converse(&session, mail, channel: channel.channel)
-            }
-        } catch let failure as Failure {
-            throw timedOut.load(ordering: .relaxed) ? Failure(permanent: false, description: "SMTP server \(address) did not finish within \(timeout)") : failure
-        } catch {
-            if timedOut.load(ordering: .relaxed) { throw Failure(permanent: false, description: "SMTP server \(address) did not finish within \(timeout)") }
-            throw Failure(permanent: false, description: "SMTP server \(address): \(Self.explain(error))")
-        }
     }
 
-    private func converse(_ session: inout Session, _ mail: Mail, channel: any Channel) async throws {
+    /// The greeting, EHLO, STARTTLS and AUTH: once per connection.
+    private func greet(_ session: inout Session, channel: any Channel) async throws {
         try await session.expect([220], after: "the greeting")
         try await session.send("EHLO shopfleet")
-        var extensions = try await session.expect([250], after: "EHLO")
+        let extensions = try await session.expect([250], after: "EHLO")
         var secure = false
         let offered = extensions.contains { $0.uppercased().hasPrefix("STARTTLS") }
         if startTLS != .off, offered {
@@ -118,7 +243,7 @@ public final class SMTPClient: Sendable {
             let handler = try NIOSSLClientHandler(context: context, serverHostname: isAddress ? nil : url.host)
             try await channel.pipeline.addHandler(handler, position: .first)
             try await session.send("EHLO shopfleet")
-            extensions = try await session.expect([250], after: "EHLO after STARTTLS")
+            _ = try await session.expect([250], after: "EHLO after STARTTLS")
             secure = true
         } else if startTLS == .required {
             throw Failure(permanent: false, description: "SMTP server \(address) does not offer STARTTLS, which this URL requires; nothing was sent"
@@ -130,15 +255,20 @@ public final class SMTPClient: Sendable {
             try await session.send("AUTH PLAIN " + Data(credentials).base64EncodedString(), shown: "AUTH PLAIN")
             try await session.expect([235], after: "AUTH PLAIN (check the user and password in SHOPFLEET_SMTP_URL)")
         }
+    }
+
+    /// One mail: MAIL, RCPT, DATA, the message. `accepted` turns true once the server took MAIL
+    /// (from then on a failure may have delivered it).
+    private func transfer(_ session: inout Session, _ mail: Mail, accepted: inout Bool) async throws {
         try await session.send("MAIL FROM:<\(Self.address(in: mail.from))>")
         try await session.expect([250], after: "MAIL FROM")
+        accepted = true
         try await session.send("RCPT TO:<\(Self.address(in: mail.to))>")
         try await session.expect([250, 251], after: "RCPT TO <\(mail.to)>")
         try await session.send("DATA")
         try await session.expect([354], after: "DATA")
         try await session.write(Self.render(mail), doing: "the message")
         try await session.expect([250], after: "the message")
-        try? await session.send("QUIT")
     }
 
     /// What a TLS failure means, in words.
@@ -199,7 +329,8 @@ public final class SMTPClient: Sendable {
                 text.append(String(line.dropFirst(4)))
                 if line.count == 3 || line[line.index(line.startIndex, offsetBy: 3)] == " " {
                     guard codes.contains(code) else {
-                        throw Failure(permanent: code >= 500, description: "SMTP server \(address) answered \(code) to \(doing): \(text.joined(separator: " "))")
+                        throw Failure(permanent: code >= 500, description: "SMTP server \(address) answered \(code) to \(doing): \(text.joined(separator: " "))",
+                                      refused: true)
                     }
                     return text
                 }
@@ -251,4 +382,33 @@ func rfc5322Date(_ date: Date) -> String {
     func two(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
     let weekday = weekdays[((days % 7) + 7) % 7]
     return "\(weekday), \(day) \(months[month - 1]) \(year) \(two(time / 3600)):\(two(time % 3600 / 60)):\(two(time % 60)) +0000"
+}
+
+/// One mail's deadline: past it the connection is closed under the conversation, which then fails.
+final class MailDeadline: Sendable {
+    private let timer = Mutex<Task<Void, Never>?>(nil)
+    private let expired = Atomic(false)
+
+    var timedOut: Bool { expired.load(ordering: .relaxed) }
+
+    /// Starts the clock again (a nil channel: connecting, which has its own timeout).
+    func arm(_ timeout: Duration, channel: (any Channel)?) {
+        let task = Task { [self] in
+            do { try await Task.sleep(for: timeout) } catch { return }
+            guard let channel else { return }
+            expired.store(true, ordering: .relaxed)
+            channel.close(promise: nil)
+        }
+        timer.withLock { timer in
+            timer?.cancel()
+            timer = task
+        }
+    }
+
+    func disarm() {
+        timer.withLock { timer in
+            timer?.cancel()
+            timer = nil
+        }
+    }
 }

@@ -4,6 +4,7 @@ import Glibc
 #endif
 import FoundationEssentials
 @testable import Notifications
+import Synchronization
 import Testing
 
 @Suite("Notifications: signatures and mail format")
@@ -80,10 +81,10 @@ struct SMTPTLSTests {
     }
 
     /// Starts the test server; returns its port, folder and process.
-    func server(tls: Certificates?, user: String?, password: String?) async throws -> (port: Int, folder: String, process: RunningProcess) {
+    func server(tls: Certificates?, user: String?, password: String?, port: Int? = nil) async throws -> (port: Int, folder: String, process: RunningProcess) {
         let python = ProcessInfo.processInfo.environment["SHOPFLEET_PYTHON"] ?? "python3"
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-        let port = LocalPort.free()
+        let port = port ?? LocalPort.free()
         let folder = "/tmp/smtp-server-\(UInt32.random(in: 0...UInt32.max))"
         var argv = [python, root + "/scripts/smtp_test_server.py", String(port), folder]
         if let tls { argv += ["--tls", tls.cert, tls.key] }
@@ -123,6 +124,45 @@ struct SMTPTLSTests {
             #expect(failure.description.contains("TLS") || failure.description.contains("certificate"), "\(failure)")
         }
         #expect(mails(folder) == 1 && auths(folder).count == 1)
+    }
+
+    func peers(_ folder: String) -> [String] {
+        ((try? String(contentsOfFile: folder + "/peers.log", encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    /// Mails share a connection: the greeting, TLS and AUTH once, then a mail per MAIL … DATA. A
+    /// refused recipient resets the transaction and the connection goes on; a kept connection the
+    /// server closed meanwhile (here: the server restarted) is replaced, and the mail still goes.
+    @Test func mailsShareAConnectionAndAClosedOneIsReplaced() async throws {
+        let certificates = try await Certificates()
+        var (port, folder, process) = try await server(tls: certificates, user: "shop", password: "pw")
+        defer { process.signal(SIGKILL) }
+        let client = try SMTPClient(url: "smtp://shop:pw@127.0.0.1:\(port)?ca=\(certificates.ca)")
+        for _ in 0..<3 { try await client.send(mail) }
+        #expect(mails(folder) == 3)
+        #expect(Set(peers(folder)).count == 1, "\(peers(folder))")
+        #expect(auths(folder).count == 1)
+        #expect(client.opened.load(ordering: .relaxed) == 1)
+
+        var refused = mail
+        refused.to = "refuse@example.com"
+        do {
+            try await client.send(refused)
+            Issue.record("a refused recipient was taken")
+        } catch let failure as SMTPClient.Failure {
+            #expect(failure.permanent && failure.description.contains("550"), "\(failure)")
+        }
+        try await client.send(mail)
+        #expect(mails(folder) == 4 && Set(peers(folder)).count == 1 && client.opened.load(ordering: .relaxed) == 1)
+
+        // The server goes away and comes back on the same port: the kept connection is dead.
+        process.signal(SIGKILL)
+        _ = await process.wait()
+        let restarted = try await server(tls: certificates, user: "shop", password: "pw", port: port)
+        (folder, process) = (restarted.folder, restarted.process)
+        try await client.send(mail)
+        #expect(mails(folder) == 1)
+        #expect(client.opened.load(ordering: .relaxed) == 2)
     }
 
     @Test func aPasswordIsNeverSentInClear() async throws {
