@@ -66,7 +66,8 @@ public enum NotificationsService {
             try await record(OrderCancelled.type, order: event.order, subject: "Your Shopfleet order was cancelled",
                              body: cancelledBody(event.order, reason: event.reason), payload: try MessageCodec.encode(event), settings, table, context)
         }
-        handlers.on(DeliverNotification.self) { command, context in
+        // Alone: an email or webhook sent by a batch that then rolled back would go again.
+        handlers.on(DeliverNotification.self, alone: true) { command, context in
             try await deliver(command.notificationID, settings, table, context)
         }
         return WorkerDefinition(service: "notifications", schema: schema, queues: ["notifications.order-events", "notifications.commands"],

@@ -66,6 +66,15 @@ final class FixtureFleet: @unchecked Sendable {
         }
     }
 
+    /// Starts a worker that kills itself at `point` (`FIXTURE_CRASH`), with one consumer per queue.
+    /// RabbitMQ 3.10 may hand a message a dead consumer gave back to another consumer of the same
+    /// dead process before it learns that one died too, and counts each return towards the
+    /// delivery limit (3 here): with several idle consumers, one kill can dead-letter the message
+    /// (docs/chaos.md). The crash under test is the one at `point`, not that.
+    func startToCrash(at point: String) async throws {
+        try await start(crash: point, concurrency: 1)
+    }
+
     /// Another worker process on the same queues and schema (a second replica), ready.
     func startReplica(port: Int) async throws -> RunningProcess {
         let replica = try spawn(crash: nil, concurrency: 4, batch: 1, port: port)

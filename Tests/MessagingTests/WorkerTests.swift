@@ -130,7 +130,7 @@ struct WorkerTests {
     /// rows the crash left behind. Each effect happens once.
     @Test func killedBetweenCommitAndPublish() async throws {
         try await FixtureFleet.with { fleet in
-            try await fleet.start(crash: "after-commit")
+            try await fleet.startToCrash(at: "after-commit")
             let key = TestServers.uniqueName("k")
             _ = try await fleet.send(Work(key: key, downstream: true))
             #expect(try await fleet.exited() == 128 + SIGKILL)
@@ -152,7 +152,7 @@ struct WorkerTests {
     /// handling's answer — not a refusal as a duplicate, and not a second effect.
     @Test func aRequestDeliveredAgainAfterItsCommitGetsTheFirstAnswer() async throws {
         try await FixtureFleet.with { fleet in
-            try await fleet.start(crash: "request-after-commit")
+            try await fleet.startToCrash(at: "request-after-commit")
             let key = TestServers.uniqueName("stamp")
             let queries = try await QueryClient(connection: fleet.amqp)
             async let answer = queries.ask(Stamp(key: key), timeout: .seconds(30))
@@ -169,7 +169,7 @@ struct WorkerTests {
     /// redelivery is a duplicate.) Each effect happens once.
     @Test func killedBetweenAckAndPublish() async throws {
         try await FixtureFleet.with { fleet in
-            try await fleet.start(crash: "after-ack")
+            try await fleet.startToCrash(at: "after-ack")
             let key = TestServers.uniqueName("k")
             _ = try await fleet.send(Work(key: key, downstream: true))
             #expect(try await fleet.exited() == 128 + SIGKILL)

@@ -137,6 +137,8 @@ public struct HandlerRegistry: Sendable {
     typealias ErasedResponder = @Sendable (Envelope, HandlerContext) async throws -> [UInt8]
 
     private(set) var handlers: [String: Erased] = [:]
+    /// Types whose handler always runs in a transaction of its own, never in a batch.
+    private(set) var alone: Set<String> = []
     private(set) var plain: [String: ErasedPlain] = [:]
     private(set) var queries: [String: ErasedQuery] = [:]
     private(set) var responders: [String: ErasedResponder] = [:]
@@ -146,8 +148,14 @@ public struct HandlerRegistry: Sendable {
 
     /// Handles `M` inside the message's transaction. Throw ``PermanentFailure`` for what retrying
     /// cannot fix; any other error is retried through the tiers.
-    public mutating func on<M: Message>(_ type: M.Type, _ handler: @escaping @Sendable (M, HandlerContext) async throws -> Void) {
+    ///
+    /// `alone`: never in a batch with other messages. For a handler whose effect outside the
+    /// database (an email sent) a batch's rollback would repeat: a batch in which another message
+    /// fails is rolled back and each of its messages handled again alone.
+    public mutating func on<M: Message>(_ type: M.Type, alone: Bool = false,
+                                        _ handler: @escaping @Sendable (M, HandlerContext) async throws -> Void) {
         precondition(!isRegistered(M.type), "two handlers for \(M.type)")
+        if alone { self.alone.insert(M.type) }
         let read = Self.reader(M.self)
         handlers[M.type] = { envelope, context in
             try await handler(try read(envelope), context)

@@ -331,12 +331,13 @@ public final class Worker: Service, Sendable {
 
     /// Handles deliveries in the order they came: runs of messages for transactional handlers in
     /// one transaction each; anything else (a query, a request, an undecodable message, a handler
-    /// without a transaction) alone, as ``process(_:queue:publisher:pipeline:)`` does.
+    /// without a transaction or registered to run `alone`) alone, as
+    /// ``process(_:queue:publisher:pipeline:)`` does.
     func process(batch deliveries: [AMQPDelivery], queue: String, publisher: AMQPChannel, pipeline: OutboxPipeline) async {
         var run: [BatchItem] = []
         for delivery in deliveries {
             if handlers.everyDelivery == nil, let envelope = try? Envelope(delivery: delivery.message), envelope.replyTo == nil,
-               let handler = handlers.handlers[envelope.type] {
+               let handler = handlers.handlers[envelope.type], !handlers.alone.contains(envelope.type) {
                 run.append(BatchItem(delivery: delivery, envelope: envelope, handler: handler,
                                      logger: MessageLogger(base: logger, envelope: envelope, queue: queue)))
                 continue
