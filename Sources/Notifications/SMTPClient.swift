@@ -91,10 +91,6 @@ public final class SMTPClient: Sendable {
         tls = configuration
     }
 
-    deinit {
-        for kept in idle.withLock({ $0 }) { kept.jobs.finish() }
-    }
-
     var address: String { "\(url.host):\(url.port ?? 25)" }
 
     /// One mail, and who waits for its outcome.
@@ -218,7 +214,7 @@ public final class SMTPClient: Sendable {
     private func connect() async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
         do {
             return try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connectTimeout(.milliseconds(Int64(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)))
+                .connectTimeout(.milliseconds(Int64(timeout.milliseconds)))
                 .connect(host: url.host, port: url.port ?? 25) { channel in
                     channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
                 }

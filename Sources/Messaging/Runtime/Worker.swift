@@ -108,6 +108,8 @@ public final class Worker: Service, Sendable {
     private let batchFallbacks: Counter
     private let batches: Counter
     private let batchedMessages: Counter
+    /// `lock_timeout` of a batch's transaction, as PostgreSQL takes it.
+    private let batchLockTimeout: String
 
     public init(options: WorkerOptions, topology: Topology, handlers: HandlerRegistry, jobs: [ScheduledJob] = [],
                 amqp: AMQPConnection, database: PostgresClient, logger: Logger, hooks: WorkerHooks = WorkerHooks(),
@@ -125,6 +127,7 @@ public final class Worker: Service, Sendable {
         self.batchFallbacks = Counter(label: "shopfleet_batch_fallbacks_total", dimensions: [("service", options.service)])
         self.batches = Counter(label: "shopfleet_batches_total", dimensions: [("service", options.service)])
         self.batchedMessages = Counter(label: "shopfleet_batched_messages_total", dimensions: [("service", options.service)])
+        self.batchLockTimeout = "\(max(1, options.batchLockTimeout.milliseconds))ms"
     }
 
     /// Consumes until graceful shutdown (SIGTERM), then finishes in-flight handlers, flushes the
@@ -336,15 +339,19 @@ public final class Worker: Service, Sendable {
     func process(batch deliveries: [AMQPDelivery], queue: String, publisher: AMQPChannel, pipeline: OutboxPipeline) async {
         var run: [BatchItem] = []
         for delivery in deliveries {
-            if handlers.everyDelivery == nil, let envelope = try? Envelope(delivery: delivery.message), envelope.replyTo == nil,
-               let handler = handlers.handlers[envelope.type], !handlers.alone.contains(envelope.type) {
+            let envelope = handlers.everyDelivery == nil ? try? Envelope(delivery: delivery.message) : nil
+            if let envelope, envelope.replyTo == nil, let handler = handlers.handlers[envelope.type], !handlers.alone.contains(envelope.type) {
                 run.append(BatchItem(delivery: delivery, envelope: envelope, handler: handler,
                                      logger: MessageLogger(base: logger, envelope: envelope, queue: queue)))
                 continue
             }
             await handle(run, queue: queue, publisher: publisher, pipeline: pipeline)
             run.removeAll()
-            await process(delivery, queue: queue, publisher: publisher, pipeline: pipeline)
+            if let envelope {
+                await process(delivery, envelope: envelope, queue: queue, publisher: publisher, pipeline: pipeline)
+            } else {
+                await process(delivery, queue: queue, publisher: publisher, pipeline: pipeline)
+            }
         }
         await handle(run, queue: queue, publisher: publisher, pipeline: pipeline)
     }
@@ -363,14 +370,15 @@ public final class Worker: Service, Sendable {
     /// handled again alone, so that only the failing one takes its retry path.
     private func handle(_ items: [BatchItem], queue: String, publisher: AMQPChannel, pipeline: OutboxPipeline) async {
         if items.isEmpty { return }
-        if items.count == 1 { return await process(items[0].delivery, queue: queue, publisher: publisher, pipeline: pipeline) }
+        if items.count == 1 {
+            return await process(items[0].delivery, envelope: items[0].envelope, queue: queue, publisher: publisher, pipeline: pipeline)
+        }
         for item in items { metrics(queue: queue, type: item.envelope.type).consumed.increment() }
         let started = ContinuousClock.now
         let schema = quoteIdentifier(options.schema)
-        let lockTimeout = "\(max(1, options.batchLockTimeout.components.seconds * 1000 + options.batchLockTimeout.components.attoseconds / 1_000_000_000_000_000))ms"
         let outcome = await committing(started: started, warn: { logger.warning("\($0)", metadata: $1) }) {
             try await database.transaction { tx -> [[OutboxRecord]?] in
-                _ = try tx.sendWithNext(PostgresStatement("SELECT set_config('lock_timeout', $1, true)", [lockTimeout]))
+                _ = try tx.sendWithNext(PostgresStatement("SELECT set_config('lock_timeout', $1, true)", [batchLockTimeout]))
                 let fresh = try await tx.query("""
                     INSERT INTO \(schema).inbox (message_id, type, queue)
                     SELECT id, type, $3 FROM unnest($1::text[], $2::text[]) AS m(id, type)
@@ -429,7 +437,7 @@ public final class Worker: Service, Sendable {
             logger.info("a batch failed; handling its messages one at a time",
                         metadata: ["queue": .string(queue), "messages": .stringConvertible(items.count), "error": .string("\(error)")])
             for item in items {
-                await process(item.delivery, queue: queue, publisher: publisher, pipeline: pipeline)
+                await process(item.delivery, envelope: item.envelope, queue: queue, publisher: publisher, pipeline: pipeline)
             }
         }
     }
@@ -448,6 +456,11 @@ public final class Worker: Service, Sendable {
             await deadLetter(delivery, queue: queue, type: delivery.properties.type ?? "unknown", failure: error, publisher: publisher)
             return
         }
+        await process(delivery, envelope: envelope, queue: queue, publisher: publisher, pipeline: pipeline)
+    }
+
+    /// One delivery whose envelope was read already (a batch reads it to sort its messages).
+    func process(_ delivery: AMQPDelivery, envelope: Envelope, queue: String, publisher: AMQPChannel, pipeline: OutboxPipeline) async {
         let logger = MessageLogger(base: self.logger, envelope: envelope, queue: queue)
         let metrics = self.metrics(queue: queue, type: envelope.type)
         metrics.consumed.increment()
@@ -813,6 +826,13 @@ final class DeliveryBuffer: Sendable {
         var waiting: CheckedContinuation<Void, Never>?
         var ended = false
         var failure: (any Error)?
+
+        /// The oldest `count` deliveries, or fewer, taken out.
+        mutating func take(_ count: Int) -> [AMQPDelivery] {
+            let taken = Array(deliveries.prefix(count))
+            deliveries.removeFirst(taken.count)
+            return taken
+        }
     }
     private let state = Mutex(State())
 
@@ -840,20 +860,11 @@ final class DeliveryBuffer: Sendable {
     /// waiting that long for more); nil when the consumer ended and everything was taken.
     func take(max: Int, wait: Duration) async throws -> [AMQPDelivery]? {
         while true {
-            let (batch, ended, failure) = state.withLock { state in
-                let batch = Array(state.deliveries.prefix(max))
-                state.deliveries.removeFirst(batch.count)
-                return (batch, state.ended, state.failure)
-            }
+            let (batch, ended, failure) = state.withLock { state in (state.take(max), state.ended, state.failure) }
             if !batch.isEmpty {
                 guard wait > .zero, batch.count < max, !ended else { return batch }
                 try? await Task.sleep(for: wait)
-                let more = state.withLock { state in
-                    let more = Array(state.deliveries.prefix(max - batch.count))
-                    state.deliveries.removeFirst(more.count)
-                    return more
-                }
-                return batch + more
+                return batch + state.withLock { $0.take(max - batch.count) }
             }
             if ended {
                 if let failure { throw failure }
