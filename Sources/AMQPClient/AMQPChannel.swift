@@ -379,6 +379,12 @@ extension AMQPConnection {
         corkedSocket = -1
     }
 
+    static func isCorked(_ fd: Int32) -> Bool {
+        var value: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        return getsockopt(fd, Int32(IPPROTO_TCP), TCP_CORK, &value, &length) == 0 && value != 0
+    }
+
     private static func setCork(_ fd: Int32, _ on: Bool) {
         var value: Int32 = on ? 1 : 0
         _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_CORK, &value, socklen_t(MemoryLayout<Int32>.size))

@@ -40,6 +40,10 @@ public final class AMQPConnection: @unchecked Sendable {
     let scratch: UnsafeMutablePointer<amqp_pool_t>
     /// Ack, nack and reject frames sent (a coalesced burst counts once), for the tests.
     let settlementFrames = Atomic<Int>(0)
+    /// Replies waited for, and of those the ones whose socket the kernel still held corked when the
+    /// wait began (read back with `getsockopt`, so it counts what the kernel did): for the tests.
+    let repliesAwaited = Atomic<Int>(0)
+    let repliesAwaitedCorked = Atomic<Int>(0)
 
     /// Confined to the connection thread.
     final class ChannelState: @unchecked Sendable {
@@ -545,6 +549,8 @@ public final class AMQPConnection: @unchecked Sendable {
     /// the thread waits for the broker (a channel reopened in the middle of a burst).
     func awaitReply(_ state: amqp_connection_state_t, channel channelID: UInt16, doing: String) throws {
         uncork()
+        repliesAwaited.add(1, ordering: .relaxed)
+        if Self.isCorked(amqp_get_sockfd(state)) { repliesAwaitedCorked.add(1, ordering: .relaxed) }
         try check(amqp_get_rpc_reply(state), channel: channelID, doing: doing)
     }
 

@@ -24,12 +24,29 @@ public final class PaymentsSandbox: Sendable {
         public var failureRate: Double = 0
         /// Share of API requests handled whose answer is then lost: the connection is dropped.
         public var dropRate: Double = 0
+        /// While true, every API request is held before it is handled, until faults are set with
+        /// `hold` false: a test can act while a request is certainly inside the gateway
+        /// (`Stats.held` counts the requests waiting), whatever the speed of the machine.
+        public var hold = false
         public init() {}
+
+        enum CodingKeys: String, CodingKey { case latencyMilliseconds, failureRate, dropRate, hold }
+
+        /// Every field may be left out (it keeps its default).
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            latencyMilliseconds = try c.decodeIfPresent(Int.self, forKey: .latencyMilliseconds) ?? 0
+            failureRate = try c.decodeIfPresent(Double.self, forKey: .failureRate) ?? 0
+            dropRate = try c.decodeIfPresent(Double.self, forKey: .dropRate) ?? 0
+            hold = try c.decodeIfPresent(Bool.self, forKey: .hold) ?? false
+        }
     }
 
     /// What the sandbox has done, for tests (`GET /_sandbox/stats`).
     public struct Stats: Codable, Sendable, Equatable {
         public var requests = 0
+        /// Requests held by the `hold` fault right now.
+        public var held = 0
         public var idempotentReplays = 0
         public var injectedFailures = 0
         public var droppedConnections = 0
@@ -54,6 +71,8 @@ public final class PaymentsSandbox: Sendable {
         var inProgress: Set<String> = []
         var faults = Faults()
         var stats = Stats()
+        /// The requests the `hold` fault holds, resumed when it is lifted.
+        var holding: [CheckedContinuation<Void, Never>] = []
     }
 
     let apiKey: String?
@@ -92,12 +111,19 @@ public final class PaymentsSandbox: Sendable {
             let body = try await request.body.collect(upTo: 1 << 16)
             guard let faults = try? JSONDecoder().decode(Faults.self, from: Data(body.readableBytesView)) else {
                 return self.error(.badRequest, StripeError(type: "invalid_request_error",
-                                                           message: "the body must be JSON: {\"latencyMilliseconds\", \"failureRate\", \"dropRate\"}"))
+                                                           message: "the body must be JSON: {\"latencyMilliseconds\", \"failureRate\", \"dropRate\", \"hold\"}, each optional"))
             }
-            self.state.withLock { $0.faults = faults }
+            let released = self.state.withLock { state -> [CheckedContinuation<Void, Never>] in
+                state.faults = faults
+                guard !faults.hold else { return [] }
+                defer { state.holding = []; state.stats.held = 0 }
+                return state.holding
+            }
+            for request in released { request.resume() }
             self.logger.info("faults changed", metadata: ["latency_ms": .stringConvertible(faults.latencyMilliseconds),
                                                           "failure_rate": .stringConvertible(faults.failureRate),
-                                                          "drop_rate": .stringConvertible(faults.dropRate)])
+                                                          "drop_rate": .stringConvertible(faults.dropRate),
+                                                          "hold": .stringConvertible(faults.hold)])
             return self.json(.ok, faults)
         }
         router.post("v1/payment_intents") { request, context in
@@ -172,6 +198,17 @@ public final class PaymentsSandbox: Sendable {
                                                 message: "There is currently another in-progress request using this Idempotent Key. Please try again later."))
         }
         defer { if let key { state.withLock { _ = $0.inProgress.remove(key) } } }
+        if faults.hold {
+            await withCheckedContinuation { (request: CheckedContinuation<Void, Never>) in
+                let heldNow = state.withLock { state -> Bool in
+                    guard state.faults.hold else { return false }
+                    state.holding.append(request)
+                    state.stats.held += 1
+                    return true
+                }
+                if !heldNow { request.resume() }
+            }
+        }
         if faults.latencyMilliseconds > 0 { try await Task.sleep(for: .milliseconds(faults.latencyMilliseconds)) }
         if faults.failureRate > 0, Double.random(in: 0..<1) < faults.failureRate {
             state.withLock { $0.stats.injectedFailures += 1 }

@@ -30,6 +30,21 @@ public enum TestServers {
         try await ChildProcess.check(["/bin/bash", script, action, instance])
     }
 
+    /// Stops `server` (`rabbitmq`, `postgres` or `redis`), runs `body`, and starts it again
+    /// whether `body` returned or threw: a failing test never leaves a server down for the next.
+    public static func whileDown<T>(_ server: String, _ body: () async throws -> T) async throws -> T {
+        try await control("down-\(server)")
+        let result: T
+        do {
+            result = try await body()
+        } catch {
+            try? await control("up-\(server)")
+            throw error
+        }
+        try await control("up-\(server)")
+        return result
+    }
+
     /// The repository's root folder (this file is `Sources/ShopfleetTesting/ShopfleetTesting.swift`).
     public static let repositoryRoot: String = {
         var path = #filePath

@@ -56,7 +56,8 @@ struct TopologyCommand: AsyncParsableCommand {
                 guard FileManager.default.createFile(atPath: path, contents: Data(json.utf8)) else {
                     throw ValidationError("cannot write \(path)")
                 }
-                print("wrote \(path)")
+                // Standard output carries a rendering when either goes to '-': no chatter in it then.
+                if output != "-" && permissions != "-" { print("wrote \(path)") }
             }
         }
     }

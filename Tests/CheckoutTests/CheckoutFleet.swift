@@ -289,6 +289,13 @@ final class CheckoutFleet: Sendable {
         guard response.status == .ok else { throw TestFailure("setting faults answered \(response.status)") }
     }
 
+    /// A counter of a worker's `/metrics`, summed over the label sets containing `labels`.
+    func metric(_ role: String, _ name: String, containing labels: String = "") async throws -> Double {
+        let text = String(buffer: try await get(role, "/metrics").body)
+        return text.split(separator: "\n").filter { $0.hasPrefix(name) && $0.contains(labels) }
+            .compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }.reduce(0, +)
+    }
+
     func get(_ role: String, _ path: String) async throws -> (status: Int, body: ByteBuffer) {
         // /healthz, /readyz and /metrics on the process's ops port (the edge's is apart from its public one).
         let ops = ["/healthz", "/readyz", "/metrics"].contains(path)

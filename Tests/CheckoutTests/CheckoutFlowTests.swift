@@ -14,6 +14,18 @@ import Testing
 struct CheckoutFlowTests {
     static let terminal: Set<String> = ["completed", "cancelled", "compensation_failed"]
 
+    /// Every gateway request held until the test sets other faults.
+    static var holding: PaymentsSandbox.Faults {
+        var faults = PaymentsSandbox.Faults()
+        faults.hold = true
+        return faults
+    }
+
+    /// Until the gateway holds a request (the authorization is certainly inside it).
+    static func waitUntilHeld(_ fleet: CheckoutFleet) async throws {
+        try await waitUntil(deadline: .seconds(20)) { (try? await fleet.sandboxStats().held) ?? 0 >= 1 }
+    }
+
     @Test func anOrderIsReservedAuthorizedConfirmedCapturedAndCompleted() async throws {
         try await CheckoutFleet.with { fleet in
             let mug = CheckoutFleet.product("MUG-1", price: 1250)
@@ -89,12 +101,11 @@ struct CheckoutFlowTests {
         try await CheckoutFleet.with(environment: ["SHOPFLEET_CHECKOUT_PAYMENT_TIMEOUT": "1500ms"]) { fleet in
             let mug = CheckoutFleet.product("MUG-4", price: 1250)
             try await fleet.seed([.init(product: mug, stock: 3)])
-            var slow = PaymentsSandbox.Faults()
-            slow.latencyMilliseconds = 4000
-            try await fleet.setFaults(slow)
+            try await fleet.setFaults(Self.holding)
             let id = try await fleet.placeOrder([(mug, 1)])
-            // The payment timeout fires while the gateway still holds the request.
+            // The payment timeout fires while the gateway holds the request (until released).
             try await fleet.waitForSaga(id, in: ["voiding_payment", "releasing_stock", "cancelled"], deadline: .seconds(20))
+            #expect(try await fleet.sandboxStats().held == 1)
             try await fleet.setFaults(PaymentsSandbox.Faults())
             let order = try await fleet.waitForSaga(id, in: Self.terminal, deadline: .seconds(60))
             #expect(order.status == "cancelled")
@@ -113,12 +124,13 @@ struct CheckoutFlowTests {
         try await CheckoutFleet.with { fleet in
             let mug = CheckoutFleet.product("MUG-5", price: 1250)
             try await fleet.seed([.init(product: mug, stock: 2)])
-            var slow = PaymentsSandbox.Faults()
-            slow.latencyMilliseconds = 1500
-            try await fleet.setFaults(slow)
+            try await fleet.setFaults(Self.holding)
             let id = try await fleet.placeOrder([(mug, 2)])
-            try await fleet.waitForSaga(id, in: ["authorizing_payment"], deadline: .seconds(20))
+            // The authorization is inside the gateway, and stays there until the cancel is handled.
+            try await Self.waitUntilHeld(fleet)
             try await fleet.send(CancelOrder(orderID: id, customerID: "cus-test", reason: "changed my mind"))
+            try await fleet.waitForSaga(id, in: ["voiding_payment", "releasing_stock", "cancelled"], deadline: .seconds(20))
+            try await fleet.setFaults(PaymentsSandbox.Faults())
             let order = try await fleet.waitForSaga(id, in: Self.terminal, deadline: .seconds(40))
             #expect(order.status == "cancelled")
             #expect(order.reason == "cancelled by the customer: changed my mind")
@@ -157,10 +169,12 @@ struct CheckoutFlowTests {
             let received = try await fleet.steps(id).filter { $0.kind == .received }.map(\.name)
             #expect(received == ["stock-reserved", "payment-authorized", "reservation-committed", "payment-captured"])
             // One email, though its event and its delivery command each arrived twice.
+            // Both copies of the delivery command handled: the second stopped at the inbox.
             try await waitUntil(deadline: .seconds(20)) {
-                (try? await fleet.count("SELECT count(*) FROM notifications.notifications WHERE order_id = $1 AND status = 'sent'", [id])) == 1
+                (try? await fleet.metric("notifications", "shopfleet_messages_duplicate_total",
+                                         containing: DeliverNotification.type)) == 1
             }
-            try await Task.sleep(for: .seconds(1))  // room for a second email, were one coming
+            #expect(try await fleet.count("SELECT count(*) FROM notifications.notifications WHERE order_id = $1 AND status = 'sent'", [id]) == 1)
             #expect(try fleet.mails().count == 1)
         }
     }
@@ -169,19 +183,20 @@ struct CheckoutFlowTests {
         try await CheckoutFleet.with { fleet in
             let mug = CheckoutFleet.product("MUG-7", price: 1250)
             try await fleet.seed([.init(product: mug, stock: 5)])
-            var slow = PaymentsSandbox.Faults()
-            slow.latencyMilliseconds = 2000
-            try await fleet.setFaults(slow)
+            try await fleet.setFaults(Self.holding)
             let id = try await fleet.placeOrder([(mug, 1)])
-            try await fleet.waitForSaga(id, in: ["authorizing_payment"], deadline: .seconds(20))
             // Payments is inside the gateway call, its transaction open, the delivery unacked.
-            try await Task.sleep(for: .milliseconds(500))
+            try await Self.waitUntilHeld(fleet)
             try await fleet.kill("payments")
+            // The gateway goes on with the request the dead worker sent (as a real one would).
             try await fleet.setFaults(PaymentsSandbox.Faults())
             try await fleet.waitReady("payments")
             let order = try await fleet.waitForSaga(id, in: Self.terminal, deadline: .seconds(60))
             #expect(order.status == "completed")
-            #expect(try await fleet.sandboxStats().intentsPerOrder[id] == 1)
+            // The restarted worker asked again under the same key: the first answer, one intent.
+            let stats = try await fleet.sandboxStats()
+            #expect(stats.intentsPerOrder[id] == 1)
+            #expect(stats.idempotentReplays >= 1)
             #expect(try await fleet.stock("MUG-7") == (onHand: 4, reserved: 0))
         }
     }

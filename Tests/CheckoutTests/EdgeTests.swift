@@ -41,11 +41,8 @@ struct EdgeTests {
 
     func string(_ value: JSONValue?) -> String? { if case .string(let text)? = value { return text }; return nil }
 
-    /// A counter of a worker's `/metrics`, summed over the label sets containing `labels`.
     func metric(_ fleet: CheckoutFleet, _ role: String, _ name: String, containing labels: String) async throws -> Double {
-        let text = String(buffer: try await fleet.get(role, "/metrics").body)
-        return text.split(separator: "\n").filter { $0.hasPrefix(name) && $0.contains(labels) }
-            .compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }.reduce(0, +)
+        try await fleet.metric(role, name, containing: labels)
     }
 
     /// The edge dies while it places an order (after it remembered the key, before the checkout
@@ -207,8 +204,7 @@ struct EdgeTests {
             let mug = CheckoutFleet.product("MUG-503", price: 1250)
             try await fleet.seed([.init(product: mug, stock: 1)])
             #expect(try await call(fleet, .GET, "/v1/products/\(mug.id)").status == 200)
-            try await TestServers.control("down-rabbitmq")
-            do {
+            try await TestServers.whileDown("rabbitmq") {
                 try await waitUntil(deadline: .seconds(30)) {
                     (try? await call(fleet, .GET, "/v1/products/\(mug.id)"))?.status == 503
                 }
@@ -216,11 +212,7 @@ struct EdgeTests {
                 #expect(down.isProblem)
                 #expect(string(down.body["detail"])?.contains("broker") == true, "\(down.text)")
                 #expect(try await fleet.get("edge", "/readyz").status == 503)
-            } catch {
-                try? await TestServers.control("up-rabbitmq")
-                throw error
             }
-            try await TestServers.control("up-rabbitmq")
             try await waitUntil(deadline: .seconds(90)) {
                 (try? await call(fleet, .GET, "/v1/products/\(mug.id)"))?.status == 200
             }

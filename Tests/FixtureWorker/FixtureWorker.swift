@@ -48,9 +48,13 @@ public struct Slow: Command {
     public static let type = "fixture.Slow.v1"
     public var key: String
     public var milliseconds: Int
-    public init(key: String, milliseconds: Int) {
+    /// When set, the handler waits for this PostgreSQL advisory lock (shared) instead of
+    /// sleeping: a test holding it exclusively keeps the handler in flight until it lets go.
+    public var gate: Int?
+    public init(key: String, milliseconds: Int, gate: Int? = nil) {
         self.key = key
         self.milliseconds = milliseconds
+        self.gate = gate
     }
 }
 
@@ -163,7 +167,11 @@ public enum Fixture {
                                              [message.key, context.envelope.messageID])
         }
         handlers.on(Slow.self) { message, context in
-            try await Task.sleep(for: .milliseconds(message.milliseconds))
+            if let gate = message.gate {
+                try await context.database.query("SELECT pg_advisory_xact_lock_shared($1::bigint)", [gate])
+            } else {
+                try await Task.sleep(for: .milliseconds(message.milliseconds))
+            }
             try await context.database.query("INSERT INTO \(table("effects")) (key, message_id) VALUES ($1, $2)",
                                              [message.key, context.envelope.messageID])
         }

@@ -51,7 +51,8 @@ struct EnvelopeTests {
         let noType = AMQPMessage(body: [], properties: AMQPProperties(messageID: "m"), exchange: "", routingKey: "q")
         #expect(throws: PermanentFailure.self) { try Envelope(delivery: noType) }
         let noID = AMQPMessage(body: [], properties: AMQPProperties(type: "t.T.v1"), exchange: "", routingKey: "q")
-        do { _ = try Envelope(delivery: noID) } catch let error as PermanentFailure { #expect(error.kind == "missing-message-id") } catch {}
+        let error = #expect(throws: PermanentFailure.self) { try Envelope(delivery: noID) }
+        #expect(error?.kind == "missing-message-id")
     }
 
     @Test func traceparentParsing() {

@@ -105,8 +105,12 @@ final class FixtureFleet: @unchecked Sendable {
     }
 
     func stop(signal: Int32 = SIGTERM) async throws -> Int32 {
-        process?.signal(signal)
+        self.signal(signal)
         return try await exited()
+    }
+
+    func signal(_ signal: Int32) {
+        process?.signal(signal)
     }
 
     func send(_ envelope: Envelope, to queue: String) async throws {

@@ -237,7 +237,14 @@ public final class Worker: Service, Sendable {
     /// outbox and returns. What graceful shutdown does; for embedding a worker without signals.
     public func stopConsuming() async {
         let consumers = self.consumers.withLock { $0 }
-        for consumer in consumers { try? await consumer.cancel() }
+        for consumer in consumers {
+            do { try await consumer.cancel() } catch {
+                // The channel or connection is gone: the broker has dropped that consumer already.
+                logger.warning("cancelling a consumer failed", metadata: ["tag": .string(consumer.tag), "error": .string("\(error)")])
+            }
+        }
+        logger.info("consumers cancelled; in-flight handlers finish, then the outbox is flushed",
+                    metadata: ["consumers": .stringConvertible(consumers.count)])
     }
 
     private func watchConnection() async {
