@@ -28,9 +28,12 @@ public final class PaymentsSandbox: Sendable {
         /// `hold` false: a test can act while a request is certainly inside the gateway
         /// (`Stats.held` counts the requests waiting), whatever the speed of the machine.
         public var hold = false
+        /// The next this many API requests are answered 429 (`rate_limit`), as Stripe answers a
+        /// client that asks too fast; counted down as they are.
+        public var rateLimitNext = 0
         public init() {}
 
-        enum CodingKeys: String, CodingKey { case latencyMilliseconds, failureRate, dropRate, hold }
+        enum CodingKeys: String, CodingKey { case latencyMilliseconds, failureRate, dropRate, hold, rateLimitNext }
 
         /// Every field may be left out (it keeps its default).
         public init(from decoder: any Decoder) throws {
@@ -39,6 +42,7 @@ public final class PaymentsSandbox: Sendable {
             failureRate = try c.decodeIfPresent(Double.self, forKey: .failureRate) ?? 0
             dropRate = try c.decodeIfPresent(Double.self, forKey: .dropRate) ?? 0
             hold = try c.decodeIfPresent(Bool.self, forKey: .hold) ?? false
+            rateLimitNext = try c.decodeIfPresent(Int.self, forKey: .rateLimitNext) ?? 0
         }
     }
 
@@ -47,6 +51,10 @@ public final class PaymentsSandbox: Sendable {
         public var requests = 0
         /// Requests held by the `hold` fault right now.
         public var held = 0
+        /// Requests answered 409 because another request with their key was still being handled.
+        public var conflicts = 0
+        /// Requests answered 429 by the `rateLimitNext` fault.
+        public var rateLimited = 0
         public var idempotentReplays = 0
         public var injectedFailures = 0
         public var droppedConnections = 0
@@ -111,7 +119,7 @@ public final class PaymentsSandbox: Sendable {
             let body = try await request.body.collect(upTo: 1 << 16)
             guard let faults = try? JSONDecoder().decode(Faults.self, from: Data(body.readableBytesView)) else {
                 return self.error(.badRequest, StripeError(type: "invalid_request_error",
-                                                           message: "the body must be JSON: {\"latencyMilliseconds\", \"failureRate\", \"dropRate\", \"hold\"}, each optional"))
+                                                           message: "the body must be JSON: {\"latencyMilliseconds\", \"failureRate\", \"dropRate\", \"hold\", \"rateLimitNext\"}, each optional"))
             }
             let released = self.state.withLock { state -> [CheckedContinuation<Void, Never>] in
                 state.faults = faults
@@ -185,13 +193,25 @@ public final class PaymentsSandbox: Sendable {
         let fields = Dictionary(FormEncoding.decode(text), uniquingKeysWith: { _, last in last })
 
         let key = idempotent ? request.headers[Self.idempotencyKey] : nil
-        let (faults, busy) = state.withLock { state -> (Faults, Bool) in
+        let (faults, busy, limited) = state.withLock { state -> (Faults, Bool, Bool) in
             state.stats.requests += 1
+            if state.faults.rateLimitNext > 0 {
+                state.faults.rateLimitNext -= 1
+                state.stats.rateLimited += 1
+                return (state.faults, false, true)
+            }
             if let key, state.idempotency[key] == nil {
-                if state.inProgress.contains(key) { return (state.faults, true) }
+                if state.inProgress.contains(key) {
+                    state.stats.conflicts += 1
+                    return (state.faults, true, false)
+                }
                 state.inProgress.insert(key)
             }
-            return (state.faults, false)
+            return (state.faults, false, false)
+        }
+        if limited {
+            return error(.tooManyRequests, StripeError(type: "invalid_request_error", code: "rate_limit",
+                                                       message: "Too many requests hit the API too quickly (injected by the sandbox)."))
         }
         if busy {
             return error(.conflict, StripeError(type: "idempotency_error", code: "idempotency_key_in_use",

@@ -19,8 +19,9 @@ struct PaymentsSandboxCommand: AsyncParsableCommand {
             pm_card_4000000000009995 are declined for insufficient funds.
 
             Faults can also be changed while it runs: POST /_sandbox/faults with
-            {"latencyMilliseconds": 0, "failureRate": 0, "dropRate": 0, "hold": false} (each optional; hold
-            keeps every request waiting until faults are set without it); GET /_sandbox/stats says what it did,
+            {"latencyMilliseconds": 0, "failureRate": 0, "dropRate": 0, "hold": false, "rateLimitNext": 0}
+            (each optional; hold keeps every request waiting until faults are set without it; rateLimitNext
+            answers that many next requests 429); GET /_sandbox/stats says what it did,
             GET /_sandbox/intents lists every PaymentIntent (the gateway's ledger).
             """)
 

@@ -140,6 +140,62 @@ final class CheckoutFleet: Sendable {
         await sandbox.remove()
     }
 
+    /// Every secret the fleet's processes hold: the values of the secret settings, the passwords
+    /// in the server URLs each process was given, and the operator's fleet secret.
+    var secrets: [(name: String, value: String)] {
+        var found: [(name: String, value: String)] = [("SHOPFLEET_FLEET_SECRET", Self.fleetSecret)]
+        for process in supervisor.plan.processes {
+            for (key, value) in supervisor.plan.environment(of: process)
+            where FleetPlan.holders[key] != nil && key != "SHOPFLEET_JWT_PUBLIC_KEYS" {
+                if key.hasSuffix("_URL") {
+                    // scheme://user:password@host…
+                    guard let start = value.firstRange(of: "://")?.upperBound,
+                          let at = value[start...].firstIndex(of: "@"),
+                          let colon = value[start..<at].firstIndex(of: ":") else { continue }
+                    found.append(("the password in \(process.name)'s \(key)", String(value[value.index(after: colon)..<at])))
+                } else {
+                    found.append(("\(process.name)'s \(key)", value))
+                }
+            }
+        }
+        return found.filter { !$0.value.isEmpty }
+    }
+
+    /// Which of the fleet's secrets (and of `also`) appear in a process's log: a line of 16 or
+    /// more characters of a secret is enough (a PEM key is not logged whole to leak).
+    func secretsInLogs(also: [(name: String, value: String)] = []) throws -> (leaks: [String], scannedBytes: Int, secrets: Int) {
+        let secrets = self.secrets + also
+        var leaks: [String] = []
+        var scanned = 0
+        for process in supervisor.plan.processes {
+            let log = (try? String(contentsOfFile: "\(logDirectory)/\(process.name).log", encoding: .utf8)) ?? ""
+            scanned += log.utf8.count
+            for secret in secrets {
+                let pieces = secret.value.split(separator: "\n").map(String.init)
+                    .filter { $0.count >= 16 || $0 == secret.value }
+                if pieces.contains(where: { log.contains($0) }) { leaks.append("\(secret.name) in \(process.name).log") }
+            }
+        }
+        return (leaks, scanned, secrets.count)
+    }
+
+    /// Opens a transaction on a connection of its own and runs `statements` in it: their locks
+    /// are held until ``HeldLocks/release()``, whatever else the test does meanwhile.
+    func holdLocks(_ statements: [String]) async throws -> HeldLocks {
+        let connection = try await PostgresConnection.connect(try PostgresConfiguration(url: databaseURL))
+        try await connection.query("BEGIN")
+        for statement in statements { try await connection.query(statement) }
+        return HeldLocks(connection: connection)
+    }
+
+    /// Until a statement of `role`'s database role is waiting for a lock.
+    func waitUntilBlocked(_ role: String, deadline: Duration = .seconds(30)) async throws {
+        try await waitUntil(deadline: deadline) {
+            (try? await count("SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND wait_event_type = 'Lock'",
+                              [FleetIdentities.databaseRole(role)])) ?? 0 >= 1
+        }
+    }
+
     func printLogs() {
         for process in supervisor.plan.processes {
             let text = (try? String(contentsOfFile: "\(logDirectory)/\(process.name).log", encoding: .utf8)) ?? ""
@@ -308,4 +364,13 @@ final class CheckoutFleet: Sendable {
 struct TestFailure: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
+}
+
+/// Locks a test holds in an open transaction (``CheckoutFleet/holdLocks(_:)``).
+struct HeldLocks: Sendable {
+    let connection: PostgresConnection
+    func release() async throws {
+        try await connection.query("ROLLBACK")
+        await connection.close()
+    }
 }

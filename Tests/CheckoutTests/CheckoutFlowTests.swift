@@ -201,6 +201,45 @@ struct CheckoutFlowTests {
         }
     }
 
+    /// Inventory, orders and notifications each killed inside a handler of this order's saga: the
+    /// test holds a lock the handler needs, waits until the worker's statement waits for it,
+    /// kills the worker and lets go. Each restarted worker is given the message again and the
+    /// order completes with one reservation, one charge and one email.
+    @Test func eachCheckoutWorkerKilledInItsHandlerIsRestartedAndTheOrderCompletesOnce() async throws {
+        try await CheckoutFleet.with { fleet in
+            let mug = CheckoutFleet.product("MUG-KILLS", price: 1250)
+            try await fleet.seed([.init(product: mug, stock: 5)])
+            // Inventory: reserving waits for the stock row.
+            let stock = try await fleet.holdLocks(["SELECT 1 FROM inventory.stock WHERE sku = 'MUG-KILLS' FOR UPDATE"])
+            let id = try await fleet.placeOrder([(mug, 2)])
+            try await fleet.waitUntilBlocked("inventory")
+            try await fleet.kill("inventory")
+            // Orders: the reservation's answer waits for the saga's row.
+            let saga = try await fleet.holdLocks(["SELECT 1 FROM orders.sagas WHERE id = '\(id)' FOR UPDATE"])
+            try await stock.release()
+            try await fleet.waitReady("inventory")
+            try await fleet.waitUntilBlocked("orders")
+            try await fleet.kill("orders")
+            // Notifications: the confirmation's notification waits for its table.
+            let notifications = try await fleet.holdLocks(["LOCK TABLE notifications.notifications IN EXCLUSIVE MODE"])
+            try await saga.release()
+            try await fleet.waitReady("orders")
+            try await fleet.waitUntilBlocked("notifications")
+            try await fleet.kill("notifications")
+            try await notifications.release()
+            try await fleet.waitReady("notifications")
+
+            let order = try await fleet.waitForSaga(id, in: Self.terminal, deadline: .seconds(60))
+            #expect(order.status == "completed")
+            #expect(try await fleet.stock("MUG-KILLS") == (onHand: 3, reserved: 0))
+            #expect(try await fleet.sandboxStats().intentsPerOrder[id] == 1)
+            try await waitUntil(deadline: .seconds(30)) {
+                (try? await fleet.count("SELECT count(*) FROM notifications.notifications WHERE order_id = $1 AND status = 'sent'", [id])) == 1
+            }
+            #expect(try fleet.mails().count == 1)
+        }
+    }
+
     /// One saga whose timeout cannot be handled (its row names a state the definition does not
     /// know), and one reservation whose release fails (its line holds more than is reserved), both
     /// due first: the other sagas' timeouts and the other reservations' expiries still happen.

@@ -175,6 +175,14 @@ struct EdgeTests {
             #expect(statuses == [401, 401, 401, 429], "\(statuses)")
             let throttled = try await call(fleet, .POST, "/v1/auth/login", json: #"{"email": "\#(target)", "password": "right password"}"#)
             #expect(throttled.status == 429 && Int(throttled.headers["Retry-After"].first ?? "") ?? 0 >= 1)
+
+            // After all that, no secret in any process's log: not the servers' passwords, the
+            // gateway's key, the signing key, nor the customers' passwords and tokens.
+            let scan = try fleet.secretsInLogs(also: [("a customer's password", "correct horse"), ("a customer's password", "right password"),
+                                                      ("an access token", token)] +
+                                                     (string(login.body["refreshToken"]).map { [("a refresh token", $0)] } ?? []))
+            #expect(scan.leaks.isEmpty, "\(scan.leaks)")
+            #expect(scan.secrets >= 10 && scan.scannedBytes > 2_000, "scanned \(scan.scannedBytes) bytes for \(scan.secrets) secrets")
         }
     }
 

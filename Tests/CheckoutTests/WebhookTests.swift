@@ -11,8 +11,9 @@ import ShopfleetTesting
 import Synchronization
 import Testing
 
-/// Order events as signed webhook calls: a receiver that fails once gets the call again, and the
-/// signature verifies with the shared secret.
+/// Order events as signed webhook calls: a receiver that fails once (5xx, or 429) gets the call
+/// again, one that refuses it (a 4xx other than 408 and 429) does not, and the signature verifies
+/// with the shared secret.
 @Suite("Order webhooks", .serialized)
 struct WebhookTests {
     struct Call: Sendable {
@@ -25,18 +26,18 @@ struct WebhookTests {
 
     @Test func ordersEventsArePostedSignedAndRetriedUntilTheReceiverTakesThem() async throws {
         let calls = Mutex<[Call]>([])
+        // What the receiver answers next, in turn; 200 once these are used up.
+        let answers = Mutex<[HTTPResponse.Status]>([.internalServerError])
         let port = TestServers.freePort()
         let router = Router()
         router.post("hook") { request, _ -> Response in
             let body = String(decoding: try await request.body.collect(upTo: 1 << 20).readableBytesView, as: UTF8.self)
             func header(_ name: String) -> String { request.headers[HTTPField.Name(name)!] ?? "" }
-            let first = calls.withLock { calls in
+            calls.withLock { calls in
                 calls.append(Call(signature: header("X-Shopfleet-Signature"), timestamp: header("X-Shopfleet-Timestamp"),
                                   delivery: header("X-Shopfleet-Delivery"), event: header("X-Shopfleet-Event"), body: body))
-                return calls.count == 1
             }
-            // The first call fails: the notification must come again.
-            return Response(status: first ? .internalServerError : .ok)
+            return Response(status: answers.withLock { $0.isEmpty ? .ok : $0.removeFirst() })
         }
         let receiver = Task { try await Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port))).run() }
         defer { receiver.cancel() }
@@ -53,6 +54,7 @@ struct WebhookTests {
             try await waitUntil(deadline: .seconds(30)) {
                 (try? await fleet.count("SELECT count(*) FROM notifications.notifications WHERE order_id = $1 AND channel = 'webhook' AND status = 'sent'", [id])) == 1
             }
+            // The first call failed (500): the notification came again.
             let received = calls.withLock { $0 }
             #expect(received.count == 2)
             for call in received {
@@ -67,6 +69,25 @@ struct WebhookTests {
             #expect(try await fleet.count("SELECT attempts FROM notifications.notifications WHERE order_id = $1 AND channel = 'webhook'", [id]) == 2)
             // The email went once, untouched by the webhook's failure.
             #expect(try fleet.mails().count == 1)
+
+            // 410: refused for good, never asked again; the email still goes.
+            answers.withLock { $0 = [.gone] }
+            let refused = try await fleet.placeOrder([(mug, 1)])
+            try await waitUntil(deadline: .seconds(30)) {
+                (try? await fleet.count("SELECT count(*) FROM notifications.notifications WHERE order_id = $1 AND channel = 'webhook' AND status = 'failed' AND error LIKE '%410%'", [refused])) == 1
+            }
+            // 429: asked again later, then taken.
+            answers.withLock { $0 = [.tooManyRequests] }
+            let throttled = try await fleet.placeOrder([(mug, 1)])
+            try await waitUntil(deadline: .seconds(30)) {
+                (try? await fleet.count("SELECT count(*) FROM notifications.notifications WHERE order_id = $1 AND channel = 'webhook' AND status = 'sent'", [throttled])) == 1
+            }
+            let deliveries = calls.withLock { $0.map(\.delivery) }
+            // By now a retry of the refused call (1 s tier) would have come along with the 429's.
+            #expect(deliveries.filter { $0.hasPrefix(refused) }.count == 1)
+            #expect(deliveries.filter { $0.hasPrefix(throttled) }.count == 2)
+            #expect(try await fleet.count("SELECT attempts FROM notifications.notifications WHERE order_id = $1 AND channel = 'webhook'", [refused]) == 1)
+            try await waitUntil(deadline: .seconds(30)) { (try? fleet.mails().count) == 3 }
         }
     }
 }

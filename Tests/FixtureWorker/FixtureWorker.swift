@@ -51,10 +51,13 @@ public struct Slow: Command {
     /// When set, the handler waits for this PostgreSQL advisory lock (shared) instead of
     /// sleeping: a test holding it exclusively keeps the handler in flight until it lets go.
     public var gate: Int?
-    public init(key: String, milliseconds: Int, gate: Int? = nil) {
+    /// Sends a `Downstream` when done (a row in the outbox).
+    public var downstream: Bool?
+    public init(key: String, milliseconds: Int, gate: Int? = nil, downstream: Bool? = nil) {
         self.key = key
         self.milliseconds = milliseconds
         self.gate = gate
+        self.downstream = downstream
     }
 }
 
@@ -174,6 +177,7 @@ public enum Fixture {
             }
             try await context.database.query("INSERT INTO \(table("effects")) (key, message_id) VALUES ($1, $2)",
                                              [message.key, context.envelope.messageID])
+            if message.downstream == true { try await context.send(Downstream(key: message.key)) }
         }
         handlers.on(Strict.self) { message, context in
             try await context.database.query("INSERT INTO \(table("effects")) (key, message_id) VALUES ($1, $2)",

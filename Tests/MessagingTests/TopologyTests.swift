@@ -96,6 +96,35 @@ struct TopologyTests {
         #expect(deleted.differences.contains(.missingBinding("shopfleet.retry-return → queue payments.commands (routing key 'payments.commands')")))
     }
 
+    /// The CLI as an operator or a deploy job runs it: `diff` exits 1 and names what is missing,
+    /// `apply` loads it and exits 0, `diff` is then quiet with 0; a file it cannot read is an
+    /// error that says why. The management URL (with its password) comes by environment.
+    @Test func theCLIsApplyAndDiffExitCodes() async throws {
+        let sandbox = try await BrokerSandbox.create(topologyFile: Self.authored, apply: false)
+        defer { Task { await sandbox.remove() } }
+        let exe = ChildProcess.currentExecutable ?? ""
+        let cli = String(exe[..<(exe.lastIndex(of: "/") ?? exe.startIndex)]) + "/shopfleet"
+        // No fleet secret: no service users are made on the shared test broker.
+        let environment = ["SHOPFLEET_AMQP_MANAGEMENT_URL": try TestServers.managementURL(), "SHOPFLEET_FLEET_SECRET": ""]
+        func run(_ arguments: [String]) async throws -> ChildProcess.Result {
+            try await ChildProcess.run([cli, "topology"] + arguments + ["--file", Self.authored, "--vhost", sandbox.vhost],
+                                       extraEnvironment: environment)
+        }
+        let before = try await run(["diff"])
+        #expect(before.status == 1)
+        #expect(before.output.contains("missing queue 'orders.commands'"), "\(before.output.prefix(500))")
+        let applied = try await run(["apply"])
+        #expect(applied.status == 0, "\(applied.output.suffix(500))")
+        #expect(applied.output.contains("applied") && applied.output.contains("to vhost '\(sandbox.vhost)'"))
+        let after = try await run(["diff"])
+        #expect(after.status == 0 && after.output.isEmpty, "\(after.output.prefix(500))")
+        try await sandbox.management.deleteQueue("payments.commands", vhost: sandbox.vhost)
+        let deleted = try await run(["diff"])
+        #expect(deleted.status == 1 && deleted.output.contains("missing queue 'payments.commands'"))
+        let missingFile = try await ChildProcess.run([cli, "topology", "diff", "--file", "/nonexistent/topology.yaml"], extraEnvironment: environment)
+        #expect(missingFile.status != 0 && missingFile.status != 1)
+    }
+
     @Test func diffReportsAChangedPolicy() async throws {
         let sandbox = try await BrokerSandbox.create()
         defer { Task { await sandbox.remove() } }

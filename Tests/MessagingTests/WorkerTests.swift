@@ -246,9 +246,10 @@ struct WorkerTests {
         }
     }
 
-    /// SIGTERM with handlers running: they finish and are acked; nothing is lost or redone. The
-    /// handlers wait for a lock the test holds, so they are certainly in flight when the signal
-    /// comes, and are let go only once the worker has stopped consuming.
+    /// SIGTERM with handlers running: they finish and are acked, and what they sent is published
+    /// before the process exits; nothing is lost or redone. The handlers wait for a lock the test
+    /// holds, so they are certainly in flight when the signal comes, and are let go only once the
+    /// worker has stopped consuming: their outbox rows are written after the signal.
     @Test func sigtermFinishesInFlightHandlers() async throws {
         try await FixtureFleet.with { fleet in
             try await fleet.start(concurrency: 4)
@@ -256,7 +257,7 @@ struct WorkerTests {
             let gate = Int.random(in: 1...Int(Int32.max))
             try await fleet.database.withConnection { gatekeeper in
                 try await gatekeeper.query("SELECT pg_advisory_lock($1::bigint)", [gate])
-                for _ in 0..<4 { _ = try await fleet.send(Slow(key: key, milliseconds: 0, gate: gate)) }
+                for _ in 0..<4 { _ = try await fleet.send(Slow(key: key, milliseconds: 0, gate: gate, downstream: true)) }
                 // All four delivered (none left ready in the queue) and a handler waiting at the gate.
                 try await waitUntil(deadline: .seconds(20)) {
                     let ready = try? await fleet.channel.declareQueue(Slow.queue, passive: true).messageCount
@@ -280,6 +281,10 @@ struct WorkerTests {
             // Nothing left in the queue to be done again.
             let info = try await fleet.channel.declareQueue(Work.queue, passive: true)
             #expect(info.messageCount == 0)
+            // The four Downstream commands were published (and wait for a consumer), their rows marked.
+            #expect(try await fleet.channel.declareQueue(Downstream.queue, passive: true).messageCount == 4)
+            #expect(try await fleet.database.query(
+                "SELECT count(*) FROM \(quoteIdentifier(fleet.schema)).outbox WHERE published_at IS NULL").first?.decode(Int.self, 0) == 0)
         }
     }
 

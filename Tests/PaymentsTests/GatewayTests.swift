@@ -18,7 +18,7 @@ struct GatewayTests {
     static let key = "sk_test_gateway_tests"
 
     /// Runs `body` with a sandbox listening on a port of its own and a gateway client for it.
-    func withSandbox(faults: PaymentsSandbox.Faults = .init(), attempts: Int = 3,
+    func withSandbox(faults: PaymentsSandbox.Faults = .init(), attempts: Int = 3, timeout: Duration = .seconds(2),
                      _ body: (PaymentsSandbox, PaymentGateway, String) async throws -> Void) async throws {
         let port = TestServers.freePort()
         let sandbox = PaymentsSandbox(apiKey: Self.key, faults: faults, logger: Logger(label: "sandbox"))
@@ -30,7 +30,7 @@ struct GatewayTests {
         }
         var configuration = PaymentGateway.Configuration(baseURL: base, apiKey: Self.key)
         configuration.attempts = attempts
-        configuration.timeout = .seconds(2)
+        configuration.timeout = timeout
         configuration.backoff = Backoff(initial: .milliseconds(5), maximum: .milliseconds(20))
         try await body(sandbox, PaymentGateway(configuration: configuration), base)
     }
@@ -106,6 +106,57 @@ struct GatewayTests {
             #expect(stats.droppedConnections > 0)
             #expect(stats.intentsPerOrder.count == 20)
             #expect(stats.intentsPerOrder.values.allSatisfy { $0 == 1 })
+        }
+    }
+
+    /// The first request hangs in the gateway (held) until the client's timeout; the client asks
+    /// again under the same key and gets 409 while the first is still being handled; once it is
+    /// let go, the next retry gets its answer. One charge.
+    @Test func aTimeoutThenA409AreRetriedWithTheSameKeyAndChargeOnce() async throws {
+        var faults = PaymentsSandbox.Faults()
+        faults.hold = true
+        try await withSandbox(faults: faults, attempts: 200, timeout: .milliseconds(300)) { sandbox, gateway, base in
+            let authorizing = Task {
+                try await gateway.authorize(amount: 700, currency: "EUR", paymentMethod: "pm_card_visa",
+                                            orderID: "o-held", idempotencyKey: "o-held:authorize")
+            }
+            try await waitUntil(deadline: .seconds(20)) { sandbox.state.withLock { $0.stats.conflicts } >= 2 }
+            #expect(sandbox.state.withLock { $0.stats.held } == 1)
+            // Let the first request go, as a gateway that was only slow would.
+            var request = HTTPClientRequest(url: base + "/_sandbox/faults")
+            request.method = .POST
+            request.headers.add(name: "Authorization", value: "Bearer \(Self.key)")
+            request.body = .bytes(ByteBuffer(string: "{}"))
+            #expect(try await HTTPClient.shared.execute(request, timeout: .seconds(5)).status == .ok)
+            let intent = try await authorizing.value
+            #expect(intent.amount == 700 && intent.status == "requires_capture")
+            let stats = sandbox.state.withLock { $0.stats }
+            #expect(stats.intentsPerOrder == ["o-held": 1])
+            #expect(stats.idempotentReplays >= 1, "the client's answer can only have come from a replay: its first request timed out")
+        }
+    }
+
+    /// 429 is retried (with the same key) like a 5xx: the request goes through once the gateway
+    /// takes requests again; a client out of attempts calls it unavailable, never declined.
+    @Test func rateLimitedRequestsAreRetriedAndChargeOnce() async throws {
+        var faults = PaymentsSandbox.Faults()
+        faults.rateLimitNext = 3
+        try await withSandbox(faults: faults, attempts: 5) { sandbox, gateway, _ in
+            let intent = try await gateway.authorize(amount: 800, currency: "EUR", paymentMethod: "pm_card_visa",
+                                                     orderID: "o-429", idempotencyKey: "o-429:authorize")
+            #expect(intent.amount == 800)
+            let stats = sandbox.state.withLock { $0.stats }
+            #expect(stats.rateLimited == 3)
+            #expect(stats.intentsPerOrder == ["o-429": 1])
+        }
+        faults.rateLimitNext = 10
+        try await withSandbox(faults: faults, attempts: 2) { _, gateway, _ in
+            do {
+                _ = try await gateway.authorize(amount: 100, currency: "EUR", paymentMethod: "pm_card_visa", orderID: "o-429b", idempotencyKey: "o-429b")
+                Issue.record("succeeded against a gateway answering 429")
+            } catch PaymentGateway.Failure.unavailable(let message) {
+                #expect(message.contains("429"), "\(message)")
+            }
         }
     }
 
