@@ -55,6 +55,10 @@ struct AuthRoutes {
             let refresh = RefreshTokens.generate()
             let session = try await edge.ask(StartSession(customerID: credentials.customerID, refreshTokenHash: RefreshTokens.hash(refresh)))
             if let anonymous = body.cartId {
+                // Only an anonymous cart this edge gave: never another customer's.
+                guard CartRoutes.isAnonymousCartID(anonymous) else {
+                    throw Problem.invalid("cartId must be a cart id this edge gave (anon- and 32 hex digits)")
+                }
                 _ = try await edge.ask(try edge.checked(MergeCarts(fromCartID: anonymous, intoCartID: Cart.id(customer: credentials.customerID))))
             }
             return try json(Tokens(customerId: session.customerID, role: session.role, accessToken: session.accessToken,
@@ -138,10 +142,15 @@ struct CartRoutes {
 
     /// The customer's cart when signed in; else the anonymous cart of `X-Cart-ID` (made on the
     /// first change, and returned in that header).
+    /// `anon-` and 32 hex digits: the form of the anonymous cart ids the edge gives.
+    static func isAnonymousCartID(_ id: String) -> Bool {
+        id.hasPrefix("anon-") && id.count == 37 && id.dropFirst(5).allSatisfy { $0.isHexDigit }
+    }
+
     func cartID(_ request: Request, _ context: EdgeContext, create: Bool) throws -> (id: String?, created: Bool) {
         if let claims = context.claims { return (Cart.id(customer: claims.customerID), false) }
         if let header = request.headers[EdgeHeaders.cartID] {
-            guard header.hasPrefix("anon-"), header.count == 37, header.dropFirst(5).allSatisfy({ $0.isHexDigit }) else {
+            guard Self.isAnonymousCartID(header) else {
                 throw Problem.invalid("X-Cart-ID must be a cart id this edge gave (anon- and 32 hex digits)")
             }
             return (header, false)
@@ -248,8 +257,10 @@ struct OrderRoutes {
         group.post(":id/cancel") { request, context -> Response in
             let customer = try context.customer()
             let id = try context.parameters.require("id")
-            let reason = request.headers[.contentLength] == nil && request.headers[.transferEncoding] == nil
-                ? nil : try await CancelBody.read(request).reason
+            // The body is optional: none, or an empty one (`Content-Length: 0`, what most clients
+            // send with a POST of nothing), is no reason.
+            let empty = request.headers[.contentLength].map { $0 == "0" } ?? (request.headers[.transferEncoding] == nil)
+            let reason = empty ? nil : try await CancelBody.read(request).reason
             guard try await edge.ask(GetOrder(orderID: id, customerID: customer.customerID)) != nil else {
                 throw Problem.notFound("no order \(id) of yours")
             }
