@@ -64,7 +64,7 @@ final class CheckoutFleet: Sendable {
         return path
     }()
 
-    private init(environment extra: [String: String], topologyFile: String) async throws {
+    private init(environment extra: [String: String], topologyFile: String, mail: FleetPlan.Mail?) async throws {
         sandbox = try await BrokerSandbox.create(topologyFile: topologyFile)
         scratch = try await ScratchDatabase.create("checkout")
         // Each service as its own broker user and database role, as `make run` and production run them.
@@ -94,16 +94,18 @@ final class CheckoutFleet: Sendable {
         // One block of consecutive free ports, so no two processes can draw the same one.
         let first = TestServers.freePort(count: FleetPlan.Ports.blockSize(workers: FleetPlan.workerRoles.count, edges: 1))
         let plan = FleetPlan.shop(binary: Self.binary, python: try TestServers.environment("SHOPFLEET_PYTHON"), environment: environment,
-                                  ports: .block(from: first, edges: 1), mail: .maildir(logDirectory + "/maildir"))
+                                  ports: .block(from: first, edges: 1), mail: mail ?? .maildir(logDirectory + "/maildir"))
         supervisor = FleetSupervisor(plan: plan, output: .files(directory: logDirectory))
         ports = Dictionary(uniqueKeysWithValues: plan.processes.map { ($0.name, $0.port) })
     }
 
     /// Runs `body` with a fleet started with `environment` added; stops it and drops its database
-    /// and vhost afterwards, printing the processes' logs if `body` failed.
+    /// and vhost afterwards, printing the processes' logs if `body` failed. `mail` replaces the
+    /// fleet's Maildir sink (`FleetPlan.Mail.none`, spelled out: a bare `.none` is nil here, the
+    /// Maildir; the fleet then mails `SHOPFLEET_SMTP_URL` of `environment`).
     static func with(environment: [String: String] = [:], topologyFile: String = BrokerSandbox.fleetTopologyFile,
-                     _ body: (CheckoutFleet) async throws -> Void) async throws {
-        let fleet = try await CheckoutFleet(environment: environment, topologyFile: topologyFile)
+                     mail: FleetPlan.Mail? = nil, _ body: (CheckoutFleet) async throws -> Void) async throws {
+        let fleet = try await CheckoutFleet(environment: environment, topologyFile: topologyFile, mail: mail)
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await fleet.supervisor.run() }
@@ -237,9 +239,10 @@ final class CheckoutFleet: Sendable {
                 price: Money(amount: price, currency: "EUR"))
     }
 
-    func placeOrder(_ lines: [(Product, Int)], paymentMethod: String = "pm_card_visa", times: Int = 1) async throws -> String {
+    func placeOrder(_ lines: [(Product, Int)], paymentMethod: String = "pm_card_visa", times: Int = 1,
+                    email: String = "ada@example.com") async throws -> String {
         let id = UUIDv7.generate()
-        try await send(PlaceOrder(orderID: id, customerID: "cus-test", customerEmail: "ada@example.com",
+        try await send(PlaceOrder(orderID: id, customerID: "cus-test", customerEmail: email,
                                   lines: lines.map { OrderLineRequest(productID: $0.0.id, quantity: $0.1) }, paymentMethod: paymentMethod,
                                   shippingAddress: Address(name: "Ada", line1: "1 Test Street", postalCode: "1000", city: "Brussels", country: "BE")),
                        times: times)

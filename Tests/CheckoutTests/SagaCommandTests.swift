@@ -116,12 +116,13 @@ struct SagaCommandTests {
         try await CheckoutFleet.with { fleet in
             let mug = CheckoutFleet.product("MUG-C", price: 1250)
             try await fleet.seed([.init(product: mug, stock: 3)])
-            var slow = PaymentsSandbox.Faults()
-            slow.latencyMilliseconds = 1500
-            try await fleet.setFaults(slow)
+            // The authorization stays in the gateway until the operator's cancel has been handled.
+            try await fleet.setFaults(CheckoutFlowTests.holding)
             let id = try await fleet.placeOrder([(mug, 1)])
-            try await fleet.waitForSaga(id, in: ["authorizing_payment"], deadline: .seconds(20))
+            try await CheckoutFlowTests.waitUntilHeld(fleet)
             _ = try await shopfleet(fleet, "saga", "cancel", id, "--reason", "fraud check")
+            try await fleet.waitForSaga(id, in: ["voiding_payment", "releasing_stock", "cancelled"], deadline: .seconds(20))
+            try await fleet.setFaults(PaymentsSandbox.Faults())
             let order = try await fleet.waitForSaga(id, in: ["cancelled"], deadline: .seconds(30))
             #expect(order.reason == "cancelled by an operator: fraud check")
             let listed = try await shopfleet(fleet, "saga", "list", "--state", "cancelled")

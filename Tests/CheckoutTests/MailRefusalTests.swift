@@ -1,0 +1,47 @@
+import ClientRuntime
+import Fleet
+import FoundationEssentials
+import PostgresClient
+import ShopfleetTesting
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The notifications worker against an SMTP server that refuses a recipient for good (550): the
+/// notification is marked failed with the server's answer and not tried again; the next order's
+/// mail, to a recipient the server takes, goes.
+@Suite("Mail a server refuses", .serialized)
+struct MailRefusalTests {
+    @Test func aRecipientRefusedWith5xxMarksTheNotificationFailedOnce() async throws {
+        // scripts/smtp_test_server.py refuses every recipient starting with "refuse" (550).
+        let python = try TestServers.environment("SHOPFLEET_PYTHON")
+        let port = LocalPort.free()
+        let folder = "/tmp/" + TestServers.uniqueName("smtp-refusing")
+        let server = try ChildProcess.spawn([python, TestServers.repositoryRoot + "/scripts/smtp_test_server.py", String(port), folder],
+                                            logFile: folder + ".log")
+        defer { server.signal(SIGKILL) }
+        try await waitUntil(deadline: .seconds(20)) { FileManager.default.fileExists(atPath: folder + "/ready") }
+        func mails() -> Int { ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasPrefix("mail-") }.count }
+
+        try await CheckoutFleet.with(environment: ["SHOPFLEET_SMTP_URL": "smtp://127.0.0.1:\(port)"], mail: FleetPlan.Mail.none) { fleet in
+            let mug = CheckoutFleet.product("MUG-REFUSED", price: 900)
+            try await fleet.seed([.init(product: mug, stock: 2)])
+            let refused = try await fleet.placeOrder([(mug, 1)], email: "refuse-me@example.com")
+            #expect(try await fleet.waitForSaga(refused, in: ["completed"]).status == "completed")
+            try await waitUntil(deadline: .seconds(30)) {
+                (try? await fleet.count("SELECT count(*) FROM notifications.notifications WHERE order_id = $1 AND channel = 'email' AND status = 'failed' AND error LIKE '%550%'", [refused])) == 1
+            }
+            // A mail the server takes, after the refusal: the worker goes on.
+            let taken = try await fleet.placeOrder([(mug, 1)], email: "ada@example.com")
+            try await waitUntil(deadline: .seconds(30)) {
+                (try? await fleet.count("SELECT count(*) FROM notifications.notifications WHERE order_id = $1 AND channel = 'email' AND status = 'sent'", [taken])) == 1
+            }
+            #expect(mails() == 1)
+            // Tried once: a retry (1 s tier) would have counted a second attempt by now.
+            #expect(try await fleet.count("SELECT attempts FROM notifications.notifications WHERE order_id = $1", [refused]) == 1)
+            #expect(try await fleet.count("SELECT count(*) FROM notifications.notifications WHERE order_id = $1 AND status = 'failed'", [refused]) == 1)
+        }
+    }
+}
