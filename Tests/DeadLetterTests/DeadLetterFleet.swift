@@ -172,4 +172,21 @@ final class DeadLetterFleet: Sendable {
     func count(_ sql: String, _ binds: [any PostgresEncodable] = []) async throws -> Int {
         try await database.query(sql, binds)[0].decode(Int.self, 0)
     }
+
+    /// Publishes `count` fixture `Work` messages straight to the dead-letter exchange as if each
+    /// had used up its retries on `fixture.commands` with `reason(index)`; their message ids.
+    func publishExhaustedLetters(_ count: Int, key: String, exchange: String, reason: (Int) -> String) async throws -> Set<String> {
+        var ids: Set<String> = []
+        for index in 0..<count {
+            let envelope = try Envelope(Work(key: key))
+            ids.insert(envelope.messageID)
+            var properties = envelope.properties
+            properties.headers?[Envelope.Header.error] = .string(reason(index))
+            properties.headers?[Envelope.Header.errorType] = "retries-exhausted"
+            properties.headers?[Envelope.Header.failedQueue] = "fixture.commands"
+            properties.headers?[Envelope.Header.failedAt] = .string(Date().formatted(.iso8601))
+            try await channel.publish(envelope.body, exchange: exchange, routingKey: "fixture.commands", properties: properties, mandatory: true)
+        }
+        return ids
+    }
 }

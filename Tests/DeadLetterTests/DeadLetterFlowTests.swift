@@ -212,18 +212,8 @@ struct DeadLetterFlowTests {
             let count = 300
             let rate = 100.0
             let exchange = fleet.sandbox.topology.deadLetterExchange
-            var ids: Set<String> = []
             let publishing = ContinuousClock.now
-            for index in 0..<count {
-                let envelope = try Envelope(Work(key: "bulk"))
-                ids.insert(envelope.messageID)
-                var properties = envelope.properties
-                properties.headers?[Envelope.Header.error] = .string("database of item \(index) was read-only")
-                properties.headers?[Envelope.Header.errorType] = "retries-exhausted"
-                properties.headers?[Envelope.Header.failedQueue] = "fixture.commands"
-                properties.headers?[Envelope.Header.failedAt] = .string(Date().formatted(.iso8601))
-                try await fleet.channel.publish(envelope.body, exchange: exchange, routingKey: "fixture.commands", properties: properties, mandatory: true)
-            }
+            let ids = try await fleet.publishExhaustedLetters(count, key: "bulk", exchange: exchange) { "database of item \($0) was read-only" }
             try await waitUntil(deadline: .seconds(60)) {
                 (try? await fleet.count("SELECT count(*) FROM deadletters.letters WHERE status = 'waiting'")) == count
             }

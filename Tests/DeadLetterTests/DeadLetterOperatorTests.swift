@@ -66,17 +66,7 @@ struct DeadLetterOperatorTests {
         try await DeadLetterFleet.with { fleet in
             let count = 40
             let exchange = fleet.sandbox.topology.deadLetterExchange
-            var sent: Set<String> = []
-            for index in 0..<count {
-                let envelope = try Envelope(Work(key: "race"))
-                sent.insert(envelope.messageID)
-                var properties = envelope.properties
-                properties.headers?[Envelope.Header.error] = .string("stock service timed out on item \(index)")
-                properties.headers?[Envelope.Header.errorType] = "retries-exhausted"
-                properties.headers?[Envelope.Header.failedQueue] = "fixture.commands"
-                properties.headers?[Envelope.Header.failedAt] = .string(Date().formatted(.iso8601))
-                try await fleet.channel.publish(envelope.body, exchange: exchange, routingKey: "fixture.commands", properties: properties, mandatory: true)
-            }
+            let sent = try await fleet.publishExhaustedLetters(count, key: "race", exchange: exchange) { "stock service timed out on item \($0)" }
             try await waitUntil(deadline: .seconds(60)) {
                 (try? await fleet.count("SELECT count(*) FROM deadletters.letters WHERE status = 'waiting'")) == count
             }
