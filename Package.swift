@@ -114,7 +114,7 @@ let package = Package(
         // The dead-letter store, its worker, and what `shopfleet dlq` and `saga show` read from it.
         .target(
             name: "DeadLetters",
-            dependencies: ["Messaging", "AMQPClient", "PostgresClient",
+            dependencies: ["Contracts", "Messaging", "AMQPClient", "PostgresClient",
                            .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics")],
             swiftSettings: swiftSettings),
 
@@ -176,7 +176,8 @@ let package = Package(
         .target(
             name: "Edge",
             dependencies: [
-                "Contracts", "Messaging", "AMQPClient", "RedisClient", "Auth",
+                "Contracts", "Messaging", "AMQPClient", "RedisClient", "Auth", "RabbitManagement",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
@@ -321,7 +322,7 @@ let package = Package(
         .testTarget(
             name: "CheckoutTests",
             dependencies: [
-                "Contracts", "Messaging", "Sagas", "Payments", "PaymentsSandbox", "Notifications", "Auth", "Edge", "AMQPClient", "PostgresClient", "RedisClient",
+                "Contracts", "Messaging", "Sagas", "Orders", "Payments", "PaymentsSandbox", "Notifications", "Auth", "Edge", "AMQPClient", "PostgresClient", "RedisClient",
                 "ClientRuntime", "ShopfleetTesting", "Fleet", "Identity", "RabbitManagement",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -45,7 +45,9 @@ PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || tru
 RABBIT_SERVER=/usr/lib/rabbitmq/bin/rabbitmq-server
 RABBITMQCTL=/usr/lib/rabbitmq/bin/rabbitmqctl
 
-PACKAGES=(rabbitmq-server postgresql redis-server librabbitmq-dev libpq-dev libhiredis-dev pkg-config python3 python3-venv)
+# chromium and chromium-driver: the browser tests of the storefront and the console (Selenium).
+PACKAGES=(rabbitmq-server postgresql redis-server librabbitmq-dev libpq-dev libhiredis-dev pkg-config python3 python3-venv
+          chromium chromium-driver)
 # Python tools from PyPI (the SMTP sink, the API fuzzer, the chaos plot), in a virtualenv shared by
 # the instances.
 TOOLS_VENV="${SHOPFLEET_TOOLS_VENV:-$ROOT/.shopfleet/tools-venv}"
@@ -56,6 +58,8 @@ MATPLOTLIB_VERSION=3.9.4
 HELM_SDK_VERSION=0.2.2
 KUBERNETES_VALIDATE_VERSION=1.37.0
 JSONSCHEMA_VERSION=4.26.0
+# The browser tests: Selenium driving Debian's Chromium through Debian's chromedriver.
+SELENIUM_VERSION=4.51.0
 
 log() { echo "servers[$INSTANCE]: $*" >&2; }
 die() { echo "servers[$INSTANCE]: error: $*" >&2; exit 1; }
@@ -90,13 +94,13 @@ install_packages() {
 }
 
 ensure_python_tools() {
-  if "$TOOLS_VENV/bin/python" -c 'import aiosmtpd, schemathesis, matplotlib, helm_python, kubernetes_validate, jsonschema' 2>/dev/null; then return 0; fi
-  log "installing aiosmtpd $AIOSMTPD_VERSION (the SMTP sink), schemathesis $SCHEMATHESIS_VERSION (API fuzzing), matplotlib $MATPLOTLIB_VERSION (the chaos plot), helm-python-sdk $HELM_SDK_VERSION and kubernetes-validate $KUBERNETES_VALIDATE_VERSION (the chart's checks) into $TOOLS_VENV"
+  if "$TOOLS_VENV/bin/python" -c 'import aiosmtpd, schemathesis, matplotlib, helm_python, kubernetes_validate, jsonschema, selenium' 2>/dev/null; then return 0; fi
+  log "installing aiosmtpd $AIOSMTPD_VERSION (the SMTP sink), schemathesis $SCHEMATHESIS_VERSION (API fuzzing), matplotlib $MATPLOTLIB_VERSION (the chaos plot), helm-python-sdk $HELM_SDK_VERSION and kubernetes-validate $KUBERNETES_VALIDATE_VERSION (the chart's checks), selenium $SELENIUM_VERSION (the browser tests) into $TOOLS_VENV"
   [ -x "$TOOLS_VENV/bin/pip" ] || python3 -m venv "$TOOLS_VENV" || die "cannot create a Python virtualenv at $TOOLS_VENV (is python3-venv installed?)"
   "$TOOLS_VENV/bin/pip" install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION" "schemathesis==$SCHEMATHESIS_VERSION" \
     "matplotlib==$MATPLOTLIB_VERSION" "helm-python-sdk==$HELM_SDK_VERSION" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
-    "jsonschema==$JSONSCHEMA_VERSION" >&2 \
-    || die "cannot install the Python tools (aiosmtpd, schemathesis, matplotlib, helm-python-sdk, kubernetes-validate) from PyPI into $TOOLS_VENV"
+    "jsonschema==$JSONSCHEMA_VERSION" "selenium==$SELENIUM_VERSION" >&2 \
+    || die "cannot install the Python tools (aiosmtpd, schemathesis, matplotlib, helm-python-sdk, kubernetes-validate, selenium) from PyPI into $TOOLS_VENV"
 }
 
 random_secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }

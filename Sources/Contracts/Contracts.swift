@@ -26,7 +26,11 @@ public enum ContractCatalog {
         // orders
         PlaceOrder.self, CancelOrder.self, RetryOrderSaga.self, OrderPlaced.self, OrderConfirmed.self, OrderCompleted.self,
         OrderCancelled.self, OrderCancellationRejected.self, GetOrder.self, ListCustomerOrders.self,
+        ListSagas.self, ListStuckSagas.self, GetSagaTimeline.self, GetSagaDefinition.self,
         // notifications
         DeliverNotification.self, NotificationSent.self,
+        // the dead-letter store
+        ListDeadLetters.self, ListDeadLetterGroups.self, GetDeadLetter.self, CountWaitingDeadLetters.self, ReplayDeadLetters.self,
+        DiscardDeadLetters.self,
     ]
 }

@@ -101,29 +101,44 @@ public struct PlaceOrder: Command, Contract, Validatable {
 public struct CancelOrder: Command, Contract, Validatable {
     public static let type = "orders.CancelOrder.v1"
     public static let example = CancelOrder(orderID: PlaceOrder.example.orderID, customerID: PlaceOrder.example.customerID,
-                                            reason: "changed my mind")
+                                            reason: "changed my mind", requestedBy: "cus_0190c2d4")
     public var orderID: String
     public var customerID: String?
     public var reason: String
-    public init(orderID: String, customerID: String?, reason: String) {
+    /// An operator's cancel: who asked (kept in the saga's step log).
+    public var requestedBy: String?
+    public init(orderID: String, customerID: String?, reason: String, requestedBy: String? = nil) {
         self.orderID = orderID
         self.customerID = customerID
         self.reason = reason
+        self.requestedBy = requestedBy
     }
     public func validate() throws(ValidationFailure) {
         try Validation.identifier(orderID, "orderID")
         if let customerID { try Validation.identifier(customerID, "customerID") }
         guard reason.count <= 500 else { throw ValidationFailure("reason is longer than 500 characters") }
+        guard (requestedBy?.count ?? 0) <= 200 else { throw ValidationFailure("requestedBy is longer than 200 characters") }
     }
 }
 
-/// Operator: sends the saga's current step again (`shopfleet saga retry`).
+/// Operator: sends the saga's current step again (`shopfleet saga retry`, the console). `reason`
+/// and `requestedBy` are kept in the saga's step log.
 public struct RetryOrderSaga: Command, Contract, Validatable {
     public static let type = "orders.RetryOrderSaga.v1"
-    public static let example = RetryOrderSaga(orderID: PlaceOrder.example.orderID)
+    public static let example = RetryOrderSaga(orderID: PlaceOrder.example.orderID, reason: "the gateway is back", requestedBy: "cus_0190c2d4")
     public var orderID: String
-    public init(orderID: String) { self.orderID = orderID }
-    public func validate() throws(ValidationFailure) { try Validation.identifier(orderID, "orderID") }
+    public var reason: String?
+    public var requestedBy: String?
+    public init(orderID: String, reason: String? = nil, requestedBy: String? = nil) {
+        self.orderID = orderID
+        self.reason = reason
+        self.requestedBy = requestedBy
+    }
+    public func validate() throws(ValidationFailure) {
+        try Validation.identifier(orderID, "orderID")
+        guard (reason?.count ?? 0) <= 500 else { throw ValidationFailure("reason is longer than 500 characters") }
+        guard (requestedBy?.count ?? 0) <= 200 else { throw ValidationFailure("requestedBy is longer than 200 characters") }
+    }
 }
 
 /// A priced order line.

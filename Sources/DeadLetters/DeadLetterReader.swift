@@ -1,43 +1,12 @@
 public import AMQPClient
+public import Contracts
 public import FoundationEssentials
 public import Messaging
 public import PostgresClient
 
-/// One stored dead letter, as `shopfleet dlq list` shows it.
-public struct DeadLetter: Sendable, Codable, Equatable {
-    public var id: String
-    public var messageID: String
-    public var type: String
-    public var failedQueue: String
-    public var exchange: String
-    public var routingKey: String
-    public var reason: String
-    public var errorType: String
-    public var attempts: Int
-    /// How many times the message failed on its queue (a replay that failed again adds one).
-    public var failures: Int
-    public var firstFailedAt: Date
-    public var lastFailedAt: Date
-    public var sagaID: String?
-    public var fingerprint: String
-    /// `waiting`, `replayed` or `discarded`.
-    public var status: String
-    public var statusChangedAt: Date?
-    /// Why it was discarded, or where it was replayed to.
-    public var statusNote: String?
-    public var replays: Int
-}
-
 /// One letter with everything stored about it: properties, headers, body, history.
 public struct DeadLetterDetail: Sendable, Codable {
-    public struct Event: Sendable, Codable, Equatable {
-        public var at: Date
-        /// `failed`, `replayed` or `discarded`.
-        public var kind: String
-        public var detail: String
-        public var errorType: String?
-        public var attempts: Int?
-    }
+    public typealias Event = DeadLetterEvent
 
     public var letter: DeadLetter
     public var properties: JSONValue
@@ -55,18 +24,6 @@ public struct DeadLetterDetail: Sendable, Codable {
         if let text = String(validating: body, as: UTF8.self) { return text }
         return "(\(body.count) bytes, not UTF-8, in hex) " + String(Data(body).postgresText!.dropFirst(2))
     }
-}
-
-/// The letters sharing a fingerprint.
-public struct DeadLetterGroup: Sendable, Codable, Equatable {
-    public var fingerprint: String
-    public var type: String
-    public var failedQueue: String
-    public var errorType: String
-    public var count: Int
-    public var oldest: Date
-    public var newest: Date
-    public var sampleError: String
 }
 
 /// Which letters: every condition given must hold.
@@ -172,6 +129,21 @@ public struct DeadLetterReader: Sendable {
         }
     }
 
+    /// For each saga named with waiting letters: how many, and the newest one's reason and type.
+    public func newestWaiting(sagas ids: [String]) async throws -> [String: CountWaitingDeadLetters.Waiting] {
+        guard !ids.isEmpty else { return [:] }
+        let rows = try await database.query("""
+            SELECT saga_id, count(*), (array_agg(reason ORDER BY last_failed_at DESC))[1], (array_agg(type ORDER BY last_failed_at DESC))[1]
+            FROM \(DeadLetterStore.letters) WHERE saga_id = ANY($1) AND status = 'waiting' GROUP BY saga_id
+            """, [ids])
+        var found: [String: CountWaitingDeadLetters.Waiting] = [:]
+        for row in rows {
+            found[try row.decode(String.self, 0)] = .init(count: try row.decode(Int.self, 1), newestReason: try row.decode(String.self, 2),
+                                                          newestType: try row.decode(String.self, 3))
+        }
+        return found
+    }
+
     public func letter(_ id: String) async throws -> DeadLetterDetail? {
         let rows = try await database.query(
             "SELECT \(Self.columns), properties::text, headers::text, body FROM \(DeadLetterStore.letters) WHERE id = $1", [id])
@@ -199,7 +171,7 @@ public struct DeadLetterReader: Sendable {
         let conditions = filter.sql(binds: &binds)
         let rows = try await database.query("""
             SELECT fingerprint, type, failed_queue, error_type, count(*), min(first_failed_at), max(last_failed_at),
-                   (array_agg(reason ORDER BY last_failed_at DESC))[1]
+                   (array_agg(reason ORDER BY last_failed_at DESC))[1], (array_agg(id ORDER BY last_failed_at DESC))[1]
             FROM \(DeadLetterStore.letters)\(conditions)
             GROUP BY fingerprint, type, failed_queue, error_type
             ORDER BY count(*) DESC, min(first_failed_at)
@@ -208,7 +180,7 @@ public struct DeadLetterReader: Sendable {
             DeadLetterGroup(fingerprint: try row.decode(String.self, 0), type: try row.decode(String.self, 1),
                             failedQueue: try row.decode(String.self, 2), errorType: try row.decode(String.self, 3),
                             count: try row.decode(Int.self, 4), oldest: try row.decode(Date.self, 5), newest: try row.decode(Date.self, 6),
-                            sampleError: try row.decode(String.self, 7))
+                            sampleError: try row.decode(String.self, 7), sampleId: try row.decode(String?.self, 8))
         }
     }
 
@@ -254,7 +226,7 @@ public struct DeadLetterOperator: Sendable {
             }
             let row = rows[0]
             let status = try row.decode(String.self, 4)
-            guard status == "waiting" || again && status == "replayed" else {
+            guard status == "waiting" || status == "replaying" || again && status == "replayed" else {
                 return .skipped("already \(status)" + (status == "replayed" ? " (--again replays it once more)" : ""))
             }
             let queue = try row.decode(String.self, 0)
@@ -266,7 +238,7 @@ public struct DeadLetterOperator: Sendable {
                                       mandatory: true)
             try await tx.query("""
                 UPDATE \(DeadLetterStore.letters)
-                SET status = 'replayed', replays = replays + 1, status_changed_at = now(), status_note = $2
+                SET status = 'replayed', replays = replays + 1, status_changed_at = now(), status_note = $2, replay_due_at = NULL
                 WHERE id = $1
                 """, [id, "replayed to \(queue)"])
             try await tx.query("""
@@ -279,19 +251,80 @@ public struct DeadLetterOperator: Sendable {
     /// Marks letters discarded, with the reason; they stay in the store for the record. Returns
     /// the ids that were discarded (those not already).
     public func discard(_ ids: [String], reason: String) async throws -> [String] {
-        try await database.transaction { tx in
-            let rows = try await tx.query("""
-                UPDATE \(DeadLetterStore.letters) SET status = 'discarded', status_changed_at = now(), status_note = $2
-                WHERE id = ANY($1) AND status <> 'discarded' RETURNING id
-                """, [ids, reason])
-            let discarded = try rows.map { try $0.decode(String.self, 0) }
-            if !discarded.isEmpty {
-                try await tx.query("""
-                    INSERT INTO \(DeadLetterStore.history) (letter_id, at, kind, detail)
-                    SELECT id, now(), 'discarded', $2 FROM unnest($1::text[]) AS id
-                    """, [discarded, reason])
-            }
-            return discarded
+        try await database.transaction { tx in try await Self.discard(ids, reason: reason, on: tx) }
+    }
+
+    /// ``discard(_:reason:)`` inside the caller's transaction.
+    public static func discard(_ ids: [String], reason: String, on tx: PostgresConnection) async throws -> [String] {
+        let rows = try await tx.query("""
+            UPDATE \(DeadLetterStore.letters) SET status = 'discarded', status_changed_at = now(), status_note = $2, replay_due_at = NULL
+            WHERE id = ANY($1) AND status <> 'discarded' RETURNING id
+            """, [ids, reason])
+        let discarded = try rows.map { try $0.decode(String.self, 0) }
+        if !discarded.isEmpty {
+            try await tx.query("""
+                INSERT INTO \(DeadLetterStore.history) (letter_id, at, kind, detail)
+                SELECT id, now(), 'discarded', $2 FROM unnest($1::text[]) AS id
+                """, [discarded, reason])
         }
+        return discarded
+    }
+
+    /// Schedules a replay of the letters, inside the caller's transaction: each waiting one (or,
+    /// with `again`, replayed one) becomes `replaying`, due one `1 / rate` seconds after the one
+    /// before it, in the order given; the dead-letter worker's replay job sends each when it is due.
+    /// Returns the ids scheduled.
+    public static func requestReplay(_ ids: [String], rate: Double, again: Bool, requestedBy: String,
+                                     on tx: PostgresConnection) async throws -> [String] {
+        let rows = try await tx.query("""
+            UPDATE \(DeadLetterStore.letters) AS l
+            SET status = 'replaying', status_changed_at = now(), status_note = $3,
+                replay_due_at = now() + make_interval(secs => (chosen.n - 1) / $2::float8)
+            FROM (SELECT c.id, row_number() OVER (ORDER BY s.n) AS n
+                  FROM \(DeadLetterStore.letters) AS c JOIN unnest($1::text[]) WITH ORDINALITY AS s(id, n) ON c.id = s.id
+                  WHERE c.status = 'waiting' OR ($4 AND c.status = 'replayed')) AS chosen
+            WHERE l.id = chosen.id AND (l.status = 'waiting' OR ($4 AND l.status = 'replayed'))
+            RETURNING l.id
+            """, [ids, rate, "replay requested by \(requestedBy) at \(rate)/s", again])
+        let scheduled = try rows.map { try $0.decode(String.self, 0) }
+        if !scheduled.isEmpty {
+            try await tx.query("""
+                INSERT INTO \(DeadLetterStore.history) (letter_id, at, kind, detail)
+                SELECT id, now(), 'replay-requested', $2 FROM unnest($1::text[]) AS id
+                """, [scheduled, "replay requested by \(requestedBy) at \(rate) letters/s"])
+        }
+        return scheduled
+    }
+
+    /// Whether a requested replay is due (a cheap look before opening a connection).
+    public func anyDue() async throws -> Bool {
+        try await database.query(
+            "SELECT 1 FROM \(DeadLetterStore.letters) WHERE status = 'replaying' AND replay_due_at <= now() LIMIT 1").count > 0
+    }
+
+    /// Sends the letters whose requested replay is due (``requestReplay(_:rate:again:requestedBy:on:)``),
+    /// each as ``replay(_:on:again:)`` does. A letter that cannot be sent stays `replaying`, due
+    /// again after `retryAfter`, with the error as its note. Returns how many were sent.
+    public func replayDue(on channel: AMQPChannel, limit: Int = 200, retryAfter: Duration = .seconds(5)) async throws -> Int {
+        let due = try await database.query("""
+            SELECT id FROM \(DeadLetterStore.letters) WHERE status = 'replaying' AND replay_due_at <= now()
+            ORDER BY replay_due_at, id LIMIT $1
+            """, [limit])
+        var sent = 0
+        for index in 0..<due.count {
+            let id = try due[index].decode(String.self, 0)
+            do {
+                if case .replayed = try await replay(id, on: channel) { sent += 1 }
+            } catch let error as PostgresError {
+                throw error
+            } catch {
+                try await database.query("""
+                    UPDATE \(DeadLetterStore.letters) SET replay_due_at = now() + make_interval(secs => $2), status_note = $3
+                    WHERE id = $1 AND status = 'replaying'
+                    """, [id, retryAfter.seconds, "replay failed, trying again: \(error)"])
+                throw error
+            }
+        }
+        return sent
     }
 }

@@ -58,6 +58,16 @@ public enum DeadLetterStore {
             CREATE UNIQUE INDEX history_delivery ON history (letter_id, delivery_key);
             CREATE INDEX history_letter ON history (letter_id, at);
             """),
+        // Replays asked for through the console run in the dead-letter worker, paced: a letter is
+        // `replaying` until its turn comes (`replay_due_at`).
+        Migration(version: 110, name: "paced replays", sql: """
+            ALTER TABLE letters DROP CONSTRAINT letters_status_check;
+            ALTER TABLE letters ADD CONSTRAINT letters_status_check CHECK (status IN ('waiting', 'replaying', 'replayed', 'discarded'));
+            ALTER TABLE letters ADD COLUMN replay_due_at timestamptz;
+            CREATE INDEX letters_replaying ON letters (replay_due_at) WHERE status = 'replaying';
+            ALTER TABLE history DROP CONSTRAINT history_kind_check;
+            ALTER TABLE history ADD CONSTRAINT history_kind_check CHECK (kind IN ('failed', 'replay-requested', 'replayed', 'discarded'));
+            """),
     ]
 
     public enum Outcome: Sendable, Equatable {
@@ -105,7 +115,7 @@ public enum DeadLetterStore {
         try await tx.query("""
             UPDATE \(letters) SET headers = $2::jsonb, body = $3, reason = $4, error_type = $5, attempts = $6,
                    failures = failures + 1, last_failed_at = greatest(last_failed_at, $7), status = 'waiting',
-                   status_changed_at = now(), status_note = NULL, saga_id = COALESCE(saga_id, $8),
+                   status_changed_at = now(), status_note = NULL, replay_due_at = NULL, saga_id = COALESCE(saga_id, $8),
                    fingerprint = left(encode(sha256(convert_to($9, 'UTF8')), 'hex'), 16)
             WHERE id = $1
             """, [id, headers, body, receipt.reason, receipt.errorType, receipt.attempts, receipt.failedAt, receipt.sagaID,

@@ -1,4 +1,6 @@
 import AMQPClient
+import Contracts
+import FoundationEssentials
 public import Messaging
 import Logging
 import Metrics
@@ -11,9 +13,12 @@ public enum DeadLettersService {
     public static let schema = DeadLetterStore.schema
     public static let migrations = DeadLetterStore.migrations
 
-    public static func definition(topology: Topology) -> WorkerDefinition {
+    /// The worker: stores what arrives on the dead-letter queue; answers operators' queries and
+    /// runs their replays and discards (`deadletters.queries`, `deadletters.commands`), the
+    /// replays published over a connection of its own to `amqpURL`.
+    public static func definition(topology: Topology, amqpURL: String? = nil) -> WorkerDefinition {
         var handlers = HandlerRegistry()
-        handlers.onEveryDelivery { delivery in
+        handlers.onEveryDelivery(queue: topology.deadLetterQueue) { delivery in
             let receipt = DeadLetterReceipt(delivery.message, deliveryLimit: { topology.queue(named: $0)?.deliveryLimit })
             let outcome = try await DeadLetterStore.store(receipt, on: delivery.database)
             var metadata: Logger.Metadata = [
@@ -33,13 +38,100 @@ public enum DeadLettersService {
                 delivery.logger.info("dead letter delivered again; already stored", metadata: metadata)
             }
         }
+        operations(&handlers)
         let gauges = WaitingGauges()
         let measure = ScheduledJob("dead-letter-gauges", every: .seconds(10)) { context in
             let (perQueue, oldest) = try await DeadLetterReader(database: context.database).waiting()
             gauges.record(perQueue: perQueue, oldestAge: oldest)
         }
-        return WorkerDefinition(service: "deadletters", schema: schema, queues: [topology.deadLetterQueue],
-                                migrations: migrations, handlers: handlers, jobs: [measure])
+        var jobs = [measure]
+        if let amqpURL {
+            let replayer = Replayer(url: amqpURL)
+            jobs.append(ScheduledJob("dead-letter-replays", every: .milliseconds(100)) { context in
+                let sent = try await replayer.replayDue(DeadLetterOperator(database: context.database))
+                if sent > 0 { context.logger.info("replayed dead letters", metadata: ["count": .stringConvertible(sent)]) }
+            })
+        }
+        return WorkerDefinition(service: "deadletters", schema: schema, queues: topology.queues(of: Topology.deadLetterService),
+                                migrations: migrations, handlers: handlers, jobs: jobs)
+    }
+
+    /// What the console asks (through the edge, which never opens a database).
+    static func operations(_ handlers: inout HandlerRegistry) {
+        handlers.answer(ListDeadLetters.self) { query, context in
+            var filter = DeadLetterFilter()
+            filter.ids = query.ids
+            filter.fingerprint = query.fingerprint
+            filter.sagaID = query.sagaID
+            filter.queue = query.queue
+            filter.type = query.messageType
+            filter.statuses = query.statuses
+            filter.limit = query.limit
+            return try await DeadLetterReader(database: context.database).letters(filter)
+        }
+        handlers.answer(ListDeadLetterGroups.self) { query, context in
+            try await DeadLetterReader(database: context.database).groups(statuses: query.statuses)
+        }
+        handlers.answer(GetDeadLetter.self) { query, context in
+            try await DeadLetterReader(database: context.database).letter(query.letterID).map { detail in
+                DeadLetterDocument(letter: detail.letter, properties: detail.properties, headers: detail.headers, body: detail.bodyText,
+                                   history: detail.history)
+            }
+        }
+        handlers.answer(CountWaitingDeadLetters.self) { query, context in
+            try await DeadLetterReader(database: context.database).newestWaiting(sagas: query.sagaIDs)
+        }
+        handlers.on(ReplayDeadLetters.self) { command, context in
+            let scheduled = try await DeadLetterOperator.requestReplay(command.letterIDs, rate: command.ratePerSecond, again: command.again,
+                                                                     requestedBy: command.requestedBy, on: context.database)
+            context.logger.notice("replay requested", metadata: [
+                "requested_by": .string(command.requestedBy), "letters": .stringConvertible(command.letterIDs.count),
+                "scheduled": .stringConvertible(scheduled.count), "rate": .stringConvertible(command.ratePerSecond),
+            ])
+        }
+        handlers.respond(DiscardDeadLetters.self) { command, context in
+            let discarded = try await DeadLetterOperator.discard(command.letterIDs, reason: "\(command.reason) (discarded by \(command.requestedBy))",
+                                                                 on: context.database)
+            context.logger.notice("dead letters discarded", metadata: [
+                "requested_by": .string(command.requestedBy), "discarded": .stringConvertible(discarded.count),
+            ])
+            return discarded
+        }
+    }
+}
+
+/// The connection replays are published on: opened when the first replay is due, opened again
+/// after it broke.
+actor Replayer {
+    let url: String
+    private var connection: AMQPConnection?
+    private var channel: AMQPChannel?
+
+    init(url: String) { self.url = url }
+
+    func replayDue(_ replays: DeadLetterOperator) async throws -> Int {
+        guard try await replays.anyDue() else { return 0 }
+        let channel = try await openChannel()
+        do {
+            return try await replays.replayDue(on: channel)
+        } catch let error as AMQPError {
+            // The channel (or the connection) is gone with the error: the next pass opens another.
+            self.channel = nil
+            if connection?.isConnected != true { connection = nil }
+            throw error
+        }
+    }
+
+    private func openChannel() async throws -> AMQPChannel {
+        if let channel { return channel }
+        if connection?.isConnected != true {
+            await connection?.close()
+            connection = try await AMQPConnection.connect(try AMQPConfiguration(url: url, connectionName: "shopfleet-deadletters replays"))
+        }
+        let opened = try await connection!.openChannel()
+        try await opened.enableConfirms()
+        channel = opened
+        return opened
     }
 }
 

@@ -9,6 +9,7 @@ public import Logging
 public import Messaging
 import NIOCore
 public import Prometheus
+import RabbitManagement
 public import RedisClient
 import Synchronization
 
@@ -26,6 +27,11 @@ public struct EdgeServer: Sendable {
         /// unless it is `/`, so fleets sharing a Redis (tests, staging) keep their limits apart.
         public var redisPrefix = "shopfleet:"
         public var openAPIDocument: String
+        /// The storefront at `/` and the console at `/console`; nil: no pages.
+        public var web: WebAssets?
+        /// The RabbitMQ management API for the console's fleet view (no credentials in it: the
+        /// edge signs in as its own broker user); nil: no fleet view.
+        public var managementURL: String?
         public init(openAPIDocument: String) { self.openAPIDocument = openAPIDocument }
     }
 
@@ -38,6 +44,7 @@ public struct EdgeServer: Sendable {
     let settings: Settings
     let logger: Logger
     let products = ProductCache()
+    let fleet: FleetMonitor?
     private let following: Task<Void, Never>
 
     public init(amqp: AMQPConnection, redis: RedisClient, tokens: AccessTokens, passwords: PasswordHasher, settings: Settings,
@@ -51,6 +58,11 @@ public struct EdgeServer: Sendable {
         self.passwords = passwords
         self.settings = settings
         self.logger = logger
+        fleet = try settings.managementURL.map { url in
+            FleetMonitor(management: try RabbitManagement(url: url, user: amqp.configuration.user, password: amqp.configuration.password,
+                                                          timeout: .seconds(5)),
+                         vhost: amqp.configuration.vhost)
+        }
         let (products, configuration) = (self.products, amqp.configuration)
         following = Task { await products.follow(configuration, logger: logger) }
     }
@@ -75,21 +87,40 @@ public struct EdgeServer: Sendable {
         let router = Router(context: EdgeContext.self)
         router.add(middleware: ProblemMiddleware())
         router.add(middleware: ClientAddress(trusted: settings.trustedProxies))
-        router.add(middleware: Authenticator(tokens: tokens))
-        router.add(middleware: RateLimiter(redis: redis, rate: settings.rateLimit, burst: settings.rateBurst, prefix: settings.redisPrefix))
-        router.add(middleware: TokenGate())
+
+        // The pages and their assets: static, answered from memory before any limit or token
+        // check, so that a CDN (or a browser) can fetch them while Redis or the broker is down.
+        if let web = settings.web {
+            let page: @Sendable (Request, EdgeContext) async throws -> Response = { request, _ in
+                guard let response = web.response(path: request.uri.path, ifNoneMatch: request.headers[.ifNoneMatch]) else {
+                    throw Problem.notFound("no page \(request.uri.path)")
+                }
+                return response
+            }
+            router.get("/", use: page)
+            router.get("console", use: page)
+            router.get("assets/**", use: page)
+        }
 
         let document = settings.openAPIDocument
-        router.get("openapi.yaml") { _, _ -> Response in
+        let api = router.group()
+            .add(middleware: Authenticator(tokens: tokens))
+            .add(middleware: RateLimiter(redis: redis, rate: settings.rateLimit, burst: settings.rateBurst, prefix: settings.redisPrefix))
+            .add(middleware: TokenGate())
+        api.get("openapi.yaml") { _, _ -> Response in
             Response(status: .ok, headers: [.contentType: "application/yaml"], body: ResponseBody(byteBuffer: ByteBuffer(string: document)))
         }
 
-        let v1 = router.group("v1")
+        let v1 = api.group("v1")
         AuthRoutes(edge: self).add(to: v1.group("auth"))
         ProductRoutes(edge: self).add(to: v1.group("products"))
         CartRoutes(edge: self).add(to: v1.group("cart"))
         OrderRoutes(edge: self).add(to: v1.group("orders"))
         AdminRoutes(edge: self).add(to: v1.group("admin"))
+        let operations = OperationsRoutes(edge: self)
+        operations.add(sagas: v1.group("admin/sagas"))
+        operations.add(deadLetters: v1.group("admin/dead-letters"))
+        operations.add(fleet: v1.group("admin/fleet"))
         return router
     }
 
@@ -200,6 +231,11 @@ extension EdgeContext {
 func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) throws -> Response {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys]
+    // With milliseconds: a dead letter's time sorts among the saga steps around it.
+    encoder.dateEncodingStrategy = .custom { date, encoder in
+        var container = encoder.singleValueContainer()
+        try container.encode(date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true)))
+    }
     var headers = headers
     headers[.contentType] = "application/json"
     return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: try encoder.encode(value))))

@@ -56,6 +56,15 @@ public struct FleetIdentities: Sendable {
         Self.replacingUserInfo(url, user: Self.databaseRole(service), password: databasePassword(service))
     }
 
+    /// `url` without its user and password.
+    public static func withoutUserInfo(_ url: String) -> String {
+        guard let schemeEnd = url.firstRange(of: "://")?.upperBound else { return url }
+        let rest = url[schemeEnd...]
+        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
+        guard let at = rest[..<authorityEnd].lastIndex(of: "@") else { return url }
+        return String(url[..<schemeEnd]) + String(url[rest.index(after: at)...])
+    }
+
     static func replacingUserInfo(_ url: String, user: String, password: String) -> String {
         guard let schemeEnd = url.firstRange(of: "://")?.upperBound else { return url }
         let rest = url[schemeEnd...]
@@ -67,13 +76,17 @@ public struct FleetIdentities: Sendable {
 
     // MARK: - Making the identities
 
-    /// Creates or updates each service's broker user (a password, no tags: no management access)
+    /// Creates or updates each service's broker user (a password; no tags, so no management access,
+    /// but for the edge's `monitoring`)
     /// and sets its rights on `vhost` to exactly what the topology derives. Run with the
     /// management identity (`topology apply`).
     public func applyBrokerUsers(_ topology: Topology, vhost: String, management: RabbitManagement) async throws -> [BrokerPermissions] {
         let permissions = topology.permissions()
         for entry in permissions {
-            try await management.putUser(entry.user, password: brokerPassword(entry.service))
+            // The edge reads queue depths and connections for the operations console: `monitoring`,
+            // read-only; no other service may use the management API at all.
+            try await management.putUser(entry.user, password: brokerPassword(entry.service),
+                                         tags: entry.service == Topology.edgeService ? "monitoring" : "")
             try await management.setPermissions(entry, vhost: vhost)
         }
         return permissions

@@ -163,6 +163,11 @@ public struct FleetPlan: Sendable, Equatable {
             if let identities, key == "SHOPFLEET_DATABASE_URL" { value = identities.databaseURL(value, service: role) }
             own[key] = value
         }
+        // The console's fleet view: the management API's address, never the operator's
+        // credentials (the edge signs in as its own broker user).
+        if role == "edge", (environment["SHOPFLEET_EDGE_MANAGEMENT_URL"] ?? "").isEmpty, let management = environment["SHOPFLEET_AMQP_MANAGEMENT_URL"] {
+            own["SHOPFLEET_EDGE_MANAGEMENT_URL"] = FleetIdentities.withoutUserInfo(management)
+        }
         return own
     }
 

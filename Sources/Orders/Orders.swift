@@ -68,12 +68,14 @@ public enum OrdersService {
             }
             let reason = command.reason.isEmpty ? "cancelled" : command.reason
             let by = command.customerID == nil ? "an operator" : "the customer"
-            if try await saga.handle(.cancelRequested(reason: "cancelled by \(by): \(reason)"), sagaID: command.orderID, in: context) == nil {
+            if try await saga.handle(.cancelRequested(reason: "cancelled by \(by): \(reason)"), sagaID: command.orderID,
+                                     note: command.requestedBy.map { "requested by \($0): \(reason)" }, in: context) == nil {
                 try await context.publish(OrderCancellationRejected(orderID: command.orderID, reason: "no such order"))
             }
         }
         handlers.on(RetryOrderSaga.self) { command, context in
-            if try await saga.handle(.retryRequested, sagaID: command.orderID, in: context) == nil {
+            let note = command.requestedBy.map { "requested by \($0)" + (command.reason.map { ": \($0)" } ?? "") } ?? command.reason
+            if try await saga.handle(.retryRequested, sagaID: command.orderID, note: note, in: context) == nil {
                 throw PermanentFailure("not-found", "no saga \(command.orderID)")
             }
         }
@@ -112,6 +114,8 @@ public enum OrdersService {
             }
             return try await tables.summaries(where: "o.customer_id = $1", [query.customerID], limit: limit, on: context.database)
         }
+
+        SagaOperations.add(to: &handlers, schema: schema)
 
         let timeouts = ScheduledJob("fire-saga-timeouts", every: .milliseconds(500)) { job in
             let fired = try await saga.fireDueTimeouts(job)

@@ -20,12 +20,18 @@ public struct RabbitManagement: Sendable {
 
     public init(url: String, timeout: Duration = .seconds(15)) throws {
         let parsed = try ServerURL(url, schemes: ["http", "https"])
+        try self.init(url: url, user: parsed.user ?? "guest", password: parsed.password ?? "guest", timeout: timeout)
+    }
+
+    /// The API at `url` (its user and password, if any, ignored) as `user`: the edge signs in with
+    /// its own broker user, which has the `monitoring` tag.
+    public init(url: String, user: String, password: String, timeout: Duration = .seconds(15)) throws {
+        let parsed = try ServerURL(url, schemes: ["http", "https"])
         let port = parsed.port.map { ":\($0)" } ?? ""
         let host = parsed.host.contains(":") ? "[\(parsed.host)]" : parsed.host
         baseURL = "\(parsed.scheme)://\(host)\(port)"
         redactedURL = baseURL
-        let credentials = "\(parsed.user ?? "guest"):\(parsed.password ?? "guest")"
-        authorization = "Basic " + Data(credentials.utf8).base64EncodedString()
+        authorization = "Basic " + Data("\(user):\(password)".utf8).base64EncodedString()
         self.timeout = timeout
     }
 
@@ -107,10 +113,11 @@ public struct RabbitManagement: Sendable {
                               doing: "grant '\(user)' rights on vhost '\(vhost)'")
     }
 
-    /// Creates or updates a user with a password and no tags (no management access). The
-    /// password travels only in the request body.
-    public func putUser(_ name: String, password: String) async throws {
-        let body = try JSONEncoder().encode(["password": password, "tags": ""])
+    /// Creates or updates a user with a password and `tags` (none: no management access;
+    /// `monitoring`: read-only access to queues and connections). The password travels only in the
+    /// request body.
+    public func putUser(_ name: String, password: String, tags: String = "") async throws {
+        let body = try JSONEncoder().encode(["password": password, "tags": tags])
         _ = try await request(.PUT, "/api/users/\(Self.encodeVHost(name))", body: body, doing: "create or update user '\(name)'")
     }
 
@@ -145,6 +152,46 @@ public struct RabbitManagement: Sendable {
         let data = try await request(.GET, "/api/queues/\(Self.encodeVHost(vhost))?columns=name,messages,messages_ready,messages_unacknowledged,consumers",
                                      doing: "list the queues of vhost '\(vhost)'")
         return try JSONDecoder().decode([[String: JSONValue]].self, from: data)
+    }
+
+    /// A queue as the console shows it: depth, consumers and rates.
+    public struct QueueOverview: Decodable, Sendable {
+        public struct Stats: Decodable, Sendable {
+            public struct Rate: Decodable, Sendable { public var rate: Double? }
+            public var publish_details: Rate?
+            public var deliver_get_details: Rate?
+        }
+        public var name: String
+        public var type: String?
+        public var messages: Int?
+        public var messages_ready: Int?
+        public var messages_unacknowledged: Int?
+        public var consumers: Int?
+        public var message_stats: Stats?
+    }
+
+    public func queueOverview(vhost: String) async throws -> [QueueOverview] {
+        let columns = "name,type,messages,messages_ready,messages_unacknowledged,consumers,message_stats.publish_details.rate,message_stats.deliver_get_details.rate"
+        let data = try await request(.GET, "/api/queues/\(Self.encodeVHost(vhost))?columns=\(columns)", doing: "list the queues of vhost '\(vhost)'")
+        return try JSONDecoder().decode([QueueOverview].self, from: data)
+    }
+
+    /// A client connection: who, from where, named how.
+    public struct ConnectionOverview: Decodable, Sendable {
+        public struct ClientProperties: Decodable, Sendable { public var connection_name: String? }
+        public var name: String
+        public var user: String?
+        public var vhost: String?
+        public var state: String?
+        public var channels: Int?
+        public var client_properties: ClientProperties?
+    }
+
+    /// The connections the user may see (a `monitoring` user: all of them).
+    public func connections() async throws -> [ConnectionOverview] {
+        let data = try await request(.GET, "/api/connections?columns=name,user,vhost,state,channels,client_properties.connection_name",
+                                     doing: "list the connections")
+        return try JSONDecoder().decode([ConnectionOverview].self, from: data)
     }
 
     /// Messages ready in a queue, as the management API last sampled them.

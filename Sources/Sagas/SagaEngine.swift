@@ -46,11 +46,13 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
         return try await apply(input, to: Loaded(id: id, state: initial, data: data), in: context, starting: true)
     }
 
-    /// Runs `input` against saga `sagaID`. Nil when there is no such saga.
+    /// Runs `input` against saga `sagaID`. Nil when there is no such saga. `note` goes into the
+    /// step log with the input (who asked for it and why, for an operator's input).
     @discardableResult
-    public func handle(_ input: Definition.Input, sagaID: String, in context: HandlerContext) async throws -> SagaChange<Definition>? {
+    public func handle(_ input: Definition.Input, sagaID: String, note: String? = nil,
+                       in context: HandlerContext) async throws -> SagaChange<Definition>? {
         guard let loaded = try await lock(sagaID, skipLocked: false, on: context) else { return nil }
-        return try await apply(input, to: loaded, in: context)
+        return try await apply(input, to: loaded, in: context, note: note)
     }
 
     /// Fires the timeouts that are due, each in a transaction of its own. Any replica may run
@@ -104,7 +106,7 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
 
     @discardableResult
     private func apply(_ input: Definition.Input, to saga: Loaded, in context: HandlerContext,
-                       starting: Bool = false) async throws -> SagaChange<Definition> {
+                       starting: Bool = false, note: String? = nil) async throws -> SagaChange<Definition> {
         let transition = definition.transition(from: saga.state, data: saga.data, on: input, now: Date())
         var steps = StepLog()
         let kind: SagaStep.Kind = starting ? .started
@@ -112,7 +114,7 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
         // A fired timeout has no message of its own; the job's envelope would mislead.
         let cause = input.timeoutName == nil ? context.envelope : nil
         steps.add(kind, name: input.name, envelope: cause, before: saga.state.rawValue, after: transition.state.rawValue,
-                  detail: transition.ignoredBecause)
+                  detail: [transition.ignoredBecause, note].compactMap { $0 }.joined(separator: "; ").nonEmpty)
         if transition.ignoredBecause == nil {
             try context.write("""
                 UPDATE \(table).sagas SET state = $2, data = $3, labels = $4, terminal = $5, updated_at = now() WHERE id = $1
@@ -183,4 +185,8 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
                 """, [id, kinds, names, types, ids, befores, afters, details])
         }
     }
+}
+
+extension String {
+    var nonEmpty: String? { isEmpty ? nil : self }
 }

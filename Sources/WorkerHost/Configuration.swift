@@ -113,6 +113,10 @@ public struct ShopfleetConfiguration: Sendable {
                                       summary: "how long the edge waits for a service's answer before it answers 504")
     public static let openAPIFile = Key(name: "SHOPFLEET_OPENAPI_FILE", defaultValue: "openapi.yaml",
                                  summary: "the OpenAPI document the edge serves at /openapi.yaml")
+    public static let webRoot = Key(name: "SHOPFLEET_WEB_ROOT", defaultValue: "web",
+                             summary: "the storefront and the console (static files) the edge serves at / and /console")
+    public static let edgeManagementURL = Key(name: "SHOPFLEET_EDGE_MANAGEMENT_URL", defaultValue: "",
+                                       summary: "the RabbitMQ management API the console's fleet view reads, without credentials (the edge signs in as its own broker user, tagged monitoring); empty: no fleet view")
     public static let cartTTL = Key(name: "SHOPFLEET_CART_TTL", defaultValue: "168h",
                              summary: "a cart not touched for this long is gone")
     public static let checkoutResendAfter = Key(name: "SHOPFLEET_CHECKOUT_RESEND_AFTER", defaultValue: "10s",
@@ -128,7 +132,7 @@ public struct ShopfleetConfiguration: Sendable {
     public static let checkoutReservationTTL = Key(name: "SHOPFLEET_CHECKOUT_RESERVATION_TTL", defaultValue: "15m",
                                             summary: "how long inventory holds an order's stock before releasing it by itself")
     public static let keys = [amqpURL, amqpManagementURL, databaseURL, redisURL, httpPort, bindAddress, topologyFile, workerPrefetch,
-                       workerConcurrency, workerBatch, workerBatchWait, logLevel, paymentsURL, paymentsAPIKey, smtpURL, mailFrom, webhookURL, webhookSecret, jwtSigningKey, jwtPublicKeys, accessTokenTTL, fleetSecret, edgePort, edgeRateLimit, edgeTrustedProxies, edgeRegistrationsPerHour, edgeQueryTimeout, openAPIFile, cartTTL, checkoutResendAfter, checkoutResendLimit, checkoutReserveTimeout, checkoutPaymentTimeout,
+                       workerConcurrency, workerBatch, workerBatchWait, logLevel, paymentsURL, paymentsAPIKey, smtpURL, mailFrom, webhookURL, webhookSecret, jwtSigningKey, jwtPublicKeys, accessTokenTTL, fleetSecret, edgePort, edgeRateLimit, edgeTrustedProxies, edgeRegistrationsPerHour, edgeQueryTimeout, openAPIFile, webRoot, edgeManagementURL, cartTTL, checkoutResendAfter, checkoutResendLimit, checkoutReserveTimeout, checkoutPaymentTimeout,
                        checkoutStepTimeout, checkoutReservationTTL]
     /// Keys whose value is a secret as a whole: shown only as set or not.
     public static let secretKeys: Set<String> = [paymentsAPIKey.name, webhookSecret.name, jwtSigningKey.name, fleetSecret.name]

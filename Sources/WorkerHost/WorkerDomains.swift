@@ -57,7 +57,8 @@ public enum RuntimeDomains {
             OrdersService.definition(timing: try checkoutTiming(config))
         },
         "deadletters": WorkerDomain(schema: DeadLettersService.schema, migrations: DeadLettersService.migrations) { config in
-            DeadLettersService.definition(topology: try Topology(contentsOfFile: config.value(ShopfleetConfiguration.topologyFile)))
+            DeadLettersService.definition(topology: try Topology(contentsOfFile: config.value(ShopfleetConfiguration.topologyFile)),
+                                          amqpURL: config.amqpURL)
         },
         BenchDomain.name: WorkerDomain(schema: BenchDomain.schema, migrations: BenchDomain.migrations, listed: false) { _ in
             BenchDomain.definition()

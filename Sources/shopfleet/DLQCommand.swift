@@ -1,5 +1,6 @@
 import AMQPClient
 import ArgumentParser
+import Contracts
 import DeadLetters
 import FoundationEssentials
 import Messaging
@@ -40,7 +41,7 @@ struct DLQCommand: AsyncParsableCommand {
         }
     }
 
-    static let statuses = ["waiting", "replayed", "discarded"]
+    static let statuses = DeadLetter.statuses
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List dead letters, oldest failure first.")
@@ -287,7 +288,7 @@ struct DLQCommand: AsyncParsableCommand {
     static func statuses(_ given: [String]) throws -> [String] {
         if given.contains("all") { return [] }
         for status in given where !statuses.contains(status) {
-            throw ValidationError("--status '\(status)' is not one of waiting, replayed, discarded, all")
+            throw ValidationError("--status '\(status)' is not one of \(statuses.joined(separator: ", ")), all")
         }
         return given
     }

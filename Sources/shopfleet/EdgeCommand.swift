@@ -51,6 +51,18 @@ struct EdgeCommand: AsyncParsableCommand {
             }
             settings.trustedProxies.append(range)
         }
+        let webRoot = config.value(ShopfleetConfiguration.webRoot)
+        if webRoot.isEmpty || !FileManager.default.fileExists(atPath: webRoot) {
+            logger.notice("no storefront or console: the web root is not there", metadata: ["web_root": .string(webRoot)])
+        } else {
+            do {
+                settings.web = try WebAssets.load(root: webRoot)
+            } catch let failure as WebAssets.Failure {
+                throw ValidationError("\(failure) (SHOPFLEET_WEB_ROOT=\(webRoot); empty serves no pages)")
+            }
+        }
+        let management = config.value(ShopfleetConfiguration.edgeManagementURL)
+        settings.managementURL = management.isEmpty ? nil : management
         let edge = try await EdgeServer(amqp: amqp, redis: redis, tokens: tokens, passwords: PasswordHasher(), settings: settings, logger: logger)
         let listen = try port ?? config.integer(ShopfleetConfiguration.edgePort, in: 0...65535)
         let opsListen = try opsPort ?? config.integer(ShopfleetConfiguration.httpPort, in: 0...65535)

@@ -159,10 +159,11 @@ struct SagaCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Send the saga's current step again (after fixing what made it stick); from compensation_failed, start compensating again.")
         @Argument(help: "The saga id (the order id).") var id: String
+        @Option(help: "Why (kept in the saga's step log).") var reason: String?
         @OptionGroup var connection: ConnectionOptions
 
         func run() async throws {
-            try await send(RetryOrderSaga(orderID: id), connection)
+            try await send(RetryOrderSaga(orderID: id, reason: reason, requestedBy: operatorName), connection)
             print("asked the orders worker to retry saga \(id); follow it with: shopfleet saga show \(id)")
         }
     }
@@ -174,7 +175,7 @@ struct SagaCommand: AsyncParsableCommand {
         @OptionGroup var connection: ConnectionOptions
 
         func run() async throws {
-            try await send(CancelOrder(orderID: id, customerID: nil, reason: reason), connection)
+            try await send(CancelOrder(orderID: id, customerID: nil, reason: reason, requestedBy: operatorName), connection)
             print("asked the orders worker to cancel saga \(id); follow it with: shopfleet saga show \(id)")
         }
     }
@@ -220,6 +221,9 @@ func withDatabase<T: Sendable>(_ connection: ConnectionOptions, _ body: (Postgre
 private func send<C: Command>(_ command: C, _ connection: ConnectionOptions) async throws {
     try await publish(try Envelope(command), to: C.queue, config: try connection.configuration())
 }
+
+/// Who runs the command, for the saga's step log.
+var operatorName: String { ProcessInfo.processInfo.environment["USER"].map { "\($0) (shopfleet CLI)" } ?? "shopfleet CLI" }
 
 func parseAge(_ text: String) throws -> Duration {
     guard let ms = Topology.milliseconds(text) else { throw ValidationError("'\(text)' is not a duration such as 30s, 10m or 2h") }

@@ -1,3 +1,4 @@
+import Contracts
 import AMQPClient
 import ClientRuntime
 import DeadLetters

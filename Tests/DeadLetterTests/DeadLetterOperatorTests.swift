@@ -1,3 +1,4 @@
+import Contracts
 import AMQPClient
 import ClientRuntime
 import DeadLetters
@@ -104,6 +105,50 @@ struct DeadLetterOperatorTests {
             #expect(Set(try await fleet.effects("race")) == sent)
             #expect(try await fleet.metric("fixture", "shopfleet_messages_consumed_total", containing: "queue=\"fixture.commands\"") == Double(count))
             #expect(try await fleet.metric("fixture", "shopfleet_messages_duplicate_total") == 0)
+        }
+    }
+
+    /// A replay asked for through the console (``DeadLetterOperator/requestReplay``, what the
+    /// `ReplayDeadLetters` command does) is sent by the dead-letter worker's replay job, each
+    /// letter once and none before its turn: six letters at 5/s take at least a second from the
+    /// request to the last send, and while they wait they are `replaying`, not `waiting`.
+    @Test func aRequestedReplayIsSentByTheWorkerOnceEachAndNoFasterThanItsRate() async throws {
+        try await DeadLetterFleet.with { fleet in
+            let count = 6
+            let sent = try await fleet.publishExhaustedLetters(count, key: "paced", exchange: fleet.sandbox.topology.deadLetterExchange) {
+                "the gateway was down (\($0))"
+            }
+            try await waitUntil(deadline: .seconds(60)) {
+                (try? await fleet.count("SELECT count(*) FROM deadletters.letters WHERE status = 'waiting'")) == count
+            }
+            fleet.process("fixture")?.signal(SIGTERM)
+            _ = await fleet.process("fixture")?.wait()
+            let ids = try await fleet.letters().map(\.id)
+            let scheduled = try await fleet.database.transaction { tx in
+                try await DeadLetterOperator.requestReplay(ids, rate: 5, again: false, requestedBy: "ops@example.com", on: tx)
+            }
+            #expect(Set(scheduled) == Set(ids))
+            // Asked twice (a console clicked twice): the letters are replaying already, nothing more is scheduled.
+            let twice = try await fleet.database.transaction { tx in
+                try await DeadLetterOperator.requestReplay(ids, rate: 5, again: false, requestedBy: "ops@example.com", on: tx)
+            }
+            #expect(twice.isEmpty)
+            try await waitUntil(deadline: .seconds(30)) {
+                (try? await fleet.count("SELECT count(*) FROM deadletters.letters WHERE status = 'replayed'")) == count
+            }
+            #expect(try await fleet.channel.declareQueue("fixture.commands", passive: true).messageCount == UInt32(count))
+            #expect(try await fleet.count("SELECT count(*) FROM deadletters.history WHERE kind = 'replayed'") == count)
+            let span = try await fleet.database.query("""
+                SELECT extract(epoch FROM (SELECT max(at) FROM deadletters.history WHERE kind = 'replayed')
+                                        - (SELECT min(at) FROM deadletters.history WHERE kind = 'replay-requested'))::float8
+                """)
+            let seconds = try span[0].decode(Double.self, 0)
+            #expect(seconds >= 1.0, "six letters at 5/s were all sent \(seconds) s after the request")
+            #expect(try await fleet.count("SELECT count(*) FROM deadletters.history WHERE kind = 'replay-requested' AND detail LIKE '%ops@example.com%'") == count)
+            try fleet.start("fixture")
+            try await fleet.waitReady("fixture")
+            try await waitUntil(deadline: .seconds(30)) { (try? await fleet.effects("paced").count) == count }
+            #expect(Set(try await fleet.effects("paced")) == sent)
         }
     }
 

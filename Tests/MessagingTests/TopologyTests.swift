@@ -34,7 +34,7 @@ struct TopologyTests {
 
     @Test func queuesCarryOnlyTheirTypeAndPoliciesCarryTheRest() throws {
         let definitions = try Topology(contentsOfFile: Self.authored).render()
-        let transient: Set<String> = ["catalog.queries", "inventory.queries", "orders.queries", "search.queries"]
+        let transient: Set<String> = ["catalog.queries", "inventory.queries", "orders.queries", "search.queries", "deadletters.queries"]
         #expect(definitions.queues.allSatisfy { queue in
             queue.arguments == ["x-queue-type": .string(transient.contains(queue.name) ? "classic" : "quorum")] && queue.durable
         })

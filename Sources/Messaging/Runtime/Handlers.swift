@@ -142,7 +142,9 @@ public struct HandlerRegistry: Sendable {
     private(set) var plain: [String: ErasedPlain] = [:]
     private(set) var queries: [String: ErasedQuery] = [:]
     private(set) var responders: [String: ErasedResponder] = [:]
-    private(set) var everyDelivery: (@Sendable (DeliveryContext) async throws -> Void)?
+    private var everyDelivery: (@Sendable (DeliveryContext) async throws -> Void)?
+    /// The queue whose deliveries `everyDelivery` takes; nil: every queue.
+    private var everyDeliveryQueue: String?
 
     public init() {}
 
@@ -215,13 +217,24 @@ public struct HandlerRegistry: Sendable {
     /// runs in a transaction without inbox or outbox (it deduplicates by itself) and must accept
     /// anything: an error other than the database being unreachable puts the message back on its
     /// queue after a pause, since dead-lettering it could loop.
-    public mutating func onEveryDelivery(_ handler: @escaping @Sendable (DeliveryContext) async throws -> Void) {
-        precondition(everyDelivery == nil && types.isEmpty, "a worker of raw deliveries has no other handler")
+    ///
+    /// `queue`: only that queue's deliveries, the worker's other queues carrying messages for the
+    /// other handlers (the dead-letter store answers operators' queries beside its store queue).
+    /// Nil: every delivery of every queue, and no other handler.
+    public mutating func onEveryDelivery(queue: String? = nil, _ handler: @escaping @Sendable (DeliveryContext) async throws -> Void) {
+        precondition(everyDelivery == nil && (queue != nil || types.isEmpty), "a worker of raw deliveries on every queue has no other handler")
         everyDelivery = handler
+        everyDeliveryQueue = queue
+    }
+
+    /// The handler of raw deliveries for `queue`, if that queue's deliveries are raw.
+    func everyDelivery(on queue: String) -> (@Sendable (DeliveryContext) async throws -> Void)? {
+        everyDeliveryQueue == nil || everyDeliveryQueue == queue ? everyDelivery : nil
     }
 
     private func isRegistered(_ type: String) -> Bool {
-        handlers[type] != nil || queries[type] != nil || plain[type] != nil || responders[type] != nil
+        precondition(everyDelivery == nil || everyDeliveryQueue != nil, "a worker of raw deliveries on every queue has no other handler")
+        return handlers[type] != nil || queries[type] != nil || plain[type] != nil || responders[type] != nil
     }
 
     public var types: [String] { (Array(handlers.keys) + Array(queries.keys) + Array(plain.keys) + Array(responders.keys)).sorted() }

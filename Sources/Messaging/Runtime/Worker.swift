@@ -346,7 +346,7 @@ public final class Worker: Service, Sendable {
     func process(batch deliveries: [AMQPDelivery], queue: String, publisher: AMQPChannel, pipeline: OutboxPipeline) async {
         var run: [BatchItem] = []
         for delivery in deliveries {
-            let envelope = handlers.everyDelivery == nil ? try? Envelope(delivery: delivery.message) : nil
+            let envelope = handlers.everyDelivery(on: queue) == nil ? try? Envelope(delivery: delivery.message) : nil
             if let envelope, envelope.replyTo == nil, let handler = handlers.handlers[envelope.type], !handlers.alone.contains(envelope.type) {
                 run.append(BatchItem(delivery: delivery, envelope: envelope, handler: handler,
                                      logger: MessageLogger(base: logger, envelope: envelope, queue: queue)))
@@ -452,7 +452,7 @@ public final class Worker: Service, Sendable {
     // MARK: - One delivery
 
     func process(_ delivery: AMQPDelivery, queue: String, publisher: AMQPChannel, pipeline: OutboxPipeline) async {
-        if let handler = handlers.everyDelivery {
+        if let handler = handlers.everyDelivery(on: queue) {
             return await processRaw(delivery, queue: queue, handler: handler)
         }
         let envelope: Envelope

@@ -5,7 +5,7 @@ public import FoundationEssentials
 /// read rights (regular expressions, anchored here) that match exactly
 ///
 /// - the queues it consumes (read): the queues named after it (`orders.commands`,
-///   `orders.saga-events`, …), for the dead-letter store the dead-letter queue;
+///   `orders.saga-events`, …), for the dead-letter store also the dead-letter queue;
 /// - the exchanges it publishes to (write): its own topic (`orders.events`), the default exchange
 ///   (commands to another service's queue, requests, replies to direct reply-to), the retry tiers
 ///   and the dead-letter exchange (the runtime's redrive);
@@ -59,8 +59,8 @@ extension Topology {
 
     /// The queues `service` consumes.
     public func queues(of service: String) -> [String] {
-        if service == Self.deadLetterService { return [deadLetterQueue] }
-        return queues.map(\.name).filter { $0.hasPrefix(service + ".") }
+        let own = queues.map(\.name).filter { $0.hasPrefix(service + ".") }
+        return service == Self.deadLetterService ? [deadLetterQueue] + own : own
     }
 
     /// The rights of every service, sorted by service.
