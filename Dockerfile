@@ -34,8 +34,10 @@ RUN apt-get update \
 COPY --from=build /out/ /usr/local/bin/
 COPY topology/ /usr/share/shopfleet/topology/
 COPY openapi.yaml /usr/share/shopfleet/openapi.yaml
+COPY web/ /usr/share/shopfleet/web/
 ENV SHOPFLEET_TOPOLOGY_FILE=/usr/share/shopfleet/topology/shopfleet.yaml \
     SHOPFLEET_OPENAPI_FILE=/usr/share/shopfleet/openapi.yaml \
+    SHOPFLEET_WEB_ROOT=/usr/share/shopfleet/web \
     SHOPFLEET_BIND_ADDRESS=0.0.0.0 \
     SHOPFLEET_ENV_FILE=/dev/null
 # Non-root; nothing at run time needs a shell (the entrypoint is the executable itself).

@@ -180,6 +180,9 @@ struct DevCommand: AsyncParsableCommand {
               .build/debug/shopfleet send --list                    every command you can send
               curl 'http://127.0.0.1:\(plan.replicas(of: "edge").first?.port ?? 8080)/v1/products?q=enamle+mug'   the shop's API (openapi.yaml)
 
+            The storefront: http://127.0.0.1:\(plan.replicas(of: "edge").first?.port ?? 8080)/  (register there, then
+            `.build/debug/shopfleet admin grant <your email>` and log in again at /console for the operations console).
+
             Emails land in \(DevCommand.directory)/mail/new. Ctrl-C stops everything.
             ──────────────────────────────────────────────────────────────────────────────
 

@@ -136,13 +136,18 @@ import Testing
             #expect(cancelled.reason?.contains("customer phoned") == true)
             #expect(try await fleet.steps(second).contains { $0.name == "cancel-requested" && ($0.detail ?? "").contains(email) })
 
-            // The fleet as the management API sees it, and the saga definition.
+            // The fleet as the management API sees it (its figures are sampled every few seconds, so a
+            // vhost made moments ago may not show its consumers yet), and the saga definition.
             let view = try await edge.call(fleet, .GET, "/v1/admin/fleet", token: token)
             #expect(view.status == 200, "\(view.text)")
-            let commands = try #require(array(view.body["queues"]).map(object).first { edge.string($0["name"]) == "orders.commands" })
-            #expect((int(commands["consumers"]) ?? 0) > 0)
-            let orders = try #require(array(view.body["workers"]).map(object).first { edge.string($0["service"]) == "orders" })
-            #expect(edge.string(orders["state"]) == "running" && (int(orders["connections"]) ?? 0) >= 1)
+            #expect(array(view.body["queues"]).contains { edge.string(object($0)["name"]) == "orders.commands" })
+            var orders: [String: JSONValue] = [:]
+            try await waitUntil(deadline: .seconds(30)) { [edge] in
+                let view = try? await edge.call(fleet, .GET, "/v1/admin/fleet", token: token)
+                orders = view.flatMap { self.array($0.body["workers"]).map(self.object).first { edge.string($0["service"]) == "orders" } } ?? [:]
+                return edge.string(orders["state"]) == "running"
+            }
+            #expect((int(orders["connections"]) ?? 0) >= 1 && (int(orders["consumers"]) ?? 0) >= 3, "\(orders)")
             let definition = try await edge.call(fleet, .GET, "/v1/admin/sagas/definition", token: token)
             #expect(array(definition.body["states"]).count == Checkout.State.allCases.count)
             #expect(array(definition.body["transitions"]).count == Checkout.edges.count)

@@ -346,6 +346,7 @@ the shared config, the role's own settings, then config.env and the role's env.
 -}}
 {{- if eq .component "edge" -}}
 {{- $_ := set $data "SHOPFLEET_OPENAPI_FILE" "/usr/share/shopfleet/openapi.yaml" -}}
+{{- $_ = set $data "SHOPFLEET_WEB_ROOT" "/usr/share/shopfleet/web" -}}
 {{- $_ = set $data "SHOPFLEET_EDGE_PORT" "8080" -}}
 {{- $_ = set $data "SHOPFLEET_EDGE_RATE_LIMIT" (toString $v.rateLimit) -}}
 {{- $_ = set $data "SHOPFLEET_EDGE_REGISTRATIONS_PER_HOUR" (toString $v.registrationsPerHour) -}}
@@ -355,6 +356,9 @@ the shared config, the role's own settings, then config.env and the role's env.
 {{- end -}}
 {{- if $v.jwtPublicKeys -}}
 {{- $_ = set $data "SHOPFLEET_JWT_PUBLIC_KEYS" $v.jwtPublicKeys -}}
+{{- end -}}
+{{- with include "shopfleet.edgeManagementURL" $root -}}
+{{- $_ = set $data "SHOPFLEET_EDGE_MANAGEMENT_URL" . -}}
 {{- end -}}
 {{- else if eq .component "payments-sandbox" -}}
 {{- else -}}
@@ -434,6 +438,24 @@ checksum/secret: {{ include "shopfleet.secretChecksum" . }}
 {{- .Values.keda.managementSecret.name -}}
 {{- else -}}
 {{- include "shopfleet.componentName" (dict "root" . "component" "keda-rabbitmq") -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The RabbitMQ management API the edge's console reads (SHOPFLEET_EDGE_MANAGEMENT_URL), never with a
+user or password (the edge signs in as shopfleet-edge): edge.managementUrl, else the operator's
+management URL from operator.secret without its user and password, else
+http://<rabbitmq.host>:<rabbitmq.managementPort>, else empty (no fleet view).
+*/}}
+{{- define "shopfleet.edgeManagementURL" -}}
+{{- $operatorURL := .Values.operator.secret.SHOPFLEET_AMQP_MANAGEMENT_URL -}}
+{{- if .Values.edge.managementUrl -}}
+{{- .Values.edge.managementUrl -}}
+{{- else if and (not .Values.operator.existingSecret) $operatorURL -}}
+{{- $url := urlParse $operatorURL -}}
+{{- printf "%s://%s" $url.scheme $url.host -}}
+{{- else if .Values.rabbitmq.host -}}
+{{- printf "http://%s:%d" .Values.rabbitmq.host (int .Values.rabbitmq.managementPort) -}}
 {{- end -}}
 {{- end -}}
 

@@ -8,7 +8,9 @@
   (tests/crds/, see SOURCES.md there), strictly: a field the schema does not know is an error;
 - reads the manifests: one Deployment per enabled worker, whose args name a real `shopfleet worker`
   domain; every Deployment with probes, limits, the restricted security context, no service
-  account token and Secrets of its own; no Secret value in any ConfigMap or plain env value;
+  account token and Secrets of its own; no Secret value in any ConfigMap or plain env value, and no
+  URL with a user or password in a ConfigMap (the edge's management URL); the Ingress reaches the
+  edge's http port only, never ops;
   every queue a KEDA trigger names exists in topology/; never KEDA and an HPA for one Deployment;
   checksum annotations that roll the pods; and a values typo rejected by the schema.
 
@@ -213,6 +215,16 @@ def check_manifests(label, docs, values, domains, queues):
             for secret in values_of_secrets:
                 if len(secret) >= 6 and secret in str(value):
                     fail(label, "ConfigMap %s key %s holds a Secret's value" % (doc["metadata"]["name"], key))
+            if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@", str(value)):
+                fail(label, "ConfigMap %s key %s holds a URL with a user or password" % (doc["metadata"]["name"], key))
+
+    # The Ingress reaches the edge's public port only (the ops port is never exposed).
+    for doc in by_kind.get("Ingress", []):
+        for rule in doc["spec"].get("rules", []):
+            for path in rule.get("http", {}).get("paths", []):
+                port = path["backend"]["service"]["port"]
+                if port != {"name": "http"}:
+                    fail(label, "Ingress %s sends %s to port %s, not the edge's http port" % (doc["metadata"]["name"], path["path"], port))
 
     # KEDA triggers name real queues; never KEDA and an HPA for one Deployment.
     scaled = {}

@@ -383,8 +383,8 @@ VALUES = [
         ]),
         resources("50m", "64Mi", "1", "256Mi", "Requests and limits of the job pods."),
     ] + scheduling()),
-    Obj("edge", "The HTTP edge: the public API on 8080 (/v1, /openapi.yaml), ops endpoints on 9090. Broker user "
-        "shopfleet-edge, no database.", [
+    Obj("edge", "The HTTP edge: the public API (/v1, /openapi.yaml), the storefront (/) and the operations console "
+        "(/console) on 8080, ops endpoints on 9090. Broker user shopfleet-edge (tag monitoring), no database.", [
         Leaf("enabled", True, "Run the edge.", BOOL),
         Leaf("replicas", 2, "Replicas when autoscaling.mode is none.", S("integer", minimum=0)),
         resources("100m", "128Mi", "1", "256Mi", "Requests and limits of the edge."),
@@ -398,6 +398,11 @@ VALUES = [
              S("array", items=S("string", minLength=1))),
         Leaf("jwtPublicKeys", "", "Public keys tokens are verified with, <kid>:<base64url x>[,…] (not secret; in the "
              "ConfigMap). Empty: SHOPFLEET_JWT_PUBLIC_KEYS from the edge's Secret.", STR),
+        Leaf("managementUrl", "", "The RabbitMQ management API the console's fleet view reads, without a user or password "
+             "(SHOPFLEET_EDGE_MANAGEMENT_URL; the edge signs in as its own broker user, tagged monitoring). Empty: "
+             "operator.secret.SHOPFLEET_AMQP_MANAGEMENT_URL without its user and password, else "
+             "http://<rabbitmq.host>:<rabbitmq.managementPort>, else none (the fleet view answers 503).",
+             S("string", pattern="^(https?://[^/@\\s]+(/[^@\\s]*)?)?$")),
         Leaf("env", {}, "Extra plain environment variables for the edge; never secrets.", REF("envMap")),
         Leaf("existingSecret", "", "Name of a Secret you made with SHOPFLEET_AMQP_URL, SHOPFLEET_REDIS_URL (and "
              "SHOPFLEET_JWT_PUBLIC_KEYS when jwtPublicKeys is empty); empty: the chart makes one from `secret`.", STR),
@@ -407,10 +412,11 @@ VALUES = [
             Leaf("port", 8080, "Service port of the API.", S("integer", minimum=1, maximum=65535)),
             Leaf("annotations", {}, "Annotations on the Service.", REF("stringMap")),
         ]),
-        Obj("ingress", "An Ingress to the API (paths /v1 and /openapi.yaml only; the ops port is never exposed).", [
+        Obj("ingress", "An Ingress to the edge (paths /v1, /openapi.yaml, / (the storefront), /console and /assets only; "
+            "the ops port is never exposed).", [
             Leaf("enabled", False, "Make the Ingress.", BOOL),
             Leaf("className", "", "IngressClass name; empty: the cluster default.", STR),
-            Leaf("host", "shop.example.com", "Host name the API answers on.", S("string", minLength=1)),
+            Leaf("host", "shop.example.com", "Host name the API and the pages answer on.", S("string", minLength=1)),
             Leaf("annotations", {}, "Annotations on the Ingress.", REF("stringMap")),
             Obj("tls", "TLS for the host.", [
                 Leaf("secretName", "", "Secret holding the certificate; empty with certManager.clusterIssuer set: "
@@ -480,7 +486,8 @@ VALUES = [
             Leaf("broker", [{"cidr": "0.0.0.0/0", "ports": [5671, 5672]}], "RabbitMQ (AMQP): every worker and the edge.",
                  REF("egressTarget")),
             Leaf("brokerManagement", [{"cidr": "0.0.0.0/0", "ports": [15671, 15672]}],
-                 "RabbitMQ management API: the topology job.", REF("egressTarget")),
+                 "RabbitMQ management API: the topology job, and the edge when it has a management URL (the console's "
+                 "fleet view).", REF("egressTarget")),
             Leaf("database", [{"cidr": "0.0.0.0/0", "ports": [5432]}], "PostgreSQL: every worker and the migrate job.",
                  REF("egressTarget")),
             Leaf("redis", [{"cidr": "0.0.0.0/0", "ports": [6379]}], "Redis: cart and the edge.", REF("egressTarget")),

@@ -82,6 +82,12 @@ export async function api(method, path, { body, headers = {}, auth = true } = {}
     }
   }
   if (!response.ok) throw await problemOf(response);
+  if (method !== 'GET' && path.startsWith('/v1/cart')) {
+    // A changed cart is a new order: the next checkout gets a new idempotency key, and an order
+    // accepted before no longer stands for what a reopened checkout would place.
+    set('checkoutKey', null);
+    set('checkoutOrder', null);
+  }
   const cartId = response.headers.get('X-Cart-ID');
   if (isAnonymousCart(cartId) && !tokens()) set('cartId', cartId);
   const text = await response.text();

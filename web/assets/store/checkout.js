@@ -25,7 +25,9 @@ function newKey() {
 
 /** `#/checkout` (signed in) */
 export function checkoutView(root) {
-  // An order accepted just before a reload (the reload reopened the checkout): show that order.
+  // The cart has not changed since its order was accepted (a reload that landed back here, the
+  // Back button): show that order rather than a checkout that would place nothing new. Any change
+  // to the cart forgets it (api.js), and with it the key.
   const accepted = get('checkoutOrder');
   if (accepted) {
     navigate(`#/orders/${encodeURIComponent(accepted)}`);
@@ -67,8 +69,8 @@ export function checkoutView(root) {
     try {
       const accepted = await api('POST', '/v1/orders',
         { body: { paymentMethod, shippingAddress }, headers: { 'Idempotency-Key': key } });
-      // Remembered until the order's page has been shown (which forgets it and the key): a reload
-      // that lands back here meanwhile goes to the order instead of starting a new checkout.
+      // Remembered, with the key, until the cart changes: a reload that lands back here goes to
+      // the order instead of starting a checkout with a new key.
       set('checkoutOrder', accepted.orderId);
       navigate(`#/orders/${encodeURIComponent(accepted.orderId)}`);
     } catch (error) {

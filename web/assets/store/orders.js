@@ -1,7 +1,6 @@
 import { api } from './api.js';
 import { h, heading, money, times, problemBox, showProblem, clearProblem } from './ui.js';
 import { updateCartCount } from './nav.js';
-import { get, set } from './session.js';
 
 const FINAL = new Set(['completed', 'cancelled']);
 const CANCELLABLE = new Set(['pending', 'confirmed']);
@@ -24,11 +23,7 @@ function linesTable(order) {
 
 /** `#/orders/<id>`: follows the order every second until it is completed or cancelled. */
 export function orderView(root, { id }) {
-  if (get('checkoutOrder') === id) {
-    // The checkout that placed this order is over: the next one is a new order, with a new key.
-    set('checkoutOrder', null);
-    set('checkoutKey', null);
-  }
+
   const title = heading('Your order');
   const problem = problemBox();
   const status = h('strong', { id: 'order-status', class: 'status', 'aria-live': 'polite', 'aria-atomic': 'true' }, '…');
