@@ -39,6 +39,8 @@ public struct ListSagas: Query, Contract, Validatable {
     public static let type = "orders.ListSagas.v1"
     public static let example = ListSagas(states: ["authorizing_payment"], olderThanSeconds: 600, customerID: PlaceOrder.example.customerID,
                                           openOnly: true, limit: 50)
+    /// The longest `olderThanSeconds` (ten years): anything longer is a mistake, not a filter.
+    public static let longestAge: Double = 315_360_000
     public var states: [String]
     /// Only sagas not moved for at least this long.
     public var olderThanSeconds: Double?
@@ -54,7 +56,9 @@ public struct ListSagas: Query, Contract, Validatable {
     }
     public func validate() throws(ValidationFailure) {
         guard (1...1000).contains(limit) else { throw ValidationFailure("limit must be 1 to 1000, not \(limit)") }
-        if let olderThanSeconds, !(olderThanSeconds >= 0) { throw ValidationFailure("olderThanSeconds must be 0 or more") }
+        if let olderThanSeconds, !(0...Self.longestAge).contains(olderThanSeconds) {
+            throw ValidationFailure("olderThanSeconds must be 0 to \(Int(Self.longestAge)) (ten years)")
+        }
         guard states.count <= 20 else { throw ValidationFailure("at most 20 states") }
     }
 }
@@ -82,7 +86,9 @@ public struct ListStuckSagas: Query, Contract, Validatable {
         self.limit = limit
     }
     public func validate() throws(ValidationFailure) {
-        guard olderThanSeconds >= 0 else { throw ValidationFailure("olderThanSeconds must be 0 or more") }
+        guard (0...ListSagas.longestAge).contains(olderThanSeconds) else {
+            throw ValidationFailure("olderThanSeconds must be 0 to \(Int(ListSagas.longestAge)) (ten years)")
+        }
         guard (1...1000).contains(limit) else { throw ValidationFailure("limit must be 1 to 1000, not \(limit)") }
     }
 }
@@ -418,14 +424,20 @@ public struct DiscardDeadLetters: Query, Contract, Validatable {
     public typealias Reply = [String]
     public static let type = "deadletters.DiscardDeadLetters.v1"
     public static let example = DiscardDeadLetters(letterIDs: ["dl-0190c2d4"], reason: "the order was refunded by hand",
-                                                   requestedBy: "cus_0190c2d4")
+                                                   requestedBy: "cus_0190c2d4", statuses: ["waiting", "replaying"])
+    /// What the console discards: a waiting letter, or one whose replay has not gone yet.
+    public static let discardable = ["waiting", "replaying"]
     public var letterIDs: [String]
     public var reason: String
     public var requestedBy: String
-    public init(letterIDs: [String], reason: String, requestedBy: String) {
+    /// Only letters in these statuses (checked under the letter's lock, so a letter replayed
+    /// meanwhile is left alone); nil: any but discarded.
+    public var statuses: [String]?
+    public init(letterIDs: [String], reason: String, requestedBy: String, statuses: [String]? = nil) {
         self.letterIDs = letterIDs
         self.reason = reason
         self.requestedBy = requestedBy
+        self.statuses = statuses
     }
     public func validate() throws(ValidationFailure) {
         guard (1...ReplayDeadLetters.maximumLetters).contains(letterIDs.count) else {

@@ -188,7 +188,7 @@ public struct DeadLetterReader: Sendable {
     public func waiting() async throws -> (perQueue: [String: Int], oldestAge: Double) {
         let rows = try await database.query("""
             SELECT failed_queue, count(*), extract(epoch FROM now() - min(first_failed_at))::float8
-            FROM \(DeadLetterStore.letters) WHERE status = 'waiting' GROUP BY failed_queue
+            FROM \(DeadLetterStore.letters) WHERE status IN ('waiting', 'replaying') GROUP BY failed_queue
             """)
         var perQueue: [String: Int] = [:]
         var oldest = 0.0
@@ -238,7 +238,7 @@ public struct DeadLetterOperator: Sendable {
                                       mandatory: true)
             try await tx.query("""
                 UPDATE \(DeadLetterStore.letters)
-                SET status = 'replayed', replays = replays + 1, status_changed_at = now(), status_note = $2, replay_due_at = NULL
+                SET status = 'replayed', replays = replays + 1, status_changed_at = now(), status_note = $2, replay_request = NULL
                 WHERE id = $1
                 """, [id, "replayed to \(queue)"])
             try await tx.query("""
@@ -254,12 +254,16 @@ public struct DeadLetterOperator: Sendable {
         try await database.transaction { tx in try await Self.discard(ids, reason: reason, on: tx) }
     }
 
-    /// ``discard(_:reason:)`` inside the caller's transaction.
-    public static func discard(_ ids: [String], reason: String, on tx: PostgresConnection) async throws -> [String] {
+    /// ``discard(_:reason:)`` inside the caller's transaction. `statuses`: only letters in these
+    /// (checked under each letter's lock, so one replayed meanwhile is left alone); nil: any but
+    /// discarded.
+    public static func discard(_ ids: [String], reason: String, statuses: [String]? = nil,
+                               on tx: PostgresConnection) async throws -> [String] {
+        let allowed = statuses ?? DeadLetter.statuses.filter { $0 != "discarded" }
         let rows = try await tx.query("""
-            UPDATE \(DeadLetterStore.letters) SET status = 'discarded', status_changed_at = now(), status_note = $2, replay_due_at = NULL
-            WHERE id = ANY($1) AND status <> 'discarded' RETURNING id
-            """, [ids, reason])
+            UPDATE \(DeadLetterStore.letters) SET status = 'discarded', status_changed_at = now(), status_note = $2, replay_request = NULL
+            WHERE id = ANY($1) AND status <> 'discarded' AND status = ANY($3) RETURNING id
+            """, [ids, reason, allowed])
         let discarded = try rows.map { try $0.decode(String.self, 0) }
         if !discarded.isEmpty {
             try await tx.query("""
@@ -270,24 +274,29 @@ public struct DeadLetterOperator: Sendable {
         return discarded
     }
 
-    /// Schedules a replay of the letters, inside the caller's transaction: each waiting one (or,
-    /// with `again`, replayed one) becomes `replaying`, due one `1 / rate` seconds after the one
-    /// before it, in the order given; the dead-letter worker's replay job sends each when it is due.
-    /// Returns the ids scheduled.
-    public static func requestReplay(_ ids: [String], rate: Double, again: Bool, requestedBy: String,
+    /// Schedules a replay of the letters, inside the caller's transaction: a replay request
+    /// `request` at `rate` letters a second, and each waiting letter (or, with `again`, replayed
+    /// one) `replaying` in it, in the order given; the dead-letter worker's replay job sends them
+    /// (``replayDue(on:)``). Returns the ids scheduled.
+    public static func requestReplay(_ ids: [String], rate: Double, again: Bool, requestedBy: String, request: String,
                                      on tx: PostgresConnection) async throws -> [String] {
+        try await tx.query("""
+            INSERT INTO \(DeadLetterStore.replayRequests) (id, interval_seconds, next_at, requested_by)
+            VALUES ($1, 1.0 / $2::float8, now(), $3) ON CONFLICT (id) DO NOTHING
+            """, [request, rate, requestedBy])
         let rows = try await tx.query("""
             UPDATE \(DeadLetterStore.letters) AS l
-            SET status = 'replaying', status_changed_at = now(), status_note = $3,
-                replay_due_at = now() + make_interval(secs => (chosen.n - 1) / $2::float8)
+            SET status = 'replaying', status_changed_at = now(), status_note = $2, replay_request = $4, replay_order = chosen.n
             FROM (SELECT c.id, row_number() OVER (ORDER BY s.n) AS n
                   FROM \(DeadLetterStore.letters) AS c JOIN unnest($1::text[]) WITH ORDINALITY AS s(id, n) ON c.id = s.id
-                  WHERE c.status = 'waiting' OR ($4 AND c.status = 'replayed')) AS chosen
-            WHERE l.id = chosen.id AND (l.status = 'waiting' OR ($4 AND l.status = 'replayed'))
+                  WHERE c.status = 'waiting' OR ($3 AND c.status = 'replayed')) AS chosen
+            WHERE l.id = chosen.id AND (l.status = 'waiting' OR ($3 AND l.status = 'replayed'))
             RETURNING l.id
-            """, [ids, rate, "replay requested by \(requestedBy) at \(rate)/s", again])
+            """, [ids, "replay requested by \(requestedBy) at \(rate)/s", again, request])
         let scheduled = try rows.map { try $0.decode(String.self, 0) }
-        if !scheduled.isEmpty {
+        if scheduled.isEmpty {
+            try await tx.query("DELETE FROM \(DeadLetterStore.replayRequests) WHERE id = $1", [request])
+        } else {
             try await tx.query("""
                 INSERT INTO \(DeadLetterStore.history) (letter_id, at, kind, detail)
                 SELECT id, now(), 'replay-requested', $2 FROM unnest($1::text[]) AS id
@@ -296,33 +305,54 @@ public struct DeadLetterOperator: Sendable {
         return scheduled
     }
 
-    /// Whether a requested replay is due (a cheap look before opening a connection).
+    /// Whether a replay request may send now (a cheap look before opening a connection).
     public func anyDue() async throws -> Bool {
-        try await database.query(
-            "SELECT 1 FROM \(DeadLetterStore.letters) WHERE status = 'replaying' AND replay_due_at <= now() LIMIT 1").count > 0
+        try await database.query("SELECT 1 FROM \(DeadLetterStore.replayRequests) WHERE next_at <= now() LIMIT 1").count > 0
     }
 
-    /// Sends the letters whose requested replay is due (``requestReplay(_:rate:again:requestedBy:on:)``),
-    /// each as ``replay(_:on:again:)`` does. A letter that cannot be sent stays `replaying`, due
-    /// again after `retryAfter`, with the error as its note. Returns how many were sent.
-    public func replayDue(on channel: AMQPChannel, limit: Int = 200, retryAfter: Duration = .seconds(5)) async throws -> Int {
-        let due = try await database.query("""
-            SELECT id FROM \(DeadLetterStore.letters) WHERE status = 'replaying' AND replay_due_at <= now()
-            ORDER BY replay_due_at, id LIMIT $1
-            """, [limit])
+    /// Sends what the replay requests may send now, each letter as ``replay(_:on:again:)`` does.
+    /// One statement claims every request whose time has come (`SKIP LOCKED`: replicas share
+    /// them) and moves its next time on by what it sends now: the letters owed since then, but at
+    /// most a tenth of a second's worth at its rate, so a job kept from running (a restart, the
+    /// broker away) never catches up in a burst. A letter that cannot be sent stays `replaying`
+    /// with the error as its note and its request waits `retryAfter`. Returns how many were sent.
+    public func replayDue(on channel: AMQPChannel, retryAfter: Duration = .seconds(5)) async throws -> Int {
+        let claimed = try await database.query("""
+            UPDATE \(DeadLetterStore.replayRequests) AS r SET next_at = now() + make_interval(secs => r.interval_seconds * q.quota)
+            FROM (SELECT id, least(floor(extract(epoch FROM now() - next_at) / interval_seconds)::bigint + 1,
+                                   greatest(1, ceil(0.1 / interval_seconds)::bigint)) AS quota
+                  FROM \(DeadLetterStore.replayRequests) WHERE next_at <= now() ORDER BY next_at FOR UPDATE SKIP LOCKED) AS q
+            WHERE r.id = q.id
+            RETURNING r.id, q.quota
+            """)
         var sent = 0
-        for index in 0..<due.count {
-            let id = try due[index].decode(String.self, 0)
-            do {
-                if case .replayed = try await replay(id, on: channel) { sent += 1 }
-            } catch let error as PostgresError {
-                throw error
-            } catch {
+        for index in 0..<claimed.count {
+            let request = try claimed[index].decode(String.self, 0)
+            let quota = try claimed[index].decode(Int.self, 1)
+            let letters = try await database.query("""
+                SELECT id FROM \(DeadLetterStore.letters) WHERE replay_request = $1 AND status = 'replaying'
+                ORDER BY replay_order, id LIMIT $2
+                """, [request, quota])
+            for row in 0..<letters.count {
+                let id = try letters[row].decode(String.self, 0)
+                do {
+                    if case .replayed = try await replay(id, on: channel) { sent += 1 }
+                } catch let error as PostgresError {
+                    throw error
+                } catch {
+                    try await database.query(
+                        "UPDATE \(DeadLetterStore.replayRequests) SET next_at = now() + make_interval(secs => $2) WHERE id = $1",
+                        [request, retryAfter.seconds])
+                    try await database.query("UPDATE \(DeadLetterStore.letters) SET status_note = $2 WHERE id = $1 AND status = 'replaying'",
+                                             [id, "replay failed, trying again: \(error)"])
+                    throw error
+                }
+            }
+            if letters.count < quota {
                 try await database.query("""
-                    UPDATE \(DeadLetterStore.letters) SET replay_due_at = now() + make_interval(secs => $2), status_note = $3
-                    WHERE id = $1 AND status = 'replaying'
-                    """, [id, retryAfter.seconds, "replay failed, trying again: \(error)"])
-                throw error
+                    DELETE FROM \(DeadLetterStore.replayRequests) AS r WHERE r.id = $1
+                    AND NOT EXISTS (SELECT 1 FROM \(DeadLetterStore.letters) WHERE replay_request = r.id AND status = 'replaying')
+                    """, [request])
             }
         }
         return sent

@@ -9,6 +9,7 @@ public enum DeadLetterStore {
     public static let schema = "deadletters"
     static let letters = "\(quoteIdentifier(schema)).letters"
     static let history = "\(quoteIdentifier(schema)).history"
+    static let replayRequests = "\(quoteIdentifier(schema)).replay_requests"
 
     public static let migrations: [Migration] = [
         Migration(version: 100, name: "letters", sql: """
@@ -58,13 +59,20 @@ public enum DeadLetterStore {
             CREATE UNIQUE INDEX history_delivery ON history (letter_id, delivery_key);
             CREATE INDEX history_letter ON history (letter_id, at);
             """),
-        // Replays asked for through the console run in the dead-letter worker, paced: a letter is
-        // `replaying` until its turn comes (`replay_due_at`).
+        // Replays asked for through the console run in the dead-letter worker, paced: a request
+        // (its rate, when it may send next), and its letters `replaying` in order until sent.
         Migration(version: 110, name: "paced replays", sql: """
             ALTER TABLE letters DROP CONSTRAINT letters_status_check;
             ALTER TABLE letters ADD CONSTRAINT letters_status_check CHECK (status IN ('waiting', 'replaying', 'replayed', 'discarded'));
-            ALTER TABLE letters ADD COLUMN replay_due_at timestamptz;
-            CREATE INDEX letters_replaying ON letters (replay_due_at) WHERE status = 'replaying';
+            CREATE TABLE replay_requests (
+                id text PRIMARY KEY,
+                interval_seconds float8 NOT NULL CHECK (interval_seconds > 0),
+                next_at timestamptz NOT NULL,
+                requested_by text NOT NULL,
+                requested_at timestamptz NOT NULL DEFAULT now()
+            );
+            ALTER TABLE letters ADD COLUMN replay_request text, ADD COLUMN replay_order integer;
+            CREATE INDEX letters_replaying ON letters (replay_request, replay_order) WHERE status = 'replaying';
             ALTER TABLE history DROP CONSTRAINT history_kind_check;
             ALTER TABLE history ADD CONSTRAINT history_kind_check CHECK (kind IN ('failed', 'replay-requested', 'replayed', 'discarded'));
             """),
@@ -115,7 +123,7 @@ public enum DeadLetterStore {
         try await tx.query("""
             UPDATE \(letters) SET headers = $2::jsonb, body = $3, reason = $4, error_type = $5, attempts = $6,
                    failures = failures + 1, last_failed_at = greatest(last_failed_at, $7), status = 'waiting',
-                   status_changed_at = now(), status_note = NULL, replay_due_at = NULL, saga_id = COALESCE(saga_id, $8),
+                   status_changed_at = now(), status_note = NULL, replay_request = NULL, saga_id = COALESCE(saga_id, $8),
                    fingerprint = left(encode(sha256(convert_to($9, 'UTF8')), 'hex'), 16)
             WHERE id = $1
             """, [id, headers, body, receipt.reason, receipt.errorType, receipt.attempts, receipt.failedAt, receipt.sagaID,

@@ -83,7 +83,8 @@ public enum DeadLettersService {
         }
         handlers.on(ReplayDeadLetters.self) { command, context in
             let scheduled = try await DeadLetterOperator.requestReplay(command.letterIDs, rate: command.ratePerSecond, again: command.again,
-                                                                     requestedBy: command.requestedBy, on: context.database)
+                                                                     requestedBy: command.requestedBy, request: context.envelope.messageID,
+                                                                     on: context.database)
             context.logger.notice("replay requested", metadata: [
                 "requested_by": .string(command.requestedBy), "letters": .stringConvertible(command.letterIDs.count),
                 "scheduled": .stringConvertible(scheduled.count), "rate": .stringConvertible(command.ratePerSecond),
@@ -91,7 +92,7 @@ public enum DeadLettersService {
         }
         handlers.respond(DiscardDeadLetters.self) { command, context in
             let discarded = try await DeadLetterOperator.discard(command.letterIDs, reason: "\(command.reason) (discarded by \(command.requestedBy))",
-                                                                 on: context.database)
+                                                                 statuses: command.statuses, on: context.database)
             context.logger.notice("dead letters discarded", metadata: [
                 "requested_by": .string(command.requestedBy), "discarded": .stringConvertible(discarded.count),
             ])
@@ -106,12 +107,22 @@ actor Replayer {
     let url: String
     private var connection: AMQPConnection?
     private var channel: AMQPChannel?
+    /// After a failed connect, not before this: the job runs ten times a second, the broker may be away.
+    private var connectAgainAt: ContinuousClock.Instant?
 
     init(url: String) { self.url = url }
 
     func replayDue(_ replays: DeadLetterOperator) async throws -> Int {
         guard try await replays.anyDue() else { return 0 }
-        let channel = try await openChannel()
+        if let connectAgainAt, ContinuousClock.now < connectAgainAt { return 0 }
+        let channel: AMQPChannel
+        do {
+            channel = try await openChannel()
+            connectAgainAt = nil
+        } catch {
+            connectAgainAt = .now + .seconds(5)
+            throw error
+        }
         do {
             return try await replays.replayDue(on: channel)
         } catch let error as AMQPError {

@@ -34,14 +34,23 @@ struct OperationsRoutes {
             let olderThan = try Self.seconds(request.uri.queryParameters["olderThan"].map(String.init), "olderThan") ?? 600
             let stuck = try await edge.ask(try edge.checked(ListStuckSagas(olderThanSeconds: olderThan)))
             // What the dead-letter store holds for them says more than "no answer": the command failed.
-            let letters = stuck.isEmpty ? [:] : try await edge.ask(CountWaitingDeadLetters(sagaIDs: stuck.map(\.saga.id)))
+            // Without its answer the sagas still show, with why their letters do not.
+            var letters: [String: CountWaitingDeadLetters.Waiting] = [:]
+            var unavailable: String?
+            if !stuck.isEmpty {
+                do {
+                    letters = try await edge.ask(CountWaitingDeadLetters(sagaIDs: stuck.map(\.saga.id)))
+                } catch let problem as Problem {
+                    unavailable = problem.detail
+                }
+            }
             struct Stuck: Encodable { var saga: SagaSummary; var reason: String; var deadLetters: Int }
-            struct Page: Encodable { var items: [Stuck] }
+            struct Page: Encodable { var items: [Stuck]; var deadLettersUnavailable: String? }
             return try json(Page(items: stuck.map { item in
                 guard let waiting = letters[item.saga.id] else { return Stuck(saga: item.saga, reason: item.reason, deadLetters: 0) }
                 return Stuck(saga: item.saga, reason: "\(waiting.newestType) was dead-lettered: \(waiting.newestReason); \(item.reason)",
                              deadLetters: waiting.count)
-            }))
+            }, deadLettersUnavailable: unavailable))
         }
 
         group.get("definition") { _, context -> Response in
@@ -81,6 +90,8 @@ struct OperationsRoutes {
             let admin = try context.admin()
             let id = try context.parameters.require("id")
             let body = try await ReasonBody.read(request)
+            // Checked here: a retry of no saga would be dead-lettered by orders while the operator got a 202.
+            guard try await edge.ask(try edge.checked(GetSagaTimeline(sagaID: id))) != nil else { throw Problem.notFound("no saga \(id)") }
             try await edge.send(RetryOrderSaga(orderID: id, reason: try body.checkedReason(), requestedBy: admin.email), sagaID: id)
             return try json(Accepted(accepted: "retry of saga \(id)"), status: .accepted, headers: [.location: "/v1/admin/sagas/\(id)"])
         }
@@ -131,8 +142,9 @@ struct OperationsRoutes {
             let rate = body.rate ?? 10
             guard rate > 0, rate <= 1000 else { throw Problem.invalid("rate must be more than 0 and at most 1000 letters a second") }
             let again = body.again ?? false
-            let selected = try await select(body.selection())
-            let eligible = selected.filter { $0.status == "waiting" || again && $0.status == "replayed" }
+            let statuses = again ? ["waiting", "replayed"] : ["waiting"]
+            let selected = try await select(body.selection(), statuses: statuses)
+            let eligible = selected.filter { statuses.contains($0.status) }
             struct Skipped: Encodable { var id: String; var status: String }
             let skipped = selected.filter { letter in !eligible.contains { $0.id == letter.id } }.map { Skipped(id: $0.id, status: $0.status) }
             if body.dryRun ?? false {
@@ -154,23 +166,21 @@ struct OperationsRoutes {
             let admin = try context.admin()
             let body = try await DiscardBody.read(request)
             guard !body.reason.trimmingSpaces.isEmpty, body.reason.count <= 500 else { throw Problem.invalid("reason must say why, in 1 to 500 characters") }
-            // Named letters may be discarded in any status but discarded; a group or a saga's, only those waiting.
-            let selection = try body.selection()
-            let selected = try await select(selection).filter { letter in
-                if case .ids = selection { return letter.status != "discarded" }
-                return letter.status == "waiting"
-            }
+            // Waiting letters, and those whose replay has not gone yet; never one replayed meanwhile.
+            let selected = try await select(try body.selection(), statuses: DiscardDeadLetters.discardable)
+                .filter { DiscardDeadLetters.discardable.contains($0.status) }
             guard !selected.isEmpty else { throw Problem.conflict("nothing to discard: no letter that is not discarded already matches") }
             let discarded = try await edge.ask(try edge.checked(DiscardDeadLetters(letterIDs: selected.map(\.id), reason: body.reason,
-                                                                                   requestedBy: admin.email)))
+                                                                                   requestedBy: admin.email,
+                                                                                   statuses: DiscardDeadLetters.discardable)))
             struct Discarded: Encodable { var discarded: [String] }
             return try json(Discarded(discarded: discarded))
         }
     }
 
-    /// The letters a replay or discard names, whatever their status; a named id that does not
-    /// exist is an error.
-    private func select(_ selection: LetterSelection) async throws -> [DeadLetter] {
+    /// The letters a replay or discard names: named ones whatever their status (so that a skip
+    /// says why; an id that does not exist is an error), a group's or a saga's in `statuses` only.
+    private func select(_ selection: LetterSelection, statuses: [String]) async throws -> [DeadLetter] {
         switch selection {
         case .ids(let ids):
             let found = try await edge.ask(try edge.checked(ListDeadLetters(ids: ids, statuses: [], limit: max(1, ids.count))))
@@ -178,9 +188,10 @@ struct OperationsRoutes {
             guard missing.isEmpty else { throw Problem.notFound("no dead letter " + missing.sorted().joined(separator: ", ")) }
             return found
         case .fingerprint(let fingerprint):
-            return try await edge.ask(try edge.checked(ListDeadLetters(fingerprint: fingerprint, statuses: [], limit: ReplayDeadLetters.maximumLetters)))
+            return try await edge.ask(try edge.checked(ListDeadLetters(fingerprint: fingerprint, statuses: statuses,
+                                                                       limit: ReplayDeadLetters.maximumLetters)))
         case .saga(let saga):
-            return try await edge.ask(try edge.checked(ListDeadLetters(sagaID: saga, statuses: [], limit: ReplayDeadLetters.maximumLetters)))
+            return try await edge.ask(try edge.checked(ListDeadLetters(sagaID: saga, statuses: statuses, limit: ReplayDeadLetters.maximumLetters)))
         }
     }
 
@@ -198,9 +209,14 @@ struct OperationsRoutes {
 
     static func seconds(_ text: String?, _ name: String) throws -> Double? {
         guard let text, !text.isEmpty else { return nil }
-        guard let ms = Topology.milliseconds(text) else { throw Problem.invalid("\(name) must be a duration such as 30s, 10m or 2h, not '\(text.prefix(40))'") }
+        guard let ms = Topology.milliseconds(text), ms <= Self.longestAge * 1000 else {
+            throw Problem.invalid("\(name) must be a duration such as 30s, 10m or 2h, up to ten years; not '\(text.prefix(40))'")
+        }
         return Double(ms) / 1000
     }
+
+    /// The longest age a filter takes, in seconds (ten years).
+    static let longestAge = 315_360_000
 
     static func integer(_ text: String?, _ name: String, default value: Int, in range: ClosedRange<Int>) throws -> Int {
         guard let text, !text.isEmpty else { return value }
@@ -295,7 +311,6 @@ struct FleetMonitor: Sendable {
 
     struct Worker: Encodable {
         var service: String
-        var connections: Int
         var consumers: Int
         var queues: Int
         var queuesConsumed: Int
@@ -310,10 +325,8 @@ struct FleetMonitor: Sendable {
 
     func view() async throws -> View {
         let queues: [RabbitManagement.QueueOverview]
-        let connections: [RabbitManagement.ConnectionOverview]
         do {
             queues = try await management.queueOverview(vhost: vhost)
-            connections = try await management.connections()
         } catch {
             throw Problem.unavailable("the RabbitMQ management API did not answer: \(error)")
         }
@@ -323,20 +336,17 @@ struct FleetMonitor: Sendable {
                   publishRate: queue.message_stats?.publish_details?.rate ?? 0,
                   deliverRate: queue.message_stats?.deliver_get_details?.rate ?? 0)
         }.sorted { $0.name < $1.name }
-        // A service's queues are named `<service>.…` (the dead-letter store's also `shopfleet.dead-letters`);
-        // its processes name their connections `shopfleet <service>`.
+        // A service's queues are named `<service>.…` (the dead-letter store's also `shopfleet.dead-letters`).
         var byService: [String: [Queue]] = [:]
         for queue in rows {
             let prefix = queue.name.split(separator: ".").first.map(String.init) ?? queue.name
             guard prefix != "edge", !queue.name.contains(".retry"), !queue.name.hasSuffix(".unstored") else { continue }
             byService[prefix == "shopfleet" ? "deadletters" : prefix, default: []].append(queue)
         }
-        let ours = connections.filter { ($0.vhost ?? vhost) == vhost }
         let workers = byService.keys.sorted().map { service in
             let owned = byService[service]!
             let consumed = owned.filter { $0.consumers > 0 }.count
-            let connectionCount = ours.filter { $0.client_properties?.connection_name == "shopfleet \(service)" }.count
-            return Worker(service: service, connections: connectionCount, consumers: owned.reduce(0) { $0 + $1.consumers },
+            return Worker(service: service, consumers: owned.reduce(0) { $0 + $1.consumers },
                           queues: owned.count, queuesConsumed: consumed,
                           state: consumed == owned.count ? "running" : consumed == 0 ? "down" : "degraded")
         }

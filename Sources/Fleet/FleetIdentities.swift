@@ -77,16 +77,17 @@ public struct FleetIdentities: Sendable {
     // MARK: - Making the identities
 
     /// Creates or updates each service's broker user (a password; no tags, so no management access,
-    /// but for the edge's `monitoring`)
+    /// but for the edge's `management`)
     /// and sets its rights on `vhost` to exactly what the topology derives. Run with the
     /// management identity (`topology apply`).
     public func applyBrokerUsers(_ topology: Topology, vhost: String, management: RabbitManagement) async throws -> [BrokerPermissions] {
         let permissions = topology.permissions()
         for entry in permissions {
-            // The edge reads queue depths and connections for the operations console: `monitoring`,
-            // read-only; no other service may use the management API at all.
+            // The edge reads its vhost's queues for the operations console: `management`, which sees
+            // its own vhost and may do over HTTP only what its broker rights allow (not `monitoring`,
+            // which sees every vhost and connection); no other service may use the management API.
             try await management.putUser(entry.user, password: brokerPassword(entry.service),
-                                         tags: entry.service == Topology.edgeService ? "monitoring" : "")
+                                         tags: entry.service == Topology.edgeService ? "management" : "")
             try await management.setPermissions(entry, vhost: vhost)
         }
         return permissions

@@ -13,7 +13,7 @@ enum SagaOperations {
         handlers.answer(ListSagas.self) { query, context in
             var filter = SagaReader.Filter()
             filter.states = query.states
-            filter.olderThan = query.olderThanSeconds.map { .milliseconds(Int64(($0 * 1000).rounded())) }
+            filter.olderThan = query.olderThanSeconds.map { .milliseconds(Int64((min($0, ListSagas.longestAge) * 1000).rounded())) }
             filter.label = query.customerID.map { ("customer", $0) }
             filter.openOnly = query.openOnly
             filter.limit = query.limit
@@ -22,10 +22,11 @@ enum SagaOperations {
 
         handlers.answer(ListStuckSagas.self) { query, context in
             var filter = SagaReader.Filter()
-            filter.olderThan = .milliseconds(Int64((query.olderThanSeconds * 1000).rounded()))
+            filter.olderThan = .milliseconds(Int64((min(query.olderThanSeconds, ListSagas.longestAge) * 1000).rounded()))
             filter.openOnly = true
+            filter.leastRecentlyMovedFirst = true
             filter.limit = query.limit
-            let sagas = try await reader.sagas(filter, on: context.database).sorted { $0.updatedAt < $1.updatedAt }
+            let sagas = try await reader.sagas(filter, on: context.database)
             let waits = try await reader.waits(of: sagas.map(\.id), on: context.database)
             return sagas.map { saga in
                 StuckSaga(saga: summary(saga), reason: reason(saga, waits[saga.id]))

@@ -24,7 +24,7 @@ public struct RabbitManagement: Sendable {
     }
 
     /// The API at `url` (its user and password, if any, ignored) as `user`: the edge signs in with
-    /// its own broker user, which has the `monitoring` tag.
+    /// its own broker user, which has the `management` tag.
     public init(url: String, user: String, password: String, timeout: Duration = .seconds(15)) throws {
         let parsed = try ServerURL(url, schemes: ["http", "https"])
         let port = parsed.port.map { ":\($0)" } ?? ""
@@ -114,7 +114,7 @@ public struct RabbitManagement: Sendable {
     }
 
     /// Creates or updates a user with a password and `tags` (none: no management access;
-    /// `monitoring`: read-only access to queues and connections). The password travels only in the
+    /// `management`: its own vhosts' queues, over HTTP what its rights allow). The password travels only in the
     /// request body.
     public func putUser(_ name: String, password: String, tags: String = "") async throws {
         let body = try JSONEncoder().encode(["password": password, "tags": tags])
@@ -174,24 +174,6 @@ public struct RabbitManagement: Sendable {
         let columns = "name,type,messages,messages_ready,messages_unacknowledged,consumers,message_stats.publish_details.rate,message_stats.deliver_get_details.rate"
         let data = try await request(.GET, "/api/queues/\(Self.encodeVHost(vhost))?columns=\(columns)", doing: "list the queues of vhost '\(vhost)'")
         return try JSONDecoder().decode([QueueOverview].self, from: data)
-    }
-
-    /// A client connection: who, from where, named how.
-    public struct ConnectionOverview: Decodable, Sendable {
-        public struct ClientProperties: Decodable, Sendable { public var connection_name: String? }
-        public var name: String
-        public var user: String?
-        public var vhost: String?
-        public var state: String?
-        public var channels: Int?
-        public var client_properties: ClientProperties?
-    }
-
-    /// The connections the user may see (a `monitoring` user: all of them).
-    public func connections() async throws -> [ConnectionOverview] {
-        let data = try await request(.GET, "/api/connections?columns=name,user,vhost,state,channels,client_properties.connection_name",
-                                     doing: "list the connections")
-        return try JSONDecoder().decode([ConnectionOverview].self, from: data)
     }
 
     /// Messages ready in a queue, as the management API last sampled them.

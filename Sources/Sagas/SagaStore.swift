@@ -109,6 +109,8 @@ public struct SagaReader: Sendable {
         public var olderThan: Duration?
         public var label: (key: String, value: String)?
         public var openOnly = false
+        /// The sagas that moved longest ago first (stuck ones), instead of the newest first.
+        public var leastRecentlyMovedFirst = false
         public var limit = 100
         public init() {}
     }
@@ -133,7 +135,7 @@ public struct SagaReader: Sendable {
         binds.append(filter.limit)
         let sql = "SELECT \(Self.columns) FROM \(table).sagas"
             + (conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND "))
-            + " ORDER BY started_at DESC, id DESC LIMIT $\(binds.count)"
+            + (filter.leastRecentlyMovedFirst ? " ORDER BY updated_at, id" : " ORDER BY started_at DESC, id DESC") + " LIMIT $\(binds.count)"
         let rows = try await database.query(sql, binds)
         return try (0..<rows.count).map { try Self.record(rows[$0]) }
     }

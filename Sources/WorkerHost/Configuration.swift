@@ -116,7 +116,7 @@ public struct ShopfleetConfiguration: Sendable {
     public static let webRoot = Key(name: "SHOPFLEET_WEB_ROOT", defaultValue: "web",
                              summary: "the storefront and the console (static files) the edge serves at / and /console")
     public static let edgeManagementURL = Key(name: "SHOPFLEET_EDGE_MANAGEMENT_URL", defaultValue: "",
-                                       summary: "the RabbitMQ management API the console's fleet view reads, without credentials (the edge signs in as its own broker user, tagged monitoring); empty: no fleet view")
+                                       summary: "the RabbitMQ management API the console's fleet view reads, without credentials (the edge signs in as its own broker user, tagged management); empty: no fleet view")
     public static let cartTTL = Key(name: "SHOPFLEET_CART_TTL", defaultValue: "168h",
                              summary: "a cart not touched for this long is gone")
     public static let checkoutResendAfter = Key(name: "SHOPFLEET_CHECKOUT_RESEND_AFTER", defaultValue: "10s",

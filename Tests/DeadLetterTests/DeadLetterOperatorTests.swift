@@ -111,7 +111,9 @@ struct DeadLetterOperatorTests {
     /// A replay asked for through the console (``DeadLetterOperator/requestReplay``, what the
     /// `ReplayDeadLetters` command does) is sent by the dead-letter worker's replay job, each
     /// letter once and none before its turn: six letters at 5/s take at least a second from the
-    /// request to the last send, and while they wait they are `replaying`, not `waiting`.
+    /// request to the last send, and while they wait they are `replaying`, not `waiting`. The
+    /// request is made as if the job had been kept from running for an hour (its next time an hour
+    /// ago): it must not catch up in a burst.
     @Test func aRequestedReplayIsSentByTheWorkerOnceEachAndNoFasterThanItsRate() async throws {
         try await DeadLetterFleet.with { fleet in
             let count = 6
@@ -125,14 +127,18 @@ struct DeadLetterOperatorTests {
             _ = await fleet.process("fixture")?.wait()
             let ids = try await fleet.letters().map(\.id)
             let scheduled = try await fleet.database.transaction { tx in
-                try await DeadLetterOperator.requestReplay(ids, rate: 5, again: false, requestedBy: "ops@example.com", on: tx)
+                let scheduled = try await DeadLetterOperator.requestReplay(ids, rate: 5, again: false, requestedBy: "ops@example.com",
+                                                                           request: "paced-1", on: tx)
+                try await tx.query("UPDATE deadletters.replay_requests SET next_at = now() - interval '1 hour' WHERE id = 'paced-1'")
+                return scheduled
             }
             #expect(Set(scheduled) == Set(ids))
             // Asked twice (a console clicked twice): the letters are replaying already, nothing more is scheduled.
             let twice = try await fleet.database.transaction { tx in
-                try await DeadLetterOperator.requestReplay(ids, rate: 5, again: false, requestedBy: "ops@example.com", on: tx)
+                try await DeadLetterOperator.requestReplay(ids, rate: 5, again: false, requestedBy: "ops@example.com", request: "paced-2", on: tx)
             }
             #expect(twice.isEmpty)
+            #expect(try await fleet.count("SELECT count(*) FROM deadletters.replay_requests WHERE id = 'paced-2'") == 0)
             try await waitUntil(deadline: .seconds(30)) {
                 (try? await fleet.count("SELECT count(*) FROM deadletters.letters WHERE status = 'replayed'")) == count
             }
@@ -145,6 +151,10 @@ struct DeadLetterOperatorTests {
             let seconds = try span[0].decode(Double.self, 0)
             #expect(seconds >= 1.0, "six letters at 5/s were all sent \(seconds) s after the request")
             #expect(try await fleet.count("SELECT count(*) FROM deadletters.history WHERE kind = 'replay-requested' AND detail LIKE '%ops@example.com%'") == count)
+            // The request is gone once its letters are.
+            try await waitUntil(deadline: .seconds(10)) {
+                (try? await fleet.count("SELECT count(*) FROM deadletters.replay_requests")) == 0
+            }
             try fleet.start("fixture")
             try await fleet.waitReady("fixture")
             try await waitUntil(deadline: .seconds(30)) { (try? await fleet.effects("paced").count) == count }

@@ -20,6 +20,7 @@ import email
 import json
 import os
 import pathlib
+import signal
 import sys
 import time
 import traceback
@@ -60,7 +61,10 @@ def browser(width=1280, height=900):
                      f"--window-size={width},{height}", "--lang=en-GB"):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    driver.set_script_timeout(30)
+    return driver
 
 
 def wait_for(what, condition, deadline=20.0, every=0.1):
@@ -73,7 +77,9 @@ def wait_for(what, condition, deadline=20.0, every=0.1):
             value = condition()
             if value:
                 return value
-        except (StaleElementReferenceException, WebDriverException, urllib.error.URLError) as error:
+        except (StaleElementReferenceException, WebDriverException, urllib.error.URLError, JourneyFailure) as error:
+            # A condition that checks by raising (an inner wait, an answer that is not 200 yet) is
+            # "not yet" until the outer deadline; its last word is in the failure.
             last_error = error
         if time.monotonic() > end:
             raise JourneyFailure(f"waited {deadline:.0f} s for {what}" + (f" (last error: {last_error})" if last_error else ""))
@@ -199,6 +205,15 @@ def run(journey):
         drivers.append(driver)
         return driver
 
+    # The whole journey has a deadline too: a browser or driver that hangs ends it, with the
+    # pages' state printed, instead of hanging the test that runs it.
+    deadline = int(os.environ.get("SHOPFLEET_JOURNEY_DEADLINE", "600"))
+
+    def out_of_time(_signal, _frame):
+        raise JourneyFailure(f"the journey did not finish within {deadline} s (SHOPFLEET_JOURNEY_DEADLINE)")
+
+    signal.signal(signal.SIGALRM, out_of_time)
+    signal.alarm(deadline)
     try:
         journey(factory)
         print(f"{name}: every check held")
@@ -219,6 +234,7 @@ def run(journey):
                 pass
         return 1
     finally:
+        signal.alarm(0)
         for driver in drivers:
             try:
                 driver.quit()

@@ -231,6 +231,7 @@ def journey(new_browser):
     wait_for("the address typed before", lambda: element(shop, "#ship-country").get_attribute("value") == "GB")
     expect(local(shop, "checkoutKey") not in (None, key), "a new checkout has a new idempotency key")
     Select(element(shop, "#payment-method")).select_by_value("pm_card_chargeDeclined")
+    declined_key = local(shop, "checkoutKey")
     click(shop, "#place-order")
     declined_id = wait_for("the second order's page", lambda: (found := order_id_in_url(shop)) != order_id and found)
     status = wait_final_status(shop)
@@ -238,6 +239,16 @@ def journey(new_browser):
     expect(status == "cancelled" and reason, f"the declined order {declined_id} ended {status} with reason {reason!r}")
     expect("declin" in reason.lower(), f"the reason says the payment was declined: {reason!r}")
     screenshot(shop, "storefront-declined")
+    # A declined card leaves the cart as it was: checking out again is a new order (a new key) that
+    # another card pays.
+    go(shop, "#/checkout")
+    element(shop, "#place-order")
+    expect(local(shop, "checkoutKey") not in (None, declined_key), "a checkout after a declined order has a new key")
+    Select(element(shop, "#payment-method")).select_by_value("pm_card_visa")
+    click(shop, "#place-order")
+    paid_id = wait_for("the third order's page", lambda: (found := order_id_in_url(shop)) not in (None, order_id, declined_id) and found)
+    status = wait_final_status(shop)
+    expect(status == "completed", f"the order paid with another card ({paid_id}) ended {status}")
 
     # 8. A phone-sized screen: no horizontal scrolling.
     phone = new_browser(width=375, height=800)

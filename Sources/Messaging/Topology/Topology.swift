@@ -211,7 +211,11 @@ extension Topology {
     public static func milliseconds(_ text: String) -> Int? {
         let units: [(String, Int)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)]
         for (suffix, factor) in units where text.hasSuffix(suffix) {
-            if let n = Int(text.dropLast(suffix.count)), n > 0 { return n * factor }
+            // Too large to count in milliseconds is not a duration (an overflow would trap).
+            if let n = Int(text.dropLast(suffix.count)), n > 0 {
+                let (product, overflow) = n.multipliedReportingOverflow(by: factor)
+                return overflow ? nil : product
+            }
         }
         return nil
     }

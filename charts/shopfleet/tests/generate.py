@@ -384,7 +384,7 @@ VALUES = [
         resources("50m", "64Mi", "1", "256Mi", "Requests and limits of the job pods."),
     ] + scheduling()),
     Obj("edge", "The HTTP edge: the public API (/v1, /openapi.yaml), the storefront (/) and the operations console "
-        "(/console) on 8080, ops endpoints on 9090. Broker user shopfleet-edge (tag monitoring), no database.", [
+        "(/console) on 8080, ops endpoints on 9090. Broker user shopfleet-edge (tag management: its own vhost only), no database.", [
         Leaf("enabled", True, "Run the edge.", BOOL),
         Leaf("replicas", 2, "Replicas when autoscaling.mode is none.", S("integer", minimum=0)),
         resources("100m", "128Mi", "1", "256Mi", "Requests and limits of the edge."),
@@ -399,7 +399,7 @@ VALUES = [
         Leaf("jwtPublicKeys", "", "Public keys tokens are verified with, <kid>:<base64url x>[,…] (not secret; in the "
              "ConfigMap). Empty: SHOPFLEET_JWT_PUBLIC_KEYS from the edge's Secret.", STR),
         Leaf("managementUrl", "", "The RabbitMQ management API the console's fleet view reads, without a user or password "
-             "(SHOPFLEET_EDGE_MANAGEMENT_URL; the edge signs in as its own broker user, tagged monitoring). Empty: "
+             "(SHOPFLEET_EDGE_MANAGEMENT_URL; the edge signs in as its own broker user, tagged management). Empty: "
              "operator.secret.SHOPFLEET_AMQP_MANAGEMENT_URL without its user and password, else "
              "http://<rabbitmq.host>:<rabbitmq.managementPort>, else none (the fleet view answers 503).",
              S("string", pattern="^(https?://[^/@\\s]+(/[^@\\s]*)?)?$")),

@@ -22,12 +22,11 @@ function queuesTable(queues) {
 
 function workersTable(workers) {
   const sorted = [...workers].sort((a, b) => a.service.localeCompare(b.service));
-  return table('Workers', ['Service', 'State', 'Queues consumed', 'Connections', 'Consumers'], sorted.map((worker) =>
+  return table('Workers', ['Service', 'State', 'Queues consumed', 'Consumers'], sorted.map((worker) =>
     h('tr', { 'data-test': 'worker-row', 'data-service': worker.service },
       h('td', {}, worker.service),
       h('td', { 'data-test': 'worker-state' }, badge(worker.state)),
       h('td', { class: 'number' }, worker.queues === undefined ? '–' : `${worker.queuesConsumed} of ${worker.queues}`),
-      h('td', { class: 'number' }, String(worker.connections)),
       h('td', { class: 'number' }, String(worker.consumers)))), { class: 'numbers' });
 }
 

@@ -42,6 +42,9 @@ async function openReplayPanel(container, selection, { signal, onDone }) {
   form.addEventListener('keydown', (event) => { if (event.key === 'Escape') close(); });
 
   let count = 0;
+  // What the preview showed is what the replay sends: the previewed letters by id, not the
+  // selection again (a letter failing meanwhile is not sent unseen).
+  let previewed = [];
   const dryRun = async () => {
     confirm.disabled = true;
     problems.replaceChildren();
@@ -49,6 +52,7 @@ async function openReplayPanel(container, selection, { signal, onDone }) {
     try {
       const { wouldReplay, skipped = [] } = await post('/v1/admin/dead-letters/replay', { ...selection, dryRun: true, again: again.checked }, { signal });
       count = wouldReplay.length;
+      previewed = wouldReplay.map((letter) => letter.id);
       confirm.textContent = count === 0 ? 'Nothing to replay' : `Replay ${plural(count, 'letter')}`;
       confirm.disabled = count === 0;
       const shown = wouldReplay.slice(0, 50);
@@ -76,7 +80,7 @@ async function openReplayPanel(container, selection, { signal, onDone }) {
     problems.replaceChildren();
     try {
       const answer = await post('/v1/admin/dead-letters/replay',
-        { ...selection, dryRun: false, rate: Number(rate.value), again: again.checked }, { signal });
+        { ids: previewed, dryRun: false, rate: Number(rate.value), again: again.checked }, { signal });
       close();
       onDone(answer, count);
     } catch (error) {

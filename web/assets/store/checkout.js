@@ -25,14 +25,31 @@ function newKey() {
 
 /** `#/checkout` (signed in) */
 export function checkoutView(root) {
-  // The cart has not changed since its order was accepted (a reload that landed back here, the
-  // Back button): show that order rather than a checkout that would place nothing new. Any change
-  // to the cart forgets it (api.js), and with it the key.
+  // An order was accepted from this cart and the cart has not changed since (any change forgets
+  // it, and the key: api.js). A reload that landed back here, or the Back button: show that order
+  // rather than a checkout that would place nothing new — unless it was cancelled (a declined
+  // card leaves the cart as it was), which makes this a new checkout with a new key.
   const accepted = get('checkoutOrder');
-  if (accepted) {
-    navigate(`#/orders/${encodeURIComponent(accepted)}`);
-    return;
-  }
+  if (!accepted) return showCheckout(root);
+  let left = false;
+  root.append(heading('Check out'), h('p', { class: 'loading' }, 'Looking at the order placed from this cart…'));
+  api('GET', `/v1/orders/${encodeURIComponent(accepted)}`)
+    .then((order) => order.status, (error) => (error.status === 404 ? 'being recorded' : 'unknown'))
+    .then((status) => {
+      if (left) return;
+      if (status !== 'cancelled') {
+        navigate(`#/orders/${encodeURIComponent(accepted)}`);
+        return;
+      }
+      set('checkoutOrder', null);
+      set('checkoutKey', null);
+      root.replaceChildren();
+      showCheckout(root);
+    });
+  return () => { left = true; };
+}
+
+function showCheckout(root) {
   // The key names this checkout and survives a reload (with what was typed): pressing "Place
   // order" again after an answer that never arrived gets the same order, not a second one.
   let key = get('checkoutKey');
