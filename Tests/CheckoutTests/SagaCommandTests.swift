@@ -72,7 +72,9 @@ struct SagaCommandTests {
     /// The saga waits (its payment timeout is long); `saga stuck` and `saga show` say it has a dead
     /// letter; once the gateway works, replaying the letter moves the saga on to completion.
     @Test func aDeadLetteredStepShowsInTheSagaAndAReplayMovesItOn() async throws {
-        try await CheckoutFleet.with(environment: ["SHOPFLEET_CHECKOUT_PAYMENT_TIMEOUT": "10m"],
+        // The saga sends nothing again by itself meanwhile (resend 10 min): only the replay can move it on.
+        try await CheckoutFleet.with(environment: ["SHOPFLEET_CHECKOUT_PAYMENT_TIMEOUT": "10m", "SHOPFLEET_CHECKOUT_RESEND_AFTER": "10m",
+                                                   "SHOPFLEET_CHECKOUT_RESEND_LIMIT": "10m"],
                                      topologyFile: CheckoutFleet.shortRetriesTopologyFile) { fleet in
             let mug = CheckoutFleet.product("MUG-DL", price: 1250)
             try await fleet.seed([.init(product: mug, stock: 3)])
