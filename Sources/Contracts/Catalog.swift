@@ -123,8 +123,9 @@ enum Validation {
     }
 }
 
-extension String {
-    var trimmingSpaces: Substring {
+extension StringProtocol {
+    /// Without leading and trailing whitespace.
+    public var trimmingSpaces: SubSequence {
         let start = firstIndex { !$0.isWhitespace } ?? endIndex
         let end = lastIndex { !$0.isWhitespace }.map { index(after: $0) } ?? start
         return self[start..<end]

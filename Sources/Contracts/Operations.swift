@@ -250,6 +250,16 @@ public struct DeadLetter: Sendable, Codable, Equatable {
 
     /// The statuses a letter can have.
     public static let statuses = ["waiting", "replaying", "replayed", "discarded"]
+
+    /// Statuses as an operator names them (`shopfleet dlq --status`, the console's `status=`):
+    /// `all` is every status (no condition, `[]`); anything else must be one of ``statuses``.
+    public static func statuses(parsing given: [String]) throws(ValidationFailure) -> [String] {
+        if given.contains("all") { return [] }
+        for status in given where !statuses.contains(status) {
+            throw ValidationFailure("'\(status.prefix(40))' is not one of \(statuses.joined(separator: ", ")), all")
+        }
+        return given
+    }
 }
 
 /// The letters sharing a fingerprint.

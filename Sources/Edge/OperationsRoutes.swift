@@ -165,7 +165,7 @@ struct OperationsRoutes {
         group.post("discard") { request, context -> Response in
             let admin = try context.admin()
             let body = try await DiscardBody.read(request)
-            guard !body.reason.trimmingSpaces.isEmpty, body.reason.count <= 500 else { throw Problem.invalid("reason must say why, in 1 to 500 characters") }
+            _ = try ReasonBody.checked(body.reason)
             // Waiting letters, and those whose replay has not gone yet; never one replayed meanwhile.
             let selected = try await select(try body.selection(), statuses: DiscardDeadLetters.discardable)
                 .filter { DiscardDeadLetters.discardable.contains($0.status) }
@@ -229,11 +229,7 @@ struct OperationsRoutes {
     static func statuses(_ given: [String]) throws -> [String] {
         let all = given.flatMap { $0.split(separator: ",").map(String.init) }.filter { !$0.isEmpty }
         if all.isEmpty { return ["waiting"] }
-        if all.contains("all") { return [] }
-        for status in all where !DeadLetter.statuses.contains(status) {
-            throw Problem.invalid("status must be one of \(DeadLetter.statuses.joined(separator: ", ")), all; not '\(status.prefix(40))'")
-        }
-        return all
+        do { return try DeadLetter.statuses(parsing: all) } catch { throw Problem.invalid("status: \(error)") }
     }
 }
 
@@ -268,7 +264,10 @@ extension SelectsLetters {
 struct ReasonBody: StrictBody {
     static let fields: Set<String> = ["reason"]
     var reason: String
-    func checkedReason() throws -> String {
+    func checkedReason() throws -> String { try Self.checked(reason) }
+
+    /// An operator's reason: said, and at most 500 characters (what the contracts take).
+    static func checked(_ reason: String) throws -> String {
         guard !reason.trimmingSpaces.isEmpty, reason.count <= 500 else { throw Problem.invalid("reason must say why, in 1 to 500 characters") }
         return reason
     }

@@ -1,3 +1,4 @@
+import Contracts
 import Crypto
 public import FoundationEssentials
 import Hummingbird
@@ -212,12 +213,6 @@ public struct WebAssets: Sendable {
         case "txt": "text/plain; charset=utf-8"
         default: "application/octet-stream"
         }
-    }
-}
-
-extension StringProtocol {
-    var trimmingSpaces: String {
-        String(drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
     }
 }
 

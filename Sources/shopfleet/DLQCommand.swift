@@ -286,10 +286,6 @@ struct DLQCommand: AsyncParsableCommand {
     }
 
     static func statuses(_ given: [String]) throws -> [String] {
-        if given.contains("all") { return [] }
-        for status in given where !statuses.contains(status) {
-            throw ValidationError("--status '\(status)' is not one of \(statuses.joined(separator: ", ")), all")
-        }
-        return given
+        do { return try DeadLetter.statuses(parsing: given) } catch { throw ValidationError("--status \(error)") }
     }
 }

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import ClientRuntime
 import Contracts
+import Fleet
 import FoundationEssentials
 import NIOCore
 import NIOHTTP1
@@ -39,7 +40,7 @@ import Testing
             // Only the operator's replay may move a stuck saga on: the saga sends nothing again by itself meanwhile.
             "SHOPFLEET_CHECKOUT_RESEND_AFTER": "10m", "SHOPFLEET_CHECKOUT_RESEND_LIMIT": "10m",
             "SHOPFLEET_WEB_ROOT": TestServers.repositoryRoot + "/web",
-            "SHOPFLEET_EDGE_MANAGEMENT_URL": Self.withoutCredentials(management),
+            "SHOPFLEET_EDGE_MANAGEMENT_URL": FleetIdentities.withoutUserInfo(management),
             // The journeys click quickly; the test's own limit is not what they check.
             "SHOPFLEET_EDGE_RATE_LIMIT": "500",
         ]
@@ -95,11 +96,6 @@ import Testing
             #expect(try await fleet.count("SELECT count(*) FROM orders.saga_steps WHERE name = 'cancel-requested' AND detail LIKE $1",
                                           ["%\(adminEmail)%"]) >= 1)
         }
-    }
-
-    static func withoutCredentials(_ url: String) -> String {
-        guard let scheme = url.firstRange(of: "://"), let at = url[scheme.upperBound...].firstIndex(of: "@") else { return url }
-        return String(url[..<scheme.upperBound]) + String(url[url.index(after: at)...])
     }
 
     static func get(_ url: String) async throws -> String {

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import ClientRuntime
 import Contracts
+import Fleet
 import FoundationEssentials
 import Messaging
 import NIOCore
@@ -35,7 +36,7 @@ import Testing
     @Test func aStuckSagaIsFoundShownReplayedAndALetterDiscarded() async throws {
         try await CheckoutFleet.with(environment: ["SHOPFLEET_CHECKOUT_PAYMENT_TIMEOUT": "10m", "SHOPFLEET_CHECKOUT_RESEND_AFTER": "10m",
                                                    "SHOPFLEET_CHECKOUT_RESEND_LIMIT": "10m",
-                                                   "SHOPFLEET_EDGE_MANAGEMENT_URL": BrowserJourneyTests.withoutCredentials(try TestServers.managementURL())],
+                                                   "SHOPFLEET_EDGE_MANAGEMENT_URL": FleetIdentities.withoutUserInfo(try TestServers.managementURL())],
                                      topologyFile: CheckoutFleet.shortRetriesTopologyFile) { fleet in
             let mug = CheckoutFleet.product("MUG-OPS", price: 1250)
             try await fleet.seed([.init(product: mug, stock: 5)])

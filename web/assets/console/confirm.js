@@ -2,7 +2,7 @@
 // a confirm button and a way back. (window.confirm cannot ask for a reason, and is awkward to test.)
 
 import { isQuiet } from './api.js';
-import { field, h, problemBox } from './dom.js';
+import { field, h, panelCloser, problemBox } from './dom.js';
 
 /**
  * Opens the panel in `container` (replacing what it held) and focuses the reason.
@@ -21,14 +21,7 @@ export function openReasonPanel(container, { title, explanation, ids, confirmLab
     problems,
     h('div', { class: 'buttons' }, confirm, dismiss));
 
-  // Keyboard users go back to the button that opened the panel.
-  const opener = document.activeElement;
-  const close = () => {
-    container.replaceChildren();
-    if (opener?.isConnected) opener.focus();
-  };
-  dismiss.addEventListener('click', close);
-  form.addEventListener('keydown', (event) => { if (event.key === 'Escape') close(); });
+  const close = panelCloser(container, form, dismiss);
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const text = reason.value.trim();

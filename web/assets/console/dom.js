@@ -1,7 +1,7 @@
 // Small helpers for building the console's DOM without innerHTML (nothing from the API is ever
 // parsed as HTML) and without style attributes (the page's CSP forbids them).
 
-import { ApiProblem, Unreachable } from './api.js';
+import { ApiProblem, Unreachable, isQuiet } from './api.js';
 
 /**
  * `h('a', {href: '#/x', class: 'c', 'data-test': 't', onclick: fn}, 'text', child, [more])`.
@@ -128,3 +128,27 @@ export function ago(iso) {
 
 /** Durations the admin API accepts: a positive whole number and ms, s, m or h. */
 export const DURATION_PATTERN = '[1-9][0-9]*(ms|s|m|h)';
+
+/** `load` as a page's reload: its problem shown in `problems` (a quiet one, a page left, not), cleared once it works. */
+export function reloader(load, problems) {
+  return async () => {
+    try {
+      await load();
+      problems.replaceChildren();
+    } catch (error) {
+      if (!isQuiet(error)) problems.replaceChildren(problemBox(error));
+    }
+  };
+}
+
+/** Wires a panel in `container`: `dismiss` or Escape closes it and gives the focus back to what opened it (keyboard users). Returns close. */
+export function panelCloser(container, form, dismiss) {
+  const opener = document.activeElement;
+  const close = () => {
+    container.replaceChildren();
+    if (opener?.isConnected) opener.focus();
+  };
+  dismiss.addEventListener('click', close);
+  form.addEventListener('keydown', (event) => { if (event.key === 'Escape') close(); });
+  return close;
+}

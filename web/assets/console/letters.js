@@ -3,7 +3,7 @@
 
 import { enc, get, isQuiet, post, query } from './api.js';
 import { openReasonPanel } from './confirm.js';
-import { ago, append, badge, facts, field, goTo, h, problemBox, replace, table, when } from './dom.js';
+import { ago, append, badge, facts, field, goTo, h, panelCloser, problemBox, reloader, replace, table, when } from './dom.js';
 
 const STATUSES = ['waiting', 'replaying', 'replayed', 'discarded', 'all'];
 const letterLink = (id) => h('a', { href: `#/dead-letters/${enc(id)}` }, id);
@@ -33,13 +33,7 @@ async function openReplayPanel(container, selection, { signal, onDone }) {
       h('div', { class: 'field check' }, again, h('label', { for: 'replay-again' }, 'Also letters replayed before'))),
     problems,
     h('div', { class: 'buttons' }, confirm, dismiss));
-  const opener = document.activeElement;
-  const close = () => {
-    container.replaceChildren();
-    if (opener?.isConnected) opener.focus();
-  };
-  dismiss.addEventListener('click', close);
-  form.addEventListener('keydown', (event) => { if (event.key === 'Escape') close(); });
+  const close = panelCloser(container, form, dismiss);
 
   let count = 0;
   // What the preview showed is what the replay sends: the previewed letters by id, not the
@@ -192,14 +186,7 @@ export async function renderLetters(section, params, ctx) {
           h('td', {}, letter.sagaID ? h('a', { href: `#/sagas/${enc(letter.sagaID)}` }, letter.sagaID) : '')))),
     ]);
   };
-  const reload = async () => {
-    try {
-      await load();
-      problems.replaceChildren();
-    } catch (error) {
-      if (!isQuiet(error)) problems.replaceChildren(problemBox(error));
-    }
-  };
+  const reload = reloader(load, problems);
 
   // A replay goes out at its rate after the 202, so the lists are read again for a while.
   let stopFollowing = () => {};
@@ -304,14 +291,7 @@ export async function renderLetter(section, id, ctx) {
     discard.disabled = letter.status === 'discarded';
     replace(body, letterBody(view));
   };
-  const reload = async () => {
-    try {
-      await load();
-      problems.replaceChildren();
-    } catch (error) {
-      if (!isQuiet(error)) problems.replaceChildren(problemBox(error));
-    }
-  };
+  const reload = reloader(load, problems);
   refresh.addEventListener('click', reload);
 
   // After an action, read the letter each second until it settles (or 30 s).

@@ -3,9 +3,7 @@
 import { enc, get, isQuiet, post, query } from './api.js';
 import { openReasonPanel } from './confirm.js';
 import { loadDefinition, drawDiagram } from './definition.js';
-import {
-  DURATION_PATTERN, ago, badge, duration, facts, field, goTo, h, problemBox, replace, secondsBetween, table, when,
-} from './dom.js';
+import { DURATION_PATTERN, ago, badge, duration, facts, field, goTo, h, problemBox, reloader, replace, secondsBetween, table, when } from './dom.js';
 
 const sagaLink = (id) => h('a', { href: `#/sagas/${enc(id)}` }, id);
 
@@ -210,13 +208,7 @@ export async function renderSaga(section, id, ctx) {
       .catch(() => {});
     return view;
   };
-  const reload = async () => {
-    try {
-      await load();
-    } catch (error) {
-      if (!isQuiet(error)) problems.replaceChildren(problemBox(error));
-    }
-  };
+  const reload = reloader(load, problems);
   refresh.addEventListener('click', reload);
 
   // After an action, follow the saga each second until it finishes or stands still for 30 s.
