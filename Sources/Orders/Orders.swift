@@ -38,6 +38,7 @@ public enum OrdersService {
                 PRIMARY KEY (order_id, line)
             );
             """),
+        SagaTables.withoutForeignKeys(version: 120),
     ]
 
     public static func definition(timing: Checkout.Timing = Checkout.Timing(), schema: String = schema) -> WorkerDefinition {

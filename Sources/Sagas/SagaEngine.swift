@@ -116,10 +116,19 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
         steps.add(kind, name: input.name, envelope: cause, before: saga.state.rawValue, after: transition.state.rawValue,
                   detail: [transition.ignoredBecause, note].compactMap { $0 }.joined(separator: "; ").nonEmpty)
         if transition.ignoredBecause == nil {
-            try context.write("""
-                UPDATE \(table).sagas SET state = $2, data = $3, labels = $4, terminal = $5, updated_at = now() WHERE id = $1
-                """, [saga.id, transition.state.rawValue, PostgresJSON(transition.data), PostgresJSON(definition.labels(of: transition.data)),
-                      Definition.terminalStates.contains(transition.state)])
+            // The labels (what operators filter on) are written when they change, which most
+            // transitions' do not: one JSON encoding fewer per input.
+            let labels = definition.labels(of: transition.data)
+            if labels != definition.labels(of: saga.data) {
+                try context.write("""
+                    UPDATE \(table).sagas SET state = $2, data = $3, labels = $4, terminal = $5, updated_at = now() WHERE id = $1
+                    """, [saga.id, transition.state.rawValue, PostgresJSON(transition.data), PostgresJSON(labels),
+                          Definition.terminalStates.contains(transition.state)])
+            } else {
+                try context.write("""
+                    UPDATE \(table).sagas SET state = $2, data = $3, terminal = $4, updated_at = now() WHERE id = $1
+                    """, [saga.id, transition.state.rawValue, PostgresJSON(transition.data), Definition.terminalStates.contains(transition.state)])
+            }
             // A saga has one pending timeout: a transition that schedules one replaces it (an upsert
             // below), so only one that schedules none removes it.
             let schedules = transition.actions.contains { if case .schedule = $0 { true } else { false } }
@@ -158,31 +167,33 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
     }
 
     /// The steps one input adds to the log, written with one statement that numbers them after
-    /// the last (the saga row is locked, so nobody else is numbering).
+    /// the last (the saga row is locked, so nobody else is numbering). Each step is a row of
+    /// `VALUES` with parameters of its own (a statement per number of steps, prepared once per
+    /// connection): no array literals to build and escape.
     private struct StepLog {
-        var kinds: [String] = [], names: [String] = [], types: [String?] = [], ids: [String?] = []
-        var befores: [String?] = [], afters: [String?] = [], details: [String?] = []
+        var binds: [any PostgresEncodable] = []
+        var count = 0
 
         mutating func add(_ kind: SagaStep.Kind, name: String, envelope: Envelope? = nil, messageID: String? = nil,
                           before: String? = nil, after: String? = nil, detail: String? = nil) {
-            kinds.append(kind.rawValue)
-            names.append(name)
-            types.append(kind == .sent || kind == .published ? name : envelope?.type)
-            ids.append(messageID ?? envelope?.messageID)
-            befores.append(before)
-            afters.append(after)
-            details.append(detail)
+            let type: String? = kind == .sent || kind == .published ? name : envelope?.type
+            let id: String? = messageID ?? envelope?.messageID
+            count += 1
+            binds += [kind.rawValue, name, type, id, before, after, detail] as [any PostgresEncodable]
         }
 
         func write(saga id: String, table: String, on context: HandlerContext) throws {
+            let rows = (0..<count).map { row in
+                let first = 2 + row * 7
+                return "(\(row + 1), " + (first..<first + 7).map { "$\($0)::text" }.joined(separator: ", ") + ")"
+            }
             try context.write("""
                 INSERT INTO \(table).saga_steps (saga_id, seq, kind, name, message_type, message_id, state_before, state_after, detail)
                 SELECT $1, last.seq + step.n, step.kind, step.name, step.type, step.id, step.before, step.after, step.detail
                 FROM (SELECT coalesce(max(seq), 0) AS seq FROM \(table).saga_steps WHERE saga_id = $1) AS last,
-                     unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
-                         WITH ORDINALITY AS step(kind, name, type, id, before, after, detail, n)
+                     (VALUES \(rows.joined(separator: ", "))) AS step(n, kind, name, type, id, before, after, detail)
                 ORDER BY step.n
-                """, [id, kinds, names, types, ids, befores, afters, details])
+                """, [id] + binds)
         }
     }
 }

@@ -44,6 +44,19 @@ public enum SagaTables {
     }
 }
 
+extension SagaTables {
+    /// Drops the foreign keys of the step log and the pending timeout: every step and timeout is
+    /// written by the engine under the saga row's lock, in the transaction that read the row, and
+    /// no saga row is ever deleted, so the checks (one per row written, about twenty per order)
+    /// guarded nothing.
+    public static func withoutForeignKeys(version: Int) -> Migration {
+        Migration(version: version, name: "sagas-without-foreign-keys", sql: """
+            ALTER TABLE saga_steps DROP CONSTRAINT IF EXISTS saga_steps_saga_id_fkey;
+            ALTER TABLE saga_timeouts DROP CONSTRAINT IF EXISTS saga_timeouts_saga_id_fkey;
+            """)
+    }
+}
+
 /// One saga as stored.
 public struct SagaRecord: Sendable, Equatable {
     public var id: String

@@ -60,10 +60,10 @@ struct OrderRulesTests {
             #expect(try await fleet.stock("LAMP-R") == (onHand: 4, reserved: 0))
             #expect(try await fleet.count("SELECT count(*) FROM inventory.reservations WHERE id = $1 AND status = 'released' AND reason = 'expired'",
                                           [reservation]) == 1)
-            // Committing it now is refused, and says why.
+            // Committing it now is refused, and says why: the refusal reaches the saga's queue.
             try await fleet.send(CommitReservation(reservationID: reservation))
             try await waitUntil(deadline: .seconds(10)) {
-                (try? await fleet.count("SELECT count(*) FROM inventory.outbox WHERE type = $1", [ReservationCommitFailed.type])) == 1
+                (try? await fleet.count("SELECT count(*) FROM orders.inbox WHERE type = $1", [ReservationCommitFailed.type])) == 1
             }
         }
     }

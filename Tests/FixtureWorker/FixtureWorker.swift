@@ -125,7 +125,8 @@ public enum Fixture {
     public static let migrations = [
         Migration(version: 100, name: "effects", sql: """
             CREATE TABLE effects (key text NOT NULL, message_id text NOT NULL, at timestamptz NOT NULL DEFAULT now());
-            CREATE TABLE downstream_effects (key text NOT NULL, message_id text NOT NULL);
+            CREATE TABLE downstream_effects (key text NOT NULL, message_id text NOT NULL, type text, traceparent text, saga_id text,
+                                             correlation_id text, causation_id text);
             CREATE TABLE audit (key text NOT NULL, message_id text NOT NULL);
             """),
         Migration(version: 101, name: "broken", sql: "CREATE TABLE broken (key text PRIMARY KEY);"),
@@ -144,8 +145,12 @@ public enum Fixture {
             try await context.send(Downstream(key: message.key))
         }
         handlers.on(Downstream.self) { message, context in
-            try await context.database.query("INSERT INTO \(table("downstream_effects")) (key, message_id) VALUES ($1, $2)",
-                                             [message.key, context.envelope.messageID])
+            let envelope = context.envelope
+            try await context.database.query("""
+                INSERT INTO \(table("downstream_effects")) (key, message_id, type, traceparent, saga_id, correlation_id, causation_id)
+                VALUES ($1, $2, $3, $4, $5, $6, $7)
+                """, [message.key, envelope.messageID, envelope.type, envelope.traceparent, envelope.sagaID, envelope.correlationID,
+                      envelope.causationID])
         }
         handlers.on(WorkDone.self) { message, context in
             try await context.database.query("INSERT INTO \(table("audit")) (key, message_id) VALUES ($1, $2)",

@@ -53,8 +53,9 @@ struct OutboxRelayTests {
             return id
         }
 
+        /// A published row is deleted (the broker confirmed it); an unpublished one stays.
         func published(_ id: String) async throws -> Bool {
-            try await database.query("SELECT published_at IS NOT NULL FROM \(quoteIdentifier(schema)).outbox WHERE message_id = $1", [id])[0]
+            try await database.query("SELECT count(*) = 0 FROM \(quoteIdentifier(schema)).outbox WHERE message_id = $1", [id])[0]
                 .decode(Bool.self, 0)
         }
     }

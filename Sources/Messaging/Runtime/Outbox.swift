@@ -81,7 +81,7 @@ struct OutboxPublisher: Sendable {
 
     /// One relay pass: rows older than `grace` that are still unpublished, oldest first, locked so
     /// that two replicas never publish the same row at once. Each row stands alone: one the broker
-    /// refuses stays unpublished (and is tried again next pass) while the others are marked sent.
+    /// refuses stays unpublished (and is tried again next pass) while the others are deleted.
     /// Returns how many were published; throws only when the database fails, or when every row
     /// failed (the broker is gone), naming the first failure.
     func relay(grace: Duration, limit: Int = 500) async throws -> Int {
@@ -114,7 +114,7 @@ struct OutboxPublisher: Sendable {
             }
             let published = outcomes.filter { $0.1 == nil }.map(\.0)
             if !published.isEmpty {
-                try await tx.query("UPDATE \(table) SET published_at = now() WHERE id = ANY($1)", [published])
+                try await tx.query("DELETE FROM \(table) WHERE id = ANY($1)", [published])
             }
             let failures = outcomes.compactMap { id, error in error.map { (id, $0) } }
             if let (id, first) = failures.first {
@@ -133,7 +133,9 @@ struct OutboxPublisher: Sendable {
         return try rows[0].decode(Double.self, 0)
     }
 
-    /// Forgets published outbox rows and inbox rows older than `retention`.
+    /// Forgets inbox rows older than `retention`, and outbox rows an earlier version marked
+    /// published instead of deleting them (`published_at`; this version deletes a row once the
+    /// broker confirmed it).
     func prune(retention: Duration) async throws {
         let seconds = Int64(retention.components.seconds)
         try await database.query(
@@ -145,8 +147,9 @@ struct OutboxPublisher: Sendable {
 
 /// Publishes committed outbox rows without holding up the handlers: a handler's slot is free as
 /// soon as its transaction committed and its delivery was acked, its rows are published with a
-/// confirm callback (no task waits per message), and confirmed rows are marked sent in batches by
-/// `run`. The rows are durable: the relay publishes them if this process dies first. Bounded: when
+/// confirm callback (no task waits per message), and confirmed rows are deleted in batches by
+/// `run` (a row's only reader is the relay: the consumers' inboxes are the record of what
+/// arrived). The rows are durable: the relay publishes them if this process dies first. Bounded: when
 /// `limit` rows wait for their confirm, the next handler waits for room.
 final class OutboxPipeline: Sendable {
     let publisher: OutboxPublisher
@@ -157,9 +160,13 @@ final class OutboxPipeline: Sendable {
     private let outstanding = Atomic<Int>(0)
     private let finished = Atomic<Bool>(false)
 
-    init(publisher: OutboxPublisher, logger: Logger, limit: Int = 1000) {
+    /// How long confirmed rows gather before one statement deletes them.
+    let deleteInterval: Duration
+
+    init(publisher: OutboxPublisher, logger: Logger, limit: Int = 1000, deleteInterval: Duration = .milliseconds(100)) {
         self.publisher = publisher
         self.logger = logger
+        self.deleteInterval = deleteInterval
         self.room = AsyncSemaphore(limit)
     }
 
@@ -182,10 +189,12 @@ final class OutboxPipeline: Sendable {
         }
     }
 
-    /// No more records: `run` returns once those submitted are confirmed (or failed) and marked.
+    /// No more records: `run` returns once those submitted are confirmed (or failed) and deleted.
     func finish() { finished.store(true, ordering: .releasing) }
 
-    /// Marks confirmed rows sent, a batch at a time, until `finish()` and the last confirm.
+    /// Deletes confirmed rows, a batch at a time, until `finish()` and the last confirm. A delete
+    /// writes less than marking the row (`published_at`) did: no new row version, no index entries,
+    /// and nothing for a later prune to remove.
     func run(published: @escaping @Sendable (Int) -> Void) async {
         while true {
             // Read before taking the batch: when nothing is outstanding, every confirm is in it.
@@ -197,15 +206,18 @@ final class OutboxPipeline: Sendable {
             if !ids.isEmpty {
                 do {
                     try await publisher.database.query(
-                        "UPDATE \(quoteIdentifier(publisher.schema)).outbox SET published_at = now() WHERE id = ANY($1)", [ids])
+                        "DELETE FROM \(quoteIdentifier(publisher.schema)).outbox WHERE id = ANY($1)", [ids])
                     published(ids.count)
                 } catch {
-                    // Unmarked rows are published again by the relay; consumers' inboxes drop the copies.
-                    logger.warning("could not mark outbox rows sent", metadata: ["error": .string("\(error)")])
+                    // Rows left are published again by the relay; consumers' inboxes drop the copies.
+                    logger.warning("could not delete published outbox rows", metadata: ["error": .string("\(error)")])
                 }
             }
             if done { return }
-            try? await Task.sleep(for: .milliseconds(ids.isEmpty ? 20 : 10))
+            // Each pass is a transaction of its own (a commit, a WAL flush): at one every 10 ms,
+            // four busy workers committed more deletes than handler transactions. A row confirmed
+            // meanwhile is only waiting to be deleted; the relay leaves rows younger than its grace.
+            try? await Task.sleep(for: deleteInterval)
         }
     }
 }

@@ -49,6 +49,12 @@ public enum RuntimeMigrations {
         Migration(version: 3, name: "runtime_inbox_reply", sql: """
             ALTER TABLE inbox ADD COLUMN reply bytea;
             """),
+        // Outbox rows are deleted once confirmed, found by `id` only, and their message ids are
+        // generated per row (UUIDv7): the unique index on `message_id` was one more index entry
+        // written per message, and guarded nothing.
+        Migration(version: 4, name: "runtime_outbox_no_message_id_index", sql: """
+            ALTER TABLE outbox DROP CONSTRAINT IF EXISTS outbox_message_id_key;
+            """),
     ]
 
     /// The runtime's migrations followed by the domain's, checked for clashing versions.

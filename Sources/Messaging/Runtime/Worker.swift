@@ -42,7 +42,7 @@ public struct WorkerOptions: Sendable {
     public var relayInterval: Duration = .seconds(1)
     /// Rows younger than this are still being published by their handler; the relay leaves them.
     public var relayGrace: Duration = .seconds(5)
-    /// Inbox and published outbox rows are kept this long.
+    /// Inbox rows are kept this long (outbox rows go once the broker confirmed them).
     public var retention: Duration = .seconds(7 * 24 * 3600)
 
     public init(service: String, schema: String, queues: [String]) {

@@ -271,7 +271,7 @@ final class WorkerBench: Sendable {
     }
 
     /// pgbench with the transaction the worker runs per message: inbox row, the handler's row,
-    /// outbox row (returning its id), commit. The worker also marks published rows sent, in
+    /// outbox row (returning its id), commit. The worker also deletes published rows, in
     /// batches; pgbench does not, so the baseline does a little less work than the worker.
     func pgbench(_ mode: PgbenchMode) async throws -> Double {
         let s = quoteIdentifier(pgbenchSchema)
