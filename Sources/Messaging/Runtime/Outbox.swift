@@ -212,7 +212,7 @@ final class OutboxPipeline: Sendable {
             if done { return }
             // Passes every 10 ms while rows are confirmed. Passes every 100 ms saved about one
             // commit per order in `bench checkout`, but the place → confirmed latency at 20
-            // orders/s rose from 24–48 to 45–205 ms in seven alternating runs (docs/benchmarks.md).
+            // orders/s rose from 24–48 to 45–205 ms in alternating runs (docs/benchmarks.md).
             try? await Task.sleep(for: .milliseconds(ids.isEmpty ? 20 : 10))
         }
     }
