@@ -117,7 +117,8 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
                   detail: [transition.ignoredBecause, note].compactMap { $0 }.joined(separator: "; ").nonEmpty)
         if transition.ignoredBecause == nil {
             // The labels (what operators filter on) are written when they change, which most
-            // transitions' do not: one JSON encoding fewer per input.
+            // transitions' do not: one JSON encoding fewer per input. (A definition that adds a
+            // label key needs a migration to backfill it: sagas already stored keep their labels.)
             let labels = definition.labels(of: transition.data)
             if labels != definition.labels(of: saga.data) {
                 try context.write("""

@@ -1,6 +1,7 @@
 import ClientRuntime
 import FoundationEssentials
 import PaymentsSandbox
+import Sagas
 import Testing
 
 /// `shopfleet saga` against a running fleet: a compensation that keeps failing parks the saga, `stuck`
@@ -44,8 +45,14 @@ struct SagaCommandTests {
                 return groups.contains { $0.state == "compensation_failed" && $0.sagas.contains { $0.id == id } }
             }
 
-            try await fleet.setFaults(PaymentsSandbox.Faults())
+            // The retry goes while the gateway still fails: a void still waiting in a retry tier
+            // cannot succeed first and finish the saga before the retry is taken (a late reply moves
+            // a parked saga on by itself). Once the saga has taken the retry, the gateway is fixed.
             _ = try await shopfleet(fleet, "saga", "retry", id)
+            try await waitUntil(deadline: .seconds(20)) {
+                (try? await fleet.steps(id))?.contains { $0.kind == .received && $0.name == "retry-requested" } == true
+            }
+            try await fleet.setFaults(PaymentsSandbox.Faults())
             let order = try await fleet.waitForSaga(id, in: ["cancelled"], deadline: .seconds(30))
             #expect(order.status == "cancelled")
             #expect(try await fleet.stock("MUG-S") == (onHand: 3, reserved: 0))

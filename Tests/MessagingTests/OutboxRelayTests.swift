@@ -61,7 +61,7 @@ struct OutboxRelayTests {
     }
 
     /// A row the broker refuses (a command for a queue that does not exist) stays for the next
-    /// pass; the rows beside it are published and marked, not rolled back with it.
+    /// pass; the rows beside it are published and deleted, not rolled back with it.
     @Test func aRowTheBrokerRefusesDoesNotHoldBackTheOthers() async throws {
         try await Setup.with { setup in
             let first = try await setup.insert("fixture.WorkDone.v1", exchange: "fixture.events", routingKey: "fixture.WorkDone.v1")

@@ -114,12 +114,24 @@ struct WorkerTests {
             let batches = try await fleet.metric("shopfleet_batches_total")
             #expect(batched > batches && batches > 0)
             #expect(try await fleet.metric("shopfleet_batch_fallbacks_total") >= 1)
-            // Nothing was lost to the batches: the 60 Downstream and 20 WorkDone arrived (above), and
-            // every outbox row was confirmed by the broker and deleted.
+            // Nothing was lost to the batches and nothing sent twice: every outbox row was confirmed
+            // by the broker and deleted, the queues they went to are drained, and exactly the 60
+            // Downstream and 20 WorkDone arrived (a copy under a new id would be a second row).
             try await waitUntil(deadline: .seconds(20)) {
                 let rows = try? await fleet.database.query("SELECT count(*) FROM \(quoteIdentifier(fleet.schema)).outbox")
                 return (try? rows?[0].decode(Int.self, 0)) == 0
             }
+            try await waitUntil(deadline: .seconds(20)) {
+                let downstream = try? await fleet.channel.declareQueue(Downstream.queue, passive: true).messageCount
+                let audit = try? await fleet.channel.declareQueue("fixture.audit", passive: true).messageCount
+                return downstream == 0 && audit == 0
+            }
+            let arrived = try await fleet.database.query("""
+                SELECT (SELECT count(*) FROM \(quoteIdentifier(fleet.schema)).downstream_effects WHERE key = ANY($1)),
+                       (SELECT count(*) FROM \(quoteIdentifier(fleet.schema)).audit WHERE key = ANY($1))
+                """, [keys + after])
+            #expect(try arrived[0].decode(Int.self, 0) == 60)
+            #expect(try arrived[0].decode(Int.self, 1) == 20)
             #expect(try await fleet.stop() == 0)
         }
     }

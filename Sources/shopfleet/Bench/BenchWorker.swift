@@ -23,7 +23,7 @@ import Glibc
 ///   of `bench clients` doing the same on an identical queue.
 /// - (b) `worker.inbox_outbox`: a handler that inserts one row and publishes one event, so each
 ///   message costs the inbox row, the row, the outbox row, the commit, the publish with confirm,
-///   the ack, and marking the row sent (batched); beside `pgbench` running the same transaction
+///   the ack, and deleting the row once confirmed (batched); beside `pgbench` running the same transaction
 ///   with as many clients as the worker has handlers in flight.
 /// - (c) `worker.rss_idle` and `worker.rss_load`: resident memory of a worker process
 ///   (`shopfleet worker bench`, which runs as `shopfleet-worker` like every runtime-only domain)
@@ -244,7 +244,7 @@ final class WorkerBench: Sendable {
         // (timers, wake-ups) from the worker it measures.
         try await withDeadline(.seconds(600)) { await done.wait() }
         if queue == BenchRecord.queue {
-            // Done means published too: every outbox row confirmed by the broker and marked sent.
+            // Done means published too: every outbox row confirmed by the broker and deleted.
             let unpublished = "SELECT count(*) FROM \(quoteIdentifier(schema)).outbox WHERE published_at IS NULL"
             try await waitUntil(deadline: .seconds(600), interval: .milliseconds(2)) {
                 (try? await database.query(unpublished)[0].decode(Int.self, 0)) == 0
