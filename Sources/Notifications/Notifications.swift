@@ -9,8 +9,10 @@ public import PostgresClient
 
 /// Tells customers what happened to their orders: an email for each confirmed or cancelled
 /// order, and optionally a signed webhook call. Every notification is a row, unique per order,
-/// event and channel, so an event delivered twice sends nothing twice; each channel is delivered
-/// by a message of its own, so a failing webhook never repeats an email.
+/// event and channel, so an event delivered twice sends nothing twice. Each channel is delivered
+/// while its event is handled; a channel that fails for now is handed to a `DeliverNotification`
+/// of its own (retried through the tiers, dead-lettered in the end), so a failing webhook never
+/// repeats an email.
 public enum NotificationsService {
     public static let schema = "notifications"
 
@@ -58,15 +60,15 @@ public enum NotificationsService {
         let table = "\(quoteIdentifier(schema)).notifications"
         var handlers = HandlerRegistry()
 
-        handlers.on(OrderConfirmed.self) { event, context in
+        // Alone: an email or webhook sent by a batch that then rolled back would go again.
+        handlers.on(OrderConfirmed.self, alone: true) { event, context in
             try await record(OrderConfirmed.type, order: event.order, subject: "Your Shopfleet order is confirmed",
                              body: confirmedBody(event.order), payload: try MessageCodec.encode(event), settings, table, context)
         }
-        handlers.on(OrderCancelled.self) { event, context in
+        handlers.on(OrderCancelled.self, alone: true) { event, context in
             try await record(OrderCancelled.type, order: event.order, subject: "Your Shopfleet order was cancelled",
                              body: cancelledBody(event.order, reason: event.reason), payload: try MessageCodec.encode(event), settings, table, context)
         }
-        // Alone: an email or webhook sent by a batch that then rolled back would go again.
         handlers.on(DeliverNotification.self, alone: true) { command, context in
             try await deliver(command.notificationID, settings, table, context)
         }
@@ -74,6 +76,27 @@ public enum NotificationsService {
                                 migrations: migrations, handlers: handlers)
     }
 
+    /// One notification as recorded.
+    struct Notification {
+        var id: Int
+        var order: String
+        var event: String
+        var channel: String
+        var recipient: String
+        var subject: String
+        var body: String
+    }
+
+    /// What a delivery attempt that did not fail for now came to.
+    enum Outcome {
+        case delivered
+        /// Refused for good (a 5xx from the mail server, a 4xx from the webhook): never tried again.
+        case refused(String)
+    }
+
+    /// Records the event's notifications and delivers each at once, in the event's transaction
+    /// (no message to itself on the way). A channel that fails for now stays `pending` and goes on
+    /// as a `DeliverNotification`, committed with the rest.
     static func record(_ event: String, order: OrderSummary, subject: String, body: String, payload: Data, _ settings: Settings,
                        _ table: String, _ context: HandlerContext) async throws {
         var channels = [("email", order.customerEmail, subject, body)]
@@ -82,58 +105,81 @@ public enum NotificationsService {
         }
         for (channel, recipient, subject, body) in channels {
             let inserted = try await context.database.query("""
-                INSERT INTO \(table) (order_id, event, channel, recipient, subject, body) VALUES ($1, $2, $3, $4, $5, $6)
+                INSERT INTO \(table) (order_id, event, channel, recipient, subject, body, attempts) VALUES ($1, $2, $3, $4, $5, $6, $7)
                 ON CONFLICT (order_id, event, channel) DO NOTHING RETURNING id
-                """, [order.orderID, event, channel, recipient, subject, body])
-            if inserted.count == 1 {
-                try await context.send(DeliverNotification(notificationID: try inserted[0].decode(Int.self, 0)), sagaID: order.orderID)
-            } else {
+                """, [order.orderID, event, channel, recipient, subject, body, context.envelope.attempt])
+            guard inserted.count == 1 else {
                 context.logger.info("notification already recorded", metadata: ["order_id": .string(order.orderID), "channel": .string(channel)])
+                continue
             }
+            let notification = Notification(id: try inserted[0].decode(Int.self, 0), order: order.orderID, event: event, channel: channel,
+                                            recipient: recipient, subject: subject, body: body)
+            let outcome: Outcome
+            do {
+                outcome = try await send(notification, settings)
+            } catch {
+                context.logger.warning("notification not delivered yet; retrying it on its own", metadata: [
+                    "notification_id": .stringConvertible(notification.id), "channel": .string(channel), "error": .string("\(error)")])
+                try await context.send(DeliverNotification(notificationID: notification.id), sagaID: order.orderID)
+                continue
+            }
+            try await settle(notification, outcome, table, context)
         }
     }
 
+    /// Delivers a notification that failed when its event was handled. A failure for now is
+    /// thrown: the command is retried through the tiers.
     static func deliver(_ id: Int, _ settings: Settings, _ table: String, _ context: HandlerContext) async throws {
+        // The attempt with the event was the first.
         let rows = try await context.database.query("""
             UPDATE \(table) SET attempts = $2 WHERE id = $1 AND status = 'pending'
             RETURNING order_id, event, channel, recipient, subject, body
-            """, [id, context.envelope.attempt])
+            """, [id, context.envelope.attempt + 1])
         guard rows.count == 1 else { return }  // delivered (or refused) already
         let row = rows[0]
-        let order = try row.decode(String.self, 0)
-        let event = try row.decode(String.self, 1)
-        let channel = try row.decode(String.self, 2)
-        let recipient = try row.decode(String.self, 3)
-        let subject = try row.decode(String.self, 4)
-        let body = try row.decode(String.self, 5)
+        let notification = Notification(id: id, order: try row.decode(String.self, 0), event: try row.decode(String.self, 1),
+                                        channel: try row.decode(String.self, 2), recipient: try row.decode(String.self, 3),
+                                        subject: try row.decode(String.self, 4), body: try row.decode(String.self, 5))
+        try await settle(notification, try await send(notification, settings), table, context)
+    }
+
+    /// Sends one notification over its channel. Throws when it failed for now (worth trying again).
+    static func send(_ notification: Notification, _ settings: Settings) async throws -> Outcome {
+        let (order, event) = (notification.order, notification.event)
         // The same for every attempt: a receiver that sees it twice can drop the copy.
         let deliveryID = "\(order).\(event)@shopfleet"
         do {
-            switch channel {
+            switch notification.channel {
             case "email":
                 try await settings.smtp.send(SMTPClient.Mail(
-                    from: settings.from, to: recipient, subject: subject, body: body,
+                    from: settings.from, to: notification.recipient, subject: notification.subject, body: notification.body,
                     headers: [("Message-ID", "<\(deliveryID)>"), ("X-Shopfleet-Order", order), ("X-Shopfleet-Event", event)]))
             case "webhook":
-                try await postWebhook(to: recipient, event: event, deliveryID: deliveryID, body: body, settings)
+                try await postWebhook(to: notification.recipient, event: event, deliveryID: deliveryID, body: notification.body, settings)
             default:
-                throw PermanentFailure("unknown-channel", "notification \(id) has channel '\(channel)'")
+                return .refused("notification \(notification.id) has channel '\(notification.channel)', which this worker does not know")
             }
         } catch let failure as SMTPClient.Failure where failure.permanent {
-            try refuse(id, failure.description, table, context)
-            return
+            return .refused(failure.description)
         } catch let failure as WebhookRefused {
-            try refuse(id, failure.description, table, context)
-            return
+            return .refused(failure.description)
         }
-        try context.write("UPDATE \(table) SET status = 'sent', sent_at = now(), error = NULL WHERE id = $1", [id])
-        try await context.publish(NotificationSent(orderID: order, event: event, channel: channel, recipient: channel == "email" ? recipient : "webhook"),
-                                  sagaID: order)
+        return .delivered
     }
 
-    static func refuse(_ id: Int, _ reason: String, _ table: String, _ context: HandlerContext) throws {
-        try context.write("UPDATE \(table) SET status = 'failed', error = $2 WHERE id = $1", [id, reason])
-        context.logger.error("notification refused for good", metadata: ["notification_id": .stringConvertible(id), "error": .string(reason)])
+    /// Writes what the attempt came to, with the transaction that made it.
+    static func settle(_ notification: Notification, _ outcome: Outcome, _ table: String, _ context: HandlerContext) async throws {
+        switch outcome {
+        case .delivered:
+            try context.write("UPDATE \(table) SET status = 'sent', sent_at = now(), error = NULL WHERE id = $1", [notification.id])
+            try await context.publish(NotificationSent(orderID: notification.order, event: notification.event, channel: notification.channel,
+                                                       recipient: notification.channel == "email" ? notification.recipient : "webhook"),
+                                      sagaID: notification.order)
+        case .refused(let reason):
+            try context.write("UPDATE \(table) SET status = 'failed', error = $2 WHERE id = $1", [notification.id, reason])
+            context.logger.error("notification refused for good", metadata: [
+                "notification_id": .stringConvertible(notification.id), "error": .string(reason)])
+        }
     }
 
     struct WebhookRefused: Error, CustomStringConvertible {

@@ -24,14 +24,17 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
     /// domain keeps its own tables (an order's status) in step with the saga.
     private let didMove: @Sendable (SagaChange<Definition>, HandlerContext) async throws -> Void
 
+    private let table: String
+    private let stepStatements: StepStatements
+
     public init(_ definition: Definition, schema: String,
                 didMove: @escaping @Sendable (SagaChange<Definition>, HandlerContext) async throws -> Void = { _, _ in }) {
         self.definition = definition
         self.schema = schema
         self.didMove = didMove
+        table = quoteIdentifier(schema)
+        stepStatements = StepStatements(table: table)
     }
-
-    private var table: String { quoteIdentifier(schema) }
 
     /// Creates saga `id` and runs its first input. Nil when saga `id` exists already (the start
     /// was handled before).
@@ -154,7 +157,7 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
                 steps.add(.scheduled, name: name, detail: "due in \(after)")
             }
         }
-        try steps.write(saga: saga.id, table: table, on: context)
+        try steps.write(saga: saga.id, statements: stepStatements, on: context)
         let change = SagaChange<Definition>(sagaID: saga.id, before: saga.state, after: transition.state, data: transition.data,
                                             ignoredBecause: transition.ignoredBecause)
         if change.moved {
@@ -183,18 +186,38 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
             binds += [kind.rawValue, name, type, id, before, after, detail] as [any PostgresEncodable]
         }
 
-        func write(saga id: String, table: String, on context: HandlerContext) throws {
+        func write(saga id: String, statements: StepStatements, on context: HandlerContext) throws {
+            try context.write(statements.inserting(count), [id] + binds)
+        }
+    }
+
+    /// The step log's statement for each number of steps, built once per engine (an input adds
+    /// one to five steps; more are built when needed).
+    struct StepStatements: Sendable {
+        let table: String
+        private let built: [String]
+
+        init(table: String, upTo most: Int = 8) {
+            self.table = table
+            built = (0...most).map { Self.build(table: table, count: $0) }
+        }
+
+        func inserting(_ count: Int) -> String {
+            count < built.count ? built[count] : Self.build(table: table, count: count)
+        }
+
+        private static func build(table: String, count: Int) -> String {
             let rows = (0..<count).map { row in
                 let first = 2 + row * 7
                 return "(\(row + 1), " + (first..<first + 7).map { "$\($0)::text" }.joined(separator: ", ") + ")"
             }
-            try context.write("""
+            return """
                 INSERT INTO \(table).saga_steps (saga_id, seq, kind, name, message_type, message_id, state_before, state_after, detail)
                 SELECT $1, last.seq + step.n, step.kind, step.name, step.type, step.id, step.before, step.after, step.detail
                 FROM (SELECT coalesce(max(seq), 0) AS seq FROM \(table).saga_steps WHERE saga_id = $1) AS last,
                      (VALUES \(rows.joined(separator: ", "))) AS step(n, kind, name, type, id, before, after, detail)
                 ORDER BY step.n
-                """, [id] + binds)
+                """
         }
     }
 }

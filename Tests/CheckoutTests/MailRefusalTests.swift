@@ -1,4 +1,5 @@
 import ClientRuntime
+import Contracts
 import Fleet
 import FoundationEssentials
 import PostgresClient
@@ -11,8 +12,9 @@ import Glibc
 
 /// The notifications worker against an SMTP server that refuses a recipient for good (550): the
 /// notification is marked failed with the server's answer and not tried again; the next order's
-/// mail, to a recipient the server takes, goes.
-@Suite("Mail a server refuses", .serialized)
+/// mail, to a recipient the server takes, goes. And against one that is down when the order is
+/// confirmed: the mail goes once it is back, through the delivery's own retries.
+@Suite("Mail a server refuses, or cannot take yet", .serialized)
 struct MailRefusalTests {
     @Test func aRecipientRefusedWith5xxMarksTheNotificationFailedOnce() async throws {
         // scripts/smtp_test_server.py refuses every recipient starting with "refuse" (550).
@@ -42,6 +44,39 @@ struct MailRefusalTests {
             // Tried once: a retry (1 s tier) would have counted a second attempt by now.
             #expect(try await fleet.count("SELECT attempts FROM notifications.notifications WHERE order_id = $1", [refused]) == 1)
             #expect(try await fleet.count("SELECT count(*) FROM notifications.notifications WHERE order_id = $1 AND status = 'failed'", [refused]) == 1)
+        }
+    }
+
+    @Test func aMailServerDownWhenTheOrderIsConfirmedGetsTheMailOnceItIsBack() async throws {
+        let python = try TestServers.environment("SHOPFLEET_PYTHON")
+        let port = LocalPort.free()  // nothing listens here until the server is started below
+        let folder = "/tmp/" + TestServers.uniqueName("smtp-late")
+        func mails() -> Int { ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasPrefix("mail-") }.count }
+
+        try await CheckoutFleet.with(environment: ["SHOPFLEET_SMTP_URL": "smtp://127.0.0.1:\(port)"], mail: FleetPlan.Mail.none) { fleet in
+            let mug = CheckoutFleet.product("MUG-LATE-MAIL", price: 900)
+            try await fleet.seed([.init(product: mug, stock: 2)])
+            let id = try await fleet.placeOrder([(mug, 1)], email: "ada@example.com")
+            #expect(try await fleet.waitForSaga(id, in: ["completed"]).status == "completed")
+            // The row commits only with what its event's handler decided: still pending, so the
+            // attempt with the event failed and a DeliverNotification went with it.
+            try await waitUntil(deadline: .seconds(30)) {
+                (try? await fleet.count("SELECT count(*) FROM notifications.notifications WHERE order_id = $1 AND channel = 'email' AND status = 'pending'", [id])) == 1
+            }
+            #expect(mails() == 0)
+
+            let server = try ChildProcess.spawn([python, TestServers.repositoryRoot + "/scripts/smtp_test_server.py", String(port), folder],
+                                                logFile: folder + ".log")
+            defer { server.signal(SIGKILL) }
+            try await waitUntil(deadline: .seconds(20)) { FileManager.default.fileExists(atPath: folder + "/ready") }
+            // The retry tiers (1 s, 5 s, 30 s) bring the delivery back to a server that takes it.
+            try await waitUntil(deadline: .seconds(60)) {
+                (try? await fleet.count("SELECT count(*) FROM notifications.notifications WHERE order_id = $1 AND channel = 'email' AND status = 'sent'", [id])) == 1
+            }
+            #expect(mails() == 1)
+            #expect(try await fleet.count("SELECT attempts FROM notifications.notifications WHERE order_id = $1", [id]) >= 2)
+            #expect(try await fleet.metric("notifications", "shopfleet_messages_consumed_total", containing: DeliverNotification.type) >= 1)
+            #expect(try await fleet.metric("notifications", "shopfleet_messages_dead_lettered_total") == 0)
         }
     }
 }

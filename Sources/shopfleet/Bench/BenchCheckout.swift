@@ -286,6 +286,7 @@ final class CheckoutBench: Sendable {
         for _ in 0..<20 { warmup.append(try await placeOrder(on: channel)) }
         try await waitCompleted(warmup, deadline: .seconds(60))
         let before = try await counters()
+        let batchesBefore = try await batchCounters()
 
         // Fixed offered rates: is the fleet keeping up, and how long does an order wait?
         var fixed: [(rate: Int, phase: Phase)] = []
@@ -294,6 +295,7 @@ final class CheckoutBench: Sendable {
         let saturation = try await saturation(orders, on: channel)
 
         let after = try await counters()
+        let batchesAfter = try await batchCounters()
         let measured = Double(fixed.reduce(0) { $0 + $1.phase.ids.count } + saturation.ids.count)
         let published = Double(after.outbox - before.outbox) / measured + 1  // + the PlaceOrder itself
         let consumed = Double(after.inbox - before.inbox) / measured
@@ -339,7 +341,33 @@ final class CheckoutBench: Sendable {
             BenchRow(metric: "checkout.broker_publish_confirm", unit: "msg/s", value: saturation.rate * published, baseline: brokerRate,
                      baselineName: "1 KB publish-confirm, 100 in flight, this client (bench clients)"),
         ]
+        let batches = batchesAfter.batches - batchesBefore.batches
+        let batched = batchesAfter.messages - batchesBefore.messages
+        rows += [
+            BenchRow(metric: "checkout.messages_per_batch", unit: "messages", value: batched / max(1, batches), baseline: consumed,
+                     baselineName: "messages consumed per order"),
+            BenchRow(metric: "checkout.batch_fallbacks", unit: "batches", value: batchesAfter.fallbacks - batchesBefore.fallbacks,
+                     baseline: batches, baselineName: "batches committed (a fallback handles its batch's messages one by one)"),
+        ]
         return rows
+    }
+
+    /// The workers' batch counters, summed over the processes (from their `/metrics`).
+    private func batchCounters() async throws -> (batches: Double, messages: Double, fallbacks: Double) {
+        var totals = (batches: 0.0, messages: 0.0, fallbacks: 0.0)
+        for process in fleet.plan.processes where process.kind == .worker {
+            let url = "http://127.0.0.1:\(process.opsPort)/metrics"
+            let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(5))
+            guard response.status == .ok else { throw ValidationError("\(url) answered \(response.status.code)") }
+            let text = String(buffer: try await response.body.collect(upTo: 4 << 20))
+            for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+                guard let value = line.split(separator: " ").last.flatMap({ Double($0) }) else { continue }
+                if line.hasPrefix("shopfleet_batches_total") { totals.batches += value }
+                if line.hasPrefix("shopfleet_batched_messages_total") { totals.messages += value }
+                if line.hasPrefix("shopfleet_batch_fallbacks_total") { totals.fallbacks += value }
+            }
+        }
+        return totals
     }
 
     /// Outbox rows ever written and inbox rows in every schema, and the database's commits.
