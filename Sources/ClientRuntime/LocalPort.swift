@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Synchronization
 
 /// Ports on this machine for servers a process starts (tests, benchmarks).
 public enum LocalPort {
@@ -12,6 +13,37 @@ public enum LocalPort {
             let first = Int.random(in: 20_000...(32_000 - count))
             if (first..<(first + count)).allSatisfy(isFree) { return first }
         }
+    }
+
+    /// A free port held by a bound socket that does not listen: no other process (nor
+    /// ``free(count:)``) takes it, and a connection to it is refused, as by a server that is down.
+    /// ``Held/release()`` closes the socket, just before a server is started there.
+    public static func hold() -> Held {
+        while true {
+            let port = Int.random(in: 20_000...32_000)
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { continue }
+            if withAddress(port, INADDR_ANY, { bind(fd, $0, $1) }) == 0 { return Held(port: port, fd: fd) }
+            close(fd)
+        }
+    }
+
+    /// A port ``hold()`` keeps.
+    public final class Held: Sendable {
+        public let port: Int
+        private let fd: Mutex<Int32>
+        init(port: Int, fd: Int32) {
+            self.port = port
+            self.fd = Mutex(fd)
+        }
+        /// Closes the socket (once; later calls do nothing).
+        public func release() {
+            fd.withLock { fd in
+                if fd >= 0 { close(fd) }
+                fd = -1
+            }
+        }
+        deinit { release() }
     }
 
     /// True when something accepts connections on 127.0.0.1:`port`.

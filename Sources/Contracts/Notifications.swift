@@ -1,8 +1,8 @@
 public import Messaging
 
-/// Internal to notifications: deliver one recorded notification (an email or a webhook call) that
-/// could not be delivered while its event was handled. Each failing channel is its own message,
-/// retried on its own, so a failing webhook never sends an email twice.
+/// Internal to notifications: deliver one recorded notification its event's handler did not send:
+/// a webhook call, or an email that failed then. Each is its own message, retried on its own, so a
+/// failing webhook never sends an email twice.
 public struct DeliverNotification: Command, Contract, Validatable {
     public static let type = "notifications.DeliverNotification.v1"
     public static let example = DeliverNotification(notificationID: 42)

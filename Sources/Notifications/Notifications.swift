@@ -9,9 +9,10 @@ public import PostgresClient
 
 /// Tells customers what happened to their orders: an email for each confirmed or cancelled
 /// order, and optionally a signed webhook call. Every notification is a row, unique per order,
-/// event and channel, so an event delivered twice sends nothing twice. Each channel is delivered
-/// while its event is handled; a channel that fails for now is handed to a `DeliverNotification`
-/// of its own (retried through the tiers, dead-lettered in the end), so a failing webhook never
+/// event and channel, so an event delivered twice sends nothing twice. The email is sent while its
+/// event is handled, its outcome committed with its row; a webhook call, and an email that failed
+/// for now, go as a `DeliverNotification` of their own (retried through the tiers, dead-lettered
+/// in the end). One transaction never holds two outside effects, so a failing webhook never
 /// repeats an email.
 public enum NotificationsService {
     public static let schema = "notifications"
@@ -94,30 +95,40 @@ public enum NotificationsService {
         case refused(String)
     }
 
-    /// Records the event's notifications and delivers each at once, in the event's transaction
-    /// (no message to itself on the way). A channel that fails for now stays `pending` and goes on
-    /// as a `DeliverNotification`, committed with the rest.
+    /// Records the event's notifications. The first channel (the email) is delivered at once, in
+    /// the event's transaction, with no message to itself on the way; if it fails for now it stays
+    /// `pending` and goes on as a `DeliverNotification`, committed with the row. Every other channel
+    /// (the webhook) goes as a `DeliverNotification` of its own, so that no transaction holds two
+    /// outside effects: one rolled back after the other went would send that one again.
     static func record(_ event: String, order: OrderSummary, subject: String, body: String, payload: Data, _ settings: Settings,
                        _ table: String, _ context: HandlerContext) async throws {
         var channels = [("email", order.customerEmail, subject, body)]
         if let url = settings.webhookURL {
             channels.append(("webhook", url, event, String(decoding: payload, as: UTF8.self)))
         }
-        for (channel, recipient, subject, body) in channels {
+        for (index, (channel, recipient, subject, body)) in channels.enumerated() {
+            let now = index == 0
+            // `attempts` counts the attempt made now; the row commits whatever it comes to.
             let inserted = try await context.database.query("""
                 INSERT INTO \(table) (order_id, event, channel, recipient, subject, body, attempts) VALUES ($1, $2, $3, $4, $5, $6, $7)
                 ON CONFLICT (order_id, event, channel) DO NOTHING RETURNING id
-                """, [order.orderID, event, channel, recipient, subject, body, context.envelope.attempt])
+                """, [order.orderID, event, channel, recipient, subject, body, now ? 1 : 0])
             guard inserted.count == 1 else {
                 context.logger.info("notification already recorded", metadata: ["order_id": .string(order.orderID), "channel": .string(channel)])
                 continue
             }
             let notification = Notification(id: try inserted[0].decode(Int.self, 0), order: order.orderID, event: event, channel: channel,
                                             recipient: recipient, subject: subject, body: body)
+            guard now else {
+                try await context.send(DeliverNotification(notificationID: notification.id), sagaID: order.orderID)
+                continue
+            }
             let outcome: Outcome
             do {
-                outcome = try await send(notification, settings)
+                outcome = try await transmit(notification, settings)
             } catch {
+                // A worker stopping: the event comes back and is handled again, row and all.
+                if error is CancellationError || Task.isCancelled { throw error }
                 context.logger.warning("notification not delivered yet; retrying it on its own", metadata: [
                     "notification_id": .stringConvertible(notification.id), "channel": .string(channel), "error": .string("\(error)")])
                 try await context.send(DeliverNotification(notificationID: notification.id), sagaID: order.orderID)
@@ -127,24 +138,24 @@ public enum NotificationsService {
         }
     }
 
-    /// Delivers a notification that failed when its event was handled. A failure for now is
-    /// thrown: the command is retried through the tiers.
+    /// Delivers a notification its event's handler did not: a webhook call, or an email that
+    /// failed then. A failure for now is thrown: the command is retried through the tiers.
     static func deliver(_ id: Int, _ settings: Settings, _ table: String, _ context: HandlerContext) async throws {
-        // The attempt with the event was the first.
+        // The attempt number: this delivery's, after the one made with the event if there was one.
         let rows = try await context.database.query("""
-            UPDATE \(table) SET attempts = $2 WHERE id = $1 AND status = 'pending'
+            UPDATE \(table) SET attempts = $2 + least(attempts, 1) WHERE id = $1 AND status = 'pending'
             RETURNING order_id, event, channel, recipient, subject, body
-            """, [id, context.envelope.attempt + 1])
+            """, [id, context.envelope.attempt])
         guard rows.count == 1 else { return }  // delivered (or refused) already
         let row = rows[0]
         let notification = Notification(id: id, order: try row.decode(String.self, 0), event: try row.decode(String.self, 1),
                                         channel: try row.decode(String.self, 2), recipient: try row.decode(String.self, 3),
                                         subject: try row.decode(String.self, 4), body: try row.decode(String.self, 5))
-        try await settle(notification, try await send(notification, settings), table, context)
+        try await settle(notification, try await transmit(notification, settings), table, context)
     }
 
     /// Sends one notification over its channel. Throws when it failed for now (worth trying again).
-    static func send(_ notification: Notification, _ settings: Settings) async throws -> Outcome {
+    static func transmit(_ notification: Notification, _ settings: Settings) async throws -> Outcome {
         let (order, event) = (notification.order, notification.event)
         // The same for every attempt: a receiver that sees it twice can drop the copy.
         let deliveryID = "\(order).\(event)@shopfleet"
@@ -157,7 +168,7 @@ public enum NotificationsService {
             case "webhook":
                 try await postWebhook(to: notification.recipient, event: event, deliveryID: deliveryID, body: notification.body, settings)
             default:
-                return .refused("notification \(notification.id) has channel '\(notification.channel)', which this worker does not know")
+                throw PermanentFailure("unknown-channel", "notification \(notification.id) has channel '\(notification.channel)'")
             }
         } catch let failure as SMTPClient.Failure where failure.permanent {
             return .refused(failure.description)

@@ -199,11 +199,12 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
 
         init(table: String, upTo most: Int = 8) {
             self.table = table
-            built = (0...most).map { Self.build(table: table, count: $0) }
+            built = (1...most).map { Self.build(table: table, count: $0) }
         }
 
+        /// For `count` steps, one or more (every input logs at least the input itself).
         func inserting(_ count: Int) -> String {
-            count < built.count ? built[count] : Self.build(table: table, count: count)
+            count <= built.count ? built[count - 1] : Self.build(table: table, count: count)
         }
 
         private static func build(table: String, count: Int) -> String {

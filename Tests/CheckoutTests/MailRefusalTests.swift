@@ -41,35 +41,40 @@ struct MailRefusalTests {
                 (try? await fleet.count("SELECT count(*) FROM notifications.notifications WHERE order_id = $1 AND channel = 'email' AND status = 'sent'", [taken])) == 1
             }
             #expect(mails() == 1)
-            // Tried once: a retry (1 s tier) would have counted a second attempt by now.
+            // Tried once, with its event: refused for good, so no delivery of its own followed.
             #expect(try await fleet.count("SELECT attempts FROM notifications.notifications WHERE order_id = $1", [refused]) == 1)
+            #expect(try await fleet.metric("notifications", "shopfleet_messages_consumed_total", containing: DeliverNotification.type) == 0)
             #expect(try await fleet.count("SELECT count(*) FROM notifications.notifications WHERE order_id = $1 AND status = 'failed'", [refused]) == 1)
         }
     }
 
     @Test func aMailServerDownWhenTheOrderIsConfirmedGetsTheMailOnceItIsBack() async throws {
         let python = try TestServers.environment("SHOPFLEET_PYTHON")
-        let port = LocalPort.free()  // nothing listens here until the server is started below
+        // Held, not listening, until the server starts: connections are refused, and the fleet
+        // cannot draw it for one of its own processes meanwhile.
+        let held = LocalPort.hold()
+        defer { held.release() }
         let folder = "/tmp/" + TestServers.uniqueName("smtp-late")
         func mails() -> Int { ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasPrefix("mail-") }.count }
 
-        try await CheckoutFleet.with(environment: ["SHOPFLEET_SMTP_URL": "smtp://127.0.0.1:\(port)"], mail: FleetPlan.Mail.none) { fleet in
+        try await CheckoutFleet.with(environment: ["SHOPFLEET_SMTP_URL": "smtp://127.0.0.1:\(held.port)"], mail: FleetPlan.Mail.none) { fleet in
             let mug = CheckoutFleet.product("MUG-LATE-MAIL", price: 900)
             try await fleet.seed([.init(product: mug, stock: 2)])
             let id = try await fleet.placeOrder([(mug, 1)], email: "ada@example.com")
             #expect(try await fleet.waitForSaga(id, in: ["completed"]).status == "completed")
-            // The row commits only with what its event's handler decided: still pending, so the
-            // attempt with the event failed and a DeliverNotification went with it.
+            // The row commits with what the confirmation's handler decided: still pending after
+            // the attempt made with the event (attempts 1), handed to a DeliverNotification.
             try await waitUntil(deadline: .seconds(30)) {
-                (try? await fleet.count("SELECT count(*) FROM notifications.notifications WHERE order_id = $1 AND channel = 'email' AND status = 'pending'", [id])) == 1
+                (try? await fleet.count("SELECT count(*) FROM notifications.notifications WHERE order_id = $1 AND channel = 'email' AND status = 'pending' AND attempts = 1", [id])) == 1
             }
-            #expect(mails() == 0)
 
-            let server = try ChildProcess.spawn([python, TestServers.repositoryRoot + "/scripts/smtp_test_server.py", String(port), folder],
+            held.release()
+            let server = try ChildProcess.spawn([python, TestServers.repositoryRoot + "/scripts/smtp_test_server.py", String(held.port), folder],
                                                 logFile: folder + ".log")
             defer { server.signal(SIGKILL) }
             try await waitUntil(deadline: .seconds(20)) { FileManager.default.fileExists(atPath: folder + "/ready") }
-            // The retry tiers (1 s, 5 s, 30 s) bring the delivery back to a server that takes it.
+            // The command's retry tiers (1 s, 5 s, 30 s after its first attempt) bring it back to a
+            // server that takes it.
             try await waitUntil(deadline: .seconds(60)) {
                 (try? await fleet.count("SELECT count(*) FROM notifications.notifications WHERE order_id = $1 AND channel = 'email' AND status = 'sent'", [id])) == 1
             }

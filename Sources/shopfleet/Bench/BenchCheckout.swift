@@ -341,11 +341,14 @@ final class CheckoutBench: Sendable {
             BenchRow(metric: "checkout.broker_publish_confirm", unit: "msg/s", value: saturation.rate * published, baseline: brokerRate,
                      baselineName: "1 KB publish-confirm, 100 in flight, this client (bench clients)"),
         ]
+        // Batches are transactions of two messages or more (one message alone is not counted).
         let batches = batchesAfter.batches - batchesBefore.batches
         let batched = batchesAfter.messages - batchesBefore.messages
+        let batchKey = ShopfleetConfiguration.workerBatch
+        let batchSize = Double(ProcessInfo.processInfo.environment[batchKey.name] ?? batchKey.defaultValue) ?? 0
         rows += [
-            BenchRow(metric: "checkout.messages_per_batch", unit: "messages", value: batched / max(1, batches), baseline: consumed,
-                     baselineName: "messages consumed per order"),
+            BenchRow(metric: "checkout.messages_per_batch", unit: "messages", value: batched / max(1, batches), baseline: batchSize,
+                     baselineName: "the workers' batch size (\(batchKey.name))"),
             BenchRow(metric: "checkout.batch_fallbacks", unit: "batches", value: batchesAfter.fallbacks - batchesBefore.fallbacks,
                      baseline: batches, baselineName: "batches committed (a fallback handles its batch's messages one by one)"),
         ]

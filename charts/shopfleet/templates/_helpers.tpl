@@ -40,7 +40,8 @@ catalog inventory orders payments notifications search identity cart deadletters
 {{/*
 What each role reads from its Secret (required keys fail the pod when missing; optional ones may be
 absent) and, for workers, the queue KEDA watches (`<role>.commands` where it exists, else the role's
-first queue in topology/shopfleet.yaml). Use: include "shopfleet.roleTable" . | fromYaml
+first queue in topology/shopfleet.yaml; for notifications its order events, where the work arrives:
+its commands queue carries only deliveries that failed once). Use: include "shopfleet.roleTable" . | fromYaml
 */}}
 {{- define "shopfleet.roleTable" -}}
 catalog:
@@ -60,7 +61,7 @@ payments:
   required: [SHOPFLEET_AMQP_URL, SHOPFLEET_DATABASE_URL, SHOPFLEET_PAYMENTS_API_KEY]
   optional: []
 notifications:
-  queue: notifications.commands
+  queue: notifications.order-events
   required: [SHOPFLEET_AMQP_URL, SHOPFLEET_DATABASE_URL, SHOPFLEET_SMTP_URL]
   optional: [SHOPFLEET_WEBHOOK_SECRET]
 search:

@@ -214,7 +214,7 @@ ROLES = [
      "Orders and the checkout saga."),
     ("payments", "payments.commands", ["SHOPFLEET_AMQP_URL", "SHOPFLEET_DATABASE_URL", "SHOPFLEET_PAYMENTS_API_KEY"], [],
      "Payments through a Stripe-compatible gateway."),
-    ("notifications", "notifications.commands",
+    ("notifications", "notifications.order-events",
      ["SHOPFLEET_AMQP_URL", "SHOPFLEET_DATABASE_URL", "SHOPFLEET_SMTP_URL", "SHOPFLEET_WEBHOOK_SECRET"],
      ["SHOPFLEET_WEBHOOK_SECRET"], "Customer emails (SMTP) and signed webhooks."),
     ("search", "search.updates", ["SHOPFLEET_AMQP_URL", "SHOPFLEET_DATABASE_URL"], [],
