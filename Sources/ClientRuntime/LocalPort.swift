@@ -18,14 +18,17 @@ public enum LocalPort {
     /// A free port held by a bound socket that does not listen: no other process (nor
     /// ``free(count:)``) takes it, and a connection to it is refused, as by a server that is down.
     /// ``Held/release()`` closes the socket, just before a server is started there.
+    /// (Never with `SO_REUSEADDR`: without it, no other socket can bind the port meanwhile. Closed
+    /// on exec, so no child process started meanwhile keeps it.)
     public static func hold() -> Held {
-        while true {
+        for _ in 0..<1000 {
             let port = Int.random(in: 20_000...32_000)
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            guard fd >= 0 else { continue }
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            precondition(fd >= 0, "no socket to hold a port with: errno \(errno)")
             if withAddress(port, INADDR_ANY, { bind(fd, $0, $1) }) == 0 { return Held(port: port, fd: fd) }
             close(fd)
         }
+        preconditionFailure("no free port between 20000 and 32000 in 1000 tries")
     }
 
     /// A port ``hold()`` keeps.

@@ -95,20 +95,23 @@ public enum NotificationsService {
         case refused(String)
     }
 
-    /// Records the event's notifications. The first channel (the email) is delivered at once, in
-    /// the event's transaction, with no message to itself on the way; if it fails for now it stays
-    /// `pending` and goes on as a `DeliverNotification`, committed with the row. Every other channel
-    /// (the webhook) goes as a `DeliverNotification` of its own, so that no transaction holds two
-    /// outside effects: one rolled back after the other went would send that one again.
+    /// Records the event's notifications. Every row is written first, and every channel but the
+    /// email handed to a `DeliverNotification` of its own (the webhook); then the email is sent at
+    /// once, in the event's transaction, with no message to itself on the way. If it fails for now
+    /// it stays `pending` and goes on as a `DeliverNotification` too, committed with the row. So no
+    /// transaction holds two outside effects (one rolled back after the other went would send that
+    /// one again), and nothing that can fail comes between the email and the commit but its own
+    /// outcome.
     static func record(_ event: String, order: OrderSummary, subject: String, body: String, payload: Data, _ settings: Settings,
                        _ table: String, _ context: HandlerContext) async throws {
         var channels = [("email", order.customerEmail, subject, body)]
         if let url = settings.webhookURL {
             channels.append(("webhook", url, event, String(decoding: payload, as: UTF8.self)))
         }
-        for (index, (channel, recipient, subject, body)) in channels.enumerated() {
-            let now = index == 0
-            // `attempts` counts the attempt made now; the row commits whatever it comes to.
+        var email: Notification?
+        for (channel, recipient, subject, body) in channels {
+            let now = channel == "email"
+            // `attempts` counts the attempt made now, which commits whatever it comes to.
             let inserted = try await context.database.query("""
                 INSERT INTO \(table) (order_id, event, channel, recipient, subject, body, attempts) VALUES ($1, $2, $3, $4, $5, $6, $7)
                 ON CONFLICT (order_id, event, channel) DO NOTHING RETURNING id
@@ -119,23 +122,25 @@ public enum NotificationsService {
             }
             let notification = Notification(id: try inserted[0].decode(Int.self, 0), order: order.orderID, event: event, channel: channel,
                                             recipient: recipient, subject: subject, body: body)
-            guard now else {
+            if now {
+                email = notification
+            } else {
                 try await context.send(DeliverNotification(notificationID: notification.id), sagaID: order.orderID)
-                continue
             }
-            let outcome: Outcome
-            do {
-                outcome = try await transmit(notification, settings)
-            } catch {
-                // A worker stopping: the event comes back and is handled again, row and all.
-                if error is CancellationError || Task.isCancelled { throw error }
-                context.logger.warning("notification not delivered yet; retrying it on its own", metadata: [
-                    "notification_id": .stringConvertible(notification.id), "channel": .string(channel), "error": .string("\(error)")])
-                try await context.send(DeliverNotification(notificationID: notification.id), sagaID: order.orderID)
-                continue
-            }
-            try await settle(notification, outcome, table, context)
         }
+        guard let email else { return }
+        let outcome: Outcome
+        do {
+            outcome = try await transmit(email, settings)
+        } catch {
+            // The worker is stopping: the handler fails, as any other, and the event is tried again.
+            if error is CancellationError || Task.isCancelled { throw error }
+            context.logger.warning("notification not delivered yet; retrying it on its own", metadata: [
+                "notification_id": .stringConvertible(email.id), "channel": .string(email.channel), "error": .string("\(error)")])
+            try await context.send(DeliverNotification(notificationID: email.id), sagaID: order.orderID)
+            return
+        }
+        try await settle(email, outcome, table, context)
     }
 
     /// Delivers a notification its event's handler did not: a webhook call, or an email that

@@ -204,7 +204,8 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
 
         /// For `count` steps, one or more (every input logs at least the input itself).
         func inserting(_ count: Int) -> String {
-            count <= built.count ? built[count - 1] : Self.build(table: table, count: count)
+            precondition(count >= 1, "a saga input logs at least one step")
+            return count <= built.count ? built[count - 1] : Self.build(table: table, count: count)
         }
 
         private static func build(table: String, count: Int) -> String {

@@ -40,8 +40,9 @@ catalog inventory orders payments notifications search identity cart deadletters
 {{/*
 What each role reads from its Secret (required keys fail the pod when missing; optional ones may be
 absent) and, for workers, the queue KEDA watches (`<role>.commands` where it exists, else the role's
-first queue in topology/shopfleet.yaml; for notifications its order events, where the work arrives:
-its commands queue carries only deliveries that failed once). Use: include "shopfleet.roleTable" . | fromYaml
+first queue in topology/shopfleet.yaml) and any more it watches too (`alsoQueues`, a trigger each:
+notifications gets its work as order events, and its commands queue carries every webhook call and
+every email tried again). Use: include "shopfleet.roleTable" . | fromYaml
 */}}
 {{- define "shopfleet.roleTable" -}}
 catalog:
@@ -62,6 +63,7 @@ payments:
   optional: []
 notifications:
   queue: notifications.order-events
+  alsoQueues: [notifications.commands]
   required: [SHOPFLEET_AMQP_URL, SHOPFLEET_DATABASE_URL, SHOPFLEET_SMTP_URL]
   optional: [SHOPFLEET_WEBHOOK_SECRET]
 search:

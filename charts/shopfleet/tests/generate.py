@@ -214,7 +214,7 @@ ROLES = [
      "Orders and the checkout saga."),
     ("payments", "payments.commands", ["SHOPFLEET_AMQP_URL", "SHOPFLEET_DATABASE_URL", "SHOPFLEET_PAYMENTS_API_KEY"], [],
      "Payments through a Stripe-compatible gateway."),
-    ("notifications", "notifications.order-events",
+    ("notifications", ["notifications.order-events", "notifications.commands"],
      ["SHOPFLEET_AMQP_URL", "SHOPFLEET_DATABASE_URL", "SHOPFLEET_SMTP_URL", "SHOPFLEET_WEBHOOK_SECRET"],
      ["SHOPFLEET_WEBHOOK_SECRET"], "Customer emails (SMTP) and signed webhooks."),
     ("search", "search.updates", ["SHOPFLEET_AMQP_URL", "SHOPFLEET_DATABASE_URL"], [],
@@ -236,11 +236,18 @@ def scheduling():
     ]
 
 
+def queue_phrase(queue):
+    """`queue` is a name, or a list of names (one KEDA trigger each; KEDA takes the largest)."""
+    if isinstance(queue, str):
+        return f"the queue {queue}"
+    return "the queues " + " and ".join(queue) + " (a trigger each)"
+
+
 def autoscaling(for_edge=False, minimum=1, maximum=4, queue=None):
     children = [
         Leaf("mode", "none",
              "none: a fixed `replicas`; hpa: an autoscaling/v2 HorizontalPodAutoscaler on CPU; keda: a KEDA ScaledObject "
-             + ("(a cpu trigger)." if for_edge else f"on the length of the queue {queue} (rabbitmq trigger, management API)."),
+             + ("(a cpu trigger)." if for_edge else f"on the length of {queue_phrase(queue)} (rabbitmq trigger, management API)."),
              S("string", enum=["none", "hpa", "keda"])),
         Leaf("minReplicas", minimum, "Fewest replicas" + ("." if for_edge else " (keda may go to 0; hpa at least 1)."),
              S("integer", minimum=0)),
@@ -310,7 +317,8 @@ def worker(role, queue, keys, optional, desc):
              + "); empty: the chart makes one from `secret`.", STR),
         secret_obj(keys, optional),
     ] + ROLE_EXTRAS.get(role, []) + scheduling()
-    return Obj(role, f"{role}: {desc} Main queue: {queue}. Broker user shopfleet-{role}, database role shopfleet_{role}.",
+    main = queue if isinstance(queue, str) else " and ".join(queue)
+    return Obj(role, f"{role}: {desc} {'Main queue' if isinstance(queue, str) else 'Main queues'}: {main}. Broker user shopfleet-{role}, database role shopfleet_{role}.",
                children)
 
 
