@@ -23,12 +23,10 @@ public enum LocalPort {
     public static func hold() -> Held {
         for _ in 0..<1000 {
             let port = Int.random(in: 20_000...32_000)
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            precondition(fd >= 0, "no socket to hold a port with: errno \(errno)")
-            if withAddress(port, INADDR_ANY, { bind(fd, $0, $1) }) == 0 { return Held(port: port, fd: fd) }
-            close(fd)
+            let fd = bound(port)
+            if fd >= 0 { return Held(port: port, fd: fd) }
         }
-        preconditionFailure("no free port between 20000 and 32000 in 1000 tries")
+        preconditionFailure("no port between 20000 and 32000 could be bound in 1000 tries")
     }
 
     /// A port ``hold()`` keeps.
@@ -66,10 +64,18 @@ public enum LocalPort {
     }
 
     static func isFree(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        return withAddress(port, INADDR_ANY) { bind(fd, $0, $1) } == 0
+        let fd = bound(port)
+        if fd >= 0 { close(fd) }
+        return fd >= 0
+    }
+
+    /// A socket bound to `port` on every address, not listening (closed on exec), or -1.
+    private static func bound(_ port: Int) -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return -1 }
+        if withAddress(port, INADDR_ANY, { bind(fd, $0, $1) }) == 0 { return fd }
+        close(fd)
+        return -1
     }
 
     /// Calls `body` with an IPv4 socket address (`host`, network order) and its length.

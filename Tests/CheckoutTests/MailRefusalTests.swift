@@ -18,14 +18,11 @@ import Glibc
 struct MailRefusalTests {
     @Test func aRecipientRefusedWith5xxMarksTheNotificationFailedOnce() async throws {
         // scripts/smtp_test_server.py refuses every recipient starting with "refuse" (550).
-        let python = try TestServers.environment("SHOPFLEET_PYTHON")
         let port = LocalPort.free()
         let folder = "/tmp/" + TestServers.uniqueName("smtp-refusing")
-        let server = try ChildProcess.spawn([python, TestServers.repositoryRoot + "/scripts/smtp_test_server.py", String(port), folder],
-                                            logFile: folder + ".log")
+        let server = try await Self.startMailServer(port: port, folder: folder)
         defer { server.signal(SIGKILL) }
-        try await waitUntil(deadline: .seconds(20)) { FileManager.default.fileExists(atPath: folder + "/ready") }
-        func mails() -> Int { ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasPrefix("mail-") }.count }
+        func mails() -> Int { Self.mails(in: folder) }
 
         try await CheckoutFleet.with(environment: ["SHOPFLEET_SMTP_URL": "smtp://127.0.0.1:\(port)"], mail: FleetPlan.Mail.none) { fleet in
             let mug = CheckoutFleet.product("MUG-REFUSED", price: 900)
@@ -49,13 +46,12 @@ struct MailRefusalTests {
     }
 
     @Test func aMailServerDownWhenTheOrderIsConfirmedGetsTheMailOnceItIsBack() async throws {
-        let python = try TestServers.environment("SHOPFLEET_PYTHON")
         // Held, not listening, until the server starts: connections are refused, and the fleet
         // cannot draw it for one of its own processes meanwhile.
         let held = LocalPort.hold()
         defer { held.release() }
         let folder = "/tmp/" + TestServers.uniqueName("smtp-late")
-        func mails() -> Int { ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasPrefix("mail-") }.count }
+        func mails() -> Int { Self.mails(in: folder) }
 
         try await CheckoutFleet.with(environment: ["SHOPFLEET_SMTP_URL": "smtp://127.0.0.1:\(held.port)"], mail: FleetPlan.Mail.none) { fleet in
             let mug = CheckoutFleet.product("MUG-LATE-MAIL", price: 900)
@@ -69,10 +65,8 @@ struct MailRefusalTests {
             }
 
             held.release()
-            let server = try ChildProcess.spawn([python, TestServers.repositoryRoot + "/scripts/smtp_test_server.py", String(held.port), folder],
-                                                logFile: folder + ".log")
+            let server = try await Self.startMailServer(port: held.port, folder: folder)
             defer { server.signal(SIGKILL) }
-            try await waitUntil(deadline: .seconds(20)) { FileManager.default.fileExists(atPath: folder + "/ready") }
             // The command's retry tiers (waits of 1 s, 5 s, 30 s: tries about 1, 6 and 36 s after
             // its first) bring it back to a server that takes it, ready a second or two from now.
             try await waitUntil(deadline: .seconds(60)) {
@@ -85,5 +79,24 @@ struct MailRefusalTests {
             #expect(try await fleet.count("SELECT attempts FROM notifications.notifications WHERE order_id = $1", [id]) == 1 + Int(commands))
             #expect(try await fleet.metric("notifications", "shopfleet_messages_dead_lettered_total") == 0)
         }
+    }
+
+    /// scripts/smtp_test_server.py on `port`, keeping each mail in `folder`; ready when it returns.
+    static func startMailServer(port: Int, folder: String) async throws -> RunningProcess {
+        let python = try TestServers.environment("SHOPFLEET_PYTHON")
+        let server = try ChildProcess.spawn([python, TestServers.repositoryRoot + "/scripts/smtp_test_server.py", String(port), folder],
+                                            logFile: folder + ".log")
+        do {
+            try await waitUntil(deadline: .seconds(20)) { FileManager.default.fileExists(atPath: folder + "/ready") }
+        } catch {
+            server.signal(SIGKILL)
+            throw error
+        }
+        return server
+    }
+
+    /// The mails the server in `folder` kept.
+    static func mails(in folder: String) -> Int {
+        ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasPrefix("mail-") }.count
     }
 }
