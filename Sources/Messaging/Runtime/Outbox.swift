@@ -126,6 +126,22 @@ struct OutboxPublisher: Sendable {
         }
     }
 
+    /// Deletes rows the broker confirmed, committed without waiting for the WAL to reach the disk
+    /// (`synchronous_commit` off for this transaction alone; BEGIN, the setting, the DELETE and
+    /// COMMIT go in one round trip). A crash of the database can lose the last such deletes, never
+    /// anything else: the rows come back, the relay publishes them again, and the consumers'
+    /// inboxes drop the copies — the same path as a worker that dies between confirm and delete.
+    /// Every other commit (a handler's, with its inbox and outbox rows) still waits for the disk,
+    /// and a later one flushes these with it.
+    func deleteConfirmed(_ ids: [Int64]) async throws {
+        try await database.transaction { tx in
+            try await tx.commit(after: [
+                PostgresStatement("SELECT set_config('synchronous_commit', 'off', true)"),
+                PostgresStatement("DELETE FROM \(quoteIdentifier(schema)).outbox WHERE id = ANY($1)", [ids]),
+            ])
+        }
+    }
+
     /// Seconds the oldest unpublished row has waited (0 when none): the relay's lag.
     func lag() async throws -> Double {
         let rows = try await database.query(
@@ -201,8 +217,7 @@ final class OutboxPipeline: Sendable {
             }
             if !ids.isEmpty {
                 do {
-                    try await publisher.database.query(
-                        "DELETE FROM \(quoteIdentifier(publisher.schema)).outbox WHERE id = ANY($1)", [ids])
+                    try await publisher.deleteConfirmed(ids)
                     published(ids.count)
                 } catch {
                     // Rows left are published again by the relay; consumers' inboxes drop the copies.
