@@ -96,8 +96,8 @@ extension SagaReader {
             SELECT s.id,
                    (SELECT st.name FROM \(table).saga_steps st
                     WHERE st.saga_id = s.id AND st.kind = 'sent' ORDER BY st.seq DESC LIMIT 1),
-                   t.name, t.due_at
-            FROM unnest($1::text[]) AS s(id) LEFT JOIN \(table).saga_timeouts t ON t.saga_id = s.id
+                   t.timeout_name, t.timeout_due_at
+            FROM unnest($1::text[]) AS s(id) LEFT JOIN \(table).sagas t ON t.id = s.id AND t.timeout_due_at IS NOT NULL
             """, [ids])
         var waits: [String: Wait] = [:]
         for row in rows {

@@ -25,6 +25,7 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
     private let didMove: @Sendable (SagaChange<Definition>, HandlerContext) async throws -> Void
 
     private let table: String
+    private let rowStatements: RowStatements
     private let stepStatements: StepStatements
 
     public init(_ definition: Definition, schema: String,
@@ -33,6 +34,7 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
         self.schema = schema
         self.didMove = didMove
         table = quoteIdentifier(schema)
+        rowStatements = RowStatements(table: table)
         stepStatements = StepStatements(table: table)
     }
 
@@ -42,11 +44,11 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
     public func start(id: String, data: Definition.Data, input: Definition.Input, in context: HandlerContext) async throws -> SagaChange<Definition>? {
         let initial = Definition.initialState
         let inserted = try await context.database.query("""
-            INSERT INTO \(table).sagas (id, saga_type, state, data, labels) VALUES ($1, $2, $3, $4, $5)
+            INSERT INTO \(table).sagas (id, saga_type, state, data, labels, steps) VALUES ($1, $2, $3, $4, $5, 0)
             ON CONFLICT (id) DO NOTHING RETURNING 1
             """, [id, Definition.name, initial.rawValue, PostgresJSON(data), PostgresJSON(definition.labels(of: data))])
         if inserted.count == 0 { return nil }
-        return try await apply(input, to: Loaded(id: id, state: initial, data: data), in: context, starting: true)
+        return try await apply(input, to: Loaded(id: id, state: initial, data: data, steps: 0, timeout: nil), in: context, starting: true)
     }
 
     /// Runs `input` against saga `sagaID`. Nil when there is no such saga. `note` goes into the
@@ -60,25 +62,24 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
 
     /// Fires the timeouts that are due, each in a transaction of its own. Any replica may run
     /// this: a saga another replica is working on is skipped (`SKIP LOCKED`) and a timeout already
-    /// fired is gone. A saga whose timeout fails (its row cannot be read, a bug) is logged and its
+    /// fired, or replaced since, is not due any more. A saga whose timeout fails (its row cannot be read, a bug) is logged and its
     /// timeout pushed back by `postponeOnFailure`; the others fire. Returns how many fired.
     public func fireDueTimeouts(_ job: JobContext, limit: Int = 100, postponeOnFailure: Duration = .seconds(30)) async throws -> Int {
         let due = try await job.database.query(
-            "SELECT saga_id FROM \(table).saga_timeouts WHERE due_at <= now() ORDER BY due_at LIMIT $1", [limit])
+            "SELECT id FROM \(table).sagas WHERE timeout_due_at <= now() ORDER BY timeout_due_at LIMIT $1", [limit])
         var fired = 0
         let postpone = postponeOnFailure.components.seconds
         for index in 0..<due.count {
             let sagaID = try due[index].decode(String.self, 0)
             let didFire = try await job.isolated("the timeout of saga \(sagaID)", sagaID: sagaID, postpone: { [table] database in
-                try await database.query("UPDATE \(table).saga_timeouts SET due_at = now() + make_interval(secs => $2) WHERE saga_id = $1",
-                                         [sagaID, postpone])
+                try await database.query("""
+                    UPDATE \(table).sagas SET timeout_due_at = now() + make_interval(secs => $2) WHERE id = $1 AND timeout_due_at IS NOT NULL
+                    """, [sagaID, postpone])
             }) { context -> Bool in
-                // The saga row first, as handlers lock it, then the timeout under that lock.
-                guard let loaded = try await lock(sagaID, skipLocked: true, on: context) else { return false }
-                let timeout = try await context.database.query(
-                    "DELETE FROM \(table).saga_timeouts WHERE saga_id = $1 AND due_at <= now() RETURNING name", [sagaID])
-                guard timeout.count == 1 else { return false }
-                try await apply(.timeout(try timeout[0].decode(String.self, 0)), to: loaded, in: context)
+                // Still due under the saga row's lock: a handler may have moved the saga meanwhile.
+                guard let loaded = try await lock(sagaID, skipLocked: true, on: context),
+                      let timeout = loaded.timeout, timeout.due else { return false }
+                try await apply(.timeout(timeout.name), to: loaded, in: context)
                 return true
             }
             if didFire == true { fired += 1 }
@@ -92,11 +93,20 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
         var id: String
         var state: Definition.State
         var data: Definition.Data
+        /// Steps logged so far: the next is numbered after them.
+        var steps: Int
+        /// The pending timeout, and whether it is due.
+        var timeout: (name: String, due: Bool)?
     }
 
+    /// Locks the saga row and reads it. A saga stored before the row counted its steps (`steps`
+    /// NULL) has them counted from its log, once: the next input writes the count.
     private func lock(_ id: String, skipLocked: Bool, on context: HandlerContext) async throws -> Loaded? {
         let rows = try await context.database.query("""
-            SELECT state, data::text FROM \(table).sagas WHERE id = $1 FOR UPDATE\(skipLocked ? " SKIP LOCKED" : "")
+            SELECT state, data::text,
+                coalesce(steps, (SELECT coalesce(max(seq), 0) FROM \(table).saga_steps WHERE saga_id = $1)),
+                timeout_name, timeout_due_at <= now()
+            FROM \(table).sagas WHERE id = $1 FOR UPDATE\(skipLocked ? " SKIP LOCKED" : "")
             """, [id])
         guard rows.count == 1 else { return nil }
         let stateName = try rows[0].decode(String.self, 0)
@@ -104,7 +114,8 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
             throw PermanentFailure("saga-state", "saga \(id) is in state '\(stateName)', which \(Definition.name) does not know")
         }
         let data = try JSONDecoder().decode(Definition.Data.self, from: Data(try rows[0].decode(String.self, 1).utf8))
-        return Loaded(id: id, state: state, data: data)
+        let timeout = try rows[0].decode(String?.self, 3).map { (name: $0, due: try rows[0].decode(Bool.self, 4)) }
+        return Loaded(id: id, state: state, data: data, steps: try rows[0].decode(Int.self, 2), timeout: timeout)
     }
 
     @discardableResult
@@ -118,28 +129,8 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
         let cause = input.timeoutName == nil ? context.envelope : nil
         steps.add(kind, name: input.name, envelope: cause, before: saga.state.rawValue, after: transition.state.rawValue,
                   detail: [transition.ignoredBecause, note].compactMap { $0 }.joined(separator: "; ").nonEmpty)
-        if transition.ignoredBecause == nil {
-            // The labels (what operators filter on) are written when they change, which most
-            // transitions' do not: one JSON encoding fewer per input. (A definition that adds a
-            // label key needs a migration to backfill it: sagas already stored keep their labels.)
-            let labels = definition.labels(of: transition.data)
-            if labels != definition.labels(of: saga.data) {
-                try context.write("""
-                    UPDATE \(table).sagas SET state = $2, data = $3, labels = $4, terminal = $5, updated_at = now() WHERE id = $1
-                    """, [saga.id, transition.state.rawValue, PostgresJSON(transition.data), PostgresJSON(labels),
-                          Definition.terminalStates.contains(transition.state)])
-            } else {
-                try context.write("""
-                    UPDATE \(table).sagas SET state = $2, data = $3, terminal = $4, updated_at = now() WHERE id = $1
-                    """, [saga.id, transition.state.rawValue, PostgresJSON(transition.data), Definition.terminalStates.contains(transition.state)])
-            }
-            // A saga has one pending timeout: a transition that schedules one replaces it (an upsert
-            // below), so only one that schedules none removes it.
-            let schedules = transition.actions.contains { if case .schedule = $0 { true } else { false } }
-            if !schedules {
-                try context.write("DELETE FROM \(table).saga_timeouts WHERE saga_id = $1", [saga.id])
-            }
-        }
+        // A saga has one pending timeout: one the transition schedules replaces it.
+        var scheduled: (name: String, seconds: Double)?
         for action in transition.actions {
             switch action {
             case .send(let command):
@@ -149,15 +140,34 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
                 let id = try await context.publish(event, sagaID: saga.id)
                 steps.add(.published, name: type(of: event).type, messageID: id)
             case .schedule(let name, let after):
-                let seconds = Double(after.components.seconds) + Double(after.components.attoseconds) / 1e18
-                try context.write("""
-                    INSERT INTO \(table).saga_timeouts (saga_id, name, due_at) VALUES ($1, $2, now() + make_interval(secs => $3))
-                    ON CONFLICT (saga_id) DO UPDATE SET name = excluded.name, due_at = excluded.due_at, scheduled_at = now()
-                    """, [saga.id, name, seconds])
+                scheduled = (name, Double(after.components.seconds) + Double(after.components.attoseconds) / 1e18)
                 steps.add(.scheduled, name: name, detail: "due in \(after)")
             }
         }
-        try steps.write(saga: saga.id, statements: stepStatements, on: context)
+        // One statement for the saga row: its state and data when it moved, the count of its
+        // steps, and its timeout — the one scheduled, or none when it moved without scheduling
+        // one or the input was its timeout (fired, so gone).
+        let count = saga.steps + steps.count
+        if transition.ignoredBecause == nil {
+            let terminal = Definition.terminalStates.contains(transition.state)
+            var binds: [any PostgresEncodable] = [saga.id, transition.state.rawValue, PostgresJSON(transition.data), terminal, count,
+                                                  scheduled?.name, scheduled?.seconds]
+            // The labels (what operators filter on) are written when they change, which most
+            // transitions' do not: one JSON encoding fewer per input. (A definition that adds a
+            // label key needs a migration to backfill it: sagas already stored keep their labels.)
+            let labels = definition.labels(of: transition.data)
+            if labels != definition.labels(of: saga.data) {
+                binds.append(PostgresJSON(labels))
+                try context.write(rowStatements.movedWithLabels, binds)
+            } else {
+                try context.write(rowStatements.moved, binds)
+            }
+        } else if scheduled != nil || input.timeoutName != nil {
+            try context.write(rowStatements.ignoredSettingTimeout, [saga.id, count, scheduled?.name, scheduled?.seconds])
+        } else {
+            try context.write(rowStatements.ignored, [saga.id, count])
+        }
+        try steps.write(saga: saga.id, after: saga.steps, statements: stepStatements, on: context)
         let change = SagaChange<Definition>(sagaID: saga.id, before: saga.state, after: transition.state, data: transition.data,
                                             ignoredBecause: transition.ignoredBecause)
         if change.moved {
@@ -171,9 +181,9 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
     }
 
     /// The steps one input adds to the log, written with one statement that numbers them after
-    /// the last (the saga row is locked, so nobody else is numbering). Each step is a row of
-    /// `VALUES` with parameters of its own (a statement per number of steps, prepared once per
-    /// connection): no array literals to build and escape.
+    /// the saga's last (its row is locked and holds the count, so nobody else is numbering). Each
+    /// step is a row of `VALUES` with parameters of its own (a statement per number of steps,
+    /// prepared once per connection): no array literals to build and escape.
     private struct StepLog {
         var binds: [any PostgresEncodable] = []
         var count = 0
@@ -186,8 +196,33 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
             binds += [kind.rawValue, name, type, id, before, after, detail] as [any PostgresEncodable]
         }
 
-        func write(saga id: String, statements: StepStatements, on context: HandlerContext) throws {
-            try context.write(statements.inserting(count), [id] + binds)
+        func write(saga id: String, after last: Int, statements: StepStatements, on context: HandlerContext) throws {
+            try context.write(statements.inserting(count), [id, last] + binds)
+        }
+    }
+
+    /// What an input writes to the saga row, built once per engine.
+    struct RowStatements: Sendable {
+        /// $1 id, $2 state, $3 data, $4 terminal, $5 steps, $6 timeout name, $7 its delay in seconds (both NULL: none).
+        let moved: String
+        /// The same, and $8 the labels.
+        let movedWithLabels: String
+        /// An input ignored: $1 id, $2 steps.
+        let ignored: String
+        /// An input ignored that scheduled a timeout, or was the timeout: $1 id, $2 steps, $3 and $4 as $6 and $7 above.
+        let ignoredSettingTimeout: String
+
+        init(table: String) {
+            let moving = """
+                UPDATE \(table).sagas SET state = $2, data = $3, terminal = $4, steps = $5, timeout_name = $6,
+                    timeout_due_at = now() + make_interval(secs => $7), updated_at = now()
+                """
+            moved = moving + " WHERE id = $1"
+            movedWithLabels = moving + ", labels = $8 WHERE id = $1"
+            ignored = "UPDATE \(table).sagas SET steps = $2 WHERE id = $1"
+            ignoredSettingTimeout = """
+                UPDATE \(table).sagas SET steps = $2, timeout_name = $3, timeout_due_at = now() + make_interval(secs => $4) WHERE id = $1
+                """
         }
     }
 
@@ -210,15 +245,12 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
 
         private static func build(table: String, count: Int) -> String {
             let rows = (0..<count).map { row in
-                let first = 2 + row * 7
-                return "(\(row + 1), " + (first..<first + 7).map { "$\($0)::text" }.joined(separator: ", ") + ")"
+                let first = 3 + row * 7
+                return "($1, $2::integer + \(row + 1), " + (first..<first + 7).map { "$\($0)::text" }.joined(separator: ", ") + ")"
             }
             return """
                 INSERT INTO \(table).saga_steps (saga_id, seq, kind, name, message_type, message_id, state_before, state_after, detail)
-                SELECT $1, last.seq + step.n, step.kind, step.name, step.type, step.id, step.before, step.after, step.detail
-                FROM (SELECT coalesce(max(seq), 0) AS seq FROM \(table).saga_steps WHERE saga_id = $1) AS last,
-                     (VALUES \(rows.joined(separator: ", "))) AS step(n, kind, name, type, id, before, after, detail)
-                ORDER BY step.n
+                VALUES \(rows.joined(separator: ", "))
                 """
         }
     }

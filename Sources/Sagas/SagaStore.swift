@@ -1,7 +1,8 @@
 public import FoundationEssentials
 public import PostgresClient
 
-/// The saga tables in a service's schema: one row per saga, its step log, its pending timeout.
+/// The saga tables in a service's schema: one row per saga (with its pending timeout, since
+/// ``timeoutsAndStepCountInTheSagaRow(version:)``) and its step log.
 public enum SagaTables {
     /// The tables, as a migration of the hosting service (`version` is the service's to choose).
     public static func migration(version: Int) -> Migration {
@@ -53,6 +54,28 @@ extension SagaTables {
         Migration(version: version, name: "sagas-without-foreign-keys", sql: """
             ALTER TABLE saga_steps DROP CONSTRAINT IF EXISTS saga_steps_saga_id_fkey;
             ALTER TABLE saga_timeouts DROP CONSTRAINT IF EXISTS saga_timeouts_saga_id_fkey;
+            """)
+    }
+}
+
+extension SagaTables {
+    /// Keeps in the saga row what each input used to look up elsewhere: the pending timeout
+    /// (`timeout_name`, `timeout_due_at`, instead of a row of `saga_timeouts` upserted or deleted
+    /// by every transition) and the number of steps logged (`steps`, instead of `max(seq)` over
+    /// the step log). An input then writes the saga row, its steps and its outbox rows, and
+    /// nothing else. Pending timeouts move into their saga's row; `steps` stays NULL on sagas
+    /// stored before, and the engine counts their step log the first time it locks one (no
+    /// migration that rewrites every saga row).
+    ///
+    /// Dropping `saga_timeouts` makes a replica of the previous version fail every saga input
+    /// (each one wrote or deleted a timeout) instead of writing a timeout nobody would fire: its
+    /// messages go back through the retry tiers to the replicas already upgraded.
+    public static func timeoutsAndStepCountInTheSagaRow(version: Int) -> Migration {
+        Migration(version: version, name: "sagas-timeout-and-step-count-in-the-row", sql: """
+            ALTER TABLE sagas ADD COLUMN steps integer, ADD COLUMN timeout_name text, ADD COLUMN timeout_due_at timestamptz;
+            UPDATE sagas SET timeout_name = t.name, timeout_due_at = t.due_at FROM saga_timeouts t WHERE t.saga_id = sagas.id;
+            CREATE INDEX sagas_timeout_due ON sagas (timeout_due_at) WHERE timeout_due_at IS NOT NULL;
+            DROP TABLE saga_timeouts;
             """)
     }
 }
@@ -170,7 +193,8 @@ public struct SagaReader: Sendable {
 
     /// The pending timeout: its name and when it is due.
     public func pendingTimeout(of id: String, on database: PostgresClient) async throws -> (name: String, dueAt: Date)? {
-        let rows = try await database.query("SELECT name, due_at FROM \(table).saga_timeouts WHERE saga_id = $1", [id])
+        let rows = try await database.query(
+            "SELECT timeout_name, timeout_due_at FROM \(table).sagas WHERE id = $1 AND timeout_due_at IS NOT NULL", [id])
         return rows.count == 0 ? nil : (try rows[0].decode(String.self, 0), try rows[0].decode(Date.self, 1))
     }
 }

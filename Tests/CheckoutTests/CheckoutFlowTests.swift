@@ -250,8 +250,10 @@ struct CheckoutFlowTests {
             let mug = CheckoutFleet.product("MUG-PASS", price: 1250)
             try await fleet.seed([.init(product: mug, stock: 5)])
             for statement in [
-                "INSERT INTO orders.sagas (id, saga_type, state, data) VALUES ('broken-saga', 'checkout', 'no-such-state', '{}')",
-                "INSERT INTO orders.saga_timeouts (saga_id, name, due_at) VALUES ('broken-saga', 'reserving_stock', now() - interval '1 hour')",
+                """
+                INSERT INTO orders.sagas (id, saga_type, state, data, timeout_name, timeout_due_at)
+                VALUES ('broken-saga', 'checkout', 'no-such-state', '{}', 'reserving_stock', now() - interval '1 hour')
+                """,
                 "INSERT INTO inventory.stock (sku, on_hand, reserved) VALUES ('BROKEN-SKU', 5, 0)",
                 "INSERT INTO inventory.reservations (id, status, expires_at) VALUES ('broken-reservation', 'reserved', now() - interval '1 hour')",
                 "INSERT INTO inventory.reservation_lines (reservation_id, sku, quantity) VALUES ('broken-reservation', 'BROKEN-SKU', 3)",
@@ -270,7 +272,7 @@ struct CheckoutFlowTests {
                 (try? await fleet.count("SELECT count(*) FROM inventory.reservations WHERE id = 'lonely' AND status = 'released' AND reason = 'expired'")) == 1
             }
             // The broken ones wait, postponed, for someone to look at them.
-            #expect(try await fleet.count("SELECT count(*) FROM orders.saga_timeouts WHERE saga_id = 'broken-saga' AND due_at > now()") == 1)
+            #expect(try await fleet.count("SELECT count(*) FROM orders.sagas WHERE id = 'broken-saga' AND timeout_due_at > now()") == 1)
             #expect(try await fleet.count("SELECT count(*) FROM inventory.reservations WHERE id = 'broken-reservation' AND status = 'reserved' AND expires_at > now()") == 1)
             try await fleet.setFaults(PaymentsSandbox.Faults())
         }
