@@ -39,7 +39,7 @@ public enum OrdersService {
             );
             """),
         SagaTables.withoutForeignKeys(version: 120),
-        SagaTables.timeoutsAndStepCountInTheSagaRow(version: 130),
+        SagaTables.timeoutsInTheSagaRow(version: 130),
     ]
 
     public static func definition(timing: Checkout.Timing = Checkout.Timing(), schema: String = schema) -> WorkerDefinition {

@@ -44,11 +44,11 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
     public func start(id: String, data: Definition.Data, input: Definition.Input, in context: HandlerContext) async throws -> SagaChange<Definition>? {
         let initial = Definition.initialState
         let inserted = try await context.database.query("""
-            INSERT INTO \(table).sagas (id, saga_type, state, data, labels, steps) VALUES ($1, $2, $3, $4, $5, 0)
+            INSERT INTO \(table).sagas (id, saga_type, state, data, labels) VALUES ($1, $2, $3, $4, $5)
             ON CONFLICT (id) DO NOTHING RETURNING 1
             """, [id, Definition.name, initial.rawValue, PostgresJSON(data), PostgresJSON(definition.labels(of: data))])
         if inserted.count == 0 { return nil }
-        return try await apply(input, to: Loaded(id: id, state: initial, data: data, steps: 0, timeout: nil), in: context, starting: true)
+        return try await apply(input, to: Loaded(id: id, state: initial, data: data, timeout: nil), in: context, starting: true)
     }
 
     /// Runs `input` against saga `sagaID`. Nil when there is no such saga. `note` goes into the
@@ -93,19 +93,14 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
         var id: String
         var state: Definition.State
         var data: Definition.Data
-        /// Steps logged so far: the next is numbered after them.
-        var steps: Int
         /// The pending timeout, and whether it is due.
         var timeout: (name: String, due: Bool)?
     }
 
-    /// Locks the saga row and reads it. A saga stored before the row counted its steps (`steps`
-    /// NULL) has them counted from its log, once: the next input writes the count.
+    /// Locks the saga row and reads it, with its pending timeout.
     private func lock(_ id: String, skipLocked: Bool, on context: HandlerContext) async throws -> Loaded? {
         let rows = try await context.database.query("""
-            SELECT state, data::text,
-                coalesce(steps, (SELECT coalesce(max(seq), 0) FROM \(table).saga_steps WHERE saga_id = $1)),
-                timeout_name, timeout_due_at <= now()
+            SELECT state, data::text, timeout_name, timeout_due_at <= now()
             FROM \(table).sagas WHERE id = $1 FOR UPDATE\(skipLocked ? " SKIP LOCKED" : "")
             """, [id])
         guard rows.count == 1 else { return nil }
@@ -114,8 +109,8 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
             throw PermanentFailure("saga-state", "saga \(id) is in state '\(stateName)', which \(Definition.name) does not know")
         }
         let data = try JSONDecoder().decode(Definition.Data.self, from: Data(try rows[0].decode(String.self, 1).utf8))
-        let timeout = try rows[0].decode(String?.self, 3).map { (name: $0, due: try rows[0].decode(Bool.self, 4)) }
-        return Loaded(id: id, state: state, data: data, steps: try rows[0].decode(Int.self, 2), timeout: timeout)
+        let timeout = try rows[0].decode(String?.self, 2).map { (name: $0, due: try rows[0].decode(Bool.self, 3)) }
+        return Loaded(id: id, state: state, data: data, timeout: timeout)
     }
 
     @discardableResult
@@ -144,13 +139,12 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
                 steps.add(.scheduled, name: name, detail: "due in \(after)")
             }
         }
-        // One statement for the saga row: its state and data when it moved, the count of its
-        // steps, and its timeout — the one scheduled, or none when it moved without scheduling
-        // one or the input was its timeout (fired, so gone).
-        let count = saga.steps + steps.count
+        // One statement for the saga row: its state and data when it moved, and its timeout — the
+        // one scheduled, or none when it moved without scheduling one or the input was its
+        // timeout (fired, so gone). An input ignored that touches neither leaves the row alone.
         if transition.ignoredBecause == nil {
             let terminal = Definition.terminalStates.contains(transition.state)
-            var binds: [any PostgresEncodable] = [saga.id, transition.state.rawValue, PostgresJSON(transition.data), terminal, count,
+            var binds: [any PostgresEncodable] = [saga.id, transition.state.rawValue, PostgresJSON(transition.data), terminal,
                                                   scheduled?.name, scheduled?.seconds]
             // The labels (what operators filter on) are written when they change, which most
             // transitions' do not: one JSON encoding fewer per input. (A definition that adds a
@@ -163,11 +157,9 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
                 try context.write(rowStatements.moved, binds)
             }
         } else if scheduled != nil || input.timeoutName != nil {
-            try context.write(rowStatements.ignoredSettingTimeout, [saga.id, count, scheduled?.name, scheduled?.seconds])
-        } else {
-            try context.write(rowStatements.ignored, [saga.id, count])
+            try context.write(rowStatements.ignoredSettingTimeout, [saga.id, scheduled?.name, scheduled?.seconds])
         }
-        try steps.write(saga: saga.id, after: saga.steps, statements: stepStatements, on: context)
+        try steps.write(saga: saga.id, statements: stepStatements, on: context)
         let change = SagaChange<Definition>(sagaID: saga.id, before: saga.state, after: transition.state, data: transition.data,
                                             ignoredBecause: transition.ignoredBecause)
         if change.moved {
@@ -181,9 +173,9 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
     }
 
     /// The steps one input adds to the log, written with one statement that numbers them after
-    /// the saga's last (its row is locked and holds the count, so nobody else is numbering). Each
-    /// step is a row of `VALUES` with parameters of its own (a statement per number of steps,
-    /// prepared once per connection): no array literals to build and escape.
+    /// the last (the saga row is locked, so nobody else is numbering; the last is one probe of the
+    /// log's primary key). Each step is a row of `VALUES` with parameters of its own (a statement
+    /// per number of steps, prepared once per connection): no array literals to build and escape.
     private struct StepLog {
         var binds: [any PostgresEncodable] = []
         var count = 0
@@ -196,32 +188,29 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
             binds += [kind.rawValue, name, type, id, before, after, detail] as [any PostgresEncodable]
         }
 
-        func write(saga id: String, after last: Int, statements: StepStatements, on context: HandlerContext) throws {
-            try context.write(statements.inserting(count), [id, last] + binds)
+        func write(saga id: String, statements: StepStatements, on context: HandlerContext) throws {
+            try context.write(statements.inserting(count), [id] + binds)
         }
     }
 
     /// What an input writes to the saga row, built once per engine.
     struct RowStatements: Sendable {
-        /// $1 id, $2 state, $3 data, $4 terminal, $5 steps, $6 timeout name, $7 its delay in seconds (both NULL: none).
+        /// $1 id, $2 state, $3 data, $4 terminal, $5 timeout name, $6 its delay in seconds (both NULL: none).
         let moved: String
-        /// The same, and $8 the labels.
+        /// The same, and $7 the labels.
         let movedWithLabels: String
-        /// An input ignored: $1 id, $2 steps.
-        let ignored: String
-        /// An input ignored that scheduled a timeout, or was the timeout: $1 id, $2 steps, $3 and $4 as $6 and $7 above.
+        /// An input ignored that scheduled a timeout, or was the timeout: $1 id, $2 and $3 as $5 and $6 above.
         let ignoredSettingTimeout: String
 
         init(table: String) {
             let moving = """
-                UPDATE \(table).sagas SET state = $2, data = $3, terminal = $4, steps = $5, timeout_name = $6,
-                    timeout_due_at = now() + make_interval(secs => $7), updated_at = now()
+                UPDATE \(table).sagas SET state = $2, data = $3, terminal = $4, timeout_name = $5,
+                    timeout_due_at = now() + make_interval(secs => $6), updated_at = now()
                 """
             moved = moving + " WHERE id = $1"
-            movedWithLabels = moving + ", labels = $8 WHERE id = $1"
-            ignored = "UPDATE \(table).sagas SET steps = $2 WHERE id = $1"
+            movedWithLabels = moving + ", labels = $7 WHERE id = $1"
             ignoredSettingTimeout = """
-                UPDATE \(table).sagas SET steps = $2, timeout_name = $3, timeout_due_at = now() + make_interval(secs => $4) WHERE id = $1
+                UPDATE \(table).sagas SET timeout_name = $2, timeout_due_at = now() + make_interval(secs => $3) WHERE id = $1
                 """
         }
     }
@@ -245,12 +234,15 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
 
         private static func build(table: String, count: Int) -> String {
             let rows = (0..<count).map { row in
-                let first = 3 + row * 7
-                return "($1, $2::integer + \(row + 1), " + (first..<first + 7).map { "$\($0)::text" }.joined(separator: ", ") + ")"
+                let first = 2 + row * 7
+                return "(\(row + 1), " + (first..<first + 7).map { "$\($0)::text" }.joined(separator: ", ") + ")"
             }
             return """
                 INSERT INTO \(table).saga_steps (saga_id, seq, kind, name, message_type, message_id, state_before, state_after, detail)
-                VALUES \(rows.joined(separator: ", "))
+                SELECT $1, last.seq + step.n, step.kind, step.name, step.type, step.id, step.before, step.after, step.detail
+                FROM (SELECT coalesce(max(seq), 0) AS seq FROM \(table).saga_steps WHERE saga_id = $1) AS last,
+                     (VALUES \(rows.joined(separator: ", "))) AS step(n, kind, name, type, id, before, after, detail)
+                ORDER BY step.n
                 """
         }
     }

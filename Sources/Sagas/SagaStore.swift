@@ -2,7 +2,7 @@ public import FoundationEssentials
 public import PostgresClient
 
 /// The saga tables in a service's schema: one row per saga (with its pending timeout, since
-/// ``timeoutsAndStepCountInTheSagaRow(version:)``) and its step log.
+/// ``timeoutsInTheSagaRow(version:)``) and its step log.
 public enum SagaTables {
     /// The tables, as a migration of the hosting service (`version` is the service's to choose).
     public static func migration(version: Int) -> Migration {
@@ -59,20 +59,21 @@ extension SagaTables {
 }
 
 extension SagaTables {
-    /// Keeps in the saga row what each input used to look up elsewhere: the pending timeout
-    /// (`timeout_name`, `timeout_due_at`, instead of a row of `saga_timeouts` upserted or deleted
-    /// by every transition) and the number of steps logged (`steps`, instead of `max(seq)` over
-    /// the step log). An input then writes the saga row, its steps and its outbox rows, and
-    /// nothing else. Pending timeouts move into their saga's row; `steps` stays NULL on sagas
-    /// stored before, and the engine counts their step log the first time it locks one (no
-    /// migration that rewrites every saga row).
+    /// Keeps the pending timeout in the saga row (`timeout_name`, `timeout_due_at`, with a
+    /// partial index on the due ones) instead of a row of `saga_timeouts` that every transition
+    /// upserted or deleted: an input then writes the saga row (state, data and timeout in one
+    /// statement), its steps and its outbox rows. Pending timeouts move into their saga's row.
     ///
-    /// Dropping `saga_timeouts` makes a replica of the previous version fail every saga input
-    /// (each one wrote or deleted a timeout) instead of writing a timeout nobody would fire: its
-    /// messages go back through the retry tiers to the replicas already upgraded.
-    public static func timeoutsAndStepCountInTheSagaRow(version: Int) -> Migration {
-        Migration(version: version, name: "sagas-timeout-and-step-count-in-the-row", sql: """
-            ALTER TABLE sagas ADD COLUMN steps integer, ADD COLUMN timeout_name text, ADD COLUMN timeout_due_at timestamptz;
+    /// The `ALTER TABLE` holds the sagas table's lock until the migration commits, through the
+    /// index build (a scan of every saga stored): saga inputs wait meanwhile, and none fails. On a
+    /// table of millions of sagas that is long enough to plan for. Dropping `saga_timeouts` makes
+    /// a replica of the previous version fail every saga input that moves a saga or fires a
+    /// timeout (each wrote or deleted a timeout row) instead of writing a timeout nobody would
+    /// fire; its messages go back through the retry tiers to the replicas already upgraded. An
+    /// input it ignores only logs its step, numbered after the log's last as before.
+    public static func timeoutsInTheSagaRow(version: Int) -> Migration {
+        Migration(version: version, name: "sagas-timeout-in-the-row", sql: """
+            ALTER TABLE sagas ADD COLUMN timeout_name text, ADD COLUMN timeout_due_at timestamptz;
             UPDATE sagas SET timeout_name = t.name, timeout_due_at = t.due_at FROM saga_timeouts t WHERE t.saga_id = sagas.id;
             CREATE INDEX sagas_timeout_due ON sagas (timeout_due_at) WHERE timeout_due_at IS NOT NULL;
             DROP TABLE saga_timeouts;
