@@ -82,7 +82,10 @@ struct StoreReader: Sendable {
         }
         let sagas = try await database.query("SELECT id, state FROM orders.sagas WHERE NOT terminal")
         for index in 0..<sagas.count { snapshot.openSagas[try sagas[index].decode(String.self, 0)] = try sagas[index].decode(String.self, 1) }
-        let overdue = try await database.query("SELECT id FROM orders.sagas WHERE timeout_due_at < now() - interval '5 seconds'")
+        let overdue = try await database.query("""
+            SELECT id FROM orders.sagas WHERE timeout_due_at < now() - interval '5 seconds'
+            UNION SELECT saga_id FROM orders.saga_timeouts WHERE due_at < now() - interval '5 seconds'
+            """)
         snapshot.overdueTimeouts = try (0..<overdue.count).map { try overdue[$0].decode(String.self, 0) }
         snapshot.pendingNotifications = try await database.query(
             "SELECT count(*) FROM notifications.notifications WHERE status = 'pending'")[0].decode(Int.self, 0)

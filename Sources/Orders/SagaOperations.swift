@@ -96,8 +96,10 @@ extension SagaReader {
             SELECT s.id,
                    (SELECT st.name FROM \(table).saga_steps st
                     WHERE st.saga_id = s.id AND st.kind = 'sent' ORDER BY st.seq DESC LIMIT 1),
-                   t.timeout_name, t.timeout_due_at
-            FROM unnest($1::text[]) AS s(id) LEFT JOIN \(table).sagas t ON t.id = s.id AND t.timeout_due_at IS NOT NULL
+                   coalesce(t.timeout_name, old.name), coalesce(t.timeout_due_at, old.due_at)
+            FROM unnest($1::text[]) AS s(id)
+            LEFT JOIN \(table).sagas t ON t.id = s.id AND t.timeout_due_at IS NOT NULL
+            LEFT JOIN \(table).saga_timeouts old ON old.saga_id = s.id  -- written by a replica of the version before
             """, [ids])
         var waits: [String: Wait] = [:]
         for row in rows {

@@ -62,7 +62,9 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
 
     /// Fires the timeouts that are due, each in a transaction of its own. Any replica may run
     /// this: a saga another replica is working on is skipped (`SKIP LOCKED`) and a timeout already
-    /// fired, or replaced since, is not due any more. A saga whose timeout fails (its row cannot be read, a bug) is logged and its
+    /// fired, or replaced since, is not due any more. Timeouts are in the saga row; a replica of a
+    /// version before (during a rolling upgrade, or after a rollback and a new upgrade) writes
+    /// them to `saga_timeouts`, and those are fired too, from there. A saga whose timeout fails (its row cannot be read, a bug) is logged and its
     /// timeout pushed back by `postponeOnFailure`; the others fire. Returns how many fired.
     public func fireDueTimeouts(_ job: JobContext, limit: Int = 100, postponeOnFailure: Duration = .seconds(30)) async throws -> Int {
         let due = try await job.database.query(
@@ -80,6 +82,31 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
                 guard let loaded = try await lock(sagaID, skipLocked: true, on: context),
                       let timeout = loaded.timeout, timeout.due else { return false }
                 try await apply(.timeout(timeout.name), to: loaded, in: context)
+                return true
+            }
+            if didFire == true { fired += 1 }
+        }
+        return fired + (try await fireEarlierVersionsTimeouts(job, limit: limit, postpone: postpone))
+    }
+
+    /// The timeouts an earlier version wrote to `saga_timeouts` (normally none): each deleted as
+    /// it fires, under the saga row's lock. The saga's input then writes the row's timeout as
+    /// any input does.
+    private func fireEarlierVersionsTimeouts(_ job: JobContext, limit: Int, postpone: Int64) async throws -> Int {
+        let due = try await job.database.query(
+            "SELECT saga_id FROM \(table).saga_timeouts WHERE due_at <= now() ORDER BY due_at LIMIT $1", [limit])
+        var fired = 0
+        for index in 0..<due.count {
+            let sagaID = try due[index].decode(String.self, 0)
+            let didFire = try await job.isolated("the timeout of saga \(sagaID)", sagaID: sagaID, postpone: { [table] database in
+                try await database.query("UPDATE \(table).saga_timeouts SET due_at = now() + make_interval(secs => $2) WHERE saga_id = $1",
+                                         [sagaID, postpone])
+            }) { context -> Bool in
+                guard let loaded = try await lock(sagaID, skipLocked: true, on: context) else { return false }
+                let timeout = try await context.database.query(
+                    "DELETE FROM \(table).saga_timeouts WHERE saga_id = $1 AND due_at <= now() RETURNING name", [sagaID])
+                guard timeout.count == 1 else { return false }
+                try await apply(.timeout(try timeout[0].decode(String.self, 0)), to: loaded, in: context)
                 return true
             }
             if didFire == true { fired += 1 }

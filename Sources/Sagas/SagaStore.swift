@@ -2,7 +2,8 @@ public import FoundationEssentials
 public import PostgresClient
 
 /// The saga tables in a service's schema: one row per saga (with its pending timeout, since
-/// ``timeoutsInTheSagaRow(version:)``) and its step log.
+/// ``timeoutsInTheSagaRow(version:)``; `saga_timeouts` only for replicas of the version before)
+/// and its step log.
 public enum SagaTables {
     /// The tables, as a migration of the hosting service (`version` is the service's to choose).
     public static func migration(version: Int) -> Migration {
@@ -64,19 +65,21 @@ extension SagaTables {
     /// upserted or deleted: an input then writes the saga row (state, data and timeout in one
     /// statement), its steps and its outbox rows. Pending timeouts move into their saga's row.
     ///
+    /// `saga_timeouts` stays, empty, for the version before: its replicas (during a rolling
+    /// upgrade, or after a rollback) go on writing timeouts there, and this version fires those
+    /// too (``SagaEngine/fireDueTimeouts(_:limit:postponeOnFailure:)``). A rollback leaves the
+    /// timeouts this version wrote in the rows, where the version before does not look; the
+    /// statement that hands them back is in docs/kubernetes.md ("Roll back").
+    ///
     /// The `ALTER TABLE` holds the sagas table's lock until the migration commits, through the
     /// index build (a scan of every saga stored): saga inputs wait meanwhile, and none fails. On a
-    /// table of millions of sagas that is long enough to plan for. Dropping `saga_timeouts` makes
-    /// a replica of the previous version fail every saga input that moves a saga or fires a
-    /// timeout (each wrote or deleted a timeout row) instead of writing a timeout nobody would
-    /// fire; its messages go back through the retry tiers to the replicas already upgraded. An
-    /// input it ignores only logs its step, numbered after the log's last as before.
+    /// table of millions of sagas that is long enough to plan for.
     public static func timeoutsInTheSagaRow(version: Int) -> Migration {
         Migration(version: version, name: "sagas-timeout-in-the-row", sql: """
             ALTER TABLE sagas ADD COLUMN timeout_name text, ADD COLUMN timeout_due_at timestamptz;
             UPDATE sagas SET timeout_name = t.name, timeout_due_at = t.due_at FROM saga_timeouts t WHERE t.saga_id = sagas.id;
+            DELETE FROM saga_timeouts;
             CREATE INDEX sagas_timeout_due ON sagas (timeout_due_at) WHERE timeout_due_at IS NOT NULL;
-            DROP TABLE saga_timeouts;
             """)
     }
 }
@@ -192,10 +195,14 @@ public struct SagaReader: Sendable {
         }
     }
 
-    /// The pending timeout: its name and when it is due.
+    /// The pending timeout: its name and when it is due (the first due, if a replica of the
+    /// version before left one in `saga_timeouts` as well).
     public func pendingTimeout(of id: String, on database: PostgresClient) async throws -> (name: String, dueAt: Date)? {
-        let rows = try await database.query(
-            "SELECT timeout_name, timeout_due_at FROM \(table).sagas WHERE id = $1 AND timeout_due_at IS NOT NULL", [id])
+        let rows = try await database.query("""
+            SELECT timeout_name, timeout_due_at FROM \(table).sagas WHERE id = $1 AND timeout_due_at IS NOT NULL
+            UNION ALL SELECT name, due_at FROM \(table).saga_timeouts WHERE saga_id = $1
+            ORDER BY 2 LIMIT 1
+            """, [id])
         return rows.count == 0 ? nil : (try rows[0].decode(String.self, 0), try rows[0].decode(Date.self, 1))
     }
 }
