@@ -64,49 +64,47 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
     /// this: a saga another replica is working on is skipped (`SKIP LOCKED`) and a timeout already
     /// fired, or replaced since, is not due any more. Timeouts are in the saga row; a replica of a
     /// version before (during a rolling upgrade, or after a rollback and a new upgrade) writes
-    /// them to `saga_timeouts`, and those are fired too, from there. A saga whose timeout fails (its row cannot be read, a bug) is logged and its
-    /// timeout pushed back by `postponeOnFailure`; the others fire. Returns how many fired.
+    /// them to `saga_timeouts`, and those fire too, each deleted as it fires. A saga whose timeout
+    /// fails (its row cannot be read, a bug) is logged and its timeout pushed back by
+    /// `postponeOnFailure`; the others fire. Returns how many fired.
     public func fireDueTimeouts(_ job: JobContext, limit: Int = 100, postponeOnFailure: Duration = .seconds(30)) async throws -> Int {
-        let due = try await job.database.query(
-            "SELECT id FROM \(table).sagas WHERE timeout_due_at <= now() ORDER BY timeout_due_at LIMIT $1", [limit])
-        var fired = 0
         let postpone = postponeOnFailure.components.seconds
-        for index in 0..<due.count {
-            let sagaID = try due[index].decode(String.self, 0)
-            let didFire = try await job.isolated("the timeout of saga \(sagaID)", sagaID: sagaID, postpone: { [table] database in
-                try await database.query("""
-                    UPDATE \(table).sagas SET timeout_due_at = now() + make_interval(secs => $2) WHERE id = $1 AND timeout_due_at IS NOT NULL
-                    """, [sagaID, postpone])
-            }) { context -> Bool in
-                // Still due under the saga row's lock: a handler may have moved the saga meanwhile.
-                guard let loaded = try await lock(sagaID, skipLocked: true, on: context),
-                      let timeout = loaded.timeout, timeout.due else { return false }
-                try await apply(.timeout(timeout.name), to: loaded, in: context)
-                return true
-            }
-            if didFire == true { fired += 1 }
+        let inRows = try await fire(
+            job, due: "SELECT id FROM \(table).sagas WHERE timeout_due_at <= now() ORDER BY timeout_due_at LIMIT $1", limit: limit,
+            postpone: "UPDATE \(table).sagas SET timeout_due_at = now() + make_interval(secs => $2) WHERE id = $1 AND timeout_due_at IS NOT NULL",
+            by: postpone
+        ) { saga, _ in
+            // Still due under the saga row's lock: a handler may have moved the saga meanwhile.
+            guard let timeout = saga.timeout, timeout.due else { return nil }
+            return timeout.name
         }
-        return fired + (try await fireEarlierVersionsTimeouts(job, limit: limit, postpone: postpone))
+        let inTable = try await fire(
+            job, due: "SELECT saga_id FROM \(table).saga_timeouts WHERE due_at <= now() ORDER BY due_at LIMIT $1", limit: limit,
+            postpone: "UPDATE \(table).saga_timeouts SET due_at = now() + make_interval(secs => $2) WHERE saga_id = $1",
+            by: postpone
+        ) { [table] saga, context in
+            let rows = try await context.database.query(
+                "DELETE FROM \(table).saga_timeouts WHERE saga_id = $1 AND due_at <= now() RETURNING name", [saga.id])
+            return rows.count == 1 ? try rows[0].decode(String.self, 0) : nil
+        }
+        return inRows + inTable
     }
 
-    /// The timeouts an earlier version wrote to `saga_timeouts` (normally none): each deleted as
-    /// it fires, under the saga row's lock. The saga's input then writes the row's timeout as
-    /// any input does.
-    private func fireEarlierVersionsTimeouts(_ job: JobContext, limit: Int, postpone: Int64) async throws -> Int {
-        let due = try await job.database.query(
-            "SELECT saga_id FROM \(table).saga_timeouts WHERE due_at <= now() ORDER BY due_at LIMIT $1", [limit])
+    /// Fires the timeouts of the sagas `due` selects (`$1` the limit), each in an isolated
+    /// transaction that locks the saga row and asks `timeout` which one is still due (nil: none).
+    /// A failure runs `postpone` (`$1` the saga, `$2` the seconds) in a transaction of its own.
+    private func fire(_ job: JobContext, due: String, limit: Int, postpone: String, by seconds: Int64,
+                      timeout: @escaping @Sendable (Loaded, HandlerContext) async throws -> String?) async throws -> Int {
+        let rows = try await job.database.query(due, [limit])
         var fired = 0
-        for index in 0..<due.count {
-            let sagaID = try due[index].decode(String.self, 0)
-            let didFire = try await job.isolated("the timeout of saga \(sagaID)", sagaID: sagaID, postpone: { [table] database in
-                try await database.query("UPDATE \(table).saga_timeouts SET due_at = now() + make_interval(secs => $2) WHERE saga_id = $1",
-                                         [sagaID, postpone])
+        for index in 0..<rows.count {
+            let sagaID = try rows[index].decode(String.self, 0)
+            let didFire = try await job.isolated("the timeout of saga \(sagaID)", sagaID: sagaID, postpone: { database in
+                try await database.query(postpone, [sagaID, seconds])
             }) { context -> Bool in
-                guard let loaded = try await lock(sagaID, skipLocked: true, on: context) else { return false }
-                let timeout = try await context.database.query(
-                    "DELETE FROM \(table).saga_timeouts WHERE saga_id = $1 AND due_at <= now() RETURNING name", [sagaID])
-                guard timeout.count == 1 else { return false }
-                try await apply(.timeout(try timeout[0].decode(String.self, 0)), to: loaded, in: context)
+                guard let saga = try await lock(sagaID, skipLocked: true, on: context),
+                      let name = try await timeout(saga, context) else { return false }
+                try await apply(.timeout(name), to: saga, in: context)
                 return true
             }
             if didFire == true { fired += 1 }

@@ -26,6 +26,17 @@ struct CheckoutFlowTests {
         try await waitUntil(deadline: .seconds(20)) { (try? await fleet.sandboxStats().held) ?? 0 >= 1 }
     }
 
+    /// An order for `quantity` of a new product (`stock` in stock, 12.50 EUR) whose authorization
+    /// the gateway holds (`holding`) until the test changes its faults.
+    static func placeHeldOrder(_ fleet: CheckoutFleet, _ sku: String, stock: Int, quantity: Int = 1) async throws -> (product: Product, id: String) {
+        let product = CheckoutFleet.product(sku, price: 1250)
+        try await fleet.seed([.init(product: product, stock: stock)])
+        try await fleet.setFaults(holding)
+        let id = try await fleet.placeOrder([(product, quantity)])
+        try await waitUntilHeld(fleet)
+        return (product, id)
+    }
+
     @Test func anOrderIsReservedAuthorizedConfirmedCapturedAndCompleted() async throws {
         try await CheckoutFleet.with { fleet in
             let mug = CheckoutFleet.product("MUG-1", price: 1250)
@@ -125,12 +136,8 @@ struct CheckoutFlowTests {
 
     @Test func aCustomerCancelBeforeCaptureVoidsReleasesAndCancels() async throws {
         try await CheckoutFleet.with { fleet in
-            let mug = CheckoutFleet.product("MUG-5", price: 1250)
-            try await fleet.seed([.init(product: mug, stock: 2)])
-            try await fleet.setFaults(Self.holding)
-            let id = try await fleet.placeOrder([(mug, 2)])
             // The authorization is inside the gateway, and stays there until the cancel is handled.
-            try await Self.waitUntilHeld(fleet)
+            let id = try await Self.placeHeldOrder(fleet, "MUG-5", stock: 2, quantity: 2).id
             try await fleet.send(CancelOrder(orderID: id, customerID: "cus-test", reason: "changed my mind"))
             try await fleet.waitForSaga(id, in: ["voiding_payment", "releasing_stock", "cancelled"], deadline: .seconds(20))
             try await fleet.setFaults(PaymentsSandbox.Faults())
@@ -183,12 +190,8 @@ struct CheckoutFlowTests {
 
     @Test func aWorkerKilledMidSagaIsRestartedAndTheSagaCompletes() async throws {
         try await CheckoutFleet.with { fleet in
-            let mug = CheckoutFleet.product("MUG-7", price: 1250)
-            try await fleet.seed([.init(product: mug, stock: 5)])
-            try await fleet.setFaults(Self.holding)
-            let id = try await fleet.placeOrder([(mug, 1)])
             // Payments is inside the gateway call, its transaction open, the delivery unacked.
-            try await Self.waitUntilHeld(fleet)
+            let id = try await Self.placeHeldOrder(fleet, "MUG-7", stock: 5).id
             try await fleet.kill("payments")
             // The gateway goes on with the request the dead worker sent (as a real one would).
             try await fleet.setFaults(PaymentsSandbox.Faults())

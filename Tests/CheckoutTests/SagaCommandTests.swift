@@ -123,12 +123,8 @@ struct SagaCommandTests {
 
     @Test func cancelCompensatesASagaInFlightAndListFiltersByState() async throws {
         try await CheckoutFleet.with { fleet in
-            let mug = CheckoutFleet.product("MUG-C", price: 1250)
-            try await fleet.seed([.init(product: mug, stock: 3)])
             // The authorization stays in the gateway until the operator's cancel has been handled.
-            try await fleet.setFaults(CheckoutFlowTests.holding)
-            let id = try await fleet.placeOrder([(mug, 1)])
-            try await CheckoutFlowTests.waitUntilHeld(fleet)
+            let id = try await CheckoutFlowTests.placeHeldOrder(fleet, "MUG-C", stock: 3).id
             _ = try await shopfleet(fleet, "saga", "cancel", id, "--reason", "fraud check")
             try await fleet.waitForSaga(id, in: ["voiding_payment", "releasing_stock", "cancelled"], deadline: .seconds(20))
             try await fleet.setFaults(PaymentsSandbox.Faults())

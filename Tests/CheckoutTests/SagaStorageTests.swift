@@ -55,12 +55,8 @@ struct SagaStorageTests {
 
     @Test func anIgnoredInputKeepsThePendingTimeoutAndAFiredOneIsGoneEvenWhenIgnored() async throws {
         try await CheckoutFleet.with { fleet in
-            let mug = CheckoutFleet.product("MUG-ROW", price: 1250)
-            try await fleet.seed([.init(product: mug, stock: 5)])
             // Held in the gateway: the saga waits in authorizing_payment with its timeout pending.
-            try await fleet.setFaults(CheckoutFlowTests.holding)
-            let id = try await fleet.placeOrder([(mug, 1)])
-            try await CheckoutFlowTests.waitUntilHeld(fleet)
+            let (mug, id) = try await CheckoutFlowTests.placeHeldOrder(fleet, "MUG-ROW", stock: 5)
             try await fleet.waitForSaga(id, in: ["authorizing_payment"])
             let reader = SagaReader(schema: "orders")
             let pending = try #require(try await reader.pendingTimeout(of: id, on: fleet.database))
