@@ -19,6 +19,11 @@ public struct Money: Codable, Sendable, Equatable, Hashable, CustomStringConvert
 }
 
 /// A product as the catalog holds it. Orders take prices from here, never from the client.
+///
+/// `revision` is the catalog's count of changes to the product, set by the catalog in what it
+/// reads and publishes (ignored in ``UpsertProduct``; absent from catalogs before revisions and
+/// from search). A copy kept elsewhere applies a product only over an older revision, so changes
+/// that arrive out of order cannot bring back an old price.
 public struct Product: Codable, Sendable, Equatable {
     public var id: String
     public var sku: String
@@ -27,8 +32,10 @@ public struct Product: Codable, Sendable, Equatable {
     public var category: String
     public var price: Money
     public var active: Bool
+    public var revision: Int?
 
-    public init(id: String, sku: String, name: String, description: String, category: String, price: Money, active: Bool = true) {
+    public init(id: String, sku: String, name: String, description: String, category: String, price: Money, active: Bool = true,
+                revision: Int? = nil) {
         self.id = id
         self.sku = sku
         self.name = name
@@ -36,11 +43,12 @@ public struct Product: Codable, Sendable, Equatable {
         self.category = category
         self.price = price
         self.active = active
+        self.revision = revision
     }
 
     static let example = Product(id: "0190c2d4-8f5e-7a10-9c1e-4b7d2f0a1e01", sku: "MUG-001", name: "Enamel mug",
                                  description: "A blue enamel mug, 350 ml.", category: "kitchen",
-                                 price: Money(amount: 1250, currency: "EUR"))
+                                 price: Money(amount: 1250, currency: "EUR"), revision: 1)
 }
 
 /// Admin: creates a product or replaces its fields.
@@ -69,6 +77,7 @@ public struct DeactivateProduct: Command, Contract, Validatable {
     public func validate() throws(ValidationFailure) { try Validation.identifier(productID, "productID") }
 }
 
+/// A product was created or changed; its `revision` counts this change.
 public struct ProductUpserted: Event, Contract {
     public static let type = "catalog.ProductUpserted.v1"
     public static let example = ProductUpserted(product: .example)
@@ -76,14 +85,17 @@ public struct ProductUpserted: Event, Contract {
     public init(product: Product) { self.product = product }
 }
 
+/// A product was taken off sale; `revision` (as in ``Product``) counts this change.
 public struct ProductDeactivated: Event, Contract {
     public static let type = "catalog.ProductDeactivated.v1"
-    public static let example = ProductDeactivated(productID: Product.example.id, sku: Product.example.sku)
+    public static let example = ProductDeactivated(productID: Product.example.id, sku: Product.example.sku, revision: 2)
     public var productID: String
     public var sku: String
-    public init(productID: String, sku: String) {
+    public var revision: Int?
+    public init(productID: String, sku: String, revision: Int? = nil) {
         self.productID = productID
         self.sku = sku
+        self.revision = revision
     }
 }
 

@@ -40,6 +40,24 @@ public enum OrdersService {
             """),
         SagaTables.withoutForeignKeys(version: 120),
         SagaTables.timeoutsInTheSagaRow(version: 130),
+        // What the catalog says each product sells for (its events, and its answers when an order
+        // had to ask), so that placing an order need not ask the catalog (a query and its reply
+        // through the broker). A row without a price: off sale, or changed by a catalog that sent
+        // no revision; either way the next order asks. `revision` is the catalog's: a product
+        // applies only over an older one.
+        Migration(version: 140, name: "catalog prices", sql: """
+            CREATE TABLE catalog_prices (
+                product_id text PRIMARY KEY,
+                sku text,
+                name text,
+                price_amount bigint CHECK (price_amount >= 0),
+                currency text,
+                revision bigint NOT NULL,
+                updated_at timestamptz NOT NULL DEFAULT now(),
+                CHECK ((sku IS NULL) = (price_amount IS NULL) AND (name IS NULL) = (price_amount IS NULL)
+                       AND (currency IS NULL) = (price_amount IS NULL))
+            );
+            """),
     ]
 
     public static func definition(timing: Checkout.Timing = Checkout.Timing(), schema: String = schema) -> WorkerDefinition {
@@ -117,25 +135,46 @@ public enum OrdersService {
             return try await tables.summaries(where: "o.customer_id = $1", [query.customerID], limit: limit, on: context.database)
         }
 
+        // The catalog's changes, into the local prices (`catalog_prices`).
+        handlers.on(ProductUpserted.self) { event, context in
+            try await tables.copy(event.product, on: context.database)
+        }
+        handlers.on(ProductDeactivated.self) { event, context in
+            try await tables.copy(nil, id: event.productID, revision: event.revision, on: context.database)
+        }
+
         SagaOperations.add(to: &handlers, schema: schema)
 
         let timeouts = ScheduledJob("fire-saga-timeouts", every: .milliseconds(500)) { job in
             let fired = try await saga.fireDueTimeouts(job)
             if fired > 0 { job.logger.info("fired saga timeouts", metadata: ["count": .stringConvertible(fired)]) }
         }
-        return WorkerDefinition(service: "orders", schema: schema, queues: ["orders.commands", "orders.queries", "orders.saga-events"],
+        return WorkerDefinition(service: "orders", schema: schema,
+                                queues: ["orders.commands", "orders.queries", "orders.saga-events", "orders.catalog-events"],
                                 migrations: migrations, handlers: handlers, jobs: [timeouts])
     }
 
     /// Prices the lines from the catalog, records the order and starts its saga. An order whose
     /// products are unknown or off sale is recorded as cancelled, with the reason.
+    ///
+    /// The prices come from the local copy of the catalog (`catalog_prices`) when it has every
+    /// product on sale; otherwise (a product it has not heard of, one off sale, whose reason the
+    /// catalog words) from the catalog itself, over request/reply, and its answer goes into the copy.
     static func place(_ command: PlaceOrder, tables: Tables, saga: SagaEngine<Checkout>, context: HandlerContext) async throws {
-        // Ask before the first statement: the transaction has not begun yet, so no connection waits.
-        let products = try await context.ask(GetProducts(productIDs: command.lines.map(\.productID)))
         let exists = try await context.database.query("SELECT 1 FROM \(tables.orders) WHERE id = $1", [command.orderID])
         if exists.count > 0 {
             context.logger.info("order already placed; nothing to do", metadata: ["order_id": .string(command.orderID)])
             return
+        }
+        let ids = command.lines.map(\.productID)
+        let products: [Product]
+        if let known = try await tables.onSale(ids, on: context.database) {
+            products = known
+        } else {
+            // The transaction holds its connection while the catalog answers (up to the ask's 5 s):
+            // rare once the copy knows the products, since each answer fills it in.
+            products = try await context.ask(GetProducts(productIDs: ids))
+            for product in products { try await tables.copy(product, answered: true, on: context.database) }
         }
         let byID = Dictionary(products.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         var lines: [OrderLine] = []
@@ -186,9 +225,53 @@ public enum OrdersService {
     struct Tables: Sendable {
         let orders: String
         let lines: String
+        let prices: String
         init(schema: String) {
             orders = "\(quoteIdentifier(schema)).orders"
             lines = "\(quoteIdentifier(schema)).order_lines"
+            prices = "\(quoteIdentifier(schema)).catalog_prices"
+        }
+
+        /// Records what the catalog says a product is, unless the copy holds a later revision: its
+        /// price when on sale, none when off sale. An event applies only over an older revision;
+        /// an answer (`answered`: read from the catalog just now, so current) also puts back, at
+        /// the same revision, a price that an event without a revision had dropped.
+        func copy(_ product: Product, answered: Bool = false, on database: PostgresConnection) async throws {
+            try await copy(product.active ? product : nil, id: product.id, revision: product.revision, answered: answered, on: database)
+        }
+
+        /// `product` nil: off sale. Without a revision (a catalog from before revisions, during a
+        /// rolling upgrade) the change cannot be placed among the others: the price is dropped,
+        /// the revision kept, and the next order for the product asks the catalog.
+        func copy(_ product: Product?, id: String, revision: Int?, answered: Bool = false, on database: PostgresConnection) async throws {
+            guard let revision else {
+                try await database.query("""
+                    INSERT INTO \(prices) AS p (product_id, revision) VALUES ($1, 0)
+                    ON CONFLICT (product_id) DO UPDATE SET sku = NULL, name = NULL, price_amount = NULL, currency = NULL, updated_at = now()
+                    """, [id])
+                return
+            }
+            try await database.query("""
+                INSERT INTO \(prices) AS p (product_id, sku, name, price_amount, currency, revision) VALUES ($1, $2, $3, $4, $5, $6)
+                ON CONFLICT (product_id) DO UPDATE SET sku = excluded.sku, name = excluded.name, price_amount = excluded.price_amount,
+                    currency = excluded.currency, revision = excluded.revision, updated_at = now()
+                WHERE p.revision < excluded.revision
+                    \(answered ? "OR (p.revision = excluded.revision AND p.price_amount IS NULL AND excluded.price_amount IS NOT NULL)" : "")
+                """, [id, product?.sku, product?.name, product?.price.amount, product?.price.currency, revision])
+        }
+
+        /// The products as the copy has them, when it has every one of them on sale; nil otherwise.
+        func onSale(_ ids: [String], on database: PostgresConnection) async throws -> [Product]? {
+            let rows = try await database.query("""
+                SELECT product_id, sku, name, price_amount, currency FROM \(prices) WHERE product_id = ANY($1) AND price_amount IS NOT NULL
+                """, [ids])
+            let products = try (0..<rows.count).map { index in
+                let row = rows[index]
+                return Product(id: try row.decode(String.self, 0), sku: try row.decode(String.self, 1), name: try row.decode(String.self, 2),
+                               description: "", category: "",
+                               price: Money(amount: try row.decode(Int.self, 3), currency: try row.decode(String.self, 4)))
+            }
+            return Set(products.map(\.id)) == Set(ids) ? products : nil
         }
 
         func summaries(where condition: String, _ binds: [any PostgresEncodable], limit: Int,

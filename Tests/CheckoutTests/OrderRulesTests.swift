@@ -1,3 +1,4 @@
+import AMQPClient
 import ClientRuntime
 import Contracts
 import FoundationEssentials
@@ -15,8 +16,10 @@ struct OrderRulesTests {
             let old = CheckoutFleet.product("OLD-R", price: 500)
             try await fleet.seed([.init(product: mug, stock: 5), .init(product: old, stock: 5)])
             try await fleet.send(DeactivateProduct(productID: old.id))
+            // Orders learn it from the catalog's event: until then their copy still sells it.
             try await waitUntil(deadline: .seconds(20)) {
-                (try? await fleet.count("SELECT count(*) FROM catalog.products WHERE id = $1 AND NOT active", [old.id])) == 1
+                (try? await fleet.count("SELECT count(*) FROM orders.catalog_prices WHERE product_id = $1 AND price_amount IS NULL",
+                                        [old.id])) == 1
             }
 
             let retired = try await fleet.placeOrder([(mug, 1), (old, 1)])
@@ -44,6 +47,85 @@ struct OrderRulesTests {
             #expect(mine.map(\.placedAt) == mine.map(\.placedAt).sorted(by: >))
             let page = try await queries.ask(ListCustomerOrders(customerID: "cus-test", limit: 10, before: mine[0].orderID))
             #expect(page.map(\.orderID) == Array(mine.dropFirst()).map(\.orderID))
+        }
+    }
+
+    @Test func ordersArePricedFromTheirCopyOfTheCatalogWhichTakesEventsOnlyInRevisionOrder() async throws {
+        try await CheckoutFleet.with { fleet in
+            var mug = CheckoutFleet.product("MUG-P", price: 1250)
+            try await fleet.seed([.init(product: mug, stock: 20)])
+            func copied() async throws -> (price: Int?, revision: Int)? {
+                let rows = try await fleet.database.query("SELECT price_amount, revision FROM orders.catalog_prices WHERE product_id = $1",
+                                                          [mug.id])
+                return rows.count == 1 ? (try rows[0].decode(Int?.self, 0), try rows[0].decode(Int.self, 1)) : nil
+            }
+            func total(_ id: String) async throws -> Int {
+                try await fleet.database.query("SELECT total_amount FROM orders.orders WHERE id = $1", [id])[0].decode(Int.self, 0)
+            }
+            /// Publishes a catalog event as a catalog would, and waits until the orders worker has
+            /// handled it. (Search and the edge take it too: nothing here asks them.)
+            func publish<E: Event>(_ event: E) async throws {
+                let envelope = try Envelope(event)
+                try await fleet.channel.publish(envelope.body, exchange: E.exchange, routingKey: E.type, properties: envelope.properties,
+                                                mandatory: true)
+                try await waitUntil(deadline: .seconds(20)) {
+                    (try? await fleet.count("SELECT count(*) FROM orders.inbox WHERE message_id = $1", [envelope.messageID])) == 1
+                }
+            }
+            try await waitUntil(deadline: .seconds(20)) { (try? await copied()).map { $0 == (1250, 1) } ?? false }
+
+            // The copy prices the order, not a question to the catalog: a price planted in the copy is charged.
+            try await fleet.database.query("UPDATE orders.catalog_prices SET price_amount = 999 WHERE product_id = $1", [mug.id])
+            let planted = try await fleet.placeOrder([(mug, 2)])
+            try await fleet.waitForSaga(planted, in: ["completed"])
+            #expect(try await total(planted) == 1998)
+
+            // A new price reaches the copy with the catalog's next revision.
+            mug.price.amount = 1500
+            try await fleet.send(UpsertProduct(product: mug))
+            try await waitUntil(deadline: .seconds(20)) { (try? await copied()).map { $0 == (1500, 2) } ?? false }
+            // An older revision arriving late changes nothing.
+            var stale = mug
+            stale.price.amount = 100
+            stale.revision = 1
+            try await publish(ProductUpserted(product: stale))
+            #expect(try await copied().map { $0 == (1500, 2) } == true)
+            let repriced = try await fleet.placeOrder([(mug, 1)])
+            try await fleet.waitForSaga(repriced, in: ["completed"])
+            #expect(try await total(repriced) == 1500)
+
+            // An event without a revision (a catalog from before them) cannot be ordered: the copy
+            // drops the price but keeps the revision, so a late event of that revision is refused
+            // too; the next order asks the catalog (1500, not 100) and puts its answer back.
+            stale.revision = nil
+            try await publish(ProductUpserted(product: stale))
+            #expect(try await copied().map { $0 == (nil, 2) } == true)
+            stale.revision = 2
+            try await publish(ProductUpserted(product: stale))
+            #expect(try await copied().map { $0 == (nil, 2) } == true)
+            let asked = try await fleet.placeOrder([(mug, 1)])
+            try await fleet.waitForSaga(asked, in: ["completed"])
+            #expect(try await total(asked) == 1500)
+            #expect(try await copied().map { $0 == (1500, 2) } == true)
+            // A copy without the product (as after the upgrade that brought the copy) fills itself
+            // the same way.
+            try await fleet.database.query("DELETE FROM orders.catalog_prices WHERE product_id = $1", [mug.id])
+            let refilled = try await fleet.placeOrder([(mug, 2)])
+            try await fleet.waitForSaga(refilled, in: ["completed"])
+            #expect(try await total(refilled) == 3000)
+            #expect(try await copied().map { $0 == (1500, 2) } == true)
+
+            // Taken off sale: the copy keeps the revision without a price, and the order is
+            // refused with the catalog's own words.
+            try await fleet.send(DeactivateProduct(productID: mug.id))
+            try await waitUntil(deadline: .seconds(20)) { (try? await copied()).map { $0 == (nil, 3) } ?? false }
+            let retired = try await fleet.placeOrder([(mug, 1)])
+            try await waitUntil(deadline: .seconds(30)) { (try? await fleet.order(retired))?.status == "cancelled" }
+            #expect(try await fleet.order(retired)?.reason?.contains("is no longer sold") == true)
+
+            // A change the catalog's code does not count (a catalog from before revisions) is counted all the same.
+            try await fleet.database.query("UPDATE catalog.products SET name = name || '!' WHERE id = $1", [mug.id])
+            #expect(try await fleet.count("SELECT revision FROM catalog.products WHERE id = $1", [mug.id]) == 4)
         }
     }
 
