@@ -169,7 +169,8 @@ let package = Package(
             swiftSettings: swiftSettings),
         .target(
             name: "Orders",
-            dependencies: ["Contracts", "Messaging", "Sagas", "PostgresClient", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Contracts", "Messaging", "Sagas", "PostgresClient", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Metrics", package: "swift-metrics")],
             swiftSettings: swiftSettings),
 
         // The HTTP edge: depends on the contracts and the messaging runtime, never on a domain or the database.

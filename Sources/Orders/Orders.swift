@@ -2,6 +2,7 @@ public import Contracts
 import FoundationEssentials
 import Logging
 public import Messaging
+import Metrics
 public import PostgresClient
 public import Sagas
 
@@ -137,7 +138,8 @@ public enum OrdersService {
 
         // The catalog's changes, into the local prices (`catalog_prices`).
         handlers.on(ProductUpserted.self) { event, context in
-            try await tables.copy(event.product, on: context.database)
+            let product = event.product
+            try await tables.copy(product.active ? product : nil, id: product.id, revision: product.revision, on: context.database)
         }
         handlers.on(ProductDeactivated.self) { event, context in
             try await tables.copy(nil, id: event.productID, revision: event.revision, on: context.database)
@@ -171,10 +173,15 @@ public enum OrdersService {
         if let known = try await tables.onSale(ids, on: context.database) {
             products = known
         } else {
-            // The transaction holds its connection while the catalog answers (up to the ask's 5 s):
-            // rare once the copy knows the products, since each answer fills it in.
+            // The transaction (in batches: the batch's) holds its connection while the catalog
+            // answers, up to the ask's 5 s: docs/checkout.md, "Prices", says when this happens.
+            Counter(label: "shopfleet_orders_catalog_asks_total").increment()
             products = try await context.ask(GetProducts(productIDs: ids))
-            for product in products { try await tables.copy(product, answered: true, on: context.database) }
+            // An answer without a revision (a catalog from before them) cannot be placed among the
+            // events: the copy is left as it is.
+            for product in products where product.revision != nil {
+                try await tables.remember(product, on: context.database)
+            }
         }
         let byID = Dictionary(products.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         var lines: [OrderLine] = []
@@ -232,18 +239,12 @@ public enum OrdersService {
             prices = "\(quoteIdentifier(schema)).catalog_prices"
         }
 
-        /// Records what the catalog says a product is, unless the copy holds a later revision: its
-        /// price when on sale, none when off sale. An event applies only over an older revision;
-        /// an answer (`answered`: read from the catalog just now, so current) also puts back, at
-        /// the same revision, a price that an event without a revision had dropped.
-        func copy(_ product: Product, answered: Bool = false, on database: PostgresConnection) async throws {
-            try await copy(product.active ? product : nil, id: product.id, revision: product.revision, answered: answered, on: database)
-        }
-
-        /// `product` nil: off sale. Without a revision (a catalog from before revisions, during a
-        /// rolling upgrade) the change cannot be placed among the others: the price is dropped,
-        /// the revision kept, and the next order for the product asks the catalog.
-        func copy(_ product: Product?, id: String, revision: Int?, answered: Bool = false, on database: PostgresConnection) async throws {
+        /// Records what a catalog event says about a product: its price (`product`), or that it is
+        /// off sale (nil), unless the copy holds this revision or a later one. Without a revision
+        /// (a catalog from before revisions, during a rolling upgrade) the change cannot be placed
+        /// among the others: the price is dropped, the revision kept, and the next order for the
+        /// product asks the catalog.
+        func copy(_ product: Product?, id: String, revision: Int?, on database: PostgresConnection) async throws {
             guard let revision else {
                 try await database.query("""
                     INSERT INTO \(prices) AS p (product_id, revision) VALUES ($1, 0)
@@ -256,8 +257,27 @@ public enum OrdersService {
                 ON CONFLICT (product_id) DO UPDATE SET sku = excluded.sku, name = excluded.name, price_amount = excluded.price_amount,
                     currency = excluded.currency, revision = excluded.revision, updated_at = now()
                 WHERE p.revision < excluded.revision
-                    \(answered ? "OR (p.revision = excluded.revision AND p.price_amount IS NULL AND excluded.price_amount IS NOT NULL)" : "")
                 """, [id, product?.sku, product?.name, product?.price.amount, product?.price.currency, revision])
+        }
+
+        /// Records what the catalog answered about a product (read just now, so current): over an
+        /// older revision, and at the same revision over a price an event without a revision had
+        /// dropped. Written only where it changes something, so that an answer about a product
+        /// off sale, asked for by order after order, locks no row (`ON CONFLICT … DO UPDATE`
+        /// would lock it even when it changes nothing, until the transaction ends).
+        func remember(_ product: Product, on database: PostgresConnection) async throws {
+            guard let revision = product.revision else { return }
+            let price = product.active ? product.price : nil
+            let updated = try await database.query("""
+                UPDATE \(prices) SET sku = $2, name = $3, price_amount = $4, currency = $5, revision = $6, updated_at = now()
+                WHERE product_id = $1 AND (revision < $6 OR (revision = $6 AND price_amount IS NULL AND $4::bigint IS NOT NULL))
+                RETURNING 1
+                """, [product.id, price.map { _ in product.sku }, price.map { _ in product.name }, price?.amount, price?.currency, revision])
+            guard updated.count == 0 else { return }
+            try await database.query("""
+                INSERT INTO \(prices) (product_id, sku, name, price_amount, currency, revision) VALUES ($1, $2, $3, $4, $5, $6)
+                ON CONFLICT (product_id) DO NOTHING
+                """, [product.id, price.map { _ in product.sku }, price.map { _ in product.name }, price?.amount, price?.currency, revision])
         }
 
         /// The products as the copy has them, when it has every one of them on sale; nil otherwise.
