@@ -177,11 +177,7 @@ public enum OrdersService {
             // answers, up to the ask's 5 s: docs/checkout.md, "Prices", says when this happens.
             Counter(label: "shopfleet_orders_catalog_asks_total").increment()
             products = try await context.ask(GetProducts(productIDs: ids))
-            // An answer without a revision (a catalog from before them) cannot be placed among the
-            // events: the copy is left as it is.
-            for product in products where product.revision != nil {
-                try await tables.remember(product, on: context.database)
-            }
+            for product in products { try await tables.remember(product, on: context.database) }
         }
         let byID = Dictionary(products.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         var lines: [OrderLine] = []
@@ -247,7 +243,7 @@ public enum OrdersService {
         func copy(_ product: Product?, id: String, revision: Int?, on database: PostgresConnection) async throws {
             guard let revision else {
                 try await database.query("""
-                    INSERT INTO \(prices) AS p (product_id, revision) VALUES ($1, 0)
+                    INSERT INTO \(prices) (product_id, revision) VALUES ($1, 0)
                     ON CONFLICT (product_id) DO UPDATE SET sku = NULL, name = NULL, price_amount = NULL, currency = NULL, updated_at = now()
                     """, [id])
                 return
@@ -264,20 +260,24 @@ public enum OrdersService {
         /// older revision, and at the same revision over a price an event without a revision had
         /// dropped. Written only where it changes something, so that an answer about a product
         /// off sale, asked for by order after order, locks no row (`ON CONFLICT … DO UPDATE`
-        /// would lock it even when it changes nothing, until the transaction ends).
+        /// would lock it even when it changes nothing, until the transaction ends). An answer
+        /// without a revision (a catalog from before them) cannot be placed among the events: the
+        /// copy is left as it is.
         func remember(_ product: Product, on database: PostgresConnection) async throws {
             guard let revision = product.revision else { return }
-            let price = product.active ? product.price : nil
+            let onSale = product.active
+            let binds: [any PostgresEncodable] = [product.id, onSale ? product.sku : nil, onSale ? product.name : nil,
+                                                  onSale ? product.price.amount : nil, onSale ? product.price.currency : nil, revision]
             let updated = try await database.query("""
                 UPDATE \(prices) SET sku = $2, name = $3, price_amount = $4, currency = $5, revision = $6, updated_at = now()
                 WHERE product_id = $1 AND (revision < $6 OR (revision = $6 AND price_amount IS NULL AND $4::bigint IS NOT NULL))
                 RETURNING 1
-                """, [product.id, price.map { _ in product.sku }, price.map { _ in product.name }, price?.amount, price?.currency, revision])
+                """, binds)
             guard updated.count == 0 else { return }
             try await database.query("""
                 INSERT INTO \(prices) (product_id, sku, name, price_amount, currency, revision) VALUES ($1, $2, $3, $4, $5, $6)
                 ON CONFLICT (product_id) DO NOTHING
-                """, [product.id, price.map { _ in product.sku }, price.map { _ in product.name }, price?.amount, price?.currency, revision])
+                """, binds)
         }
 
         /// The products as the copy has them, when it has every one of them on sale; nil otherwise.
