@@ -96,6 +96,10 @@ public enum InventoryService {
             }
         }
 
+        handlers.beforeBatch { messages, database in
+            try await tables.lockStock(of: messages, database)
+        }
+
         let expiry = ScheduledJob("release-expired-reservations", every: .seconds(2)) { job in
             try await releaseExpired(tables, job)
         }
@@ -215,6 +219,44 @@ public enum InventoryService {
             var status: String
             var reason: String?
             var expiresAt: String?
+        }
+
+        /// Locks, in SKU order and in one statement, every stock row that a batch's messages will
+        /// change: the lines of the reservations it asks for and adjustments, and the lines already
+        /// kept of the reservations it commits or releases. Two batches then wait for each other
+        /// instead of each holding what the other needs next. A message that cannot be read is
+        /// left to its handler, which fails it.
+        func lockStock(of messages: [Envelope], _ database: PostgresConnection) async throws {
+            var skus: [String] = []
+            var reservationIDs: [String] = []
+            for envelope in messages {
+                switch envelope.type {
+                case ReserveStock.type:
+                    if let command = try? MessageCodec.decode(ReserveStock.self, from: envelope.body, typeName: envelope.type) {
+                        skus += command.lines.map(\.sku)
+                    }
+                case AdjustStock.type:
+                    if let command = try? MessageCodec.decode(AdjustStock.self, from: envelope.body, typeName: envelope.type) {
+                        skus.append(command.sku)
+                    }
+                case CommitReservation.type:
+                    if let command = try? MessageCodec.decode(CommitReservation.self, from: envelope.body, typeName: envelope.type) {
+                        reservationIDs.append(command.reservationID)
+                    }
+                case ReleaseReservation.type:
+                    if let command = try? MessageCodec.decode(ReleaseReservation.self, from: envelope.body, typeName: envelope.type) {
+                        reservationIDs.append(command.reservationID)
+                    }
+                default:
+                    break
+                }
+            }
+            if skus.isEmpty && reservationIDs.isEmpty { return }
+            _ = try await database.query("""
+                SELECT 1 FROM \(stock) WHERE sku IN (
+                    SELECT unnest($1::text[]) UNION ALL SELECT sku FROM \(reservationLines) WHERE reservation_id = ANY($2::text[]))
+                ORDER BY sku FOR UPDATE
+                """, [skus, reservationIDs])
         }
 
         func lockReservation(_ id: String, _ context: HandlerContext) async throws -> Reservation? {

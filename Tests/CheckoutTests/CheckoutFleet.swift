@@ -190,11 +190,11 @@ final class CheckoutFleet: Sendable {
         return HeldLocks(connection: connection)
     }
 
-    /// Until a statement of `role`'s database role is waiting for a lock.
-    func waitUntilBlocked(_ role: String, deadline: Duration = .seconds(30)) async throws {
+    /// Until `atLeast` statements of `role`'s database role are waiting for a lock.
+    func waitUntilBlocked(_ role: String, atLeast waiting: Int = 1, deadline: Duration = .seconds(30)) async throws {
         try await waitUntil(deadline: deadline) {
             (try? await count("SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND wait_event_type = 'Lock'",
-                              [FleetIdentities.databaseRole(role)])) ?? 0 >= 1
+                              [FleetIdentities.databaseRole(role)])) ?? 0 >= waiting
         }
     }
 

@@ -145,8 +145,19 @@ public struct HandlerRegistry: Sendable {
     private var everyDelivery: (@Sendable (DeliveryContext) async throws -> Void)?
     /// The queue whose deliveries `everyDelivery` takes; nil: every queue.
     private var everyDeliveryQueue: String?
+    private(set) var beforeBatch: (@Sendable ([Envelope], PostgresConnection) async throws -> Void)?
 
     public init() {}
+
+    /// Runs in a batch's transaction before its handlers, with the batch's messages not handled
+    /// before: for taking the row locks that those handlers will take, all at once and in one
+    /// order. Without it two batches that share rows can deadlock: each holds the rows of its
+    /// first messages and waits for the other's, until the batch lock timeout sends both back to
+    /// be handled one message at a time. A message handled alone takes its locks itself.
+    public mutating func beforeBatch(_ prepare: @escaping @Sendable (_ messages: [Envelope], _ database: PostgresConnection) async throws -> Void) {
+        precondition(beforeBatch == nil, "two beforeBatch functions")
+        beforeBatch = prepare
+    }
 
     /// Handles `M` inside the message's transaction. Throw ``PermanentFailure`` for what retrying
     /// cannot fix; any other error is retried through the tiers.

@@ -35,6 +35,10 @@ public struct WorkerOptions: Sendable {
     /// are handled one transaction each: two batches that lock the same rows in opposite orders
     /// would otherwise deadlock until PostgreSQL's `deadlock_timeout` (1 s) broke the tie.
     public var batchLockTimeout: Duration = .milliseconds(100)
+    /// How long the handlers' `beforeBatch` waits for its row locks. It takes them in one order,
+    /// so it cannot deadlock with another batch, only queue behind it; a deadlock with a message
+    /// handled alone is broken by PostgreSQL's `deadlock_timeout`.
+    public var beforeBatchLockTimeout: Duration = .seconds(5)
     /// How long SIGTERM may take: stop consuming, finish handlers, flush the outbox. Shorter than
     /// a pod's 30 s grace period.
     public var shutdownDeadline: Duration = .seconds(20)
@@ -110,6 +114,8 @@ public final class Worker: Service, Sendable {
     private let batchedMessages: Counter
     /// `lock_timeout` of a batch's transaction, as PostgreSQL takes it.
     private let batchLockTimeout: String
+    /// `lock_timeout` of the registry's `beforeBatch`.
+    private let beforeBatchLockTimeout: String
 
     public init(options: WorkerOptions, topology: Topology, handlers: HandlerRegistry, jobs: [ScheduledJob] = [],
                 amqp: AMQPConnection, database: PostgresClient, logger: Logger, hooks: WorkerHooks = WorkerHooks(),
@@ -128,6 +134,7 @@ public final class Worker: Service, Sendable {
         self.batches = Counter(label: "shopfleet_batches_total", dimensions: [("service", options.service)])
         self.batchedMessages = Counter(label: "shopfleet_batched_messages_total", dimensions: [("service", options.service)])
         self.batchLockTimeout = "\(max(1, options.batchLockTimeout.milliseconds))ms"
+        self.beforeBatchLockTimeout = "\(max(1, options.beforeBatchLockTimeout.milliseconds))ms"
     }
 
     /// Consumes until graceful shutdown (SIGTERM), then finishes in-flight handlers, flushes the
@@ -371,7 +378,8 @@ public final class Worker: Service, Sendable {
     }
 
     /// One transaction for every message of `items`: their inbox rows in one statement (a message
-    /// handled before is left out, and acked without effect), each handler in turn, every outbox
+    /// handled before is left out, and acked without effect), the registry's `beforeBatch` (the
+    /// batch's row locks in one order), each handler in turn, every outbox
     /// row with the COMMIT; then the acks and the publishes. If any handler fails, or a row lock
     /// takes longer than `batchLockTimeout`, nothing of the batch stays and each message is
     /// handled again alone, so that only the failing one takes its retry path.
@@ -393,6 +401,15 @@ public final class Worker: Service, Sendable {
                     """, [items.map(\.envelope.messageID), items.map(\.envelope.type), queue])
                 var unhandled = Set<String>()
                 for index in 0..<fresh.count { unhandled.insert(try fresh[index].decode(String.self, 0)) }
+                if let beforeBatch = handlers.beforeBatch, !unhandled.isEmpty {
+                    // It takes its locks in one order, so it waits for other batches rather than
+                    // deadlocking with them: it may wait longer than the handlers after it.
+                    var seen = Set<String>()
+                    let messages = items.map(\.envelope).filter { unhandled.contains($0.messageID) && seen.insert($0.messageID).inserted }
+                    _ = try tx.sendWithNext(PostgresStatement("SELECT set_config('lock_timeout', $1, true)", [beforeBatchLockTimeout]))
+                    try await beforeBatch(messages, tx)
+                    _ = try tx.sendWithNext(PostgresStatement("SELECT set_config('lock_timeout', $1, true)", [batchLockTimeout]))
+                }
                 var sent: [[OutboxRecord]?] = []
                 for item in items {
                     // Handled before, or a copy of one earlier in this batch.

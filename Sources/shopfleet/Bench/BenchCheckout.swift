@@ -35,6 +35,8 @@ struct BenchCheckoutCommand: AsyncParsableCommand {
     @Option(help: "Length of the fixed-rate phase, seconds.") var seconds = 15
     @Option(help: "Orders in the saturation phase, placed as fast as they can be published.") var orders = 600
     @Option(help: "Replicas of each worker: a number for all (2), or per role (2,orders=3).") var replicas: String?
+    @Option(help: "Log level of the fleet's processes; their logs are kept in /tmp/shopfleet-<vhost>/ (info shows why a batch fell back).")
+    var logLevel = "warning"
     @Flag(help: "Print JSON rows.") var json = false
 
     static func rates(_ text: String) throws -> [Int] {
@@ -51,7 +53,7 @@ struct BenchCheckoutCommand: AsyncParsableCommand {
             throw ValidationError("SHOPFLEET_PYTHON is not set: eval \"$(scripts/servers.sh env test)\" first (it has the SMTP sink)")
         }
         let counts = try replicas.map(FleetPlan.replicas(parsing:)) ?? [:]
-        let bench = try await CheckoutBench.start(config: config, python: python, replicas: counts)
+        let bench = try await CheckoutBench.start(config: config, python: python, replicas: counts, logLevel: logLevel)
         do {
             let rows = try await bench.measure(rates: try Self.rates(rate), seconds: seconds, orders: orders)
             await bench.stop()
@@ -95,7 +97,7 @@ final class CheckoutBench: Sendable {
     static let edgeDomains = ["identity", "cart", "search"]
 
     static func start(config: ShopfleetConfiguration, python: String, edgePort: Int? = nil,
-                      replicas: [String: Int] = [:]) async throws -> CheckoutBench {
+                      replicas: [String: Int] = [:], logLevel: String = "warning") async throws -> CheckoutBench {
         let topology = try Topology(contentsOfFile: config.value(ShopfleetConfiguration.topologyFile))
         // Each service as its own broker user and database role, as in production, when the operator has the fleet secret.
         let fleetSecret = config.value(ShopfleetConfiguration.fleetSecret)
@@ -116,7 +118,7 @@ final class CheckoutBench: Sendable {
             "SHOPFLEET_AMQP_URL": sandbox.amqpURL, "SHOPFLEET_DATABASE_URL": sandbox.databaseURL,
             "SHOPFLEET_REDIS_URL": config.redisURL,
             "SHOPFLEET_TOPOLOGY_FILE": config.value(ShopfleetConfiguration.topologyFile),
-            "SHOPFLEET_PAYMENTS_API_KEY": "sk_test_bench_\(sandbox.databaseName)", "SHOPFLEET_LOG_LEVEL": "warning",
+            "SHOPFLEET_PAYMENTS_API_KEY": "sk_test_bench_\(sandbox.databaseName)", "SHOPFLEET_LOG_LEVEL": logLevel,
             "SHOPFLEET_JWT_SIGNING_KEY": signingKey, "SHOPFLEET_JWT_PUBLIC_KEYS": try AccessTokens.publicKey(of: signingKey),
             "SHOPFLEET_FLEET_SECRET": fleetSecret,
             "SHOPFLEET_EDGE_RATE_LIMIT": "1000000", "SHOPFLEET_EDGE_REGISTRATIONS_PER_HOUR": "1000000",
