@@ -222,41 +222,39 @@ public enum InventoryService {
         }
 
         /// Locks, in SKU order and in one statement, every stock row that a batch's messages will
-        /// change: the lines of the reservations it asks for and adjustments, and the lines already
-        /// kept of the reservations it commits or releases. Two batches then wait for each other
-        /// instead of each holding what the other needs next. A message that cannot be read is
-        /// left to its handler, which fails it.
+        /// change (``stockOf(_:)``). Two batches then wait for each other instead of each holding
+        /// what the other needs next.
         func lockStock(of messages: [Envelope], _ database: PostgresConnection) async throws {
-            var skus: [String] = []
-            var reservationIDs: [String] = []
-            for envelope in messages {
-                switch envelope.type {
-                case ReserveStock.type:
-                    if let command = try? MessageCodec.decode(ReserveStock.self, from: envelope.body, typeName: envelope.type) {
-                        skus += command.lines.map(\.sku)
-                    }
-                case AdjustStock.type:
-                    if let command = try? MessageCodec.decode(AdjustStock.self, from: envelope.body, typeName: envelope.type) {
-                        skus.append(command.sku)
-                    }
-                case CommitReservation.type:
-                    if let command = try? MessageCodec.decode(CommitReservation.self, from: envelope.body, typeName: envelope.type) {
-                        reservationIDs.append(command.reservationID)
-                    }
-                case ReleaseReservation.type:
-                    if let command = try? MessageCodec.decode(ReleaseReservation.self, from: envelope.body, typeName: envelope.type) {
-                        reservationIDs.append(command.reservationID)
-                    }
-                default:
-                    break
-                }
-            }
+            let (skus, reservationIDs) = Self.stockOf(messages)
             if skus.isEmpty && reservationIDs.isEmpty { return }
             _ = try await database.query("""
                 SELECT 1 FROM \(stock) WHERE sku IN (
                     SELECT unnest($1::text[]) UNION ALL SELECT sku FROM \(reservationLines) WHERE reservation_id = ANY($2::text[]))
                 ORDER BY sku FOR UPDATE
                 """, [skus, reservationIDs])
+        }
+
+        /// The stock rows messages will change: the SKUs of the reservations they ask for and of
+        /// the adjustments, and the reservations they commit or release (whose lines name theirs).
+        /// A message that cannot be read is left to its handler, which fails it. Not covered: the
+        /// row an adjustment of a new SKU inserts, and the lines of a reservation not yet committed
+        /// when a release for it is in the batch; those lock as their handlers come.
+        static func stockOf(_ messages: [Envelope]) -> (skus: [String], reservationIDs: [String]) {
+            var skus: [String] = []
+            var reservationIDs: [String] = []
+            func read<M: Message>(_ type: M.Type, _ envelope: Envelope) -> M? {
+                try? MessageCodec.decode(M.self, from: envelope.body, typeName: envelope.type)
+            }
+            for envelope in messages {
+                switch envelope.type {
+                case ReserveStock.type: skus += read(ReserveStock.self, envelope)?.lines.map(\.sku) ?? []
+                case AdjustStock.type: skus += read(AdjustStock.self, envelope).map { [$0.sku] } ?? []
+                case CommitReservation.type: reservationIDs += read(CommitReservation.self, envelope).map { [$0.reservationID] } ?? []
+                case ReleaseReservation.type: reservationIDs += read(ReleaseReservation.self, envelope).map { [$0.reservationID] } ?? []
+                default: break
+                }
+            }
+            return (skus, reservationIDs)
         }
 
         func lockReservation(_ id: String, _ context: HandlerContext) async throws -> Reservation? {

@@ -190,11 +190,28 @@ final class CheckoutFleet: Sendable {
         return HeldLocks(connection: connection)
     }
 
-    /// Until `atLeast` statements of `role`'s database role are waiting for a lock.
-    func waitUntilBlocked(_ role: String, atLeast waiting: Int = 1, deadline: Duration = .seconds(30)) async throws {
+    /// Runs `publish` with `role`'s process stopped (SIGSTOP), then lets it go on (SIGCONT) once
+    /// `queue` has nothing left to hand out: what `publish` sent waits in the consumers' prefetch
+    /// and reaches each consumer as one batch, all at the same moment.
+    func whileFrozen(_ role: String, queue: String, _ publish: () async throws -> Void) async throws {
+        supervisor.signal(role, SIGSTOP)
+        do {
+            try await publish()
+            try await waitUntil(deadline: .seconds(30)) { [self] in
+                (try? await channel.declareQueue(queue, passive: true).messageCount) == 0
+            }
+        } catch {
+            supervisor.signal(role, SIGCONT)
+            throw error
+        }
+        supervisor.signal(role, SIGCONT)
+    }
+
+    /// Until a statement of `role`'s database role is waiting for a lock.
+    func waitUntilBlocked(_ role: String, deadline: Duration = .seconds(30)) async throws {
         try await waitUntil(deadline: deadline) {
             (try? await count("SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND wait_event_type = 'Lock'",
-                              [FleetIdentities.databaseRole(role)])) ?? 0 >= waiting
+                              [FleetIdentities.databaseRole(role)])) ?? 0 >= 1
         }
     }
 

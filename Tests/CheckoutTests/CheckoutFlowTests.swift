@@ -1,4 +1,3 @@
-import AMQPClient
 import ClientRuntime
 import Contracts
 import FoundationEssentials
@@ -165,22 +164,22 @@ struct CheckoutFlowTests {
     }
 
     /// Group commit in inventory: batches whose messages touch the same stock rows in opposite
-    /// orders (consumer one gets A, B, A, …, consumer two B, A, B, …). Each batch takes all of its
-    /// stock rows in SKU order before its first handler (`beforeBatch`), so the batches queue
-    /// behind each other instead of deadlocking: none gives up on a lock and falls back to one
-    /// message at a time, for reservations or for the commits and releases that find their rows
-    /// through the reservation's lines, and the stock adds up.
+    /// orders (consumer one gets A, B, A, …, consumer two B, A, B, …), all at once. Each batch
+    /// takes all of its stock rows in SKU order before its first handler (`beforeBatch`), so the
+    /// batches queue behind each other instead of deadlocking: none gives up on a lock and falls
+    /// back to one message at a time, for reservations or for the commits and releases that find
+    /// their rows through the reservation's lines, and the stock adds up.
     @Test func inventoryBatchesTouchingStockInOppositeOrdersWaitInsteadOfFallingBack() async throws {
         try await CheckoutFleet.with { fleet in
-            let (a, b, gate) = ("OPPOSITE-A", "OPPOSITE-B", "OPPOSITE-GATE")
-            try await fleet.seed([a, b, gate].map { .init(product: CheckoutFleet.product($0, price: 100), stock: 1000) })
+            let (a, b) = ("OPPOSITE-A", "OPPOSITE-B")
+            try await fleet.seed([a, b].map { .init(product: CheckoutFleet.product($0, price: 100), stock: 1000) })
             let fallbacks = try await fleet.metric("inventory", "shopfleet_batch_fallbacks_total")
             let batches = try await fleet.metric("inventory", "shopfleet_batches_total")
-            // The n-th message likely goes to consumer n % 4 (the broker takes them in turn).
+            // The broker hands the n-th message to about consumer n % 4 (it takes them in turn).
             let ids = (0..<48).map { "opposite-\($0)" }
             func sku(_ n: Int) -> String { (n % 4 + n / 4) % 2 == 0 ? a : b }
 
-            try await Self.whileInventoryWaits(fleet, gate: gate, round: 1) {
+            try await fleet.whileFrozen("inventory", queue: ReserveStock.queue) {
                 for (n, id) in ids.enumerated() {
                     try await fleet.send(ReserveStock(reservationID: id, lines: [StockLine(sku: sku(n), quantity: 1)], ttlSeconds: 600))
                 }
@@ -192,7 +191,7 @@ struct CheckoutFlowTests {
             #expect(try await fleet.stock(b) == (onHand: 1000, reserved: 24))
 
             // Even ones committed, odd ones released: each message names only its reservation.
-            try await Self.whileInventoryWaits(fleet, gate: gate, round: 2) {
+            try await fleet.whileFrozen("inventory", queue: ReserveStock.queue) {
                 for (n, id) in ids.enumerated() {
                     if n % 2 == 0 {
                         try await fleet.send(CommitReservation(reservationID: id))
@@ -210,23 +209,6 @@ struct CheckoutFlowTests {
             #expect(try await fleet.metric("inventory", "shopfleet_batches_total") > batches)
             #expect(try await fleet.metric("inventory", "shopfleet_batch_fallbacks_total") == fallbacks)
         }
-    }
-
-    /// Runs `publish` while every consumer of the inventory worker that got one of four
-    /// reservations of `gate` waits for a lock the test holds on that row: what `publish` sends
-    /// piles up in their prefetch and reaches them as batches once the lock goes.
-    static func whileInventoryWaits(_ fleet: CheckoutFleet, gate: String, round: Int, _ publish: () async throws -> Void) async throws {
-        let held = try await fleet.holdLocks(["SELECT 1 FROM inventory.stock WHERE sku = '\(gate)' FOR UPDATE"])
-        for n in 0..<4 {
-            try await fleet.send(ReserveStock(reservationID: "gate-\(round)-\(n)", lines: [StockLine(sku: gate, quantity: 1)], ttlSeconds: 600))
-        }
-        try await fleet.waitUntilBlocked("inventory", atLeast: 2)
-        try await publish()
-        // Every message handed to a consumer (none left ready on the queue) before the lock goes.
-        try await waitUntil(deadline: .seconds(30)) {
-            (try? await fleet.channel.declareQueue(ReserveStock.queue, passive: true).messageCount) == 0
-        }
-        try await held.release()
     }
 
     @Test func everyMessageDeliveredTwiceStillReservesAndChargesOnce() async throws {

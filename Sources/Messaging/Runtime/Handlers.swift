@@ -145,7 +145,8 @@ public struct HandlerRegistry: Sendable {
     private var everyDelivery: (@Sendable (DeliveryContext) async throws -> Void)?
     /// The queue whose deliveries `everyDelivery` takes; nil: every queue.
     private var everyDeliveryQueue: String?
-    private(set) var beforeBatch: (@Sendable ([Envelope], PostgresConnection) async throws -> Void)?
+    /// What a batch runs before its handlers (``beforeBatch(_:)``).
+    private(set) var batchPreparation: (@Sendable ([Envelope], PostgresConnection) async throws -> Void)?
 
     public init() {}
 
@@ -155,8 +156,8 @@ public struct HandlerRegistry: Sendable {
     /// first messages and waits for the other's, until the batch lock timeout sends both back to
     /// be handled one message at a time. A message handled alone takes its locks itself.
     public mutating func beforeBatch(_ prepare: @escaping @Sendable (_ messages: [Envelope], _ database: PostgresConnection) async throws -> Void) {
-        precondition(beforeBatch == nil, "two beforeBatch functions")
-        beforeBatch = prepare
+        precondition(batchPreparation == nil, "two beforeBatch functions")
+        batchPreparation = prepare
     }
 
     /// Handles `M` inside the message's transaction. Throw ``PermanentFailure`` for what retrying

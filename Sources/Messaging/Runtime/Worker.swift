@@ -36,8 +36,10 @@ public struct WorkerOptions: Sendable {
     /// would otherwise deadlock until PostgreSQL's `deadlock_timeout` (1 s) broke the tie.
     public var batchLockTimeout: Duration = .milliseconds(100)
     /// How long the handlers' `beforeBatch` waits for its row locks. It takes them in one order,
-    /// so it cannot deadlock with another batch, only queue behind it; a deadlock with a message
-    /// handled alone is broken by PostgreSQL's `deadlock_timeout`.
+    /// and holds nothing else a batch waits for, so it queues behind other batches and cannot
+    /// deadlock with them. (A handler after it still can wait on a transaction that takes the
+    /// same rows in another order: inventory's expiry job and a message handled alone lock a
+    /// reservation before its stock. That wait has `batchLockTimeout`, as before.)
     public var beforeBatchLockTimeout: Duration = .seconds(5)
     /// How long SIGTERM may take: stop consuming, finish handlers, flush the outbox. Shorter than
     /// a pod's 30 s grace period.
@@ -393,7 +395,7 @@ public final class Worker: Service, Sendable {
         let schema = quoteIdentifier(options.schema)
         let outcome = await committing(started: started, warn: { logger.warning("\($0)", metadata: $1) }) {
             try await database.transaction { tx -> [[OutboxRecord]?] in
-                _ = try tx.sendWithNext(PostgresStatement("SELECT set_config('lock_timeout', $1, true)", [batchLockTimeout]))
+                _ = try tx.sendWithNext(Self.lockTimeout(batchLockTimeout))
                 let fresh = try await tx.query("""
                     INSERT INTO \(schema).inbox (message_id, type, queue)
                     SELECT id, type, $3 FROM unnest($1::text[], $2::text[]) AS m(id, type)
@@ -401,14 +403,14 @@ public final class Worker: Service, Sendable {
                     """, [items.map(\.envelope.messageID), items.map(\.envelope.type), queue])
                 var unhandled = Set<String>()
                 for index in 0..<fresh.count { unhandled.insert(try fresh[index].decode(String.self, 0)) }
-                if let beforeBatch = handlers.beforeBatch, !unhandled.isEmpty {
+                if let beforeBatch = handlers.batchPreparation, !unhandled.isEmpty {
                     // It takes its locks in one order, so it waits for other batches rather than
                     // deadlocking with them: it may wait longer than the handlers after it.
                     var seen = Set<String>()
                     let messages = items.map(\.envelope).filter { unhandled.contains($0.messageID) && seen.insert($0.messageID).inserted }
-                    _ = try tx.sendWithNext(PostgresStatement("SELECT set_config('lock_timeout', $1, true)", [beforeBatchLockTimeout]))
+                    _ = try tx.sendWithNext(Self.lockTimeout(beforeBatchLockTimeout))
                     try await beforeBatch(messages, tx)
-                    _ = try tx.sendWithNext(PostgresStatement("SELECT set_config('lock_timeout', $1, true)", [batchLockTimeout]))
+                    _ = try tx.sendWithNext(Self.lockTimeout(batchLockTimeout))
                 }
                 var sent: [[OutboxRecord]?] = []
                 for item in items {
@@ -464,6 +466,11 @@ public final class Worker: Service, Sendable {
                 await process(item.delivery, envelope: item.envelope, queue: queue, publisher: publisher, pipeline: pipeline)
             }
         }
+    }
+
+    /// Sets the transaction's `lock_timeout` (a PostgreSQL interval: "100ms").
+    private static func lockTimeout(_ value: String) -> PostgresStatement {
+        PostgresStatement("SELECT set_config('lock_timeout', $1, true)", [value])
     }
 
     // MARK: - One delivery
