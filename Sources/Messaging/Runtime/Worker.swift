@@ -406,8 +406,8 @@ public final class Worker: Service, Sendable {
                 if let beforeBatch = handlers.batchPreparation, !unhandled.isEmpty {
                     // It takes its locks in one order, so it waits for other batches rather than
                     // deadlocking with them: it may wait longer than the handlers after it.
-                    var seen = Set<String>()
-                    let messages = items.map(\.envelope).filter { unhandled.contains($0.messageID) && seen.insert($0.messageID).inserted }
+                    var first = unhandled  // a copy later in the batch is left out
+                    let messages = items.map(\.envelope).filter { first.remove($0.messageID) != nil }
                     _ = try tx.sendWithNext(Self.lockTimeout(beforeBatchLockTimeout))
                     try await beforeBatch(messages, tx)
                     _ = try tx.sendWithNext(Self.lockTimeout(batchLockTimeout))
