@@ -108,7 +108,8 @@ let package = Package(
         // The generic saga engine: a pure definition, run against tables in the host's schema.
         .target(
             name: "Sagas",
-            dependencies: ["Messaging", "PostgresClient", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Messaging", "PostgresClient", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Metrics", package: "swift-metrics")],
             swiftSettings: swiftSettings),
 
         // The dead-letter store, its worker, and what `shopfleet dlq` and `saga show` read from it.

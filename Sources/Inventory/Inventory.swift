@@ -98,6 +98,7 @@ public enum InventoryService {
 
         handlers.beforeBatch { messages, database in
             try await tables.lockStock(of: messages, database)
+            return nil
         }
 
         let expiry = ScheduledJob("release-expired-reservations", every: .seconds(2)) { job in

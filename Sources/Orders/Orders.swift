@@ -75,6 +75,11 @@ public enum OrdersService {
                       change.after == .compensationFailed ? change.data.failure : change.data.cancelReason])
         }
         var handlers = HandlerRegistry()
+        // A batch locks and reads its sagas' rows up front, in id order and in one round trip;
+        // each input then takes its saga's row from there instead of reading it itself.
+        handlers.beforeBatch { messages, database in
+            try await saga.lockAll(messages.compactMap(\.sagaID), on: database)
+        }
 
         handlers.on(PlaceOrder.self) { command, context in
             try await place(command, tables: tables, saga: saga, context: context)

@@ -163,7 +163,7 @@ struct SagaCommand: AsyncParsableCommand {
         @OptionGroup var connection: ConnectionOptions
 
         func run() async throws {
-            try await send(RetryOrderSaga(orderID: id, reason: reason, requestedBy: operatorName), connection)
+            try await send(RetryOrderSaga(orderID: id, reason: reason, requestedBy: operatorName), saga: id, connection)
             print("asked the orders worker to retry saga \(id); follow it with: shopfleet saga show \(id)")
         }
     }
@@ -175,7 +175,7 @@ struct SagaCommand: AsyncParsableCommand {
         @OptionGroup var connection: ConnectionOptions
 
         func run() async throws {
-            try await send(CancelOrder(orderID: id, customerID: nil, reason: reason, requestedBy: operatorName), connection)
+            try await send(CancelOrder(orderID: id, customerID: nil, reason: reason, requestedBy: operatorName), saga: id, connection)
             print("asked the orders worker to cancel saga \(id); follow it with: shopfleet saga show \(id)")
         }
     }
@@ -218,8 +218,10 @@ func withDatabase<T: Sendable>(_ connection: ConnectionOptions, _ body: (Postgre
     }
 }
 
-private func send<C: Command>(_ command: C, _ connection: ConnectionOptions) async throws {
-    try await publish(try Envelope(command), to: C.queue, config: try connection.configuration())
+/// Sends `command` for saga `saga` (its envelope names the saga, as the operations API's do: a
+/// batch of the orders worker locks and reads the sagas its messages name up front).
+private func send<C: Command>(_ command: C, saga: String, _ connection: ConnectionOptions) async throws {
+    try await publish(try Envelope(command, sagaID: saga), to: C.queue, config: try connection.configuration())
 }
 
 /// Who runs the command, for the saga's step log.

@@ -194,17 +194,27 @@ final class CheckoutFleet: Sendable {
     /// `queue` has nothing left to hand out: what `publish` sent waits in the consumers' prefetch
     /// and reaches each consumer as one batch, all at the same moment.
     func whileFrozen(_ role: String, queue: String, _ publish: () async throws -> Void) async throws {
-        supervisor.signal(role, SIGSTOP)
+        freeze(role)
         do {
             try await publish()
-            try await waitUntil(deadline: .seconds(30)) { [self] in
-                (try? await channel.declareQueue(queue, passive: true).messageCount) == 0
-            }
+            try await waitUntilHandedOut(queue)
         } catch {
-            supervisor.signal(role, SIGCONT)
+            thaw(role)
             throw error
         }
-        supervisor.signal(role, SIGCONT)
+        thaw(role)
+    }
+
+    /// Stops `role`'s process (SIGSTOP) until ``thaw(_:)``.
+    func freeze(_ role: String) { supervisor.signal(role, SIGSTOP) }
+
+    func thaw(_ role: String) { supervisor.signal(role, SIGCONT) }
+
+    /// Until `queue` has no message ready: each went to a consumer (into its prefetch, if frozen).
+    func waitUntilHandedOut(_ queue: String) async throws {
+        try await waitUntil(deadline: .seconds(30)) { [self] in
+            (try? await channel.declareQueue(queue, passive: true).messageCount) == 0
+        }
     }
 
     /// Until a statement of `role`'s database role is waiting for a lock.

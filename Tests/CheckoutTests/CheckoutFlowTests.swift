@@ -1,3 +1,4 @@
+import AMQPClient
 import ClientRuntime
 import Contracts
 import FoundationEssentials
@@ -208,6 +209,67 @@ struct CheckoutFlowTests {
             #expect(try await fleet.stock(b) == (onHand: 988, reserved: 0))
             #expect(try await fleet.metric("inventory", "shopfleet_batches_total") > batches)
             #expect(try await fleet.metric("inventory", "shopfleet_batch_fallbacks_total") == fallbacks)
+        }
+    }
+
+    /// Group commit in orders: a batch locks and reads its sagas' rows up front (`beforeBatch`,
+    /// `SagaEngine.lockAll`), in id order and in one round trip, and each input takes its saga's
+    /// row from there. Twelve sagas wait for payments (frozen), then orders is frozen too; their
+    /// authorizations, and a decline for the first order behind its authorization, then reach
+    /// orders' one consumer at once. The sagas all complete; the decline, a second input for a saga in the same
+    /// batch or a later one, sees the state the authorization left (and is ignored) rather than
+    /// the row as read ahead (where it would cancel the order).
+    @Test func ordersBatchesReadTheirSagasAheadAndASecondInputSeesTheFirst() async throws {
+        // One consumer per queue: the decline is handled after the authorization (with four, by
+        // whichever consumer the broker gave it, perhaps first). No step sent again meanwhile: an
+        // extra authorization would not fit in orders' prefetch of 16 with the others.
+        try await CheckoutFleet.with(environment: ["SHOPFLEET_WORKER_CONCURRENCY": "1", "SHOPFLEET_CHECKOUT_RESEND_AFTER": "10m",
+                                                   "SHOPFLEET_CHECKOUT_RESEND_LIMIT": "10m"]) { fleet in
+            let mug = CheckoutFleet.product("AHEAD-1", price: 900)
+            try await fleet.seed([.init(product: mug, stock: 100)])
+            let readAhead = try await fleet.metric("orders", "shopfleet_saga_rows_read_ahead_total")
+            let fallbacks = try await fleet.metric("orders", "shopfleet_batch_fallbacks_total")
+            var ids: [String] = []
+            try await fleet.whileFrozen("payments", queue: AuthorizePayment.queue) {
+                for _ in 0..<12 { ids.append(try await fleet.placeOrder([(mug, 1)])) }
+                try await waitUntil(deadline: .seconds(30)) {
+                    (try? await fleet.count("SELECT count(*) FROM orders.sagas WHERE id = ANY($1) AND state = 'authorizing_payment'",
+                                            [ids])) == 12
+                }
+                // Every AuthorizePayment published (the outbox row goes once the broker confirmed
+                // it), then orders stops before payments goes on.
+                try await waitUntil(deadline: .seconds(30)) { (try? await fleet.count("SELECT count(*) FROM orders.outbox")) == 0 }
+                fleet.freeze("orders")
+            }
+            do {
+                // Payments answered all twelve, and the broker has every answer (the outbox is empty).
+                try await waitUntil(deadline: .seconds(30)) {
+                    let authorized = try? await fleet.count(
+                        "SELECT count(*) FROM payments.payments WHERE order_id = ANY($1) AND status = 'authorized'", [ids])
+                    let unpublished = try? await fleet.count("SELECT count(*) FROM payments.outbox")
+                    return authorized == 12 && unpublished == 0
+                }
+                let decline = try Envelope(PaymentDeclined(orderID: ids[0], code: "card_declined", declineCode: "test",
+                                                           message: "declined after it was authorized"), sagaID: ids[0])
+                try await fleet.channel.publish(decline.body, exchange: PaymentDeclined.exchange, routingKey: PaymentDeclined.type,
+                                                properties: decline.properties)
+                try await fleet.waitUntilHandedOut("orders.saga-events")
+            } catch {
+                fleet.thaw("orders")
+                throw error
+            }
+            fleet.thaw("orders")
+            for id in ids {
+                #expect(try await fleet.waitForSaga(id, in: Self.terminal).status == "completed")
+            }
+            let first = try await fleet.steps(ids[0])
+            #expect(first.filter { $0.kind == .received }.map(\.name)
+                    == ["stock-reserved", "payment-authorized", "reservation-committed", "payment-captured"])
+            #expect(first.contains { $0.kind == .ignored && $0.name == "payment-declined" })
+            #expect(try await fleet.stock(mug.sku) == (onHand: 88, reserved: 0))
+            // Most authorizations came in batches (the first may come alone), and no batch fell back.
+            #expect(try await fleet.metric("orders", "shopfleet_saga_rows_read_ahead_total") >= readAhead + 6)
+            #expect(try await fleet.metric("orders", "shopfleet_batch_fallbacks_total") == fallbacks)
         }
     }
 

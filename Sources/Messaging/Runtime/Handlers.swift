@@ -15,15 +15,20 @@ public final class HandlerContext: Sendable {
     public var logger: Logger { messageLogger.logger }
     let schema: String
     let queries: QueryClients?
+    /// What the registry's `beforeBatch` returned for the batch this message is handled in (the
+    /// rows it locked and read for the handlers, say); nil for a message handled alone.
+    public let batchPrepared: (any Sendable)?
     /// What the handler sent, written to the outbox with the COMMIT.
     private let pending = Mutex<[OutboxRecord]>([])
 
-    init(envelope: Envelope, database: PostgresConnection, logger: MessageLogger, schema: String, queries: QueryClients? = nil) {
+    init(envelope: Envelope, database: PostgresConnection, logger: MessageLogger, schema: String, queries: QueryClients? = nil,
+         batchPrepared: (any Sendable)? = nil) {
         self.envelope = envelope
         self.database = database
         self.messageLogger = logger
         self.schema = schema
         self.queries = queries
+        self.batchPrepared = batchPrepared
     }
 
     /// Runs a statement whose result the handler does not need (an INSERT, UPDATE or DELETE) in the
@@ -146,7 +151,7 @@ public struct HandlerRegistry: Sendable {
     /// The queue whose deliveries `everyDelivery` takes; nil: every queue.
     private var everyDeliveryQueue: String?
     /// What a batch runs before its handlers (``beforeBatch(_:)``).
-    private(set) var batchPreparation: (@Sendable ([Envelope], PostgresConnection) async throws -> Void)?
+    private(set) var batchPreparation: (@Sendable ([Envelope], PostgresConnection) async throws -> (any Sendable)?)?
 
     public init() {}
 
@@ -154,8 +159,11 @@ public struct HandlerRegistry: Sendable {
     /// before: for taking the row locks that those handlers will take, all at once and in one
     /// order. Without it two batches that share rows can deadlock: each holds the rows of its
     /// first messages and waits for the other's, until the batch lock timeout sends both back to
-    /// be handled one message at a time. A message handled alone takes its locks itself.
-    public mutating func beforeBatch(_ prepare: @escaping @Sendable (_ messages: [Envelope], _ database: PostgresConnection) async throws -> Void) {
+    /// be handled one message at a time. A message handled alone takes its locks itself. What it
+    /// returns reaches each of the batch's handlers as ``HandlerContext/batchPrepared`` (rows it
+    /// read with their locks, so that each handler need not read its own in a round trip of its
+    /// own); return nil for nothing.
+    public mutating func beforeBatch(_ prepare: @escaping @Sendable (_ messages: [Envelope], _ database: PostgresConnection) async throws -> (any Sendable)?) {
         precondition(batchPreparation == nil, "two beforeBatch functions")
         batchPreparation = prepare
     }

@@ -403,13 +403,14 @@ public final class Worker: Service, Sendable {
                     """, [items.map(\.envelope.messageID), items.map(\.envelope.type), queue])
                 var unhandled = Set<String>()
                 for index in 0..<fresh.count { unhandled.insert(try fresh[index].decode(String.self, 0)) }
+                var prepared: (any Sendable)?
                 if let beforeBatch = handlers.batchPreparation, !unhandled.isEmpty {
                     // It takes its locks in one order, so it waits for other batches rather than
                     // deadlocking with them: it may wait longer than the handlers after it.
                     var first = unhandled  // a copy later in the batch is left out
                     let messages = items.map(\.envelope).filter { first.remove($0.messageID) != nil }
                     _ = try tx.sendWithNext(Self.lockTimeout(beforeBatchLockTimeout))
-                    try await beforeBatch(messages, tx)
+                    prepared = try await beforeBatch(messages, tx)
                     _ = try tx.sendWithNext(Self.lockTimeout(batchLockTimeout))
                 }
                 var sent: [[OutboxRecord]?] = []
@@ -420,7 +421,7 @@ public final class Worker: Service, Sendable {
                         continue
                     }
                     let context = HandlerContext(envelope: item.envelope, database: tx, logger: item.logger, schema: options.schema,
-                                                 queries: queries)
+                                                 queries: queries, batchPrepared: prepared)
                     try await inSpan(item.envelope, queue: queue) { try await item.handler(item.envelope, context) }
                     sent.append(context.takePending())
                 }
