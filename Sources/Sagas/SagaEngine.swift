@@ -46,10 +46,17 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
     /// again, under the lock its transaction already holds, and so sees what the first wrote.
     public final class LockedRows: Sendable {
         private let rows: Mutex<[String: Loaded]>
+        /// Rows taken. Made here, once per batch, rather than at start-up: an engine is built
+        /// before the process bootstraps its metrics.
+        private let taken = Counter(label: "shopfleet_saga_rows_read_ahead_total", dimensions: [("saga", Definition.name)])
 
         fileprivate init(_ rows: [String: Loaded]) { self.rows = Mutex(rows) }
 
-        fileprivate func take(_ id: String) -> Loaded? { rows.withLock { $0.removeValue(forKey: id) } }
+        fileprivate func take(_ id: String) -> Loaded? {
+            guard let row = rows.withLock({ $0.removeValue(forKey: id) }) else { return nil }
+            taken.increment()
+            return row
+        }
     }
 
     /// Locks the rows of the sagas `ids` names (those that exist), in id order, and reads them:
@@ -61,8 +68,7 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
         let unique = Array(Set(ids))
         if unique.isEmpty { return LockedRows([:]) }
         let rows = try await database.query("""
-            SELECT id, state, data::text, timeout_name, timeout_due_at <= now()
-            FROM \(table).sagas WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
+            SELECT id, \(Self.rowColumns) FROM \(table).sagas WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
             """, [unique])
         var loaded: [String: Loaded] = [:]
         for index in 0..<rows.count {
@@ -77,9 +83,6 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
     @discardableResult
     public func start(id: String, data: Definition.Data, input: Definition.Input, in context: HandlerContext) async throws -> SagaChange<Definition>? {
         let initial = Definition.initialState
-        // Defensive: a row read ahead for this id means the saga exists, and the insert does
-        // nothing; dropped all the same, so that no later input could take a row older than a start.
-        _ = (context.batchPrepared as? LockedRows)?.take(id)
         let inserted = try await context.database.query("""
             INSERT INTO \(table).sagas (id, saga_type, state, data, labels) VALUES ($1, $2, $3, $4, $5)
             ON CONFLICT (id) DO NOTHING RETURNING 1
@@ -93,12 +96,9 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
     @discardableResult
     public func handle(_ input: Definition.Input, sagaID: String, note: String? = nil,
                        in context: HandlerContext) async throws -> SagaChange<Definition>? {
-        if let loaded = (context.batchPrepared as? LockedRows)?.take(sagaID) {
-            // Made when used: an engine is built before the process bootstraps its metrics.
-            Counter(label: "shopfleet_saga_rows_read_ahead_total", dimensions: [("saga", Definition.name)]).increment()
-            return try await apply(input, to: loaded, in: context, note: note)
-        }
-        guard let loaded = try await lock(sagaID, skipLocked: false, on: context) else { return nil }
+        var loaded = (context.batchPrepared as? LockedRows)?.take(sagaID)
+        if loaded == nil { loaded = try await lock(sagaID, skipLocked: false, on: context) }
+        guard let loaded else { return nil }
         return try await apply(input, to: loaded, in: context, note: note)
     }
 
@@ -167,14 +167,17 @@ public struct SagaEngine<Definition: SagaDefinition>: Sendable {
     /// Locks the saga row and reads it, with its pending timeout.
     private func lock(_ id: String, skipLocked: Bool, on context: HandlerContext) async throws -> Loaded? {
         let rows = try await context.database.query("""
-            SELECT state, data::text, timeout_name, timeout_due_at <= now()
-            FROM \(table).sagas WHERE id = $1 FOR UPDATE\(skipLocked ? " SKIP LOCKED" : "")
+            SELECT \(Self.rowColumns) FROM \(table).sagas WHERE id = $1 FOR UPDATE\(skipLocked ? " SKIP LOCKED" : "")
             """, [id])
         guard rows.count == 1 else { return nil }
         return try Self.read(rows[0], id: id, from: 0)
     }
 
-    /// A saga row's state, data, timeout name and whether it is due, in columns `first` on.
+    /// What ``read(_:id:from:)`` reads of a saga row.
+    private static var rowColumns: String { "state, data::text, timeout_name, timeout_due_at <= now()" }
+
+    /// A saga row's state, data, timeout name and whether it is due (``rowColumns``), in columns
+    /// `first` on.
     private static func read(_ row: PostgresRow, id: String, from first: Int) throws -> Loaded {
         let stateName = try row.decode(String.self, first)
         guard let state = Definition.State(rawValue: stateName) else {

@@ -193,29 +193,23 @@ final class CheckoutFleet: Sendable {
     /// Runs `publish` with `role`'s process stopped (SIGSTOP), then lets it go on (SIGCONT) once
     /// `queue` has nothing left to hand out: what `publish` sent waits in the consumers' prefetch
     /// and reaches each consumer as one batch, all at the same moment.
+    /// (A role frozen already, by ``freeze(_:)``, stays frozen until then.)
     func whileFrozen(_ role: String, queue: String, _ publish: () async throws -> Void) async throws {
         freeze(role)
         do {
             try await publish()
-            try await waitUntilHandedOut(queue)
+            try await waitUntil(deadline: .seconds(30)) { [self] in
+                (try? await channel.declareQueue(queue, passive: true).messageCount) == 0
+            }
         } catch {
-            thaw(role)
+            supervisor.signal(role, SIGCONT)
             throw error
         }
-        thaw(role)
+        supervisor.signal(role, SIGCONT)
     }
 
-    /// Stops `role`'s process (SIGSTOP) until ``thaw(_:)``.
+    /// Stops `role`'s process (SIGSTOP); a ``whileFrozen(_:queue:_:)`` of it lets it go on.
     func freeze(_ role: String) { supervisor.signal(role, SIGSTOP) }
-
-    func thaw(_ role: String) { supervisor.signal(role, SIGCONT) }
-
-    /// Until `queue` has no message ready: each went to a consumer (into its prefetch, if frozen).
-    func waitUntilHandedOut(_ queue: String) async throws {
-        try await waitUntil(deadline: .seconds(30)) { [self] in
-            (try? await channel.declareQueue(queue, passive: true).messageCount) == 0
-        }
-    }
 
     /// Until a statement of `role`'s database role is waiting for a lock.
     func waitUntilBlocked(_ role: String, deadline: Duration = .seconds(30)) async throws {

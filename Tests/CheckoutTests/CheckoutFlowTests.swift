@@ -216,9 +216,9 @@ struct CheckoutFlowTests {
     /// `SagaEngine.lockAll`), in id order and in one round trip, and each input takes its saga's
     /// row from there. Twelve sagas wait for payments (frozen), then orders is frozen too; their
     /// authorizations, and a decline for the first order behind its authorization, then reach
-    /// orders' one consumer at once. The sagas all complete; the decline, a second input for a saga in the same
-    /// batch or a later one, sees the state the authorization left (and is ignored) rather than
-    /// the row as read ahead (where it would cancel the order).
+    /// orders' one consumer at once. The sagas all complete; the decline, a second input for a
+    /// saga in the same batch or a later one, sees the state the authorization left (and is
+    /// ignored) rather than the row as read ahead (where it would cancel the order).
     @Test func ordersBatchesReadTheirSagasAheadAndASecondInputSeesTheFirst() async throws {
         // One consumer per queue: the decline is handled after the authorization (with four, by
         // whichever consumer the broker gave it, perhaps first). No step sent again meanwhile: an
@@ -241,7 +241,7 @@ struct CheckoutFlowTests {
                 try await waitUntil(deadline: .seconds(30)) { (try? await fleet.count("SELECT count(*) FROM orders.outbox")) == 0 }
                 fleet.freeze("orders")
             }
-            do {
+            try await fleet.whileFrozen("orders", queue: "orders.saga-events") {
                 // Payments answered all twelve, and the broker has every answer (the outbox is empty).
                 try await waitUntil(deadline: .seconds(30)) {
                     let authorized = try? await fleet.count(
@@ -253,12 +253,7 @@ struct CheckoutFlowTests {
                                                            message: "declined after it was authorized"), sagaID: ids[0])
                 try await fleet.channel.publish(decline.body, exchange: PaymentDeclined.exchange, routingKey: PaymentDeclined.type,
                                                 properties: decline.properties)
-                try await fleet.waitUntilHandedOut("orders.saga-events")
-            } catch {
-                fleet.thaw("orders")
-                throw error
             }
-            fleet.thaw("orders")
             for id in ids {
                 #expect(try await fleet.waitForSaga(id, in: Self.terminal).status == "completed")
             }
