@@ -55,6 +55,13 @@ public enum RuntimeMigrations {
         Migration(version: 4, name: "runtime_outbox_no_message_id_index", sql: """
             ALTER TABLE outbox DROP CONSTRAINT IF EXISTS outbox_message_id_key;
             """),
+        // Since rows are deleted once confirmed, every row is unpublished (but those an earlier
+        // version marked, which the prune removes): the partial index of unpublished ids held the
+        // primary key's entries again, one more index entry and its WAL per message. The relay
+        // walks the primary key in id order instead.
+        Migration(version: 5, name: "runtime_outbox_no_unpublished_index", sql: """
+            DROP INDEX IF EXISTS outbox_unpublished;
+            """),
     ]
 
     /// The runtime's migrations followed by the domain's, checked for clashing versions.

@@ -343,10 +343,17 @@ final class CheckoutBench: Sendable {
             BenchRow(metric: "checkout.broker_publish_confirm", unit: "msg/s", value: saturation.rate * published, baseline: brokerRate,
                      baselineName: "1 KB publish-confirm, 100 in flight, this client (bench clients)"),
         ]
-        if let walBefore = before.walFlushes, let walAfter = after.walFlushes {
-            rows.append(BenchRow(metric: "checkout.wal_flushes_per_order", unit: "fsyncs", value: Double(walAfter - walBefore) / measured,
-                                 baseline: transactions,
-                                 baselineName: "commits per order (a commit that waits for the disk shares a flush when others wait too)"))
+        if let walBefore = before.wal, let walAfter = after.wal {
+            let records = Double(walAfter.records - walBefore.records) / measured
+            rows += [
+                BenchRow(metric: "checkout.wal_flushes_per_order", unit: "fsyncs", value: Double(walAfter.flushes - walBefore.flushes) / measured,
+                         baseline: transactions,
+                         baselineName: "commits per order (a commit that waits for the disk shares a flush when others wait too)"),
+                BenchRow(metric: "checkout.wal_records_per_order", unit: "records", value: records, baseline: consumed,
+                         baselineName: "messages consumed per order"),
+                BenchRow(metric: "checkout.wal_bytes_per_order", unit: "bytes", value: Double(walAfter.bytes - walBefore.bytes) / measured,
+                         baseline: records, baselineName: "WAL records per order"),
+            ]
         }
         // Batches are transactions of two messages or more (one message alone is not counted).
         let batches = batchesAfter.batches - batchesBefore.batches
@@ -381,9 +388,10 @@ final class CheckoutBench: Sendable {
     }
 
     /// Outbox rows ever written and inbox rows in every schema, the database's commits, and the
-    /// server's WAL flushes to disk (`pg_stat_wal.wal_sync`, PostgreSQL 14 to 17: the whole
-    /// cluster, in which this bench's database is the one at work; nil where the column is gone).
-    private func counters() async throws -> (outbox: Int, inbox: Int, commits: Int, walFlushes: Int?) {
+    /// server's WAL flushes to disk, records and bytes (`pg_stat_wal`, PostgreSQL 14 to 17: the
+    /// whole cluster, in which this bench's database is the one at work; nil where the view is
+    /// gone or changed).
+    private func counters() async throws -> (outbox: Int, inbox: Int, commits: Int, wal: (flushes: Int, records: Int, bytes: Int)?) {
         var outbox = 0, inbox = 0
         for schema in Self.domains {
             // Rows are deleted once published: their sequence counts them (a batch rolled back
@@ -393,8 +401,8 @@ final class CheckoutBench: Sendable {
             inbox += try await database.query("SELECT count(*) FROM \(quoteIdentifier(schema)).inbox")[0].decode(Int.self, 0)
         }
         let commits = try await database.query("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")[0].decode(Int.self, 0)
-        let walFlushes = try? await database.query("SELECT wal_sync FROM pg_stat_wal")[0].decode(Int.self, 0)
-        return (outbox, inbox, commits, walFlushes)
+        let wal = try? await database.query("SELECT wal_sync, wal_records, wal_bytes::bigint FROM pg_stat_wal")[0]
+        return (outbox, inbox, commits, try wal.map { (try $0.decode(Int.self, 0), try $0.decode(Int.self, 1), try $0.decode(Int.self, 2)) })
     }
 
     /// The broker alone: the median time of one hop (publish with confirm, delivery, ack) through a
