@@ -1,3 +1,4 @@
+import ArgumentParser
 import FoundationEssentials
 @testable import shopfleet
 import WorkerHost
@@ -30,6 +31,21 @@ struct ConfigurationTests {
             try ShopfleetConfiguration(environment: ["SHOPFLEET_REDIS_URL_FILE": "/nonexistent/secret"])
         }
         #expect(error?.description.contains("SHOPFLEET_REDIS_URL_FILE") == true)
+    }
+
+    /// `bench checkout` refuses a mistyped log level or rate before it sets anything up, naming
+    /// the option and what it got.
+    @Test func benchCheckoutRefusesABadLogLevelOrRateUpFront() throws {
+        #expect(throws: Never.self) { _ = try BenchCheckoutCommand.parse(["--log-level", "info", "--rate", "20,150"]) }
+        for (arguments, named) in [(["--log-level", "loud"], "--log-level"), (["--rate", "20,fast"], "--rate")] {
+            do {
+                _ = try BenchCheckoutCommand.parse(arguments)
+                Issue.record("\(arguments) was accepted")
+            } catch {
+                let message = BenchCheckoutCommand.message(for: error)
+                #expect(message.contains(named) && message.contains(arguments[1]), "\(message)")
+            }
+        }
     }
 
     @Test func benchRowsEncodeAsTheDocumentedJSONShape() throws {

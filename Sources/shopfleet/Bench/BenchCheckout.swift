@@ -6,6 +6,7 @@ import ClientRuntime
 import Contracts
 import Fleet
 import FoundationEssentials
+import Logging
 import Messaging
 import NIOCore
 import NIOHTTP1
@@ -45,6 +46,15 @@ struct BenchCheckoutCommand: AsyncParsableCommand {
             throw ValidationError("--rate wants positive whole numbers of orders per second, comma-separated (like 20,50,100); got '\(text)'")
         }
         return rates.map { $0! }
+    }
+
+    /// Before anything starts: a mistyped level would otherwise stop every process of the fleet
+    /// at its start, each with its own error, after the bench had set up a vhost and a database.
+    func validate() throws {
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level wants trace, debug, info, notice, warning, error or critical; got '\(logLevel)'")
+        }
+        _ = try Self.rates(rate)
     }
 
     func run() async throws {
