@@ -31,30 +31,32 @@ struct BenchCheckoutCommand: AsyncParsableCommand {
             hops through the broker alone (publish with confirm, consume, ack) measured in the same run.
             """)
 
-    @Option(help: "Offered rates of the fixed-rate phases, orders per second, comma-separated (latency against offered rate).")
-    var rate = "20"
+    @Option(help: "Offered rates of the fixed-rate phases, orders per second, comma-separated (latency against offered rate); 20 if not given.",
+            transform: BenchCheckoutCommand.rates)
+    var rate = [20]
     @Option(help: "Length of the fixed-rate phase, seconds.") var seconds = 15
     @Option(help: "Orders in the saturation phase, placed as fast as they can be published.") var orders = 600
     @Option(help: "Replicas of each worker: a number for all (2), or per role (2,orders=3).") var replicas: String?
-    @Option(help: "Log level of the fleet's processes; their logs are kept in /tmp/shopfleet-<vhost>/ (info shows why a batch fell back).")
-    var logLevel = "warning"
+    @Option(help: "Log level of the fleet's processes; their logs are kept in /tmp/shopfleet-<vhost>/ (info shows why a batch fell back); warning if not given.",
+            transform: BenchCheckoutCommand.level)
+    var logLevel = Logger.Level.warning
     @Flag(help: "Print JSON rows.") var json = false
+
+    /// Refused by the parser, before anything starts: a mistyped level would otherwise stop every
+    /// process of the bench's fleet at its start, each with its own error.
+    static func level(_ text: String) throws -> Logger.Level {
+        guard let level = Logger.Level(rawValue: text) else {
+            throw ValidationError("a log level is one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return level
+    }
 
     static func rates(_ text: String) throws -> [Int] {
         let rates = text.split(separator: ",").map { Int($0.filter { $0 != " " }) }
         guard !rates.isEmpty, rates.allSatisfy({ ($0 ?? 0) > 0 }) else {
-            throw ValidationError("--rate wants positive whole numbers of orders per second, comma-separated (like 20,50,100); got '\(text)'")
+            throw ValidationError("rates are positive whole numbers of orders per second, comma-separated (like 20,50,100)")
         }
         return rates.map { $0! }
-    }
-
-    /// Before anything starts: a mistyped level would otherwise stop every process of the fleet
-    /// at its start, each with its own error, after the bench had set up a vhost and a database.
-    func validate() throws {
-        guard Logger.Level(rawValue: logLevel) != nil else {
-            throw ValidationError("--log-level wants trace, debug, info, notice, warning, error or critical; got '\(logLevel)'")
-        }
-        _ = try Self.rates(rate)
     }
 
     func run() async throws {
@@ -63,9 +65,9 @@ struct BenchCheckoutCommand: AsyncParsableCommand {
             throw ValidationError("SHOPFLEET_PYTHON is not set: eval \"$(scripts/servers.sh env test)\" first (it has the SMTP sink)")
         }
         let counts = try replicas.map(FleetPlan.replicas(parsing:)) ?? [:]
-        let bench = try await CheckoutBench.start(config: config, python: python, replicas: counts, logLevel: logLevel)
+        let bench = try await CheckoutBench.start(config: config, python: python, replicas: counts, logLevel: logLevel.rawValue)
         do {
-            let rows = try await bench.measure(rates: try Self.rates(rate), seconds: seconds, orders: orders)
+            let rows = try await bench.measure(rates: rate, seconds: seconds, orders: orders)
             await bench.stop()
             try BenchOutput.print(rows, json: json)
         } catch {
