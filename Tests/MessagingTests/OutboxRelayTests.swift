@@ -98,6 +98,57 @@ struct OutboxRelayTests {
         }
     }
 
+    /// A transaction's outbox rows go in one `INSERT` per 16 rows (37 rows: three statements
+    /// with the COMMIT), every column as written, and each record learns its own row's id: the
+    /// id the pipeline deletes once the broker confirmed that record's message.
+    @Test func aTransactionsOutboxRowsGoInOneInsertPerSixteenAndEachRecordGetsItsOwnId() async throws {
+        try await Setup.with { setup in
+            var records = (0..<37).map { n in
+                // Every optional column set on even rows, none on odd ones; bodies with the bytes
+                // a text encoding could mangle.
+                let envelope = Envelope(type: "fixture.Work.v1", correlationID: n % 2 == 0 ? "c-\(n)" : nil,
+                                        causationID: n % 2 == 0 ? "cause-\(n)" : nil, sagaID: n % 2 == 0 ? "saga-\(n)" : nil,
+                                        traceparent: n % 2 == 0 ? "00-\(n)-01" : nil, tracestate: n % 2 == 0 ? "k=\"v\"\\" : nil,
+                                        replyTo: n % 2 == 0 ? "replies" : nil, body: [0, 34, 92, 123, UInt8(n), 255])
+                return OutboxRecord(id: 0, envelope: envelope, exchange: n % 3 == 0 ? "" : "fixture.events", routingKey: "key-\(n)")
+            }
+            let statements = OutboxRecord.inserts(records, schema: setup.schema)
+            #expect(statements.count == 3)
+            let results = try await setup.database.transaction { tx in try await tx.commit(after: statements) }
+            try OutboxRecord.assignIDs(&records, from: results)
+            #expect(Set(records.map(\.id)).count == 37)
+            let rows = try await setup.database.query(
+                "SELECT \(OutboxRecord.columns) FROM \(quoteIdentifier(setup.schema)).outbox ORDER BY id")
+            let stored = Dictionary(uniqueKeysWithValues: try rows.map { row in
+                let record = try OutboxRecord(row: row)
+                return (record.id, record)
+            })
+            #expect(stored.count == 37)
+            for record in records {
+                let row = try #require(stored[record.id])
+                #expect(row.envelope.messageID == record.envelope.messageID)
+                #expect(row.envelope.body == record.envelope.body)
+                #expect(row.envelope.correlationID == record.envelope.correlationID)
+                #expect(row.envelope.causationID == record.envelope.causationID)
+                #expect(row.envelope.sagaID == record.envelope.sagaID)
+                #expect(row.envelope.traceparent == record.envelope.traceparent)
+                #expect(row.envelope.tracestate == record.envelope.tracestate)
+                #expect(row.envelope.replyTo == record.envelope.replyTo)
+                #expect(row.exchange == record.exchange)
+                #expect(row.routingKey == record.routingKey)
+            }
+
+            // Ids read back in another order are refused, naming the message, rather than given
+            // to the wrong records.
+            let reversed = try await setup.database.query(
+                "SELECT id, message_id FROM \(quoteIdentifier(setup.schema)).outbox ORDER BY id DESC")
+            var again = records
+            let refused = #expect(throws: MessagingError.self) { try OutboxRecord.assignIDs(&again, from: [reversed]) }
+            #expect(refused?.description.contains(
+                "returned message \(records[36].envelope.messageID) where \(records[0].envelope.messageID) was written") == true)
+        }
+    }
+
     /// The rows of a transaction that took long are young when it commits: the relay leaves them
     /// to their handler for the grace period, as it does any other's, instead of publishing them
     /// at the same time (their age used to count from the transaction's start).

@@ -95,14 +95,9 @@ public final class HandlerContext: Sendable {
     /// trip. Returns the outbox rows, with their ids, for the publisher. The runtime calls it last.
     func commit() async throws -> [OutboxRecord] {
         var records = pending.withLock { $0 }
-        let rows = try await database.commit(after: records.map {
-            OutboxRecord.insert($0.envelope, exchange: $0.exchange, routingKey: $0.routingKey, schema: schema)
-        })
-        for index in records.indices {
-            // Never missing; if it were, the relay would publish the committed row.
-            guard let row = rows[index].first else { throw MessagingError("the outbox INSERT returned no id") }
-            records[index].id = try row.decode(Int64.self, 0)
-        }
+        let results = try await database.commit(after: OutboxRecord.inserts(records, schema: schema))
+        // Committed: if the ids cannot be read, the relay publishes the rows.
+        try OutboxRecord.assignIDs(&records, from: results)
         return records
     }
 }

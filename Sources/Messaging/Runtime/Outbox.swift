@@ -14,16 +14,59 @@ struct OutboxRecord: Sendable {
     var exchange: String
     var routingKey: String
 
-    /// The statement writing `envelope` to the outbox, returning the row's id: sent with the
-    /// transaction's COMMIT (``HandlerContext/commit()``).
-    static func insert(_ envelope: Envelope, exchange: String, routingKey: String, schema: String) -> PostgresStatement {
-        PostgresStatement("""
-            INSERT INTO \(quoteIdentifier(schema)).outbox
-                (message_id, type, exchange, routing_key, correlation_id, causation_id, saga_id, traceparent, tracestate, reply_to, body)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-            RETURNING id
-            """, [envelope.messageID, envelope.type, exchange, routingKey, envelope.correlationID, envelope.causationID,
-                  envelope.sagaID, envelope.traceparent, envelope.tracestate, envelope.replyTo, Data(envelope.body)])
+    /// Rows one outbox `INSERT` writes at most. A statement is prepared once per connection for
+    /// each number of rows up to this, so it bounds how many the outbox adds to a connection's
+    /// statement cache.
+    static let rowsPerInsert = 16
+
+    /// The statements writing `records` to the outbox: one `INSERT … VALUES` for up to
+    /// ``rowsPerInsert`` rows, each returning its rows' ids and message ids in the order written
+    /// (``assignIDs(_:from:)`` reads them). Sent with the transaction's COMMIT
+    /// (``HandlerContext/commit()``): a batch's outbox is one statement instead of one per message.
+    static func inserts(_ records: [OutboxRecord], schema: String) -> [PostgresStatement] {
+        stride(from: 0, to: records.count, by: rowsPerInsert).map { start in
+            let chunk = records[start..<min(start + rowsPerInsert, records.count)]
+            var binds: [any PostgresEncodable] = []
+            binds.reserveCapacity(chunk.count * 11)
+            var rows: [String] = []
+            rows.reserveCapacity(chunk.count)
+            for record in chunk {
+                let first = binds.count + 1
+                rows.append("(" + (first..<first + 11).map { "$\($0)" }.joined(separator: ", ") + ")")
+                let envelope = record.envelope
+                binds += [envelope.messageID, envelope.type, record.exchange, record.routingKey, envelope.correlationID,
+                          envelope.causationID, envelope.sagaID, envelope.traceparent, envelope.tracestate, envelope.replyTo,
+                          Data(envelope.body)] as [any PostgresEncodable]
+            }
+            return PostgresStatement("""
+                INSERT INTO \(quoteIdentifier(schema)).outbox
+                    (message_id, type, exchange, routing_key, correlation_id, causation_id, saga_id, traceparent, tracestate, reply_to, body)
+                VALUES \(rows.joined(separator: ", "))
+                RETURNING id, message_id
+                """, binds)
+        }
+    }
+
+    /// Gives `records` the ids of their rows, from the results of ``inserts(_:schema:)`` (in the
+    /// same order). PostgreSQL returns a multi-row `INSERT`'s rows in the order of its `VALUES`;
+    /// each row's message id is checked against its record all the same, since a row deleted
+    /// under the wrong record's confirm would be a message lost.
+    static func assignIDs(_ records: inout [OutboxRecord], from results: some Collection<PostgresRows>) throws {
+        var index = 0
+        for rows in results {
+            for row in rows {
+                guard index < records.count else { throw MessagingError("the outbox INSERT returned more rows than it wrote") }
+                let messageID = try row.decode(String.self, 1)
+                guard messageID == records[index].envelope.messageID else {
+                    throw MessagingError("the outbox INSERT returned message \(messageID) where \(records[index].envelope.messageID) was written")
+                }
+                records[index].id = try row.decode(Int64.self, 0)
+                index += 1
+            }
+        }
+        guard index == records.count else {
+            throw MessagingError("the outbox INSERT returned \(index) ids for \(records.count) rows")
+        }
     }
 
     static let columns = "id, message_id, type, exchange, routing_key, correlation_id, causation_id, saga_id, traceparent, tracestate, reply_to, body, extract(epoch from created_at)::bigint"
@@ -134,7 +177,7 @@ struct OutboxPublisher: Sendable {
     /// Every other commit (a handler's, with its inbox and outbox rows) still waits for the disk,
     /// and a later one flushes these with it.
     func deleteConfirmed(_ ids: [Int64]) async throws {
-        try await database.transaction { tx in
+        _ = try await database.transaction { tx in
             try await tx.commit(after: [
                 PostgresStatement("SELECT set_config('synchronous_commit', 'off', true)"),
                 PostgresStatement("DELETE FROM \(quoteIdentifier(schema)).outbox WHERE id = ANY($1)", [ids]),

@@ -425,17 +425,15 @@ public final class Worker: Service, Sendable {
                     try await inSpan(item.envelope, queue: queue) { try await item.handler(item.envelope, context) }
                     sent.append(context.takePending())
                 }
-                let inserts = sent.flatMap { $0 ?? [] }.map {
-                    OutboxRecord.insert($0.envelope, exchange: $0.exchange, routingKey: $0.routingKey, schema: options.schema)
-                }
-                let rows = try await tx.commit(after: inserts)
-                var next = 0
+                // Every handler's rows in one INSERT (up to OutboxRecord.rowsPerInsert rows each).
+                var records = sent.flatMap { $0 ?? [] }
+                let results = try await tx.commit(after: OutboxRecord.inserts(records, schema: options.schema))
+                try OutboxRecord.assignIDs(&records, from: results)
+                var next = records.startIndex
                 for index in sent.indices where sent[index] != nil {
-                    for record in sent[index]!.indices {
-                        guard let row = rows[next].first else { throw MessagingError("the outbox INSERT returned no id") }
-                        sent[index]![record].id = try row.decode(Int64.self, 0)
-                        next += 1
-                    }
+                    let count = sent[index]!.count
+                    sent[index] = Array(records[next..<next + count])
+                    next += count
                 }
                 return sent
             }
