@@ -20,6 +20,8 @@ import Messaging
 /// | `SHOPFLEET_WORKER_CONCURRENCY` | 1…1024 | `8` |
 /// | `SHOPFLEET_WORKER_BATCH` | 1…1000: messages a consumer handles in one transaction (1: one each) | `16` |
 /// | `SHOPFLEET_WORKER_BATCH_WAIT` | duration: how long a consumer waits for a batch to fill (`0s`: only what is waiting) | `0s` |
+/// | `SHOPFLEET_WORKER_BATCH_LOCK_TIMEOUT` | duration, under the shutdown deadline: how long a batch's handlers wait for a row lock before the batch goes back to one transaction per message | `100ms` |
+/// | `SHOPFLEET_WORKER_BATCH_FIRST_LOCKS_TIMEOUT` | duration, under the shutdown deadline: how long a batch waits for the locks it takes first, in one order (inventory's stock rows, the orders worker's sagas) | `5s` |
 /// | `SHOPFLEET_LOG_LEVEL` | log level | `info` |
 /// | `SHOPFLEET_PAYMENTS_URL` | `http(s)://host:port` of a Stripe-compatible gateway | `http://127.0.0.1:12111` (`shopfleet payments-sandbox`) |
 /// | `SHOPFLEET_PAYMENTS_API_KEY` | the gateway's secret key | none: the payments worker and the sandbox need it |
@@ -84,6 +86,10 @@ public struct ShopfleetConfiguration: Sendable {
                                  summary: "messages a consumer handles in one transaction (group commit); 1 handles each alone")
     public static let workerBatchWait = Key(name: "SHOPFLEET_WORKER_BATCH_WAIT", defaultValue: "0s",
                                      summary: "how long a consumer waits for more messages before handling a batch; 0s takes only those already waiting")
+    public static let workerBatchLockTimeout = Key(name: "SHOPFLEET_WORKER_BATCH_LOCK_TIMEOUT", defaultValue: "100ms",
+                                            summary: "how long a batch's handlers wait for a row lock before the batch goes back to one transaction per message")
+    public static let workerBatchFirstLocksTimeout = Key(name: "SHOPFLEET_WORKER_BATCH_FIRST_LOCKS_TIMEOUT", defaultValue: "5s",
+                                                  summary: "how long a batch waits for the locks it takes first, in one order (inventory's stock rows, the orders worker's sagas)")
     public static let logLevel = Key(name: "SHOPFLEET_LOG_LEVEL", defaultValue: "info",
                               summary: "trace, debug, info, notice, warning, error or critical; logs are JSON lines on stderr")
     public static let paymentsURL = Key(name: "SHOPFLEET_PAYMENTS_URL", defaultValue: "http://127.0.0.1:12111",
@@ -132,7 +138,7 @@ public struct ShopfleetConfiguration: Sendable {
     public static let checkoutReservationTTL = Key(name: "SHOPFLEET_CHECKOUT_RESERVATION_TTL", defaultValue: "15m",
                                             summary: "how long inventory holds an order's stock before releasing it by itself")
     public static let keys = [amqpURL, amqpManagementURL, databaseURL, redisURL, httpPort, bindAddress, topologyFile, workerPrefetch,
-                       workerConcurrency, workerBatch, workerBatchWait, logLevel, paymentsURL, paymentsAPIKey, smtpURL, mailFrom, webhookURL, webhookSecret, jwtSigningKey, jwtPublicKeys, accessTokenTTL, fleetSecret, edgePort, edgeRateLimit, edgeTrustedProxies, edgeRegistrationsPerHour, edgeQueryTimeout, openAPIFile, webRoot, edgeManagementURL, cartTTL, checkoutResendAfter, checkoutResendLimit, checkoutReserveTimeout, checkoutPaymentTimeout,
+                       workerConcurrency, workerBatch, workerBatchWait, workerBatchLockTimeout, workerBatchFirstLocksTimeout, logLevel, paymentsURL, paymentsAPIKey, smtpURL, mailFrom, webhookURL, webhookSecret, jwtSigningKey, jwtPublicKeys, accessTokenTTL, fleetSecret, edgePort, edgeRateLimit, edgeTrustedProxies, edgeRegistrationsPerHour, edgeQueryTimeout, openAPIFile, webRoot, edgeManagementURL, cartTTL, checkoutResendAfter, checkoutResendLimit, checkoutReserveTimeout, checkoutPaymentTimeout,
                        checkoutStepTimeout, checkoutReservationTTL]
     /// Keys whose value is a secret as a whole: shown only as set or not.
     public static let secretKeys: Set<String> = [paymentsAPIKey.name, webhookSecret.name, jwtSigningKey.name, fleetSecret.name]
@@ -209,6 +215,18 @@ public struct ShopfleetConfiguration: Sendable {
             throw Invalid(description: "\(key.name) must be a duration such as 500ms, 30s or 2m, not '\(value(key))'")
         }
         return .milliseconds(ms)
+    }
+
+    /// A lock timeout: a duration of at least 1 ms (PostgreSQL reads 0 as no timeout at all) and
+    /// under a worker's shutdown deadline (a batch waiting for a lock must not hold up a stop), or
+    /// an error naming the key.
+    public func lockTimeout(_ key: Key) throws -> Duration {
+        let timeout = try duration(key)
+        let deadline = WorkerOptions.defaultShutdownDeadline
+        guard timeout >= .milliseconds(1), timeout < deadline else {
+            throw Invalid(description: "\(key.name) must be from 1ms to under the shutdown deadline (\(deadline.components.seconds)s), not '\(value(key))'")
+        }
+        return timeout
     }
 
     /// A whole number in `range`, or an error naming the key.

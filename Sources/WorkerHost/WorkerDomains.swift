@@ -111,6 +111,8 @@ public struct WorkerArguments: ParsableArguments, Sendable {
         settings.batchSize = try config.integer(ShopfleetConfiguration.workerBatch, in: 1...1000)
         let wait = config.value(ShopfleetConfiguration.workerBatchWait)
         settings.batchWait = ["0", "0s", "0ms"].contains(wait) ? .zero : try config.duration(ShopfleetConfiguration.workerBatchWait)
+        settings.batchLockTimeout = try config.lockTimeout(ShopfleetConfiguration.workerBatchLockTimeout)
+        settings.beforeBatchLockTimeout = try config.lockTimeout(ShopfleetConfiguration.workerBatchFirstLocksTimeout)
         try await WorkerProcess.run(definition, settings: settings)
     }
 }

@@ -33,6 +33,25 @@ struct ConfigurationTests {
         #expect(error?.description.contains("SHOPFLEET_REDIS_URL_FILE") == true)
     }
 
+    /// A worker's batch lock timeouts come from the environment: durations from 1 ms to under
+    /// the shutdown deadline (0 would be no timeout to PostgreSQL, and a batch waiting longer
+    /// than the deadline would hold up a stop); anything else is refused naming the key and value.
+    @Test func batchLockTimeoutsAreDurationsUnderTheShutdownDeadline() throws {
+        let keys = [ShopfleetConfiguration.workerBatchLockTimeout, ShopfleetConfiguration.workerBatchFirstLocksTimeout]
+        let defaults = try ShopfleetConfiguration(environment: [:])
+        #expect(try keys.map { try defaults.lockTimeout($0) } == [.milliseconds(100), .seconds(5)])
+        let set = try ShopfleetConfiguration(environment: [keys[0].name: "250ms", keys[1].name: "19s"])
+        #expect(try keys.map { try set.lockTimeout($0) } == [.milliseconds(250), .seconds(19)])
+        for key in keys {
+            for bad in ["0s", "20s", "1m", "soon"] {
+                let config = try ShopfleetConfiguration(environment: [key.name: bad])
+                let error = #expect(throws: ShopfleetConfiguration.Invalid.self) { try config.lockTimeout(key) }
+                #expect(error?.description.contains(key.name) == true && error?.description.contains("'\(bad)'") == true,
+                        "\(String(describing: error))")
+            }
+        }
+    }
+
     /// `bench checkout` refuses a mistyped log level or rate before it sets anything up, naming
     /// the option and what it got.
     @Test func benchCheckoutRefusesABadLogLevelOrRateUpFront() throws {

@@ -43,7 +43,10 @@ public struct WorkerOptions: Sendable {
     public var beforeBatchLockTimeout: Duration = .seconds(5)
     /// How long SIGTERM may take: stop consuming, finish handlers, flush the outbox. Shorter than
     /// a pod's 30 s grace period.
-    public var shutdownDeadline: Duration = .seconds(20)
+    public var shutdownDeadline: Duration = Self.defaultShutdownDeadline
+    /// ``shutdownDeadline`` unless set: the lock timeouts a worker's configuration may give must
+    /// be shorter, or a batch waiting for a lock could hold up a stop.
+    public static let defaultShutdownDeadline: Duration = .seconds(20)
     /// How often the relay looks for outbox rows a crash left behind.
     public var relayInterval: Duration = .seconds(1)
     /// Rows younger than this are still being published by their handler; the relay leaves them.

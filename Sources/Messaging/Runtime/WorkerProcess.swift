@@ -46,6 +46,10 @@ public struct WorkerSettings: Sendable {
     public var batchSize: Int = 1
     /// ``WorkerOptions/batchWait``.
     public var batchWait: Duration = .zero
+    /// ``WorkerOptions/batchLockTimeout``.
+    public var batchLockTimeout: Duration = .milliseconds(100)
+    /// ``WorkerOptions/beforeBatchLockTimeout``.
+    public var beforeBatchLockTimeout: Duration = .seconds(5)
     public var migrateOnStart: Bool
     public var logLevel: Logger.Level
 
@@ -130,6 +134,8 @@ public enum WorkerProcess {
         options.concurrency = settings.concurrency
         options.batchSize = settings.batchSize
         options.batchWait = settings.batchWait
+        options.batchLockTimeout = settings.batchLockTimeout
+        options.beforeBatchLockTimeout = settings.beforeBatchLockTimeout
         let worker = Worker(options: options, topology: topology, handlers: definition.handlers, jobs: definition.jobs,
                             amqp: amqp, database: database, logger: logger, hooks: hooks)
         let ops = OpsServer(host: settings.bindAddress, port: settings.httpPort, registry: registry, logger: logger) { worker.health.problem }
