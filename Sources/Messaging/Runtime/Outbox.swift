@@ -19,6 +19,14 @@ struct OutboxRecord: Sendable {
     /// statement cache.
     static let rowsPerInsert = 16
 
+    /// `($1, …, $11), ($12, …, $22), …` for 1 to ``rowsPerInsert`` rows (index: rows − 1), made
+    /// once: a commit only joins its schema's table to the one for its number of rows.
+    private static let valuesLists: [String] = (1...rowsPerInsert).map { count in
+        (0..<count).map { row in
+            "(" + (row * 11 + 1...row * 11 + 11).map { "$\($0)" }.joined(separator: ", ") + ")"
+        }.joined(separator: ", ")
+    }
+
     /// The statements writing `records` to the outbox: one `INSERT … VALUES` for up to
     /// ``rowsPerInsert`` rows, each returning its rows' ids and message ids in the order written
     /// (``assignIDs(_:from:)`` reads them). Sent with the transaction's COMMIT
@@ -28,11 +36,7 @@ struct OutboxRecord: Sendable {
             let chunk = records[start..<min(start + rowsPerInsert, records.count)]
             var binds: [any PostgresEncodable] = []
             binds.reserveCapacity(chunk.count * 11)
-            var rows: [String] = []
-            rows.reserveCapacity(chunk.count)
             for record in chunk {
-                let first = binds.count + 1
-                rows.append("(" + (first..<first + 11).map { "$\($0)" }.joined(separator: ", ") + ")")
                 let envelope = record.envelope
                 binds += [envelope.messageID, envelope.type, record.exchange, record.routingKey, envelope.correlationID,
                           envelope.causationID, envelope.sagaID, envelope.traceparent, envelope.tracestate, envelope.replyTo,
@@ -41,7 +45,7 @@ struct OutboxRecord: Sendable {
             return PostgresStatement("""
                 INSERT INTO \(quoteIdentifier(schema)).outbox
                     (message_id, type, exchange, routing_key, correlation_id, causation_id, saga_id, traceparent, tracestate, reply_to, body)
-                VALUES \(rows.joined(separator: ", "))
+                VALUES \(valuesLists[chunk.count - 1])
                 RETURNING id, message_id
                 """, binds)
         }
