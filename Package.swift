@@ -311,7 +311,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .testTarget(name: "ContractsTests", dependencies: ["Contracts", "Messaging", "ShopfleetTesting"], swiftSettings: swiftSettings),
-        .testTarget(name: "ShopfleetTests", dependencies: ["shopfleet", "WorkerHost", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+        .testTarget(name: "ShopfleetTests", dependencies: ["shopfleet", "WorkerHost", "Messaging", .product(name: "ArgumentParser", package: "swift-argument-parser")],
                     swiftSettings: swiftSettings),
         .testTarget(
             name: "PaymentsTests",

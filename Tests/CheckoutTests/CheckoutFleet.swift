@@ -196,16 +196,11 @@ final class CheckoutFleet: Sendable {
     /// (A role frozen already, by ``freeze(_:)``, stays frozen until then.)
     func whileFrozen(_ role: String, queue: String, _ publish: () async throws -> Void) async throws {
         freeze(role)
-        do {
-            try await publish()
-            try await waitUntil(deadline: .seconds(30)) { [self] in
-                (try? await channel.declareQueue(queue, passive: true).messageCount) == 0
-            }
-        } catch {
-            supervisor.signal(role, SIGCONT)
-            throw error
+        defer { supervisor.signal(role, SIGCONT) }
+        try await publish()
+        try await waitUntil(deadline: .seconds(30)) { [self] in
+            (try? await channel.declareQueue(queue, passive: true).messageCount) == 0
         }
-        supervisor.signal(role, SIGCONT)
     }
 
     /// Stops `role`'s process (SIGSTOP); a ``whileFrozen(_:queue:_:)`` of it lets it go on.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FoundationEssentials
+import Messaging
 @testable import shopfleet
 import WorkerHost
 import Testing
@@ -40,6 +41,13 @@ struct ConfigurationTests {
         let keys = [ShopfleetConfiguration.workerBatchLockTimeout, ShopfleetConfiguration.workerBatchFirstLocksTimeout]
         let defaults = try ShopfleetConfiguration(environment: [:])
         #expect(try keys.map { try defaults.lockTimeout($0) } == [.milliseconds(100), .seconds(5)])
+        // One set of defaults: the keys' (as the README writes them), a worker process's settings
+        // and the runtime's options.
+        #expect(keys.map(\.defaultValue) == ["100ms", "5s"])
+        let settings = WorkerSettings(amqpURL: "", databaseURL: "")
+        let options = WorkerOptions(service: "s", schema: "s", queues: [])
+        #expect([settings.batchLockTimeout, settings.beforeBatchLockTimeout] == [.milliseconds(100), .seconds(5)])
+        #expect([options.batchLockTimeout, options.beforeBatchLockTimeout] == [.milliseconds(100), .seconds(5)])
         let set = try ShopfleetConfiguration(environment: [keys[0].name: "250ms", keys[1].name: "19s"])
         #expect(try keys.map { try set.lockTimeout($0) } == [.milliseconds(250), .seconds(19)])
         for key in keys {

@@ -34,13 +34,18 @@ public struct WorkerOptions: Sendable {
     /// How long a batch's transaction waits for a row lock before it gives up and its messages
     /// are handled one transaction each: two batches that lock the same rows in opposite orders
     /// would otherwise deadlock until PostgreSQL's `deadlock_timeout` (1 s) broke the tie.
-    public var batchLockTimeout: Duration = .milliseconds(100)
+    public var batchLockTimeout: Duration = Self.defaultBatchLockTimeout
     /// How long the handlers' `beforeBatch` waits for its row locks. It takes them in one order,
     /// and holds nothing else a batch waits for, so it queues behind other batches and cannot
     /// deadlock with them. (A handler after it still can wait on a transaction that takes the
     /// same rows in another order: inventory's expiry job and a message handled alone lock a
     /// reservation before its stock. That wait has `batchLockTimeout`, as before.)
-    public var beforeBatchLockTimeout: Duration = .seconds(5)
+    public var beforeBatchLockTimeout: Duration = Self.defaultBeforeBatchLockTimeout
+    /// ``batchLockTimeout`` and ``beforeBatchLockTimeout`` unless set; a worker process's settings
+    /// and the configuration keys' defaults (`SHOPFLEET_WORKER_BATCH_LOCK_TIMEOUT`,
+    /// `SHOPFLEET_WORKER_BATCH_FIRST_LOCKS_TIMEOUT`) are these too.
+    public static let defaultBatchLockTimeout: Duration = .milliseconds(100)
+    public static let defaultBeforeBatchLockTimeout: Duration = .seconds(5)
     /// How long SIGTERM may take: stop consuming, finish handlers, flush the outbox. Shorter than
     /// a pod's 30 s grace period.
     public var shutdownDeadline: Duration = Self.defaultShutdownDeadline

@@ -47,9 +47,9 @@ public struct WorkerSettings: Sendable {
     /// ``WorkerOptions/batchWait``.
     public var batchWait: Duration = .zero
     /// ``WorkerOptions/batchLockTimeout``.
-    public var batchLockTimeout: Duration = .milliseconds(100)
+    public var batchLockTimeout: Duration = WorkerOptions.defaultBatchLockTimeout
     /// ``WorkerOptions/beforeBatchLockTimeout``.
-    public var beforeBatchLockTimeout: Duration = .seconds(5)
+    public var beforeBatchLockTimeout: Duration = WorkerOptions.defaultBeforeBatchLockTimeout
     public var migrateOnStart: Bool
     public var logLevel: Logger.Level
 
