@@ -86,9 +86,9 @@ public struct ShopfleetConfiguration: Sendable {
                                  summary: "messages a consumer handles in one transaction (group commit); 1 handles each alone")
     public static let workerBatchWait = Key(name: "SHOPFLEET_WORKER_BATCH_WAIT", defaultValue: "0s",
                                      summary: "how long a consumer waits for more messages before handling a batch; 0s takes only those already waiting")
-    public static let workerBatchLockTimeout = Key(name: "SHOPFLEET_WORKER_BATCH_LOCK_TIMEOUT", defaultValue: durationText(WorkerOptions.defaultBatchLockTimeout),
+    public static let workerBatchLockTimeout = Key(name: "SHOPFLEET_WORKER_BATCH_LOCK_TIMEOUT", defaultValue: Topology.durationText(WorkerOptions.defaultBatchLockTimeout),
                                             summary: "how long a batch's handlers wait for a row lock before the batch goes back to one transaction per message")
-    public static let workerBatchFirstLocksTimeout = Key(name: "SHOPFLEET_WORKER_BATCH_FIRST_LOCKS_TIMEOUT", defaultValue: durationText(WorkerOptions.defaultBeforeBatchLockTimeout),
+    public static let workerBatchFirstLocksTimeout = Key(name: "SHOPFLEET_WORKER_BATCH_FIRST_LOCKS_TIMEOUT", defaultValue: Topology.durationText(WorkerOptions.defaultBeforeBatchLockTimeout),
                                                   summary: "how long a batch waits for the locks it takes first, in one order (inventory's stock rows, the orders worker's sagas)")
     public static let logLevel = Key(name: "SHOPFLEET_LOG_LEVEL", defaultValue: "info",
                               summary: "trace, debug, info, notice, warning, error or critical; logs are JSON lines on stderr")
@@ -209,12 +209,6 @@ public struct ShopfleetConfiguration: Sendable {
     public var databaseURL: String { value(Self.databaseURL) }
     public var redisURL: String { value(Self.redisURL) }
 
-    /// How ``duration(_:)`` reads `duration` back: whole seconds as `5s`, else milliseconds (`100ms`).
-    static func durationText(_ duration: Duration) -> String {
-        let ms = Int(duration.milliseconds)
-        return ms % 1000 == 0 ? "\(ms / 1000)s" : "\(ms)ms"
-    }
-
     /// A duration such as `500ms`, `30s` or `2m`, or an error naming the key.
     public func duration(_ key: Key) throws -> Duration {
         guard let ms = Topology.milliseconds(value(key)) else {
@@ -223,13 +217,13 @@ public struct ShopfleetConfiguration: Sendable {
         return .milliseconds(ms)
     }
 
-    /// A lock timeout: a duration of at least 1 ms (PostgreSQL reads 0 as no timeout at all) and
-    /// under a worker's shutdown deadline (a batch waiting for a lock must not hold up a stop), or
-    /// an error naming the key.
+    /// A lock timeout: a duration (``duration(_:)`` refuses 0, which PostgreSQL would read as no
+    /// timeout at all) under a worker's shutdown deadline (a batch waiting for a lock must not hold
+    /// up a stop), or an error naming the key.
     public func lockTimeout(_ key: Key) throws -> Duration {
         let timeout = try duration(key)
         let deadline = WorkerOptions.defaultShutdownDeadline
-        guard timeout >= .milliseconds(1), timeout < deadline else {
+        guard timeout < deadline else {
             throw Invalid(description: "\(key.name) must be from 1ms to under the shutdown deadline (\(deadline.components.seconds)s), not '\(value(key))'")
         }
         return timeout

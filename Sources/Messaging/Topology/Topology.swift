@@ -207,6 +207,14 @@ extension Topology {
         }
     }
 
+    /// `duration` as ``milliseconds(_:)`` reads it back: whole seconds as `5s`, anything else in
+    /// milliseconds (`100ms`, rounded up).
+    public static func durationText(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        if attoseconds == 0 { return "\(seconds)s" }
+        return "\(seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)ms"
+    }
+
     /// `500ms`, `5s`, `2m`, `1h`: the durations of the topology file and of configuration.
     public static func milliseconds(_ text: String) -> Int? {
         let units: [(String, Int)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)]
