@@ -3,93 +3,114 @@
 
     python3 bench/cpu_floor.py [--phase saturation] [--target 6.5] RUN.jsonl [RUN.jsonl ...]
 
-For each run, the machine's CPU per completed order in the phase (`saturation`, `fixed_rate`,
-`fixed_rate@150`, ...) split into the five workers' share and everything else: PostgreSQL,
-RabbitMQ, Redis, the stand-ins for the outside world (the payments sandbox, the SMTP sink) and
-the bench with whatever else ran. The part outside the workers is what the order would still
-cost if the workers' own code cost nothing while sending the same messages and running the same
-statements: a floor that only fewer messages and statements per order lower. Then the range
-and median of each over the runs, and what `--target` (ms per order) leaves for the workers.
+For each run (one `bench checkout --json` output per file), the machine's CPU per completed order
+in the phase split into the five workers' share (the `worker:<role>` groups) and everything else:
+PostgreSQL, RabbitMQ, Redis, the stand-ins for the outside world (the payments sandbox, the SMTP
+sink), the bench, other processes, and the machine's busy time no process was charged with
+(`unattributed`: interrupts and softirqs, such as loopback networking, and processes that ended
+during the phase). The part outside the workers is what the order would still cost if the
+workers' own code cost nothing while sending the same messages and running the same statements:
+a floor that only fewer messages and statements per order lower. Then the range and median of
+each over the runs, and what `--target` (ms per order) leaves for the workers.
+
+Phases: `saturation`; `fixed_rate` (the first rate of `--rate`); `fixed_rate@RATE` (the others).
 """
 import argparse
 import json
 import statistics
 import sys
 
-OUTSIDE = [
-    ("postgres", "PostgreSQL"),
-    ("rabbitmq", "RabbitMQ"),
-    ("redis", "Redis"),
-    ("sandbox", "payments sandbox"),
-    ("mail-sink", "SMTP sink"),
-    ("bench", "bench"),
-    ("other", "other"),
-]
+PREFIX = "checkout.cpu_ms_per_order_"
+
+# The groups `bench checkout` charges processes to (Sources/shopfleet/Bench/ProcessCPU.swift),
+# but the workers'.
+OUTSIDE = ["postgres", "rabbitmq", "redis", "sandbox", "mail-sink", "bench", "edge", "shopfleet", "other"]
+
+
+def fail(message):
+    sys.exit(f"cpu_floor: {message}")
 
 
 def read(path, phase):
-    metric = "checkout.cpu_ms_per_order_" + phase
+    """The run's CPU per order in `phase`: machine, workers, outside, each outside group, unattributed."""
+    metric = PREFIX + phase
     values = {}
     try:
-        f = open(path)
+        f = open(path, encoding="utf-8")
     except OSError as error:
-        sys.exit(f"{path}: cannot read it: {error.strerror}")
+        fail(f"{path}: cannot read it: {error.strerror}")
     with f:
-        for number, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                sys.exit(f"{path}:{number}: not a JSON line ({error.msg}): is this `bench checkout --json` output?")
-            if isinstance(row, dict) and "metric" in row and "value" in row:
-                values[row["metric"]] = row["value"]
+        try:
+            lines = list(f)
+        except UnicodeDecodeError:
+            fail(f"{path}: not UTF-8 text: is this `bench checkout --json` output?")
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            fail(f"{path}:{number}: not a JSON line ({error.msg}): is this `bench checkout --json` output?")
+        if not (isinstance(row, dict) and "metric" in row and "value" in row):
+            continue
+        value = row["value"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail(f"{path}:{number}: {row['metric']} has the value {value!r}, not a number")
+        if row["metric"] in values:
+            fail(f"{path}:{number}: {row['metric']} again: more than one run in this file (one `bench checkout --json` per file)")
+        values[row["metric"]] = float(value)
     if metric not in values:
-        sys.exit(f"{path}: no {metric} row: not a `shopfleet bench checkout --json` run, or no '{phase}' phase in it")
+        phases = sorted({key[len(PREFIX):] for key in values if key.startswith(PREFIX) and "." not in key[len(PREFIX):]})
+        fail(f"{path}: no {metric} row: " + (f"its phases are {', '.join(phases)}" if phases
+                                             else "not a `shopfleet bench checkout --json` run"))
+    machine = values[metric]
+    if machine <= 0:
+        fail(f"{path}: {metric} is {machine:g}: a phase that used no CPU cannot be split")
     groups = {key[len(metric) + 1:]: value for key, value in values.items() if key.startswith(metric + ".")}
-    workers = sum(value for key, value in groups.items() if key.startswith("worker"))
-    outside = {key: groups.get(key, 0.0) for key, _ in OUTSIDE}
-    unknown = sorted(key for key in groups if not key.startswith("worker") and key not in outside)
+    unknown = sorted(key for key in groups if not key.startswith("worker") and key not in OUTSIDE)
     if unknown:
-        sys.exit(f"{path}: process groups this script does not know: {', '.join(unknown)}")
-    return {
-        "machine": values[metric],
-        "workers": workers,
-        **outside,
-        "outside": sum(outside.values()),
-        "orders/s": values.get("checkout.orders_" + phase),
-    }
+        fail(f"{path}: process groups this script does not know: {', '.join(unknown)} (add them to OUTSIDE)")
+    workers = sum(value for key, value in groups.items() if key.startswith("worker"))
+    run = {"orders/s": values.get("checkout.orders_" + phase), "machine": machine, "workers": workers,
+           "outside": machine - workers}
+    for key in OUTSIDE:
+        run[key] = groups.get(key, 0.0)
+    run["unattributed"] = machine - sum(groups.values())
+    return run
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", metavar="RUN.jsonl")
-    parser.add_argument("--phase", default="saturation", help="saturation (default), fixed_rate, fixed_rate@RATE")
+    parser.add_argument("--phase", default="saturation",
+                        help="saturation (default); fixed_rate for the first rate of --rate, fixed_rate@RATE for the others")
     parser.add_argument("--target", type=float, default=6.5, help="machine CPU per order to compare with, ms (default 6.5)")
     args = parser.parse_args()
 
-    columns = ["orders/s", "machine", "workers", "outside"] + [key for key, _ in OUTSIDE]
     runs = [(path, read(path, args.phase)) for path in args.runs]
-    width = max(len(path) for path, _ in runs)
-    print(f"ms of CPU per completed order, phase {args.phase}; 'outside' = everything but the workers")
-    print(f"{'run':<{width}}  " + "  ".join(f"{c:>9}" for c in columns))
+    # Groups no run used are left out of the table (the edge, in a checkout run).
+    columns = ["orders/s", "machine", "workers", "outside"] + \
+        [key for key in OUTSIDE + ["unattributed"] if any(run[key] != 0 for _, run in runs)]
+    width = max(len("median"), *(len(path) for path, _ in runs))
+    print(f"ms of CPU per completed order, phase {args.phase}; 'outside' = the machine's minus the workers'")
+    print(f"{'run':<{width}}  " + "  ".join(f"{c:>12}" for c in columns))
     for path, run in runs:
-        cells = ["" if run[c] is None else f"{run[c]:9.2f}" for c in columns]
-        print(f"{path:<{width}}  " + "  ".join(f"{c:>9}" for c in cells))
+        cells = ["" if run[c] is None else f"{run[c]:.2f}" for c in columns]
+        print(f"{path:<{width}}  " + "  ".join(f"{c:>12}" for c in cells))
     if len(runs) > 1:
         for name, pick in (("min", min), ("median", statistics.median), ("max", max)):
             cells = []
             for c in columns:
                 present = [run[c] for _, run in runs if run[c] is not None]
-                cells.append(f"{pick(present):9.2f}" if present else "")
-            print(f"{name:<{width}}  " + "  ".join(f"{c:>9}" for c in cells))
+                cells.append(f"{pick(present):.2f}" if present else "")
+            print(f"{name:<{width}}  " + "  ".join(f"{c:>12}" for c in cells))
     outside = [run["outside"] for _, run in runs]
-    shares = [run["outside"] / run["machine"] for _, run in runs if run["machine"] > 0]
-    left = [args.target - value for value in outside]
+    shares = [run["outside"] / run["machine"] for _, run in runs]
+    above = sum(1 for value in outside if value > args.target)
     print(f"outside the workers: {min(outside):.2f}-{max(outside):.2f} ms per order "
-          f"({min(shares):.0%}-{max(shares):.0%} of the machine's); a target of {args.target:g} ms leaves the "
-          f"workers {min(left):.2f} to {max(left):.2f} ms per order")
+          f"({min(shares):.0%}-{max(shares):.0%} of the machine's), above {args.target:g} ms in {above} of {len(runs)} runs; "
+          f"a target of {args.target:g} ms leaves the workers {args.target - max(outside):.2f} to {args.target - min(outside):.2f} ms per order")
 
 
 if __name__ == "__main__":
