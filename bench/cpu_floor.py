@@ -4,11 +4,11 @@
     python3 bench/cpu_floor.py [--phase saturation] [--target 6.5] RUN.jsonl [RUN.jsonl ...]
 
 For each run (one `bench checkout --json` output per file), the machine's CPU per completed order
-in the phase split into the five workers' share (the `worker:<role>` groups) and everything else:
-PostgreSQL, RabbitMQ, Redis, the stand-ins for the outside world (the payments sandbox, the SMTP
-sink), the bench, other processes, and the machine's busy time no process was charged with
-(`unattributed`: interrupts and softirqs, such as loopback networking, and processes that ended
-during the phase). The part outside the workers is what the order would still cost if the
+in the phase split into the five workers' share (the `worker:<role>` groups) and everything else,
+with a column per other group the run reports (PostgreSQL, RabbitMQ, Redis, the stand-ins for the
+outside world: the payments sandbox and the SMTP sink, the bench, other processes) and the
+machine's busy time no process was charged with (`unattributed`: interrupts and softirqs, such as
+loopback networking, and processes that ended during the phase). The part outside the workers is what the order would still cost if the
 workers' own code cost nothing while sending the same messages and running the same statements:
 a floor that only fewer messages and statements per order lower. Then the range and median of
 each over the runs, and what `--target` (ms per order) leaves for the workers.
@@ -22,17 +22,14 @@ import sys
 
 PREFIX = "checkout.cpu_ms_per_order_"
 
-# The groups `bench checkout` charges processes to (Sources/shopfleet/Bench/ProcessCPU.swift),
-# but the workers'.
-OUTSIDE = ["postgres", "rabbitmq", "redis", "sandbox", "mail-sink", "bench", "edge", "shopfleet", "other"]
-
 
 def fail(message):
     sys.exit(f"cpu_floor: {message}")
 
 
 def read(path, phase):
-    """The run's CPU per order in `phase`: machine, workers, outside, each outside group, unattributed."""
+    """The run's CPU per order in `phase`: machine, workers, outside, unattributed, and each group
+    but the workers' under its own name (as `bench checkout` names it)."""
     metric = PREFIX + phase
     values = {}
     try:
@@ -68,15 +65,10 @@ def read(path, phase):
     if machine <= 0:
         fail(f"{path}: {metric} is {machine:g}: a phase that used no CPU cannot be split")
     groups = {key[len(metric) + 1:]: value for key, value in values.items() if key.startswith(metric + ".")}
-    unknown = sorted(key for key in groups if not key.startswith("worker") and key not in OUTSIDE)
-    if unknown:
-        fail(f"{path}: process groups this script does not know: {', '.join(unknown)} (add them to OUTSIDE)")
     workers = sum(value for key, value in groups.items() if key.startswith("worker"))
-    run = {"orders/s": values.get("checkout.orders_" + phase), "machine": machine, "workers": workers,
-           "outside": machine - workers}
-    for key in OUTSIDE:
-        run[key] = groups.get(key, 0.0)
-    run["unattributed"] = machine - sum(groups.values())
+    run = {key: value for key, value in groups.items() if not key.startswith("worker")}
+    run.update({"orders/s": values.get("checkout.orders_" + phase), "machine": machine, "workers": workers,
+                "outside": machine - workers, "unattributed": machine - sum(groups.values())})
     return run
 
 
@@ -89,9 +81,14 @@ def main():
     args = parser.parse_args()
 
     runs = [(path, read(path, args.phase)) for path in args.runs]
-    # Groups no run used are left out of the table (the edge, in a checkout run).
-    columns = ["orders/s", "machine", "workers", "outside"] + \
-        [key for key in OUTSIDE + ["unattributed"] if any(run[key] != 0 for _, run in runs)]
+    # The groups outside the workers that any run reports, the costliest first; a run without
+    # one counts it as 0.
+    fixed = ["orders/s", "machine", "workers", "outside", "unattributed"]
+    others = {key for _, run in runs for key in run if key not in fixed}
+    for _, run in runs:
+        for key in others:
+            run.setdefault(key, 0.0)
+    columns = fixed[:4] + sorted(others, key=lambda key: -statistics.median(run[key] for _, run in runs)) + ["unattributed"]
     width = max(len("median"), *(len(path) for path, _ in runs))
     print(f"ms of CPU per completed order, phase {args.phase}; 'outside' = the machine's minus the workers'")
     print(f"{'run':<{width}}  " + "  ".join(f"{c:>12}" for c in columns))
